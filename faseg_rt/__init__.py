@@ -1,2 +1,16 @@
-"""faseg_rt: fast, exact FA-Seg inference."""
+"""faseg_rt: fast, exact inference runtime for FA-Seg open-vocabulary segmentation.
+
+    from faseg_rt import Segmenter
+    seg = Segmenter.from_pretrained("XCLIU/2_rectified_flow_from_sd_1_5")
+    res = seg("photo.jpg", classes=["cat", "dog"])
+"""
+
 __version__ = "0.1.0"
+
+from .config import FASegConfig  # noqa: E402
+from .errors import FASegError, InvalidInputError, ModelLoadError  # noqa: E402
+from .results import SegmentationResult  # noqa: E402
+from .segmenter import Segmenter  # noqa: E402
+
+__all__ = ["Segmenter", "SegmentationResult", "FASegConfig", "FASegError", "InvalidInputError",
+           "ModelLoadError", "__version__"]

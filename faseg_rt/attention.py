@@ -1,0 +1,139 @@
+"""Capture of what HARD needs inside the UNet (spec step 4), as a diffusers attention processor.
+
+`FASegAttnProcessor` replaces the processor of every attention layer of the UNet.  Without a
+capture object it computes exactly what diffusers' scaled-dot-product processor computes.  With
+one (passed per call through `cross_attention_kwargs={"capture": capture}`, so no state is shared
+between calls or threads) it also records, per latent resolution r:
+
+- cross layers: class-aware maps softmax(Q K'^T / sqrt(d)) with K' = to_k(class prompt
+  embeddings), summed over layers and heads, for every class-prompt chunk;
+- self layers, r < 64: the probabilities softmax(Q K^T / sqrt(d)), summed over layers and heads
+  ((r*r) x (r*r): small);
+- self layers, r = 64: the scaled queries and keys of every layer and head, so HARD can apply
+  S_64 with fused attention instead of building a 4096 x 4096 matrix.
+
+The keys/values that flow through the network are always those of the full prompt.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+class AttentionCapture:
+    """Per-call accumulator of attention summaries.
+
+    class_states: (N, J, 77, D) class-prompt embeddings (J chunks) for the N latents.
+    After the pass, `summaries()` returns float32 tensors:
+      cross_{r}: (N, J, r*r, 77) mean over cross layers and heads at r,
+      self_{r}:  (N, r*r, r*r)   mean over self layers and heads at r (r < latent_size),
+      q_{s}, k_{s}: (N, L*h, s*s, d) with s = latent_size; q already multiplied by the layer's
+                    softmax scale, so softmax(q k^T) is the layer's self-attention.
+    """
+
+    def __init__(self, class_states: torch.Tensor, resolutions: tuple[int, ...]):
+        self.class_states = class_states
+        self.resolutions = tuple(resolutions)
+        self.full = max(self.resolutions)
+        self._cross = {r: [] for r in self.resolutions}
+        self._self = {r: [] for r in self.resolutions if r != self.full}
+        self._q, self._k = [], []
+
+    def _resolution(self, tokens: int) -> int:
+        r = math.isqrt(tokens)
+        if r * r != tokens or r not in self.resolutions:
+            raise RuntimeError(f"attention over {tokens} tokens is not one of the latent grids "
+                               f"{self.resolutions}: the UNet does not have the SD 1.x layout")
+        return r
+
+    def record_self(self, q: torch.Tensor, k: torch.Tensor, scale: float) -> None:
+        """q, k: (N, h, n, d) of a self-attention layer."""
+        r = self._resolution(q.shape[2])
+        q = q.float() * scale
+        k = k.float()
+        if r == self.full:
+            self._q.append(q)
+            self._k.append(k)
+        else:
+            probs = torch.softmax(q @ k.transpose(-1, -2), dim=-1)   # (N, h, n, n)
+            self._self[r].append(probs.mean(1))                       # (N, n, n)
+
+    def record_cross(self, attn, q: torch.Tensor, scale: float) -> None:
+        """q: (N, h, n, d) of a cross-attention layer; keys come from the class prompts."""
+        r = self._resolution(q.shape[2])
+        n_lat, heads, _, d = q.shape
+        cs = self.class_states.to(dtype=attn.to_k.weight.dtype)
+        kc = attn.to_k(cs)                                            # (N, J, T, h*d)
+        J, T = kc.shape[1], kc.shape[2]
+        kc = kc.view(n_lat, J, T, heads, d).permute(0, 1, 3, 4, 2).float()  # (N, J, h, d, T)
+        logits = (q.float() * scale).unsqueeze(1) @ kc                # (N, J, h, n, T)
+        self._cross[r].append(torch.softmax(logits, dim=-1).mean(2))  # (N, J, n, T)
+
+    def summaries(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for r in self.resolutions:
+            if not self._cross[r]:
+                raise RuntimeError(f"no cross-attention layer at resolution {r}")
+            out[f"cross_{r}"] = torch.stack(self._cross[r]).mean(0)
+        for r, maps in self._self.items():
+            if not maps:
+                raise RuntimeError(f"no self-attention layer at resolution {r}")
+            out[f"self_{r}"] = torch.stack(maps).mean(0)
+        if not self._q:
+            raise RuntimeError(f"no self-attention layer at resolution {self.full}")
+        out[f"q_{self.full}"] = torch.cat(self._q, dim=1)
+        out[f"k_{self.full}"] = torch.cat(self._k, dim=1)
+        return out
+
+
+class FASegAttnProcessor:
+    """Scaled-dot-product attention that can also record what HARD needs (see module doc)."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                 temb=None, capture: AttentionCapture | None = None):
+        is_cross = encoder_hidden_states is not None
+        context = encoder_hidden_states if is_cross else hidden_states
+        b, n, _ = hidden_states.shape                                  # (B, n, C)
+        heads = attn.heads
+        q = attn.to_q(hidden_states)                                   # (B, n, h*d)
+        k = attn.to_k(context)                                         # (B, m, h*d)
+        v = attn.to_v(context)                                         # (B, m, h*d)
+        d = q.shape[-1] // heads
+        q = q.view(b, -1, heads, d).transpose(1, 2)                    # (B, h, n, d)
+        k = k.view(b, -1, heads, d).transpose(1, 2)                    # (B, h, m, d)
+        v = v.view(b, -1, heads, d).transpose(1, 2)                    # (B, h, m, d)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=attn.scale)
+        out = out.transpose(1, 2).reshape(b, -1, heads * d).to(q.dtype)  # (B, n, h*d)
+        out = attn.to_out[1](attn.to_out[0](out))                      # linear, dropout
+        if capture is not None:
+            if is_cross:
+                capture.record_cross(attn, q, attn.scale)
+            else:
+                capture.record_self(q, k, attn.scale)
+        return out
+
+
+def install_processors(unet) -> None:
+    """Put FASegAttnProcessor on every attention layer, after checking it fits their shape.
+
+    Raises ValueError for attention features SD 1.x does not use (and this processor ignores).
+    """
+    for mod_name, module in unet.named_modules():
+        if not hasattr(module, "set_processor") or not hasattr(module, "to_q"):
+            continue
+        unsupported = [
+            flag for flag, present in (
+                ("spatial_norm", getattr(module, "spatial_norm", None) is not None),
+                ("group_norm", getattr(module, "group_norm", None) is not None),
+                ("norm_cross", getattr(module, "norm_cross", None) is not None),
+                ("residual_connection", bool(getattr(module, "residual_connection", False))),
+                ("rescale_output_factor", getattr(module, "rescale_output_factor", 1.0) != 1.0),
+                ("qk norm", getattr(module, "norm_q", None) is not None),
+            ) if present]
+        if unsupported:
+            raise ValueError(f"attention layer {mod_name} uses {', '.join(unsupported)}, which "
+                             "SD 1.x UNets do not: this is not an SD 1.x-architecture model")
+        module.set_processor(FASegAttnProcessor())

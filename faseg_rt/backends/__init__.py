@@ -1,0 +1,32 @@
+"""Backends run the four networks; the method code only sees `Backend` and its runners.
+
+Each runner is called with named tensors and returns a dict of named tensors, with the names of
+`faseg_rt.graphs.graph_specs`.  `load_backend(name, ...)` picks the implementation.
+"""
+
+from __future__ import annotations
+
+from .base import Backend, Runner
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+def load_backend(name: str, model, *, device, dtype, engines=None, config=None) -> Backend:
+    from ..errors import InvalidInputError
+
+    if name == "torch":
+        from .torch import TorchBackend
+
+        return TorchBackend.from_pretrained(model, device=device, dtype=dtype, config=config)
+    if name == "onnxruntime":
+        from .onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend.from_engines(model, engines, device=device, dtype=dtype, config=config)
+    if name == "tensorrt":
+        from .tensorrt import TensorRTBackend
+
+        return TensorRTBackend.from_engines(model, engines, device=device, dtype=dtype, config=config)
+    raise InvalidInputError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+__all__ = ["Backend", "Runner", "BACKENDS", "load_backend"]

@@ -1,0 +1,39 @@
+"""The backend protocol: four named-tensor runners plus the facts the method code needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from ..graphs import ModelDims
+
+
+class Runner(Protocol):
+    """One network stage: `runner(**inputs) -> {output name: tensor}` (names from graph_specs)."""
+
+    def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass
+class Backend:
+    """What the method code gets: where tensors live, the model's dimensions, and four runners.
+
+    vae_encoder:  pixels -> moments
+    text_encoder: input_ids -> last_hidden_state
+    unet:         latents, timestep, encoder_hidden_states -> eps
+    unet_attn:    latents, timestep, encoder_hidden_states, class_hidden_states -> summaries
+    """
+
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+    dims: ModelDims
+    vae_encoder: Runner
+    text_encoder: Runner
+    unet: Runner
+    unet_attn: Runner
+
+    def to(self, device, dtype=None) -> "Backend":
+        raise NotImplementedError(f"the {self.name} backend cannot move after loading; load it again")

@@ -1,0 +1,82 @@
+"""The method's constants, in one frozen dataclass, each with where it comes from.
+
+Everything here is from the FA-Seg paper / published code as restated in
+shared/docs/faseg-algorithm.md ("the spec").  The inversion coefficients are computed from the
+beta schedule right here instead of from a scheduler object's side effects.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+import numpy as np
+
+
+def _frozen(d: dict) -> Mapping:
+    return MappingProxyType(dict(d))
+
+
+#: Background thresholds of the published evaluation scripts (spec, "Published evaluation protocol").
+DATASET_THRESHOLDS: Mapping[str, float] = _frozen({"voc": 0.55, "context": 0.50, "coco-object": 0.60})
+
+
+@dataclass(frozen=True)
+class FASegConfig:
+    # Image side the published code resizes every input to (spec step 2); latents are side / 8.
+    image_size: int = 512
+    # The latent side of SD 1.x at 512 px: the grid HARD works on (spec step 6).
+    latent_size: int = 64
+    # Cross-attention fusion weights per latent resolution (spec step 5).
+    cross_weights: Mapping[int, float] = field(
+        default_factory=lambda: _frozen({8: 0.15, 16: 0.70, 32: 0.15, 64: 0.0}))
+    # HARD output weights per resolution (spec step 6).
+    self_weights: Mapping[int, float] = field(
+        default_factory=lambda: _frozen({8: 0.1, 16: 0.1, 32: 0.5, 64: 0.3}))
+    # Power of the affinity matrices in HARD (spec step 6: tau = 2).
+    tau: int = 2
+    # Background threshold on the flip-fused maps; published default (VOC) 0.55 (spec step 8).
+    threshold: float = 0.55
+    # DDIM schedule of SD 1.x (spec "Model"): 1000 steps, scaled_linear betas.
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    # One inference step with steps_offset 1: the only timestep is t = 1 (spec "Model").
+    timestep: int = 1
+    # Seed of the fixed latent noise randn((2, 4, 64, 64), CPU generator) (spec step 2).
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.latent_size * 8 != self.image_size:
+            raise ValueError("latent_size must be image_size / 8 (the SD VAE downsamples by 8)")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must lie in [0, 1], got {self.threshold}")
+        for name in ("cross_weights", "self_weights"):
+            w = getattr(self, name)
+            if not isinstance(w, MappingProxyType):
+                object.__setattr__(self, name, _frozen(w))
+            if set(getattr(self, name)) != set(self.resolutions):
+                raise ValueError(f"{name} must have one weight per resolution {self.resolutions}")
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        """Latent side lengths with attention in SD 1.x: 8 (mid block), 16, 32, 64."""
+        s = self.latent_size
+        return (s // 8, s // 4, s // 2, s)
+
+    def alphas_cumprod(self) -> np.ndarray:
+        """alpha-bar_t for t = 0..T-1 of the `scaled_linear` schedule, in float64."""
+        betas = np.linspace(math.sqrt(self.beta_start), math.sqrt(self.beta_end),
+                            self.num_train_timesteps, dtype=np.float64) ** 2
+        return np.cumprod(1.0 - betas)
+
+    def inversion_coefficients(self) -> tuple[float, float]:
+        """(a_prev, a) of the single DDIM inversion step (spec step 3).
+
+        With one inference step and set_alpha_to_one=False, the step goes from alpha-bar_0
+        (the "final" alpha) to alpha-bar_t at t = 1.
+        """
+        ac = self.alphas_cumprod()
+        return float(ac[0]), float(ac[self.timestep])

@@ -1,0 +1,106 @@
+"""Cross fusion (spec step 5) and HARD, hierarchical attention refinement (spec step 6).
+
+Factorised form, exact by linearity, with no (64*64) x (64*64) matrix anywhere:
+- r < 64: A_r @ x = bicubic_up_to_64(S_r @ blocksum_r(x)); everything stays r*r-sized.
+- r = 64: S_64 @ x = mean over layers and heads of softmax(q k^T) @ x: scaled-dot-product
+  attention with the class maps as values, all K classes at once, O(N K) memory.
+
+Shapes: N latents (image and mirror of each image), K classes, s = 64 the latent side,
+J class-prompt chunks, T = 77 tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+
+
+def cross_fusion(cross: Mapping[int, torch.Tensor], weights: Mapping[int, float], size: int) -> torch.Tensor:
+    """c = sum_r w_r * nearest_up_to_size(C_r).
+
+    cross[r]: (N, J, r*r, T) class-aware maps.  Returns (N, J*T, size*size).
+    """
+    out = None
+    for r, w in weights.items():
+        if w == 0:
+            continue
+        x = cross[r]
+        n, j, _, t = x.shape
+        x = x.transpose(2, 3).reshape(n, j * t, r, r)
+        x = F.interpolate(x, size=(size, size), mode="nearest") * w
+        out = x if out is None else out + x
+    return out.reshape(out.shape[0], out.shape[1], size * size)
+
+
+def class_maps(c: torch.Tensor, token_matrix: torch.Tensor) -> torch.Tensor:
+    """Each class's map = mean of c over its tokens: (N, J*T, P) x (J*T, K) -> (N, K, P)."""
+    return torch.einsum("ntp,tk->nkp", c, token_matrix.to(c))
+
+
+def blocksum(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Sum (N, K, s, s) over (s/r) x (s/r) blocks -> (N, K, r*r): A_r's nearest-duplicated keys."""
+    n, k, s, _ = x.shape
+    f = s // r
+    return x.reshape(n, k, r, f, r, f).sum(dim=(3, 5)).reshape(n, k, r * r)
+
+
+def apply_affinity_coarse(self_r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A_r @ x for r < s.  self_r: (N, r*r, r*r) mean self-attention; x: (N, K, s, s)."""
+    n, k, s, _ = x.shape
+    rr = self_r.shape[-1]
+    r = int(round(rr ** 0.5))
+    y = blocksum(x, r) @ self_r.transpose(1, 2)                      # (N, K, r*r): S_r @ xs
+    return F.interpolate(y.reshape(n, k, r, r), size=(s, s), mode="bicubic", align_corners=False)
+
+
+def apply_affinity_full(q: torch.Tensor, k: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """S_s @ x at the full latent resolution via fused attention.
+
+    q, k: (N, H, P, d) with H = layers x heads and q pre-scaled; x: (N, K, s, s).
+    Fused (flash) kernels want one head width for q, k and v, so q, k and the values are
+    zero-padded to max(d, K): zeros add nothing to q.k, and padded value columns are dropped.
+    """
+    n, kk, s, _ = x.shape
+    heads, d = q.shape[1], q.shape[-1]
+    width = max(d, kk)
+    if width > d:
+        q = F.pad(q, (0, width - d))
+        k = F.pad(k, (0, width - d))
+    v = x.reshape(n, 1, kk, s * s).transpose(2, 3).to(q.dtype)                 # (N, 1, P, K)
+    v = F.pad(v, (0, width - kk)).expand(n, heads, s * s, width).contiguous()  # (N, H, P, width)
+    out = F.scaled_dot_product_attention(q, k, v, scale=1.0)[..., :kk]         # (N, H, P, K)
+    return out.to(x.dtype).mean(dim=1).transpose(1, 2).reshape(n, kk, s, s)
+
+
+def minmax_normalize(o: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each (s, s) map of (N, K, s, s) to [0, 1]; a constant map becomes 0."""
+    flat = o.flatten(2)
+    lo = flat.amin(dim=2, keepdim=True)
+    rng = flat.amax(dim=2, keepdim=True) - lo
+    safe = torch.where(rng > 0, rng, torch.ones_like(rng))
+    out = torch.where(rng > 0, (flat - lo) / safe, torch.zeros_like(flat))
+    return out.reshape(o.shape)
+
+
+def hard(maps: torch.Tensor, self_attn: Mapping[int, torch.Tensor], q_full: torch.Tensor,
+         k_full: torch.Tensor, weights: Mapping[int, float], tau: int) -> torch.Tensor:
+    """m_k = sum_r w_r * minmax(A_r^tau @ c_k) for all classes at once.
+
+    maps: (N, K, s, s) class maps c_k; self_attn[r]: (N, r*r, r*r) for r < s;
+    q_full, k_full: (N, H, s*s, d).  Computes in float32 (float64 if the maps are float64).
+    Returns (N, K, s, s).
+    """
+    s = maps.shape[-1]
+    dt = torch.promote_types(maps.dtype, torch.float32)
+    q_full, k_full = q_full.to(dt), k_full.to(dt)
+    out = torch.zeros_like(maps, dtype=dt)
+    for r, w in weights.items():
+        if not w:
+            continue
+        o = maps.to(dt)
+        for _ in range(tau):
+            o = apply_affinity_full(q_full, k_full, o) if r == s else apply_affinity_coarse(self_attn[r].to(dt), o)
+        out = out + w * minmax_normalize(o)
+    return out

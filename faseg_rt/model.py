@@ -1,0 +1,98 @@
+"""Loading an SD 1.x model directory or hub id, and checking it has the layout FA-Seg needs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from .errors import ModelLoadError
+from .graphs import ModelDims
+
+log = logging.getLogger(__name__)
+
+COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet")
+
+
+def check_model_dir(model: str | os.PathLike) -> None:
+    """For a local directory, say which SD 1.x component is missing (hub ids are left to the hub)."""
+    path = Path(model)
+    if not path.exists():
+        if os.path.isabs(str(model)) or str(model).startswith((".", "~")) or str(model).count("/") != 1:
+            raise ModelLoadError(f"model {model} is neither a directory nor a hub id 'owner/name'")
+        return
+    if not path.is_dir():
+        raise ModelLoadError(f"model {model} is a file; pass a diffusers model directory or hub id")
+    missing = [c for c in COMPONENTS if not (path / c).is_dir()]
+    if missing:
+        raise ModelLoadError(
+            f"{model} is not an SD 1.x diffusers directory: missing {', '.join(m + '/' for m in missing)} "
+            f"(expected subfolders {', '.join(COMPONENTS)})")
+
+
+def _load(cls, model, subfolder, **kw):
+    try:
+        return cls.from_pretrained(model, subfolder=subfolder, **kw)
+    except (OSError, ValueError, EnvironmentError, KeyError) as e:
+        raise ModelLoadError(f"cannot load {subfolder} of {model}: {e}") from None
+
+
+def load_tokenizer(model):
+    from transformers import CLIPTokenizer
+
+    check_model_dir(model)
+    return _load(CLIPTokenizer, model, "tokenizer")
+
+
+def load_modules(model, dtype: torch.dtype = torch.float32):
+    """(vae, text_encoder, unet) from `model`, in eval mode, in `dtype`, on the CPU."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    check_model_dir(model)
+    vae = _load(AutoencoderKL, model, "vae", torch_dtype=dtype)
+    text_encoder = _load(CLIPTextModel, model, "text_encoder", torch_dtype=dtype)
+    unet = _load(UNet2DConditionModel, model, "unet", torch_dtype=dtype)
+    for m in (vae, text_encoder, unet):
+        m.eval().requires_grad_(False)
+    check_layout(vae, text_encoder, unet, model)
+    return vae, text_encoder, unet
+
+
+def check_layout(vae, text_encoder, unet, model="model") -> None:
+    cfg = unet.config
+    problems = []
+    if cfg.cross_attention_dim != text_encoder.config.hidden_size:
+        problems.append(f"unet cross_attention_dim {cfg.cross_attention_dim} != text encoder "
+                        f"hidden size {text_encoder.config.hidden_size}")
+    if list(cfg.down_block_types) != ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"]:
+        problems.append(f"unet down blocks {list(cfg.down_block_types)} are not SD 1.x's "
+                        "(3 x CrossAttnDownBlock2D + DownBlock2D)")
+    if cfg.in_channels != vae.config.latent_channels:
+        problems.append("unet in_channels != vae latent_channels")
+    if len(vae.config.block_out_channels) != 4:
+        problems.append("the VAE does not downsample by 8")
+    if problems:
+        raise ModelLoadError(f"{model} is not an SD 1.x-architecture model: " + "; ".join(problems))
+
+
+def model_dims(vae, text_encoder, unet, tokenizer_len: int = 77, latent_size: int = 64) -> ModelDims:
+    """Graph dimensions of a loaded model at the method's fixed 512-pixel input."""
+    cfg = unet.config
+    heads = cfg.attention_head_dim  # SD 1.x configs store the head count under this name
+    if isinstance(heads, (list, tuple)):
+        heads = heads[0]
+    width = cfg.block_out_channels[0]
+    # self-attention layers at the full resolution: down block 0 and the last up block
+    n_layers = cfg.layers_per_block + (cfg.layers_per_block + 1)
+    if isinstance(cfg.transformer_layers_per_block, (list, tuple)):
+        depth = cfg.transformer_layers_per_block[0]
+    else:
+        depth = cfg.transformer_layers_per_block
+    return ModelDims(
+        text_len=tokenizer_len, text_dim=text_encoder.config.hidden_size,
+        latent_channels=vae.config.latent_channels, latent_size=latent_size, image_size=latent_size * 8,
+        full_res_heads=n_layers * depth * heads, full_res_head_dim=width // heads,
+        scaling_factor=float(vae.config.scaling_factor))

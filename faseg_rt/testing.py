@@ -1,0 +1,165 @@
+"""An SD 1.5-shaped model with random weights, built offline, for tests, benchmarks and the demo.
+
+Same block layout as SD 1.5 (3 x CrossAttnDownBlock2D + DownBlock2D, layers_per_block 2, so 5
+attention layers at latent 64, 32 and 16 and one in the mid block at 8; 8 heads; an 8x VAE;
+a CLIP text model with 77 positions), saved with save_pretrained and loaded back through the
+same from_pretrained as a real checkpoint.  `full=True` uses SD 1.5's real widths.
+
+Attention query/key weights are multiplied by `sharpen` (default 3, logits x 9): with plain
+random init the attention is almost uniform and masks are rounding noise (spec, "Testing with
+random weights").  The tokenizer is the real CLIP BPE tokenizer, its vocabulary rebuilt from the
+`bpe_simple_vocab_16e6.txt.gz` file shipped inside the open_clip_torch wheel.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+# The tiny model has 2 attention heads instead of SD 1.5's 8: on a CPU the cost of attention over
+# 4096 latent tokens grows with the head count, and two heads still exercise head averaging.
+TINY = dict(unet_channels=(32, 32, 64, 64), heads=2, text_dim=32, text_layers=2, text_heads=4,
+            vae_channels=(8, 16, 16, 16), norm_groups=8, vae_groups=4)
+FULL = dict(unet_channels=(320, 640, 1280, 1280), heads=8, text_dim=768, text_layers=12,
+            text_heads=12, vae_channels=(128, 256, 512, 512), norm_groups=32, vae_groups=32)
+
+
+def find_bpe_vocab() -> Path:
+    """Path of open_clip's bpe_simple_vocab_16e6.txt.gz, found without importing open_clip."""
+    env = os.environ.get("FASEG_BPE_VOCAB")
+    if env:
+        return Path(env)
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the CLIP BPE vocabulary ships in the open_clip_torch wheel: "
+            "`pip install --no-deps open_clip_torch` (or set FASEG_BPE_VOCAB to the .txt.gz file)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "bpe_simple_vocab_16e6.txt.gz"
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing from the installed open_clip_torch")
+    return path
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2 / CLIP byte -> printable character table (printable bytes map to themselves)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars = keep[:]
+    extra = 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(keep, map(chr, chars)))
+
+
+def write_clip_tokenizer(out_dir: str | os.PathLike, vocab_gz: str | os.PathLike | None = None) -> Path:
+    """Write vocab.json, merges.txt and configs of the CLIP ViT-L/14 tokenizer (49408 tokens)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = gzip.open(vocab_gz or find_bpe_vocab(), "rt", encoding="utf-8").read().split("\n")
+    merges = [tuple(line.split()) for line in lines[1:49152 - 256 - 2 + 1]]
+    base = list(_bytes_to_unicode().values())
+    vocab = base + [v + "</w>" for v in base] + ["".join(m) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    (out / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False))
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
+                                    encoding="utf-8")
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"), model_max_length=77,
+                        pad_token="<|endoftext|>", bos_token="<|startoftext|>",
+                        eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tok.save_pretrained(out)
+    return out
+
+
+@lru_cache(maxsize=4)
+def _cached_vocab_text() -> str:
+    return str(find_bpe_vocab())
+
+
+def build_tiny_model(out_dir: str | os.PathLike, *, full: bool = False, seed: int = 0,
+                     sharpen: float = 3.0) -> Path:
+    """Build and save an SD 1.5-shaped random model under out_dir; returns the directory.
+
+    Idempotent: an existing complete model directory (model_index.json present) is reused.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    out = Path(out_dir)
+    if (out / "model_index.json").exists():
+        return out
+    w = FULL if full else TINY
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=w["unet_channels"],
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=w["text_dim"], attention_head_dim=w["heads"], norm_num_groups=w["norm_groups"])
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=512, layers_per_block=1 if not full else 2,
+        block_out_channels=w["vae_channels"], norm_num_groups=w["vae_groups"],
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        scaling_factor=0.18215)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=w["text_dim"], intermediate_size=4 * w["text_dim"],
+        num_hidden_layers=w["text_layers"], num_attention_heads=w["text_heads"],
+        max_position_embeddings=77, projection_dim=w["text_dim"], hidden_act="quick_gelu",
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if name.endswith(("to_q.weight", "to_k.weight")):
+                p.mul_(sharpen)
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                              beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    unet.save_pretrained(tmp / "unet")
+    vae.save_pretrained(tmp / "vae")
+    text_encoder.save_pretrained(tmp / "text_encoder")
+    scheduler.save_pretrained(tmp / "scheduler")
+    write_clip_tokenizer(tmp / "tokenizer", _cached_vocab_text())
+    index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
+             "faseg_rt_test_model": {"full": full, "seed": seed, "sharpen": sharpen},
+             "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+             "scheduler": ["diffusers", "DDIMScheduler"]}
+    (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def synthetic_image(width: int = 96, height: int = 64, seed: int = 0):
+    """A small RGB picture of coloured shapes (PIL), for tests and the demo."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    img = Image.new("RGB", (width, height), tuple(int(c) for c in rng.integers(0, 255, 3)))
+    d = ImageDraw.Draw(img)
+    for _ in range(4):
+        x0, y0 = int(rng.integers(0, width - 8)), int(rng.integers(0, height - 8))
+        x1, y1 = x0 + int(rng.integers(8, width // 2)), y0 + int(rng.integers(8, height // 2))
+        color = tuple(int(c) for c in rng.integers(0, 255, 3))
+        (d.ellipse if rng.random() < 0.5 else d.rectangle)([x0, y0, x1, y1], fill=color)
+    return img

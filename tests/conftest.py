@@ -1,0 +1,81 @@
+"""Shared fixtures: one tiny random SD 1.5-shaped model per session, loaded once per use.
+
+Expensive reference computations are cached per session (`parity_cases`), so several tests can
+assert different things about the same runs.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+warnings.filterwarnings("ignore", message=".*accelerate.*")
+torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from faseg_rt.testing import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd15")
+
+
+@pytest.fixture(scope="session")
+def segmenter(tiny_model_dir):
+    from faseg_rt import Segmenter
+
+    return Segmenter.from_pretrained(tiny_model_dir, device="cpu", dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_model_dir):
+    from faseg_rt.model import load_tokenizer
+
+    return load_tokenizer(tiny_model_dir)
+
+
+def _reference(model_dir, dtype):
+    from faseg_rt.model import load_modules, load_tokenizer
+    from faseg_rt.reference import ReferenceFASeg
+
+    vae, te, unet = load_modules(model_dir)
+    mods = [m.to(dtype) for m in (vae, te, unet)]
+    return ReferenceFASeg(*mods, load_tokenizer(model_dir))
+
+
+@pytest.fixture(scope="session")
+def reference32(tiny_model_dir):
+    return _reference(tiny_model_dir, torch.float32)
+
+
+@pytest.fixture(scope="session")
+def reference64(tiny_model_dir):
+    return _reference(tiny_model_dir, torch.float64)
+
+
+# (image seed, width, height, classes, caption): odd sizes exercise the final nearest resize.
+PARITY_CASES = [
+    (1, 96, 64, ["cat", "potted plant", "aeroplane"], "a photo of a room"),
+    (2, 50, 70, ["dog", "grass", "sky", "red car"], None),
+]
+
+
+@pytest.fixture(scope="session")
+def parity_cases(segmenter, reference32, reference64):
+    """For each case: the image, the fast result, and the fp32 / fp64 reference outputs."""
+    from faseg_rt.testing import synthetic_image
+
+    out = []
+    for seed, w, h, classes, caption in PARITY_CASES:
+        img = synthetic_image(w, h, seed=seed)
+        fast = segmenter(img, classes=classes, caption=caption)
+        r32 = reference32(img, classes, caption)
+        r64 = reference64(img, classes, caption)
+        out.append(dict(image=img, classes=classes, caption=caption, fast=fast, ref32=r32, ref64=r64))
+    return out

@@ -1,0 +1,73 @@
+"""The faseg-rt command: outputs, exit codes, one-line errors, no partial files."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faseg_rt.cli import main
+from faseg_rt.testing import synthetic_image
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("imgs")
+    synthetic_image(96, 64, seed=1).save(d / "a.png")
+    synthetic_image(40, 30, seed=2).save(d / "b.jpg")
+    (d / "bad.jpg").write_text("not an image")
+    return d
+
+
+def test_segment_writes_masks_and_overlays(tiny_model_dir, images, tmp_path, capsys, parity_cases):
+    out = tmp_path / "out"
+    rc = main(["segment", str(images / "a.png"), str(images / "b.jpg"), "--classes",
+               "cat, potted plant,aeroplane", "--caption", "a photo of a room", "--model",
+               str(tiny_model_dir), "--out", str(out), "--overlay", "--quiet"])
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_overlay.png", "b.png", "b_overlay.png"]
+    with Image.open(out / "a.png") as m:
+        assert m.mode == "P" and m.size == (96, 64)
+        assert np.array_equal(np.array(m), parity_cases[0]["fast"].labels)
+
+
+def test_batch_continues_past_a_bad_image(tiny_model_dir, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["segment", str(images / "bad.jpg"), str(images / "b.jpg"), "--classes", "cat",
+               "--model", str(tiny_model_dir), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "bad.jpg" in err and "1 of 2 image(s) failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["b.png"]
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--classes", "cat,,dog"], "empty or whitespace"),
+    (["--classes", "cat,Cat"], "appears twice"),
+])
+def test_bad_classes_exit_2_with_one_line(tiny_model_dir, images, tmp_path, capsys, args, msg):
+    rc = main(["segment", str(images / "a.png"), "--model", str(tiny_model_dir),
+               "--out", str(tmp_path / "o")] + args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and msg in err[0] and err[0].startswith("faseg-rt: error:")
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_model_and_threshold(tmp_path, images, capsys):
+    rc = main(["segment", str(images / "a.png"), "--classes", "cat", "--model", str(tmp_path)])
+    assert rc == 2 and "missing" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["segment", str(images / "a.png"), "--classes", "cat", "--threshold", "2"])
+    assert e.value.code == 2
+
+
+def test_console_script_demo_runs_offline(tmp_path):
+    """The README's demo command, as a user runs it (a fresh process, the installed script)."""
+    exe = [sys.executable, "-m", "faseg_rt.cli"]
+    r = subprocess.run(exe + ["demo", "--out", str(tmp_path / "demo"), "--model-dir",
+                              str(tmp_path / "model")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "random weights" in r.stdout
+    with Image.open(tmp_path / "demo" / "demo_image_mask.png") as m:
+        assert m.mode == "P" and m.size == (320, 240)
