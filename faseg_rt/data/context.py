@@ -80,9 +80,9 @@ def rgb_to_ids(rgb: np.ndarray, source: str = "label") -> np.ndarray:
     pos = np.clip(np.searchsorted(keys, code), 0, len(keys) - 1)
     found = keys[pos] == code
     if not found.all():
-        bad = code[~found][0]
+        bad = int(code[~found][0])
         raise InvalidInputError(
-            f"{source}: colour {(bad >> 16) & 255, (bad >> 8) & 255, bad & 255} is not in the "
+            f"{source}: colour {((bad >> 16) & 255, (bad >> 8) & 255, bad & 255)} is not in the "
             "Context colour table (faseg_rt.data.context.COLOR_TO_ID)")
     return vals[pos]
 
