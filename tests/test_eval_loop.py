@@ -155,6 +155,14 @@ def test_resume_after_interruption(tmp_path):
                      progress=False)
     assert m["per_class"] == fresh["per_class"] and m["mIoU"] == fresh["mIoU"]
 
+    # a larger --limit on the same directory reuses what is there
+    more = evaluate(FakeSegmenter(ds), ds, tmp_path / "fresh2", candidates=cands, limit=2,
+                    progress=False)
+    assert more["images"] == 2
+    fake = FakeSegmenter(ds)
+    more = evaluate(fake, ds, tmp_path / "fresh2", candidates=cands, progress=False)
+    assert more["reused_masks"] == 2 and len(fake.calls) == 3
+
     # other settings must not be mixed into the same masks directory
     with pytest.raises(FASegError, match="threshold"):
         evaluate(FakeSegmenter(ds), ds, out, candidates=cands, threshold=0.9, progress=False)

@@ -126,7 +126,7 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
     caps = resolve_captions(raw_caps, ids)
 
     settings = {"dataset": dataset.name, "threshold": thr,
-                "candidates": _digest({i: cands[i] for i in ids}) if raw_cands is not None else None,
+                "candidates": _digest(dict(raw_cands)) if raw_cands is not None else None,
                 "captions": _digest(raw_caps) if raw_caps is not None else None,
                 **dict(meta or {})}
     out_dir.mkdir(parents=True, exist_ok=True)
