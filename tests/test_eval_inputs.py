@@ -1,7 +1,6 @@
 """Parsing the published candidate strings and the JSON input files."""
 
 import json
-import warnings
 
 import pytest
 

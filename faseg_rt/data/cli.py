@@ -110,7 +110,10 @@ def run_eval(args: argparse.Namespace) -> int:
         for path, what in ((args.candidates, "candidates"), (args.captions, "captions")):
             if path is not None:
                 read_id_string_json(path, what)
-        from faseg_rt import Segmenter
+        try:
+            from faseg_rt import Segmenter
+        except ImportError as e:  # the core runtime is missing or broken in this install
+            return _fail("eval", f"cannot import faseg_rt.Segmenter: {e}")
 
         seg = Segmenter.from_pretrained(args.model, backend=args.backend, device=args.device,
                                         dtype=args.dtype, engines=args.engines)
