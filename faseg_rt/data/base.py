@@ -1,0 +1,119 @@
+"""The common interface of the three evaluation datasets, and the registry that opens them.
+
+Each dataset module (`voc.py`, `context.py`, `coco_object.py`) holds its facts in one place:
+the class list (background at index 0), the published background threshold, spelling aliases
+seen in the published inputs, and where files live under `--root`. This module only states
+what every reader offers, so the evaluation loop never branches on which dataset it scores.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar, Mapping
+
+import numpy as np
+from PIL import Image
+
+from faseg_rt.errors import InvalidInputError
+from faseg_rt.io import load_label_png
+
+IGNORE_INDEX = 255
+
+
+class SegDataset:
+    """A read-only view of one validation split: ids, image paths and ground-truth label maps.
+
+    Subclasses set the class-level facts and implement `_read_ids`, `image_path`, `label_path`
+    (and `load_label` when the ground truth is not a plain index PNG).
+
+    Attributes:
+        name: the dataset's CLI name ("voc", "context", "coco-object").
+        class_names: all class names, background at index 0 (21 / 60 / 81 entries).
+        default_threshold: the published background threshold for this dataset.
+        aliases: other spellings (lower case) -> canonical class name, used when parsing
+            candidate strings (e.g. "tvmonitor" or the word-piece respelling "aerop lane").
+        root_hint: which directory `--root` must point at, for error messages and docs.
+    """
+
+    name: ClassVar[str] = ""
+    class_names: ClassVar[tuple[str, ...]] = ()
+    default_threshold: ClassVar[float] = 0.55
+    aliases: ClassVar[Mapping[str, str]] = {}
+    root_hint: ClassVar[str] = ""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise InvalidInputError(f"{self.name}: --root {self.root} is not a directory; "
+                                    f"point it at {self.root_hint}")
+        self._ids = self._read_ids()
+        self._index = {n.lower(): i for i, n in enumerate(self.class_names)}
+
+    # --- what subclasses provide -------------------------------------------------------------
+    def _read_ids(self) -> list[str]:
+        raise NotImplementedError
+
+    def image_path(self, image_id: str) -> Path:
+        raise NotImplementedError
+
+    def label_path(self, image_id: str) -> Path:
+        raise NotImplementedError
+
+    def load_label(self, image_id: str) -> np.ndarray:
+        """Ground truth as an (H, W) uint8 array: class ids 0..num_classes-1, 255 = ignore."""
+        return load_label_png(self.label_path(image_id))
+
+    # --- shared ------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def ids(self) -> list[str]:
+        """The split's image ids in a fixed order (split file order, or sorted names)."""
+        return list(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def image_size(self, image_id: str) -> tuple[int, int]:
+        """(height, width) of the image, read from its header only."""
+        with Image.open(self.image_path(image_id)) as im:
+            return im.height, im.width
+
+    def class_id(self, name: str) -> int:
+        """The dataset id of a class name (canonical or alias, any case); KeyError if unknown."""
+        key = " ".join(name.lower().split())
+        key = self.aliases.get(key, key).lower()
+        return self._index[key]
+
+    def _require(self, *paths: Path) -> None:
+        for p in paths:
+            if not p.exists():
+                raise InvalidInputError(
+                    f"{self.name}: {p} not found; --root must point at {self.root_hint}")
+
+
+def read_split_file(path: Path) -> list[str]:
+    """Ids listed one per line (blank lines skipped), as in VOC's ImageSets files."""
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _registry() -> dict[str, type[SegDataset]]:
+    from faseg_rt.data.coco_object import COCOObject
+    from faseg_rt.data.context import PascalContext
+    from faseg_rt.data.voc import PascalVOC
+
+    return {c.name: c for c in (PascalVOC, PascalContext, COCOObject)}
+
+
+DATASETS = ("voc", "context", "coco-object")
+
+
+def open_dataset(name: str, root: str | os.PathLike) -> SegDataset:
+    """Open dataset `name` ("voc", "context" or "coco-object") whose files lie under `root`."""
+    reg = _registry()
+    if name not in reg:
+        raise InvalidInputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return reg[name](root)

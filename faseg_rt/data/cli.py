@@ -1,0 +1,146 @@
+"""The `eval` and `eval-masks` subcommands, for the core CLI to mount with `register(sub)`.
+
+    faseg-rt eval --dataset voc|context|coco-object --root DIR --out DIR
+                  [--candidates FILE.json] [--captions FILE.json] [--model ID_OR_DIR]
+                  [--backend B] [--device D] [--dtype T] [--engines DIR] [--limit N]
+                  [--batch-size B] [--threshold X] [--report-images N] [--no-progress]
+    faseg-rt eval-masks --dataset ... --root DIR --pred MASKS_DIR [--out DIR] [--limit N]
+
+--root points at VOCdevkit/VOC2012 (voc), VOCdevkit/VOC2010 (context) or coco_stuff164k
+(coco-object). Each handler returns an exit code: 0 on success, 2 after printing one line to
+stderr for a FASegError (bad input, missing files, model problems).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from faseg_rt.data.base import DATASETS, open_dataset
+from faseg_rt.errors import FASegError
+
+# The checkpoint the published FA-Seg code uses (InstaFlow, SD 1.5 architecture).
+DEFAULT_MODEL = "XCLIU/2_rectified_flow_from_sd_1_5"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _unit_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {v}")
+    return v
+
+
+def _dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, choices=DATASETS,
+                   help="voc (VOC2012 val, 21 classes), context (PASCAL Context-59 val, 60), "
+                        "coco-object (COCO val2017 objects, 81)")
+    p.add_argument("--root", required=True, type=Path,
+                   help="VOCdevkit/VOC2012 | VOCdevkit/VOC2010 | coco_stuff164k")
+    p.add_argument("--limit", type=_positive_int, default=None,
+                   help="score only the first N images of the split")
+
+
+def register(subparsers) -> None:
+    """Add `eval` and `eval-masks` to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "eval", help="segment a dataset split and report mIoU",
+        description="Segment a VOC / Context / COCO-Object val split, save palette masks under "
+                    "OUT/masks (existing ones are kept: rerun to resume), and write "
+                    "OUT/metrics.json and OUT/report.png.")
+    _dataset_args(p)
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--candidates", type=Path, default=None,
+                   help="JSON image id -> space-separated candidate class names "
+                        "(default: every image gets all dataset classes)")
+    p.add_argument("--captions", type=Path, default=None,
+                   help="JSON image id -> caption (default: no captions)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="SD 1.x hub id or directory")
+    p.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt")
+    p.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
+    p.add_argument("--dtype", default=None, help="e.g. float32, float16")
+    p.add_argument("--engines", default=None, help="directory of exported graphs / engines")
+    p.add_argument("--batch-size", type=_positive_int, default=8)
+    p.add_argument("--threshold", type=_unit_float, default=None,
+                   help="background threshold (default: VOC 0.55, Context 0.50, COCO 0.60)")
+    p.add_argument("--report-images", type=int, default=8,
+                   help="rows in OUT/report.png (0: no report)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run_eval)
+
+    q = subparsers.add_parser(
+        "eval-masks", help="score existing masks with the published mIoU",
+        description="Score PRED/<id>.png class-index masks against a dataset's ground truth.")
+    _dataset_args(q)
+    q.add_argument("--pred", required=True, type=Path, help="directory of <id>.png masks")
+    q.add_argument("--out", type=Path, default=None,
+                   help="write metrics.json (and report.png) here")
+    q.add_argument("--report-images", type=int, default=0,
+                   help="rows in OUT/report.png (needs --out)")
+    q.set_defaults(func=run_eval_masks)
+
+
+def _fail(command: str, err: Exception) -> int:
+    print(f"faseg-rt {command}: error: {err}", file=sys.stderr)
+    return 2
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Handler of `faseg-rt eval`."""
+    from faseg_rt.data.evaluate import evaluate
+    from faseg_rt.data.inputs import read_id_string_json
+    from faseg_rt.data.metrics import metrics_markdown
+
+    try:
+        dataset = open_dataset(args.dataset, args.root)
+        # read the inputs once before loading the model, so a bad file fails in a second
+        for path, what in ((args.candidates, "candidates"), (args.captions, "captions")):
+            if path is not None:
+                read_id_string_json(path, what)
+        try:
+            from faseg_rt import Segmenter
+        except ImportError as e:  # the core runtime is missing or broken in this install
+            return _fail("eval", f"cannot import faseg_rt.Segmenter: {e}")
+
+        seg = Segmenter.from_pretrained(args.model, backend=args.backend, device=args.device,
+                                        dtype=args.dtype, engines=args.engines)
+        meta = {"model": str(args.model), "backend": args.backend}
+        metrics = evaluate(seg, dataset, args.out, candidates=args.candidates,
+                           captions=args.captions, limit=args.limit, batch_size=args.batch_size,
+                           threshold=args.threshold, report_images=args.report_images,
+                           progress=not args.no_progress, meta=meta)
+    except FASegError as e:
+        return _fail("eval", e)
+    print(metrics_markdown(metrics))
+    print(f"\nmetrics: {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def run_eval_masks(args: argparse.Namespace) -> int:
+    """Handler of `faseg-rt eval-masks`."""
+    from faseg_rt.data.evaluate import evaluate_masks
+    from faseg_rt.data.metrics import metrics_markdown
+
+    try:
+        dataset = open_dataset(args.dataset, args.root)
+        metrics = evaluate_masks(dataset, args.pred, out_dir=args.out, limit=args.limit,
+                                 report_images=args.report_images if args.out else 0)
+    except FASegError as e:
+        return _fail("eval-masks", e)
+    print(metrics_markdown(metrics))
+    if args.out:
+        print(f"\nmetrics: {Path(args.out) / 'metrics.json'}")
+    return 0

@@ -1,0 +1,223 @@
+"""The evaluation loop: segment a dataset split, save masks, score mIoU, draw a report.
+
+`evaluate` needs only an object with `segment_batch(images, classes, captions=None,
+batch_size=..., threshold=..., progress=...)` returning results with `.labels` ((H, W) ints,
+0 = background, k = classes[k-1]); so it runs the real `faseg_rt.Segmenter` and the small fakes
+of the tests alike. Output directory:
+
+    masks/<id>.png   palette PNG of dataset class ids at the original image size
+    run.json         the settings the masks were made with (checked when resuming)
+    metrics.json     mIoU and per-class IoU in percent, plus how they were obtained
+    report.png       image | ground truth | prediction for the first images
+
+Masks are written atomically and an image whose mask exists is skipped, so an interrupted run
+resumes where it stopped; all masks (old and new) are scored together at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from faseg_rt.data.base import SegDataset
+from faseg_rt.data.inputs import read_id_string_json, resolve_candidates, resolve_captions
+from faseg_rt.data.metrics import ConfusionMatrix
+from faseg_rt.data.report import write_report
+from faseg_rt.errors import FASegError, InvalidInputError
+from faseg_rt.io import atomic_write_json, load_label_png, save_label_png
+
+StrMap = Mapping[str, str]
+
+
+def _load_inputs(src: StrMap | str | os.PathLike | None, what: str) -> tuple[StrMap | None, Any]:
+    """(mapping or None, JSON-able description of where it came from)."""
+    if src is None:
+        return None, None
+    if isinstance(src, Mapping):
+        return src, "<in memory>"
+    return read_id_string_json(src, what), str(src)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def to_dataset_ids(labels: np.ndarray, names: tuple[str, ...], dataset: SegDataset) -> np.ndarray:
+    """Map a prediction over a candidate list (0 = background, k = names[k-1]) to class ids."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise FASegError(f"segmenter returned labels of shape {labels.shape}, expected (H, W)")
+    if labels.size and (labels.min() < 0 or labels.max() > len(names)):
+        raise FASegError(f"segmenter returned label {int(labels.max())} for {len(names)} classes")
+    lut = np.array([0] + [dataset.class_id(n) for n in names], dtype=np.uint8)
+    return lut[labels]
+
+
+def _check_run(out_dir: Path, settings: dict) -> None:
+    """Refuse to mix masks made with other settings into one score."""
+    path = out_dir / "run.json"
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            old = None
+        if old != settings and any((out_dir / "masks").glob("*.png")):
+            diff = sorted(k for k in set(old or {}) | set(settings)
+                          if (old or {}).get(k) != settings.get(k))
+            raise FASegError(f"{out_dir}/masks was made with other settings ({', '.join(diff)} "
+                             "differ); use another --out or delete that masks directory")
+    atomic_write_json(path, settings)
+
+
+def _report(out_dir: Path, dataset: SegDataset, ids: list[str], masks_dir: Path, n: int) -> None:
+    rows = []
+    for i in ids[:n]:
+        with Image.open(dataset.image_path(i)) as im:
+            image = im.convert("RGB")
+        rows.append((i, image, dataset.load_label(i), load_label_png(masks_dir / f"{i}.png")))
+    if rows:
+        write_report(out_dir / "report.png", rows, dataset.class_names)
+
+
+def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
+             candidates: StrMap | str | os.PathLike | None = None,
+             captions: StrMap | str | os.PathLike | None = None,
+             limit: int | None = None, batch_size: int = 8, threshold: float | None = None,
+             report_images: int = 8, progress: bool = True,
+             meta: Mapping[str, Any] | None = None) -> dict:
+    """Segment the split (or its first `limit` images), save masks, and return the metrics.
+
+    Args:
+        segmenter: anything with `segment_batch` (see the module docstring).
+        dataset: an opened reader (`faseg_rt.data.open_dataset`).
+        out_dir: where masks/, metrics.json, run.json and report.png go.
+        candidates: image id -> candidate string (mapping or JSON file). None: every image gets
+            all dataset classes except background. An image with no known candidate gets an
+            all-background mask without calling the segmenter.
+        captions: image id -> caption (mapping or JSON file). None: no captions.
+        limit: score only the first `limit` ids of the split.
+        batch_size: images handed to `segment_batch` at once.
+        threshold: background threshold; None = the dataset's published default.
+        report_images: rows in report.png (0: no report).
+        progress: show a tqdm bar (images/s).
+        meta: extra settings (model id, backend, ...) recorded in run.json and metrics.json.
+    """
+    if batch_size < 1:
+        raise InvalidInputError("batch_size must be >= 1")
+    if limit is not None and limit < 1:
+        raise InvalidInputError("limit must be >= 1")
+    thr = dataset.default_threshold if threshold is None else float(threshold)
+    if not 0.0 <= thr <= 1.0:
+        raise InvalidInputError(f"threshold must lie in [0, 1], got {thr}")
+    out_dir = Path(out_dir)
+    masks_dir = out_dir / "masks"
+    ids = dataset.ids[:limit] if limit else dataset.ids
+    raw_cands, cand_src = _load_inputs(candidates, "candidates")
+    raw_caps, cap_src = _load_inputs(captions, "captions")
+    cands, unknown = resolve_candidates(raw_cands, ids, dataset.class_names, dataset.aliases)
+    caps = resolve_captions(raw_caps, ids)
+
+    settings = {"dataset": dataset.name, "threshold": thr,
+                "candidates": _digest(dict(raw_cands)) if raw_cands is not None else None,
+                "captions": _digest(raw_caps) if raw_caps is not None else None,
+                **dict(meta or {})}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_run(out_dir, settings)
+
+    cm = ConfusionMatrix(dataset.num_classes)
+    done = [i for i in ids if (masks_dir / f"{i}.png").exists()]
+    todo = [i for i in ids if not (masks_dir / f"{i}.png").exists()]
+    for i in done:
+        cm.update(dataset.load_label(i), load_label_png(masks_dir / f"{i}.png"))
+
+    t0 = time.perf_counter()
+    with tqdm(total=len(todo), unit="img", desc=f"eval {dataset.name}", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            run_ids = [i for i in chunk if cands[i]]
+            results = {}
+            if run_ids:
+                run_caps = [caps[i] for i in run_ids]
+                out = segmenter.segment_batch(
+                    [str(dataset.image_path(i)) for i in run_ids],
+                    [list(cands[i]) for i in run_ids],
+                    captions=run_caps if any(c is not None for c in run_caps) else None,
+                    batch_size=batch_size, threshold=thr, progress=False)
+                if len(out) != len(run_ids):
+                    raise FASegError(f"segmenter returned {len(out)} results for {len(run_ids)} images")
+                results = dict(zip(run_ids, out))
+            for i in chunk:
+                size = dataset.image_size(i)
+                if i in results:
+                    pred = to_dataset_ids(results[i].labels, cands[i], dataset)
+                    if pred.shape != size:
+                        raise FASegError(f"{i}: segmenter returned labels of shape {pred.shape}, "
+                                         f"the image is {size}")
+                else:
+                    pred = np.zeros(size, dtype=np.uint8)
+                cm.update(dataset.load_label(i), pred)
+                save_label_png(pred, masks_dir / f"{i}.png")
+            bar.update(len(chunk))
+    seconds = time.perf_counter() - t0
+
+    metrics = cm.summary(dataset.class_names)
+    metrics.update({
+        "dataset": dataset.name, "split": "val", "images": len(ids), "threshold": thr,
+        "predicted_this_run": len(todo), "reused_masks": len(done),
+        "seconds_this_run": round(seconds, 3),
+        "images_per_second": round(len(todo) / seconds, 3) if todo and seconds > 0 else None,
+        "candidates": cand_src, "captions": cap_src,
+        "images_without_candidates": sum(1 for i in ids if not cands[i]),
+        "unknown_candidate_names": unknown,
+        "masks": str(masks_dir), **dict(meta or {}),
+    })
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    if report_images > 0:
+        _report(out_dir, dataset, ids, masks_dir, report_images)
+    return metrics
+
+
+def evaluate_masks(dataset: SegDataset, pred_dir: str | os.PathLike,
+                   out_dir: str | os.PathLike | None = None, limit: int | None = None,
+                   report_images: int = 0) -> dict:
+    """Score existing prediction PNGs `pred_dir/<id>.png` (palette or gray class ids).
+
+    A prediction whose size differs from the ground truth is resized with nearest neighbour,
+    as the published scripts do (counted in `resized_predictions`); a missing one is an error.
+    With `out_dir`, metrics.json (and report.png when report_images > 0) are written there.
+    """
+    pred_dir = Path(pred_dir)
+    if limit is not None and limit < 1:
+        raise InvalidInputError("limit must be >= 1")
+    ids = dataset.ids[:limit] if limit else dataset.ids
+    missing = [i for i in ids if not (pred_dir / f"{i}.png").exists()]
+    if missing:
+        raise InvalidInputError(f"{len(missing)} of {len(ids)} predictions missing in {pred_dir} "
+                                f"(first: {missing[0]}.png)")
+    cm = ConfusionMatrix(dataset.num_classes)
+    resized = 0
+    for i in ids:
+        gt = dataset.load_label(i)
+        pred = load_label_png(pred_dir / f"{i}.png")
+        if pred.shape != gt.shape:
+            resized += 1
+            pred = np.array(Image.fromarray(pred).resize((gt.shape[1], gt.shape[0]), Image.NEAREST))
+        cm.update(gt, pred)
+    metrics = cm.summary(dataset.class_names)
+    metrics.update({"dataset": dataset.name, "split": "val", "images": len(ids),
+                    "masks": str(pred_dir), "resized_predictions": resized})
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        atomic_write_json(out_dir / "metrics.json", metrics)
+        if report_images > 0:
+            _report(out_dir, dataset, ids, pred_dir, report_images)
+    return metrics
