@@ -197,14 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Subcommands that live next to their stage (evaluation, export, benchmarks)."""
-    regs = []
-    try:
-        from .data.cli import register as eval_register
+    from .bench import register as bench_register
+    from .data.cli import register as eval_register
 
-        regs.append(eval_register)
-    except ImportError:
-        pass
-    return regs
+    return [eval_register, bench_register]
 
 
 def main(argv=None) -> int:

@@ -10,7 +10,6 @@ transfer to the host at the end.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from .errors import InvalidInputError
 from .hard import class_maps, cross_fusion, hard
 from .images import load_image, pair_pixels, preprocess
 from .inversion import fixed_noise, invert, sample_latents
+from .profiling import stage
 from .prompts import DualPrompts, build_dual_prompts
 from .results import SegmentationResult
 from .ttf import labels_from_scores, resize_labels, ttf
@@ -120,7 +120,8 @@ class Segmenter:
                 return hit
         ids = torch.tensor([prompts.full_ids] + [c.input_ids for c in prompts.chunks],
                            dtype=torch.int64, device=self.device)
-        emb = self.backend.text_encoder(input_ids=ids)["last_hidden_state"]
+        with stage("text_encoder", self.device):
+            emb = self.backend.text_encoder(input_ids=ids)["last_hidden_state"]
         text = TextEmbeddings(prompts, emb[0], emb[1:])
         with self._lock:
             self._text_cache[key] = text
@@ -136,18 +137,21 @@ class Segmenter:
         Returns the unet_attn summaries for the 2B latents [image 0, mirror 0, image 1, ...].
         """
         be, cfg = self.backend, self.config
-        pixels = pair_pixels(batch.to(be.device), be.dtype)                       # (2B, 3, s, s)
-        moments = be.vae_encoder(pixels=pixels)["moments"]
-        z0 = sample_latents(moments.float(), self._noise, be.dims.scaling_factor)  # (2B, 4, 64, 64)
+        with stage("vae_encoder", be.device):
+            pixels = pair_pixels(batch.to(be.device), be.dtype)                   # (2B, 3, s, s)
+            moments = be.vae_encoder(pixels=pixels)["moments"]
+            z0 = sample_latents(moments.float(), self._noise, be.dims.scaling_factor)  # (2B, 4, 64, 64)
         full = torch.stack([t.full for t in texts]).repeat_interleave(2, dim=0)   # (2B, 77, D)
-        eps = be.unet(latents=z0.to(be.dtype), timestep=self._timestep,
-                      encoder_hidden_states=full)["eps"]
-        z1 = invert(z0, eps.float(), cfg)
+        with stage("unet_inversion", be.device):
+            eps = be.unet(latents=z0.to(be.dtype), timestep=self._timestep,
+                          encoder_hidden_states=full)["eps"]
+            z1 = invert(z0, eps.float(), cfg)
         n_chunks = max(t.chunks.shape[0] for t in texts)
         chunks = torch.stack([_pad_chunks(t.chunks, n_chunks) for t in texts])
         chunks = chunks.repeat_interleave(2, dim=0)                                # (2B, J, 77, D)
-        return be.unet_attn(latents=z1.to(be.dtype), timestep=self._timestep,
-                            encoder_hidden_states=full, class_hidden_states=chunks)
+        with stage("unet_reconstruction", be.device):
+            return be.unet_attn(latents=z1.to(be.dtype), timestep=self._timestep,
+                                encoder_hidden_states=full, class_hidden_states=chunks)
 
     def refine(self, summaries: dict[str, torch.Tensor], prompts: DualPrompts,
                rows: slice | None = None) -> torch.Tensor:
@@ -158,15 +162,17 @@ class Segmenter:
         cfg = self.config
         rows = rows or slice(None)
         s = cfg.latent_size
-        cross = {r: summaries[f"cross_{r}"][rows].float() for r in cfg.resolutions}
-        c = cross_fusion(cross, cfg.cross_weights, s)                             # (n, J*T, s*s)
-        tm = prompts.token_matrix(self.backend.dims.text_len)
-        tm = torch.nn.functional.pad(tm, (0, 0, 0, c.shape[1] - tm.shape[0]))     # padded chunks: 0
-        maps = class_maps(c, tm.to(c.device)).reshape(c.shape[0], -1, s, s)       # (n, K, s, s)
-        self_attn = {r: summaries[f"self_{r}"][rows] for r in cfg.resolutions if r != s}
-        m = hard(maps, self_attn, summaries[f"q_{s}"][rows], summaries[f"k_{s}"][rows],
-                 cfg.self_weights, cfg.tau)
-        return ttf(m, cfg.image_size)                                              # (b, K, 512, 512)
+        with stage("hard", self.device):
+            cross = {r: summaries[f"cross_{r}"][rows].float() for r in cfg.resolutions}
+            c = cross_fusion(cross, cfg.cross_weights, s)                         # (n, J*T, s*s)
+            tm = prompts.token_matrix(self.backend.dims.text_len)
+            tm = torch.nn.functional.pad(tm, (0, 0, 0, c.shape[1] - tm.shape[0]))  # padded chunks: 0
+            maps = class_maps(c, tm.to(c.device)).reshape(c.shape[0], -1, s, s)   # (n, K, s, s)
+            self_attn = {r: summaries[f"self_{r}"][rows] for r in cfg.resolutions if r != s}
+            m = hard(maps, self_attn, summaries[f"q_{s}"][rows], summaries[f"k_{s}"][rows],
+                     cfg.self_weights, cfg.tau)
+        with stage("ttf", self.device):
+            return ttf(m, cfg.image_size)                                          # (b, K, 512, 512)
 
     # ------------------------------------------------------------------ user API
     def __call__(self, image, classes: Sequence[str], caption: str | None = None,
@@ -205,7 +211,8 @@ class Segmenter:
             bar = tqdm(total=len(images), unit="img", desc="faseg")
         for start in range(0, len(images), batch_size):
             chunk = slice(start, start + batch_size)
-            pil = [load_image(x) for x in images[chunk]]
+            with stage("load_image"):
+                pil = [load_image(x) for x in images[chunk]]
             results += self._segment_loaded(pil, texts[chunk], threshold)
             if bar is not None:
                 bar.update(len(pil))
@@ -214,19 +221,23 @@ class Segmenter:
         return results
 
     def _segment_loaded(self, pil, texts, threshold) -> list[SegmentationResult]:
-        batch = preprocess(pil, self.config.image_size)
+        with stage("resize"):
+            batch = preprocess(pil, self.config.image_size)
         summaries = self.attention_summaries(batch, texts)
         out: list[SegmentationResult | None] = [None] * len(pil)
         for group in _groups(texts):
             rows = slice(2 * group[0], 2 * group[-1] + 2) if _contiguous(group) else \
                 torch.tensor([2 * i + h for i in group for h in (0, 1)], device=self.device)
             scores = self.refine(summaries, texts[group[0]].prompts, rows)         # (b, K, 512, 512)
-            labels = labels_from_scores(scores, threshold)                          # (b, 512, 512)
+            with stage("labels", self.device):
+                labels = labels_from_scores(scores, threshold)                      # (b, 512, 512)
+                labels = [resize_labels(labels[b], pil[i].size[1], pil[i].size[0]).to(torch.int32)
+                          for b, i in enumerate(group)]
+                scores_host = scores.cpu().numpy()                                  # one transfer
+                labels = [lab.cpu().numpy() for lab in labels]
             for b, i in enumerate(group):
-                w, h = pil[i].size
-                lab = resize_labels(labels[b], h, w).to(torch.int32).cpu().numpy()
                 out[i] = SegmentationResult(
-                    labels=lab, scores=scores[b].cpu().numpy(), classes=texts[i].prompts.classes,
+                    labels=labels[b], scores=scores_host[b], classes=texts[i].prompts.classes,
                     threshold=threshold, caption=texts[i].prompts.caption, image=pil[i])
         return out
 
