@@ -52,7 +52,18 @@ def default_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.d
     """CUDA + fp16 when available, else CPU + fp32 (each overridable)."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InvalidInputError(f"unknown device {device!r}; use e.g. 'cpu', 'cuda' or 'cuda:1'") from None
+    if isinstance(dtype, str):
+        names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+                 "fp16": torch.float16, "half": torch.float16, "float": torch.float32}
+        if dtype.removeprefix("torch.") not in names:
+            raise InvalidInputError(f"unknown dtype {dtype!r}; use float32 or float16")
+        dtype = names[dtype.removeprefix("torch.")]
+    if dtype is not None and dtype not in (torch.float32, torch.float16):
+        raise InvalidInputError(f"dtype must be torch.float32 or torch.float16, got {dtype!r}")
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
     if device.type == "cpu" and dtype == torch.float16:

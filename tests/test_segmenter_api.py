@@ -95,3 +95,15 @@ def test_not_a_model(tmp_path):
 def test_errors_share_one_base_type():
     assert issubclass(InvalidInputError, FASegError) and issubclass(InvalidInputError, ValueError)
     assert issubclass(ModelLoadError, FASegError)
+
+
+def test_device_and_dtype_names_are_checked():
+    from faseg_rt.segmenter import default_device_dtype
+
+    assert default_device_dtype("cpu", "fp32") == (torch.device("cpu"), torch.float32)
+    assert default_device_dtype("cpu", "torch.float32")[1] == torch.float32
+    for bad in ("int8", torch.int64):
+        with pytest.raises(InvalidInputError, match="dtype"):
+            default_device_dtype("cpu", bad)
+    with pytest.raises(InvalidInputError, match="device"):
+        default_device_dtype("gpu0", None)

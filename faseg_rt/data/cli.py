@@ -69,9 +69,9 @@ def register(subparsers) -> None:
     p.add_argument("--captions", type=Path, default=None,
                    help="JSON image id -> caption (default: no captions)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="SD 1.x hub id or directory")
-    p.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
     p.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
-    p.add_argument("--dtype", default=None, help="e.g. float32, float16")
+    p.add_argument("--dtype", default=None, choices=["float32", "fp32", "float16", "fp16"])
     p.add_argument("--engines", default=None, help="directory of exported graphs / engines")
     p.add_argument("--batch-size", type=_positive_int, default=8)
     p.add_argument("--threshold", type=_unit_float, default=None,
