@@ -204,6 +204,9 @@ def _extra_commands():
         regs.append(eval_register)
     except ImportError:
         pass
+    from .export import register as export_register  # onnx / tensorrt are imported only when run
+
+    regs.append(export_register)
     return regs
 
 
