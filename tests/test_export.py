@@ -115,6 +115,8 @@ def test_onnxruntime_matches_torch(engines_dir, tiny_model_dir, parity_cases):
     seg = Segmenter.from_pretrained(tiny_model_dir, backend="onnxruntime", engines=engines_dir[0],
                                     device="cpu", dtype=torch.float32)
     assert seg.backend.name == "onnxruntime"
+    with pytest.raises(InvalidInputError, match="cannot move"):
+        seg.to("cpu", torch.float64)
     for c in parity_cases:
         got = seg(c["image"], classes=c["classes"], caption=c["caption"])
         ref = c["fast"]  # the torch fp32 Segmenter on the same image

@@ -124,3 +124,8 @@ class OnnxRuntimeBackend(Backend):
             runners[name] = OrtRunner(sess, spec, device)
         return cls(name="onnxruntime", device=device, dtype=dtype, dims=dims, engines=Path(engines),
                    manifest=manifest, **runners)
+
+    def to(self, device, dtype=None) -> "OnnxRuntimeBackend":
+        """Graphs / engines are loaded for one device: moving means loading again (say so clearly)."""
+        raise InvalidInputError(f"the onnxruntime backend cannot move to another device or dtype after "
+                                "loading; call Segmenter.from_pretrained again with device= / dtype=")

@@ -202,5 +202,10 @@ class TensorRTBackend(Backend):
         return cls(name="tensorrt", device=device, dtype=dtype, dims=dims, engines=Path(engines),
                    manifest=manifest, **runners)
 
+    def to(self, device, dtype=None) -> "TensorRTBackend":
+        """Graphs / engines are loaded for one device: moving means loading again (say so clearly)."""
+        raise InvalidInputError(f"the tensorrt backend cannot move to another device or dtype after "
+                                "loading; call Segmenter.from_pretrained again with device= / dtype=")
+
 
 __all__ = ["require_tensorrt", "build_engines", "TRTEngine", "TensorRTBackend"]
