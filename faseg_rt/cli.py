@@ -199,8 +199,9 @@ def _extra_commands():
     """Subcommands that live next to their stage (evaluation, export, benchmarks)."""
     from .bench import register as bench_register
     from .data.cli import register as eval_register
+    from .export import register as export_register  # onnx / tensorrt are imported only when run
 
-    return [eval_register, bench_register]
+    return [eval_register, export_register, bench_register]
 
 
 def main(argv=None) -> int:

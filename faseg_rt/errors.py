@@ -23,3 +23,10 @@ class EngineError(FASegError):
 
 class BackendUnavailableError(FASegError):
     """A backend whose packages or hardware are not present (e.g. TensorRT without CUDA)."""
+
+
+class EngineMismatchError(EngineError):
+    """Exported graphs / engines whose manifest disagrees with the model, installation or GPU.
+
+    The message lists what differs and the build_engines command that rebuilds them.
+    """

@@ -1,0 +1,275 @@
+"""Export stage and the onnxruntime / tensorrt backends, on the tiny random model.
+
+One ONNX export of the tiny model per module (`engines_dir`, ~70 s on 2 CPU cores); every
+mutation test works on a shutil.copytree of it.  Parity: onnxruntime fp32 vs the torch fp32
+Segmenter (the session's `parity_cases` results) on 2 small images: labels >= 99.9 % equal,
+scores max abs diff <= 1e-3.  TensorRT needs CUDA: here its build and backend must refuse at once
+with a clear message, and the real engine test skips with the reason "no CUDA GPU".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from faseg_rt import Segmenter
+from faseg_rt import export as ex
+from faseg_rt.engines import GRAPHS, MANIFEST, dims_from_json, model_fingerprint, verify_manifest
+from faseg_rt.errors import BackendUnavailableError, EngineError, EngineMismatchError, InvalidInputError
+from faseg_rt.graphs import GraphSpec, TensorSpec, graph_specs
+
+ROOT = Path(__file__).resolve().parent.parent
+HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.fixture(scope="module")
+def engines_dir(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("engines") / "tiny"
+    lines: list[str] = []
+    ex.build(tiny_model_dir, out, onnx_only=True, log=lines.append)
+    return out, lines
+
+
+def _copy(engines_dir, tmp_path) -> Path:
+    dst = tmp_path / "engines"
+    shutil.copytree(engines_dir[0], dst)
+    return dst
+
+
+def _leftovers(d: Path) -> list[str]:
+    return [p.name for p in d.iterdir() if p.name.startswith(".") or p.name.endswith((".tmp", ".partial"))]
+
+
+# --------------------------------------------------------------------------- the export
+def test_manifest_records_graphs_versions_and_errors(engines_dir, tiny_model_dir):
+    import onnx
+
+    out, lines = engines_dir
+    man = json.loads((out / MANIFEST).read_text())
+    assert man["model"]["sha256"] == model_fingerprint(tiny_model_dir)["sha256"]
+    assert man["model"]["id"] == str(tiny_model_dir)
+    assert man["engines"] is None and man["build_args"]["onnx_only"] is True
+    for pkg in ("torch", "diffusers", "onnx", "onnxruntime"):
+        assert man["versions"][pkg], pkg
+    assert man["versions"]["torch"] == torch.__version__
+    specs = graph_specs(dims_from_json(man["dims"]))
+    assert set(man["graphs"]) == set(GRAPHS)
+    for name in GRAPHS:
+        g = man["graphs"][name]
+        assert [t["name"] for t in g["inputs"]] == specs[name].input_names
+        assert [t["name"] for t in g["outputs"]] == specs[name].output_names
+        assert g["opset"] == ex.DEFAULT_OPSET
+        for o in specs[name].output_names:
+            assert 0 <= g["check"]["max_abs_error"][o] <= g["check"]["tolerance"][o] < 1e-2
+        proto = onnx.load(str(out / g["file"]), load_external_data=False)
+        onnx.checker.check_model(str(out / g["file"]))
+        first = proto.graph.input[0].type.tensor_type.shape.dim[0]
+        assert first.dim_param in ("N", "P"), f"{name}: batch axis is not dynamic"
+    # exactly what HARD needs: no (4096 x 4096) self-attention output
+    s = man["dims"]["latent_size"]
+    outs = {t["name"]: t["shape"] for t in man["graphs"]["unet_attn"]["outputs"]}
+    assert f"self_{s}" not in outs and outs[f"q_{s}"][2] == s * s
+    assert any("all done in" in ln for ln in lines) and any("check against PyTorch" in ln for ln in lines)
+    assert _leftovers(out) == []
+
+
+def test_rerun_is_up_to_date(engines_dir, tiny_model_dir):
+    out, _ = engines_dir
+    before = (out / MANIFEST).read_bytes()
+    lines: list[str] = []
+    t0 = time.perf_counter()
+    ex.build(tiny_model_dir, out, onnx_only=True, log=lines.append)
+    assert time.perf_counter() - t0 < 15
+    assert sum("up to date" in ln for ln in lines) == len(GRAPHS) + 1, lines
+    assert not any(": export ..." in ln for ln in lines)
+    assert (out / MANIFEST).read_bytes() == before
+
+
+def test_external_data_graph_passes_checker_and_matches():
+    """Graphs over 2 GB keep their weights in one .data file; forced here with threshold 0."""
+    spec = GraphSpec("toy", (TensorSpec("latents", ("N", 4, 8, 8), "float32"),),
+                     (TensorSpec("eps", ("N", 4, 8, 8), "float32"),))
+    module = torch.nn.Sequential(torch.nn.Conv2d(4, 16, 3, padding=1), torch.nn.SiLU(),
+                                 torch.nn.Conv2d(16, 4, 3, padding=1)).eval()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        files = ex.export_onnx(module, spec, None, Path(d), 17, external_threshold=0)
+        assert [f.name for f in files] == ["toy.onnx", "toy.onnx.data"]
+        assert files[1].stat().st_size > files[0].stat().st_size
+        check = ex.check_onnx(module, spec, None, files[0], sizes={"N": 3})
+        assert check["max_abs_error"]["eps"] < 1e-5
+
+
+# --------------------------------------------------------------------------- parity
+def test_onnxruntime_matches_torch(engines_dir, tiny_model_dir, parity_cases):
+    seg = Segmenter.from_pretrained(tiny_model_dir, backend="onnxruntime", engines=engines_dir[0],
+                                    device="cpu", dtype=torch.float32)
+    assert seg.backend.name == "onnxruntime"
+    with pytest.raises(InvalidInputError, match="cannot move"):
+        seg.to("cpu", torch.float64)
+    for c in parity_cases:
+        got = seg(c["image"], classes=c["classes"], caption=c["caption"])
+        ref = c["fast"]  # the torch fp32 Segmenter on the same image
+        assert got.labels.shape == ref.labels.shape and got.scores.shape == ref.scores.shape
+        assert float((got.labels == ref.labels).mean()) >= 0.999
+        assert float(np.abs(got.scores - ref.scores).max()) <= 1e-3
+        assert len(np.unique(got.labels)) >= 3  # not a degenerate all-one-label answer
+
+
+# --------------------------------------------------------------------------- refusals
+def test_refuses_other_model(engines_dir, tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_model_dir, other)
+    w = other / "unet" / "diffusion_pytorch_model.safetensors"
+    state = load_file(w)
+    key = sorted(state)[0]
+    state[key] = state[key] + 0.01
+    save_file(state, w)
+    with pytest.raises(EngineMismatchError) as e:
+        Segmenter.from_pretrained(other, backend="onnxruntime", engines=engines_dir[0], device="cpu")
+    msg = str(e.value)
+    assert "model: built from" in msg and "unet/diffusion_pytorch_model.safetensors" in msg
+    assert f"python export/build_engines.py --model {other} --out {engines_dir[0]}" in msg
+    assert "--force" in msg
+
+
+def test_refuses_edited_version(engines_dir, tiny_model_dir, tmp_path):
+    d = _copy(engines_dir, tmp_path)
+    man = json.loads((d / MANIFEST).read_text())
+    man["versions"]["torch"] = "1.0.0"
+    (d / MANIFEST).write_text(json.dumps(man))
+    with pytest.raises(EngineMismatchError) as e:
+        verify_manifest(d, tiny_model_dir, "onnxruntime")
+    assert f"torch: built with 1.0.0, installed {torch.__version__}" in str(e.value)
+    assert "python export/build_engines.py" in str(e.value)
+
+
+def test_refuses_missing_and_corrupted_files(engines_dir, tiny_model_dir, tmp_path):
+    d = _copy(engines_dir, tmp_path)
+    (d / "unet.onnx").unlink()
+    data = (d / "unet_attn.onnx").read_bytes()
+    (d / "unet_attn.onnx").write_bytes(data[: len(data) // 2])  # a truncated copy
+    with pytest.raises(EngineMismatchError) as e:
+        Segmenter.from_pretrained(tiny_model_dir, backend="onnxruntime", engines=d, device="cpu")
+    msg = str(e.value)
+    assert "unet.onnx is missing" in msg and "unet_attn.onnx is corrupted" in msg
+    assert "--onnx-only --force" in msg
+
+
+def test_refuses_missing_or_broken_manifest(engines_dir, tiny_model_dir, tmp_path):
+    d = _copy(engines_dir, tmp_path)
+    (d / MANIFEST).write_text('{"format": 1, "model": ')
+    with pytest.raises(EngineError, match="not readable JSON"):
+        verify_manifest(d, tiny_model_dir, "onnxruntime")
+    (d / MANIFEST).unlink()
+    with pytest.raises(EngineError, match="manifest.json is missing: the export into .* did not finish"):
+        Segmenter.from_pretrained(tiny_model_dir, backend="onnxruntime", engines=d, device="cpu")
+    with pytest.raises(EngineError, match="pass engines=DIR"):
+        Segmenter.from_pretrained(tiny_model_dir, backend="onnxruntime", device="cpu")
+
+
+# --------------------------------------------------------------------------- interrupted builds
+def _interrupt_at(monkeypatch, graph: str, calls: list):
+    real = ex.check_onnx
+
+    def check(module, spec, dims, path, sizes=None):
+        calls.append(spec.name)
+        if spec.name == graph:
+            raise KeyboardInterrupt
+        return real(module, spec, dims, path, sizes)
+
+    monkeypatch.setattr(ex, "check_onnx", check)
+
+
+def test_interrupted_build_leaves_nothing_that_looks_complete(tiny_model_dir, tmp_path, monkeypatch):
+    out = tmp_path / "eng"
+    calls: list = []
+    _interrupt_at(monkeypatch, "vae_encoder", calls)
+    with pytest.raises(KeyboardInterrupt):
+        ex.build(tiny_model_dir, out, onnx_only=True, log=lambda s: None)
+    assert calls == ["text_encoder", "vae_encoder"]
+    names = sorted(p.name for p in out.iterdir())
+    # the finished graph and its record; nothing of the interrupted one, no manifest, no temp files
+    assert names == ["text_encoder.onnx", "text_encoder.onnx.json"], names
+    with pytest.raises(EngineError, match="manifest.json is missing"):
+        verify_manifest(out, tiny_model_dir, "onnxruntime")
+
+
+def test_force_rebuilds_and_an_interrupted_rebuild_drops_the_manifest(engines_dir, tiny_model_dir,
+                                                                      tmp_path, monkeypatch):
+    d = _copy(engines_dir, tmp_path)
+    calls: list = []
+    lines: list[str] = []
+    _interrupt_at(monkeypatch, "vae_encoder", calls)
+    with pytest.raises(KeyboardInterrupt):
+        ex.build(tiny_model_dir, d, onnx_only=True, force=True, log=lines.append)
+    assert calls == ["text_encoder", "vae_encoder"]  # --force re-exported the up-to-date graphs
+    assert any("onnx text_encoder: export ..." in ln for ln in lines)
+    assert not (d / MANIFEST).exists() and _leftovers(d) == []
+
+
+def test_check_above_tolerance_fails_loudly_and_installs_nothing(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(ex, "ATOL", 0.0)
+    monkeypatch.setattr(ex, "RTOL", 0.0)
+    out = tmp_path / "eng"
+    with pytest.raises(EngineError, match="text_encoder graph does not match PyTorch.*last_hidden_state"):
+        ex.build(tiny_model_dir, out, onnx_only=True, log=lambda s: None)
+    assert list(out.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- command line
+def test_build_engines_script_reuses_and_cli_rejects_bad_usage(engines_dir, tiny_model_dir, tmp_path):
+    d = _copy(engines_dir, tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, str(ROOT / "export" / "build_engines.py"), "--model", str(tiny_model_dir),
+                        "--out", str(d), "--onnx-only"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "onnx unet_attn: up to date" in r.stderr and "manifest: up to date" in r.stderr
+    from faseg_rt.cli import main
+
+    assert main(["export", "--model", str(tiny_model_dir), "--out", str(d), "--onnx-only", "--fp16"]) == 2
+    assert main(["export", "--model", str(tiny_model_dir), "--out", str(d), "--onnx-only",
+                 "--batch-sizes", "0,2"]) == 2
+    with pytest.raises(InvalidInputError, match="--opset"):
+        ex.build(tiny_model_dir, d, onnx_only=True, opset=7)
+
+
+# --------------------------------------------------------------------------- TensorRT
+@pytest.mark.skipif(HAS_CUDA, reason="checks the refusal without a CUDA GPU")
+def test_tensorrt_without_cuda_fails_fast(engines_dir, tiny_model_dir, tmp_path):
+    out = tmp_path / "trt"
+    t0 = time.perf_counter()
+    with pytest.raises(BackendUnavailableError, match="TensorRT needs a CUDA GPU.*--onnx-only.*onnxruntime"):
+        ex.build(tiny_model_dir, out, fp16=True)
+    assert time.perf_counter() - t0 < 5 and not out.exists()
+    with pytest.raises(BackendUnavailableError, match="TensorRT needs a CUDA GPU"):
+        Segmenter.from_pretrained(tiny_model_dir, backend="tensorrt", engines=engines_dir[0], device="cpu",
+                                  dtype=torch.float32)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU")
+def test_tensorrt_engines_match_torch(engines_dir, tiny_model_dir, parity_cases, tmp_path):
+    pytest.importorskip("tensorrt", reason="tensorrt not installed (pip install -e '.[gpu]')")
+    d = _copy(engines_dir, tmp_path)
+    man = ex.build(tiny_model_dir, d, batch_sizes="1,2", log=print)
+    assert man["engines"]["gpu"]["name"] == torch.cuda.get_device_name()
+    assert (d / "timing.cache").is_file()
+    seg = Segmenter.from_pretrained(tiny_model_dir, backend="tensorrt", engines=d, device="cuda",
+                                    dtype=torch.float32)
+    for c in parity_cases:
+        got = seg(c["image"], classes=c["classes"], caption=c["caption"])
+        assert float((got.labels == c["fast"].labels).mean()) >= 0.999
+        assert float(np.abs(got.scores - c["fast"].scores).max()) <= 1e-3
