@@ -98,13 +98,23 @@ def normalize_classes(classes) -> tuple[str, ...]:
 
 
 def _content_ids(tokenizer, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+    # verbose=False: a long vocabulary is measured here on purpose (then chunked), so the
+    # tokenizer's "sequence length is longer than the specified maximum" log would be noise.
+    return list(tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
 
 
 def _padded_ids(tokenizer, text: str) -> tuple[int, ...]:
     ids = tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True)["input_ids"]
     return tuple(int(i) for i in ids)
+
+
+def _first_mismatch(ids, group, spans, pieces, classes) -> str:
+    """The first class of a chunk whose tokens differ in the joined prompt (for the error)."""
+    for i, (start, end) in zip(group, spans):
+        if list(ids[start:end]) != pieces[i]:
+            return classes[i]
+    return classes[group[-1]]
 
 
 def build_dual_prompts(tokenizer, classes: Sequence[str], caption: str | None = None) -> DualPrompts:
@@ -150,9 +160,11 @@ def build_dual_prompts(tokenizer, classes: Sequence[str], caption: str | None = 
         text = SEPARATOR.join(classes[i] for i in group)
         ids = _padded_ids(tokenizer, text)
         if list(ids[1:1 + len(content)]) != content:
+            culprit = _first_mismatch(ids, group, spans, pieces, classes)
             raise InvalidInputError(
-                f"the class prompt {text!r} does not tokenize as the concatenation of its class "
-                "names; avoid punctuation that merges with the ', ' separator")
+                f"class {culprit!r} does not keep its own tokens in the class prompt {text!r}: "
+                "a name that ends (or starts) with punctuation or symbols such as '!' or an emoji "
+                "merges with the ', ' separator; remove them or add a word")
         chunks.append(ClassPrompt(text, ids, tuple(classes[i] for i in group), tuple(spans)))
 
     class_text = SEPARATOR.join(classes)
