@@ -8,6 +8,7 @@ chunks; every chunk is its own class prompt, and all chunks share one reconstruc
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
@@ -17,6 +18,12 @@ import torch
 from .errors import InvalidInputError
 
 SEPARATOR = ", "  # between class names in P' (spec step 1)
+
+# Hugging Face fast tokenizers keep their padding / truncation settings in the shared Rust
+# object and change them per call, so two threads tokenizing at once (one padding to 77, one
+# not) corrupt each other's results.  Every use of a tokenizer here holds this lock; building
+# the prompts takes about a millisecond, so calls still overlap in everything that is slow.
+_TOKENIZER_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,15 @@ def _first_mismatch(ids, group, spans, pieces, classes) -> str:
 
 
 def build_dual_prompts(tokenizer, classes: Sequence[str], caption: str | None = None) -> DualPrompts:
-    """Build P, P' chunks and token spans for `classes` (validated) and an optional caption."""
+    """Build P, P' chunks and token spans for `classes` (validated) and an optional caption.
+
+    Thread-safe: the tokenizer is used under a lock (see _TOKENIZER_LOCK).
+    """
+    with _TOKENIZER_LOCK:
+        return _build_dual_prompts(tokenizer, classes, caption)
+
+
+def _build_dual_prompts(tokenizer, classes: Sequence[str], caption: str | None) -> DualPrompts:
     classes = normalize_classes(classes)
     if caption is not None and not isinstance(caption, str):
         raise InvalidInputError(f"caption must be a string or None, got {type(caption).__name__}")
@@ -175,6 +190,6 @@ def build_dual_prompts(tokenizer, classes: Sequence[str], caption: str | None = 
         hint = " Shorten the caption to keep all of it." if caption else ""
         warnings.warn(
             f"the full prompt is {full_len} tokens; only the first {capacity} reach the UNet "
-            f"(every class still gets its map, from the class prompts).{hint}", stacklevel=3)
+            f"(every class still gets its map, from the class prompts).{hint}", stacklevel=4)
     return DualPrompts(classes, caption, full_text, _padded_ids(tokenizer, full_text), truncated,
                        tuple(chunks))
