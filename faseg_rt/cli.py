@@ -244,7 +244,7 @@ def main(argv=None) -> int:
         return 130
     except OSError as e:  # disk full, permissions, ...: the machine's problem, not a bug of ours
         _traceback_if_debug()
-        print(f"faseg-rt: error: {_one_line(e)} (no partial output file was left)", file=sys.stderr)
+        print(f"faseg-rt: error: {_one_line(e)}", file=sys.stderr)
         return 1
     except Exception as e:  # an internal error: one line; the traceback with FASEG_DEBUG=1
         _traceback_if_debug()
