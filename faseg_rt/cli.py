@@ -1,6 +1,7 @@
 """`faseg-rt`: segment images, run the offline demo, evaluate, export, benchmark.
 
-Exit codes: 0 success; 1 internal error; 2 bad usage or input (one line on stderr).
+Exit codes: 0 success; 1 internal or I/O error; 2 bad usage or input (one line on stderr;
+FASEG_DEBUG=1 adds the traceback of an internal error).
 A batch keeps going past a bad image, lists the failures at the end and exits 2.
 Every output file is written atomically (temporary name, then rename).
 """
@@ -73,9 +74,24 @@ def _threshold(text: str) -> float:
     return v
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
 def segment_files(seg, images: list[str], classes: list[str], out: Path, caption=None,
                   threshold=None, overlay=False, batch_size=1, progress=True) -> list[tuple[str, str]]:
-    """Segment image files into out/<stem>.png (+ <stem>_overlay.png); returns [(image, error)]."""
+    """Segment image files into out/<stem>.png (+ <stem>_overlay.png); returns [(image, error)].
+
+    Images are loaded `batch_size` at a time (memory stays bounded however many files are
+    given); an image that cannot be read, or a batch the package refuses, is recorded and
+    skipped, and the run goes on.  Internal errors propagate (the CLI exits 1).
+    """
     from .images import load_image
 
     stems = {}
@@ -86,21 +102,25 @@ def segment_files(seg, images: list[str], classes: list[str], out: Path, caption
                              "segment them into different --out directories")
         stems[stem] = path
     failures: list[tuple[str, str]] = []
-    loaded = []
-    for path in images:
-        try:
-            loaded.append((path, load_image(path)))
-        except FASegError as e:
-            failures.append((path, str(e)))
     bar = None
-    if progress and len(loaded) > 1:
+    if progress and len(images) > 1:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(loaded), unit="img", desc="faseg")
-    for start in range(0, len(loaded), batch_size):
-        group = loaded[start:start + batch_size]
-        results = seg.segment_batch([img for _, img in group], classes, captions=[caption] * len(group),
-                                    batch_size=batch_size, threshold=threshold)
+        bar = tqdm(total=len(images), unit="img", desc="faseg")
+    for start in range(0, len(images), batch_size):
+        group = []
+        for path in images[start:start + batch_size]:
+            try:
+                group.append((path, load_image(path)))
+            except FASegError as e:
+                failures.append((path, str(e)))
+        try:
+            results = seg.segment_batch([img for _, img in group], classes,
+                                        captions=[caption] * len(group), batch_size=batch_size,
+                                        threshold=threshold) if group else []
+        except FASegError as e:
+            failures += [(path, str(e)) for path, _ in group]
+            results = []
         for (path, _), res in zip(group, results):
             stem = Path(path).stem
             res.save(out / f"{stem}.png")
@@ -110,7 +130,7 @@ def segment_files(seg, images: list[str], classes: list[str], out: Path, caption
                 with atomic_path(out / f"{stem}_overlay.png") as tmp:
                     res.overlay().save(tmp, format="PNG")
         if bar is not None:
-            bar.update(len(group))
+            bar.update(len(images[start:start + batch_size]))
     if bar is not None:
         bar.close()
     return failures
@@ -121,6 +141,8 @@ def cmd_segment(args) -> int:
 
     classes = list(normalize_classes(parse_classes(args.classes)))
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise FASegError(f"--out {out} is a file; give a directory (it is created if missing)")
     seg = load_segmenter(args)
     failures = segment_files(seg, args.images, classes, out, caption=args.caption,
                              threshold=args.threshold, overlay=args.overlay,
@@ -180,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", type=_threshold, default=None, help="background threshold in [0, 1] (0.55)")
     s.add_argument("--out", default=".", help="output directory (default: current)")
     s.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
-    s.add_argument("--batch-size", type=int, default=1)
+    s.add_argument("--batch-size", type=_positive_int, default=1)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(s)
     s.set_defaults(func=cmd_segment)
@@ -212,16 +234,33 @@ def main(argv=None) -> int:
     try:
         return int(args.func(args) or 0)
     except FASegError as e:
-        print(f"faseg-rt: error: {e}", file=sys.stderr)
+        print(f"faseg-rt: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("faseg-rt: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # an internal error: say so in one line, keep the traceback for -v
-        logging.getLogger("faseg_rt").debug("internal error", exc_info=True)
-        print(f"faseg-rt: internal error: {type(e).__name__}: {e} "
-              "(please report it with the command you ran)", file=sys.stderr)
+    except OSError as e:  # disk full, permissions, ...: the machine's problem, not a bug of ours
+        _traceback_if_debug()
+        print(f"faseg-rt: error: {_one_line(e)}", file=sys.stderr)
         return 1
+    except Exception as e:  # an internal error: one line; the traceback with FASEG_DEBUG=1
+        _traceback_if_debug()
+        print(f"faseg-rt: internal error: {type(e).__name__}: {_one_line(e)} (rerun with "
+              "FASEG_DEBUG=1 for the traceback and please report it with the command you ran)",
+              file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _traceback_if_debug() -> None:
+    """Print the current exception's traceback when FASEG_DEBUG is set (for bug reports)."""
+    if os.environ.get("FASEG_DEBUG", "") not in ("", "0"):
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,13 @@ Policy (documented in README "Errors and limits"):
 - EXIF orientation is NOT applied: the masks align with the stored pixel array, as dataset
   annotations (COCO, VOC) do and as the published code does; pass an
   `ImageOps.exif_transpose(img)` yourself for the displayed orientation;
-- images over MAX_IMAGE_PIXELS are refused before decoding (decompression-bomb guard).
+- images over MAX_IMAGE_PIXELS are refused before decoding (decompression-bomb guard), whether
+  they come as files, PIL images or arrays; PIL's own DecompressionBombError (raised by
+  Image.open above 2 x PIL.Image.MAX_IMAGE_PIXELS) is turned into the same clear error;
+- a file is opened, fully decoded and closed inside load_image, so a corrupt or truncated file
+  fails here with InvalidInputError (not later, deep in the pipeline) and no file handle stays
+  open (multi-page TIFFs and GIFs included: only the first frame is used);
+- a lazily opened PIL image (Image.open(...) not yet loaded) is decoded here for the same reason.
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import InvalidInputError
 
-#: Largest accepted image, in pixels (about 16k x 16k); larger files are refused before decoding.
-MAX_IMAGE_PIXELS = 268_435_456
+#: Largest accepted image, in pixels: 2**27 = 16384 x 8192 (a 100-megapixel photo fits; decoded
+#: as RGB it takes 384 MiB).  Larger images are refused before decoding.  PIL refuses on its own
+#: above 2 x PIL.Image.MAX_IMAGE_PIXELS (179 Mpx by default), so the limit must stay below that
+#: for this message, not PIL's, to be the one users see.
+MAX_IMAGE_PIXELS = 2 ** 27
 
 
 def _describe(x) -> str:
@@ -29,6 +38,7 @@ def _describe(x) -> str:
 
 
 def _open_path(path: Path) -> Image.Image:
+    """Open, check, decode and convert one file; the file is closed when this returns."""
     if not path.exists():
         raise InvalidInputError(f"image {path} does not exist")
     if path.is_dir():
@@ -39,18 +49,33 @@ def _open_path(path: Path) -> Image.Image:
         img = Image.open(path)
     except UnidentifiedImageError:
         raise InvalidInputError(f"{path} is not an image PIL can read (JPEG, PNG, ...)") from None
+    except Image.DecompressionBombError as e:
+        raise InvalidInputError(
+            f"image {path} is over the limit of {MAX_IMAGE_PIXELS} pixels (decompression-bomb "
+            f"guard: {e}); downscale it first") from None
     except (OSError, ValueError) as e:
         raise InvalidInputError(f"cannot open image {path}: {e}") from None
-    _check_size(img, str(path))
+    with img:
+        _check_size(img, str(path))
+        return _decode(img, f"image {path}")
+
+
+def _decode(img: Image.Image, what: str) -> Image.Image:
+    """Decode all pixels now and convert to RGB: a broken file fails here, with our error type."""
     try:
         img.load()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise InvalidInputError(f"image {path} is corrupt or truncated ({e}); re-export or skip it") from None
-    return img
+        return to_rgb(img)
+    except InvalidInputError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        raise InvalidInputError(f"{what} is corrupt or truncated ({e}); re-export or skip it") from None
 
 
 def _check_size(img: Image.Image, what: str) -> None:
-    w, h = img.size
+    _check_size_wh(*img.size, what)
+
+
+def _check_size_wh(w: int, h: int, what: str) -> None:
     if w <= 0 or h <= 0:
         raise InvalidInputError(f"image {what} has zero size ({w} x {h})")
     if w * h > MAX_IMAGE_PIXELS:
@@ -67,6 +92,7 @@ def _from_array(a: np.ndarray) -> Image.Image:
             f"an image array must be H x W (gray), H x W x 3 (RGB) or H x W x 4 (RGBA); got shape {a.shape}")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise InvalidInputError(f"image array has zero size {a.shape}")
+    _check_size_wh(a.shape[1], a.shape[0], f"given as an array of shape {a.shape}")
     if a.dtype == np.uint16:
         a = (a >> 8).astype(np.uint8)
     elif a.dtype != np.uint8:
@@ -100,17 +126,15 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def load_image(image) -> Image.Image:
     """A path, PIL image or uint8 array -> 8-bit RGB PIL image (see module doc for the policy)."""
     if isinstance(image, (str, os.PathLike)):
-        img = _open_path(Path(image))
-    elif isinstance(image, Image.Image):
-        img = image
-        _check_size(img, "given as a PIL image")
-    elif isinstance(image, np.ndarray):
-        img = _from_array(image)
-    else:
-        raise InvalidInputError(
-            f"cannot read an image from {_describe(image)}; pass a path, a PIL image or an "
-            "H x W x 3 uint8 array")
-    return to_rgb(img)
+        return _open_path(Path(image))
+    if isinstance(image, Image.Image):
+        _check_size(image, "given as a PIL image")
+        return _decode(image, "the PIL image")
+    if isinstance(image, np.ndarray):
+        return to_rgb(_from_array(image))
+    raise InvalidInputError(
+        f"cannot read an image from {_describe(image)}; pass a path, a PIL image or an "
+        "H x W x 3 uint8 array")
 
 
 def preprocess(images: list[Image.Image], size: int) -> torch.Tensor:

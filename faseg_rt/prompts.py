@@ -8,6 +8,7 @@ chunks; every chunk is its own class prompt, and all chunks share one reconstruc
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
@@ -17,6 +18,12 @@ import torch
 from .errors import InvalidInputError
 
 SEPARATOR = ", "  # between class names in P' (spec step 1)
+
+# Hugging Face fast tokenizers keep their padding / truncation settings in the shared Rust
+# object and change them per call, so two threads tokenizing at once (one padding to 77, one
+# not) corrupt each other's results.  Every use of a tokenizer here holds this lock; building
+# the prompts takes about a millisecond, so calls still overlap in everything that is slow.
+_TOKENIZER_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,9 @@ def normalize_classes(classes) -> tuple[str, ...]:
 
 
 def _content_ids(tokenizer, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+    # verbose=False: a long vocabulary is measured here on purpose (then chunked), so the
+    # tokenizer's "sequence length is longer than the specified maximum" log would be noise.
+    return list(tokenizer(text, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
 
 
 def _padded_ids(tokenizer, text: str) -> tuple[int, ...]:
@@ -107,8 +116,24 @@ def _padded_ids(tokenizer, text: str) -> tuple[int, ...]:
     return tuple(int(i) for i in ids)
 
 
+def _first_mismatch(ids, group, spans, pieces, classes) -> str:
+    """The first class of a chunk whose tokens differ in the joined prompt (for the error)."""
+    for i, (start, end) in zip(group, spans):
+        if list(ids[start:end]) != pieces[i]:
+            return classes[i]
+    return classes[group[-1]]
+
+
 def build_dual_prompts(tokenizer, classes: Sequence[str], caption: str | None = None) -> DualPrompts:
-    """Build P, P' chunks and token spans for `classes` (validated) and an optional caption."""
+    """Build P, P' chunks and token spans for `classes` (validated) and an optional caption.
+
+    Thread-safe: the tokenizer is used under a lock (see _TOKENIZER_LOCK).
+    """
+    with _TOKENIZER_LOCK:
+        return _build_dual_prompts(tokenizer, classes, caption)
+
+
+def _build_dual_prompts(tokenizer, classes: Sequence[str], caption: str | None) -> DualPrompts:
     classes = normalize_classes(classes)
     if caption is not None and not isinstance(caption, str):
         raise InvalidInputError(f"caption must be a string or None, got {type(caption).__name__}")
@@ -150,9 +175,11 @@ def build_dual_prompts(tokenizer, classes: Sequence[str], caption: str | None = 
         text = SEPARATOR.join(classes[i] for i in group)
         ids = _padded_ids(tokenizer, text)
         if list(ids[1:1 + len(content)]) != content:
+            culprit = _first_mismatch(ids, group, spans, pieces, classes)
             raise InvalidInputError(
-                f"the class prompt {text!r} does not tokenize as the concatenation of its class "
-                "names; avoid punctuation that merges with the ', ' separator")
+                f"class {culprit!r} does not keep its own tokens in the class prompt {text!r}: "
+                "a name that ends (or starts) with punctuation or symbols such as '!' or an emoji "
+                "merges with the ', ' separator; remove them or add a word")
         chunks.append(ClassPrompt(text, ids, tuple(classes[i] for i in group), tuple(spans)))
 
     class_text = SEPARATOR.join(classes)
@@ -163,6 +190,6 @@ def build_dual_prompts(tokenizer, classes: Sequence[str], caption: str | None = 
         hint = " Shorten the caption to keep all of it." if caption else ""
         warnings.warn(
             f"the full prompt is {full_len} tokens; only the first {capacity} reach the UNet "
-            f"(every class still gets its map, from the class prompts).{hint}", stacklevel=3)
+            f"(every class still gets its map, from the class prompts).{hint}", stacklevel=4)
     return DualPrompts(classes, caption, full_text, _padded_ids(tokenizer, full_text), truncated,
                        tuple(chunks))
