@@ -326,6 +326,97 @@ def throughput_table(res: dict) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- ablations
+def _best_ms(fn, repeats: int) -> float:
+    """Fastest of `repeats` runs (ms): the least noisy estimate on a shared machine."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, (time.perf_counter() - t0) * 1e3)
+    return best
+
+
+def ablations(args) -> dict:
+    """Each optimisation of the fast path against the plain way, on the same captured tensors
+    of one image, in one run.  Every pair computes the same numbers (max abs diff reported)."""
+    import torch.nn.functional as F
+
+    from .hard import apply_affinity_coarse, apply_affinity_full, hard
+    from .images import preprocess
+    from .reference import dense_affinity
+    from .segmenter import Segmenter
+    from .testing import synthetic_image
+
+    model = resolve_model(args.model, Path(args.cache))
+    seg = Segmenter.from_pretrained(model, device=args.device)
+    cfg = seg.config
+    classes = [f"class {i}" for i in range(args.classes)]
+    text = seg.encode_text(classes)
+    with torch.inference_mode():
+        summ = seg.attention_summaries(preprocess([synthetic_image(320, 240, seed=1)], 512), [text])
+    q, k = summ["q_64"].float(), summ["k_64"].float()                  # (2, H, 4096, d)
+    n, heads, p, d = q.shape
+    x = torch.rand(n, args.classes, 64, 64, generator=torch.Generator().manual_seed(0))
+    rows = []
+
+    def pair(name, fast, slow, note=""):
+        with torch.inference_mode():
+            a, b = fast(), slow()
+            diff = (a.float() - b.float()).abs().max().item()
+            tf, ts = _best_ms(fast, args.repeats), _best_ms(slow, args.repeats)
+        rows.append({"optimisation": name, "fast_ms": tf, "plain_ms": ts, "speedup": ts / tf,
+                     "max_abs_diff": diff, "note": note})
+        print(f"[bench] {name}: {tf:.1f} ms vs {ts:.1f} ms", file=sys.stderr)
+
+    def s64_unpadded():
+        v = x.reshape(n, 1, args.classes, p).transpose(2, 3).expand(n, heads, p, args.classes)
+        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        return out.mean(1).transpose(1, 2).reshape(x.shape)
+
+    def s64_per_head_dense():
+        out = 0
+        for h in range(heads):
+            probs = torch.softmax(q[:, h] @ k[:, h].transpose(1, 2), dim=-1)   # (n, 4096, 4096)
+            out = out + probs @ x.reshape(n, args.classes, p).transpose(1, 2)
+        return (out / heads).transpose(1, 2).reshape(x.shape)
+
+    pair("S_64 @ maps: flash SDPA, q/k/v zero-padded to one width", lambda: apply_affinity_full(q, k, x),
+         s64_unpadded, "plain = SDPA with value width K != head width (no fused kernel on CPU)")
+    pair("S_64 @ maps: fused attention vs dense per-head softmax", lambda: apply_affinity_full(q, k, x),
+         s64_per_head_dense, "plain builds each head's 4096 x 4096 probabilities")
+    s32 = summ["self_32"].float()
+    dense = torch.stack([dense_affinity(s32[i]) for i in range(n)])       # (n, 4096, 4096)
+    pair("A_32 @ maps: factorised (blocksum, S_32, bicubic)", lambda: apply_affinity_coarse(s32, x),
+         lambda: (dense @ x.reshape(n, args.classes, p).transpose(1, 2)).transpose(1, 2).reshape(x.shape),
+         "plain multiplies by the dense 4096 x 4096 A_32 (its construction not even counted)")
+    selfs = {r: summ[f"self_{r}"].float() for r in (8, 16, 32)}
+
+    def per_class():
+        return torch.cat([hard(x[:, i:i + 1], selfs, q, k, cfg.self_weights, cfg.tau)
+                          for i in range(args.classes)], dim=1)
+
+    pair(f"HARD on K={args.classes} classes: all classes in one call vs a loop over classes",
+         lambda: hard(x, selfs, q, k, cfg.self_weights, cfg.tau), per_class)
+
+    def text_miss():
+        seg._text_cache.clear()
+        return seg.encode_text(classes).full
+
+    pair("text embeddings: cache hit vs encoder call", lambda: seg.encode_text(classes).full, text_miss)
+    return {"kind": "ablations", "model": str(args.model), "classes": args.classes,
+            "device": str(seg.device), "machine": machine_info(seg.device), "rows": rows}
+
+
+def ablations_table(res: dict) -> str:
+    lines = [f"Ablations ({res['model']}, {res['device']}, K={res['classes']}; best of repeats, ms)\n",
+             "| optimisation | fast ms | plain ms | speed-up | max abs diff |", "|---|---|---|---|---|"]
+    for r in res["rows"]:
+        lines.append(f"| {r['optimisation']} | {r['fast_ms']:.1f} | {r['plain_ms']:.1f} | "
+                     f"{r['speedup']:.1f}x | {r['max_abs_diff']:.1e} |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- CLI
 def add_common(p):
     p.add_argument("--model", default="tiny", help="'tiny', 'full' (random SD 1.5 widths) or a model dir/id")
@@ -355,6 +446,10 @@ def build_parser():
     thr.add_argument("--backend", default="torch")
     thr.add_argument("--batch-sizes", default="1,2,4")
     thr.add_argument("--images", type=int, default=8)
+    abl = sub.add_parser("ablations", help="each optimisation against the plain way, same tensors")
+    add_common(abl)
+    abl.add_argument("--classes", type=int, default=5)
+    abl.add_argument("--repeats", type=int, default=3)
     one = sub.add_parser("_throughput_one")
     add_common(one)
     one.add_argument("--backend", default="torch")
@@ -367,8 +462,10 @@ def run(args) -> int:
     if args.what == "_throughput_one":
         _throughput_one(args)
         return 0
-    res = latency(args) if args.what == "latency" else throughput(args)
-    table = latency_table(res) if args.what == "latency" else throughput_table(res)
+    run_fn, table_fn = {"latency": (latency, latency_table), "throughput": (throughput, throughput_table),
+                        "ablations": (ablations, ablations_table)}[args.what]
+    res = run_fn(args)
+    table = table_fn(res)
     res["markdown"] = table
     res["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
     tag = args.tag or f"{args.model if args.model in ('tiny', 'full') else 'model'}-{res.get('device', args.device or 'auto')}"
