@@ -11,6 +11,7 @@ Policy (documented in README "Errors and limits"):
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -35,17 +36,32 @@ def _open_path(path: Path) -> Image.Image:
         raise InvalidInputError(f"image {path} is a directory, not an image file")
     if path.stat().st_size == 0:
         raise InvalidInputError(f"image {path} is an empty (0-byte) file")
+    return _open_file(path, str(path))
+
+
+def _open_bytes(data) -> Image.Image:
+    """Encoded image bytes (e.g. read by Ray Data in a worker) -> decoded PIL image."""
+    if isinstance(data, io.BytesIO):
+        data = data.getvalue()
+    data = bytes(data)
+    if not data:
+        raise InvalidInputError("image bytes are empty (a 0-byte file?)")
+    return _open_file(io.BytesIO(data), "bytes")
+
+
+def _open_file(fp, what: str) -> Image.Image:
+    """Open, size-check and fully decode a path or file object (`what` names it in errors)."""
     try:
-        img = Image.open(path)
+        img = Image.open(fp)
     except UnidentifiedImageError:
-        raise InvalidInputError(f"{path} is not an image PIL can read (JPEG, PNG, ...)") from None
+        raise InvalidInputError(f"{what} is not an image PIL can read (JPEG, PNG, ...)") from None
     except (OSError, ValueError) as e:
-        raise InvalidInputError(f"cannot open image {path}: {e}") from None
-    _check_size(img, str(path))
+        raise InvalidInputError(f"cannot open image {what}: {e}") from None
+    _check_size(img, what)
     try:
         img.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise InvalidInputError(f"image {path} is corrupt or truncated ({e}); re-export or skip it") from None
+        raise InvalidInputError(f"image {what} is corrupt or truncated ({e}); re-export or skip it") from None
     return img
 
 
@@ -98,9 +114,11 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def load_image(image) -> Image.Image:
-    """A path, PIL image or uint8 array -> 8-bit RGB PIL image (see module doc for the policy)."""
+    """A path, encoded bytes, PIL image or uint8 array -> 8-bit RGB PIL image (see module doc for the policy)."""
     if isinstance(image, (str, os.PathLike)):
         img = _open_path(Path(image))
+    elif isinstance(image, (bytes, bytearray, memoryview, io.BytesIO)):
+        img = _open_bytes(image)
     elif isinstance(image, Image.Image):
         img = image
         _check_size(img, "given as a PIL image")
@@ -108,7 +126,7 @@ def load_image(image) -> Image.Image:
         img = _from_array(image)
     else:
         raise InvalidInputError(
-            f"cannot read an image from {_describe(image)}; pass a path, a PIL image or an "
+            f"cannot read an image from {_describe(image)}; pass a path, encoded bytes, a PIL image or an "
             "H x W x 3 uint8 array")
     return to_rgb(img)
 
