@@ -204,6 +204,9 @@ def _extra_commands():
         regs.append(eval_register)
     except ImportError:
         pass
+    from .label_cli import register as label_register  # Ray is imported only when `label` runs
+
+    regs.append(label_register)
     return regs
 
 

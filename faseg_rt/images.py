@@ -40,13 +40,17 @@ def _open_path(path: Path) -> Image.Image:
 
 
 def _open_bytes(data) -> Image.Image:
-    """Encoded image bytes (e.g. read by Ray Data in a worker) -> decoded PIL image."""
+    """Encoded image bytes (e.g. read by Ray Data in a worker) -> decoded PIL image.
+
+    A BytesIO with a `name` attribute (the file it came from) is named so in error messages.
+    """
+    what = str(getattr(data, "name", "") or "(given as bytes)")
     if isinstance(data, io.BytesIO):
         data = data.getvalue()
     data = bytes(data)
     if not data:
-        raise InvalidInputError("image bytes are empty (a 0-byte file?)")
-    return _open_file(io.BytesIO(data), "bytes")
+        raise InvalidInputError(f"image {what} is empty (0 bytes)")
+    return _open_file(io.BytesIO(data), what)
 
 
 def _open_file(fp, what: str) -> Image.Image:
