@@ -133,9 +133,19 @@ def _rows(out):
 
 @needs_ray
 def test_masks_are_byte_identical_to_the_single_process_cli(labelled, tiny_model_dir, tmp_path):
-    ref = tmp_path / "cli"
-    rc = main(["segment", *map(str, labelled["good"]), "--classes", ",".join(CLASSES),
-               "--caption", "a photo", "--model", str(tiny_model_dir), "--out", str(ref), "--quiet"])
+    # Each of the 2 workers owns 1 of the 2 CPUs, so torch runs 1 thread there; the CPU kernels'
+    # reduction order depends on the thread count (a near-tie pixel can flip), so the reference
+    # CLI run uses 1 thread too: same computation, same bytes.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref = tmp_path / "cli"
+        rc = main(["segment", *map(str, labelled["good"]), "--classes", ",".join(CLASSES),
+                   "--caption", "a photo", "--model", str(tiny_model_dir), "--out", str(ref), "--quiet"])
+    finally:
+        torch.set_num_threads(threads)
     assert rc == 0
     for p in labelled["good"]:
         name = p.stem + ".png"
