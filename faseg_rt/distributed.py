@@ -439,6 +439,10 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
         started = _connect(ray, ray_address)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = bool(progress)
+        if not progress:  # quiet: keep Ray Data's per-dataset INFO lines off the terminal
+            import logging
+
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
         if ds is None:
             ds = ray.data.read_binary_files(todo, include_paths=True, num_cpus=0)
         workers, cpus, gpus = _plan_resources(ray, num_workers, device)
