@@ -218,12 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands():
-    """Subcommands that live next to their stage (evaluation, export, benchmarks)."""
+    """Subcommands that live next to their stage (evaluation, export, benchmarks, Ray labelling)."""
     from .bench import register as bench_register
     from .data.cli import register as eval_register
     from .export import register as export_register  # onnx / tensorrt are imported only when run
+    from .label_cli import register as label_register  # Ray is imported only when `label` runs
 
-    return [eval_register, export_register, bench_register]
+    return [eval_register, export_register, bench_register, label_register]
 
 
 def main(argv=None) -> int:

@@ -17,6 +17,7 @@ Policy (documented in README "Errors and limits"):
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -45,19 +46,38 @@ def _open_path(path: Path) -> Image.Image:
         raise InvalidInputError(f"image {path} is a directory, not an image file")
     if path.stat().st_size == 0:
         raise InvalidInputError(f"image {path} is an empty (0-byte) file")
+    return _open_file(path, str(path))
+
+
+def _open_bytes(data) -> Image.Image:
+    """Encoded image bytes (e.g. read by Ray Data in a worker) -> decoded PIL image.
+
+    A BytesIO with a `name` attribute (the file it came from) is named so in error messages.
+    """
+    what = str(getattr(data, "name", "") or "(given as bytes)")
+    if isinstance(data, io.BytesIO):
+        data = data.getvalue()
+    data = bytes(data)
+    if not data:
+        raise InvalidInputError(f"image {what} is empty (0 bytes)")
+    return _open_file(io.BytesIO(data), what)
+
+
+def _open_file(fp, what: str) -> Image.Image:
+    """Open, size-check and fully decode a path or file object (`what` names it in errors)."""
     try:
-        img = Image.open(path)
+        img = Image.open(fp)
     except UnidentifiedImageError:
-        raise InvalidInputError(f"{path} is not an image PIL can read (JPEG, PNG, ...)") from None
+        raise InvalidInputError(f"{what} is not an image PIL can read (JPEG, PNG, ...)") from None
     except Image.DecompressionBombError as e:
         raise InvalidInputError(
-            f"image {path} is over the limit of {MAX_IMAGE_PIXELS} pixels (decompression-bomb "
+            f"image {what} is over the limit of {MAX_IMAGE_PIXELS} pixels (decompression-bomb "
             f"guard: {e}); downscale it first") from None
     except (OSError, ValueError) as e:
-        raise InvalidInputError(f"cannot open image {path}: {e}") from None
+        raise InvalidInputError(f"cannot open image {what}: {e}") from None
     with img:
-        _check_size(img, str(path))
-        return _decode(img, f"image {path}")
+        _check_size(img, what)
+        return _decode(img, f"image {what}")
 
 
 def _decode(img: Image.Image, what: str) -> Image.Image:
@@ -124,17 +144,19 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def load_image(image) -> Image.Image:
-    """A path, PIL image or uint8 array -> 8-bit RGB PIL image (see module doc for the policy)."""
+    """A path, encoded bytes, PIL image or uint8 array -> 8-bit RGB PIL image (see module doc for the policy)."""
     if isinstance(image, (str, os.PathLike)):
         return _open_path(Path(image))
+    if isinstance(image, (bytes, bytearray, memoryview, io.BytesIO)):
+        return _open_bytes(image)
     if isinstance(image, Image.Image):
         _check_size(image, "given as a PIL image")
         return _decode(image, "the PIL image")
     if isinstance(image, np.ndarray):
         return to_rgb(_from_array(image))
     raise InvalidInputError(
-        f"cannot read an image from {_describe(image)}; pass a path, a PIL image or an "
-        "H x W x 3 uint8 array")
+        f"cannot read an image from {_describe(image)}; pass a path, encoded bytes, a PIL image "
+        "or an H x W x 3 uint8 array")
 
 
 def preprocess(images: list[Image.Image], size: int) -> torch.Tensor:

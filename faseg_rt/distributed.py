@@ -1,0 +1,486 @@
+"""Label many images on a Ray cluster with Ray Data: one Segmenter per worker, resumable.
+
+    from faseg_rt.distributed import label
+    report = label("photos/", ["cat", "dog"], "masks/", model="XCLIU/2_rectified_flow_from_sd_1_5",
+                   ray_address="auto", num_workers=8, batch_size=4)
+
+How it runs (Ray Data, no scheduler of our own):
+- `ray.data.read_binary_files(paths, include_paths=True)` reads the files (local paths or URIs
+  such as s3://...) as bytes; decoding happens in the worker, so a corrupt image becomes one error
+  row instead of failing the read.
+- `ds.map_batches(_SegmentWorker, compute=ActorPoolStrategy(size=num_workers), ...)`: a stateful
+  callable class, so each worker loads the model once and keeps it; one GPU per worker when the
+  cluster has GPUs, otherwise the cluster's CPUs split between the workers.
+- Each worker writes its masks itself (OUT/<stem>.png, palette PNG, atomically: the same
+  `SegmentationResult.save` and naming as `faseg-rt segment`, so the bytes are identical) and
+  returns one row per image: input, output, status ("ok" / "error"), error.
+- The driver appends each returned row to OUT/manifest.jsonl (see `Manifest` for why appending
+  is safe) and a rerun skips every input whose latest row is "ok" for the same job settings and
+  whose mask file exists.
+
+Read tasks ask for no CPU (`num_cpus=0`): they only move bytes, and if the worker actors held
+every CPU a read task needing one could never be scheduled and the job would stall.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterable
+
+from .errors import FASegError, InvalidInputError
+
+#: One line for users without Ray (the CLI prints it and exits 2).
+RAY_MISSING = "faseg-rt label needs Ray: pip install 'faseg_rt[ray]'"
+
+#: File name suffixes taken from a directory or glob (lower case).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+#: Suffixes of a text file that lists one path or URI per line.
+LIST_EXTENSIONS = (".txt", ".lst", ".list")
+
+MANIFEST_NAME = "manifest.jsonl"
+
+
+class RayUnavailableError(FASegError):
+    """Ray (the optional `ray` extra) is not installed."""
+
+
+def import_ray():
+    """`import ray` and Ray Data, or one clear error saying how to install them."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise RayUnavailableError(RAY_MISSING) from None
+    return ray
+
+
+@dataclass(frozen=True)
+class LabelReport:
+    """What one `label` run did: counts, where the manifest is, and how long it took."""
+
+    ok: int
+    failed: int
+    skipped: int
+    manifest: Path
+    out: Path
+    seconds: float
+
+    @property
+    def total(self) -> int:
+        return self.ok + self.failed + self.skipped
+
+
+# ---------------------------------------------------------------------------------- inputs
+def _is_uri(text: str) -> bool:
+    return "://" in text
+
+
+def _path_key(path: str) -> str:
+    """The form Ray Data's `path` column gives a file: URIs lose their scheme ("s3://b/k" -> "b/k")."""
+    return path.split("://", 1)[1] if _is_uri(path) else path
+
+
+def _is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _list_remote_dir(uri: str) -> list[str]:
+    """Image files directly inside a remote directory URI (listed with pyarrow's filesystems)."""
+    import pyarrow.fs as pafs
+
+    try:
+        fs, root = pafs.FileSystem.from_uri(uri)
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=False))
+    except Exception as e:  # pyarrow raises plain OSError / ArrowInvalid for bad URIs
+        raise InvalidInputError(f"cannot list {uri}: {e}") from None
+    scheme = uri.split("://", 1)[0]
+    return sorted(f"{scheme}://{i.path}" for i in infos
+                  if i.type == pafs.FileType.File and _is_image_name(i.path))
+
+
+def _read_list_file(path: Path) -> list[str]:
+    """One path or URI per line; blank lines and '#' comments skipped; relative to the file."""
+    items = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        items.append(line if _is_uri(line) or os.path.isabs(line) else str(path.parent / line))
+    return items
+
+
+def resolve_inputs(inputs) -> list[str]:
+    """A directory, glob, text file of paths/URIs, single image, or list of them -> input list.
+
+    Local paths become absolute (that is the manifest's `input` key); URIs stay as given.
+    Directories are not searched recursively (use a glob with ** for that).
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        text = os.fspath(inputs)
+        if _is_uri(text):
+            if any(c in text for c in "*?["):
+                raise InvalidInputError(
+                    f"globs are not supported for URIs ({text}); list the files in a text file")
+            items = [text] if _is_image_name(text) else _list_remote_dir(text)
+        elif any(c in text for c in "*?["):
+            items = sorted(p for p in glob.glob(text, recursive=True)
+                           if os.path.isfile(p) and _is_image_name(p))
+        else:
+            p = Path(text)
+            if p.is_dir():
+                items = sorted(str(f) for f in p.iterdir() if f.is_file() and _is_image_name(f.name))
+            elif p.is_file() and p.suffix.lower() in LIST_EXTENSIONS:
+                items = _read_list_file(p)
+            elif p.exists():
+                items = [text]
+            else:
+                raise InvalidInputError(
+                    f"input {text} does not exist; give a directory, a glob, a text file of "
+                    "paths/URIs or image files")
+        if not items:
+            raise InvalidInputError(f"no images found in {text} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    else:
+        try:
+            items = [os.fspath(x) for x in inputs]
+        except TypeError:
+            raise InvalidInputError(
+                "inputs must be a directory, glob, text file, list of paths or a ray.data.Dataset; "
+                f"got {type(inputs).__name__}") from None
+        if not items:
+            raise InvalidInputError("the input list is empty")
+    out, seen = [], set()
+    for item in items:
+        item = item if _is_uri(item) else os.path.abspath(item)
+        if item not in seen:  # listing a file twice must not label it twice
+            seen.add(item)
+            out.append(item)
+    return out
+
+
+def output_name(path: str) -> str:
+    """OUT/<stem>.png, the same name `faseg-rt segment` writes."""
+    return PurePosixPath(_path_key(path).replace("\\", "/")).stem + ".png"
+
+
+def check_collisions(inputs: Iterable[str]) -> None:
+    """Two inputs with one stem would overwrite each other's mask: refuse up front (like the CLI)."""
+    seen: dict[str, str] = {}
+    for item in inputs:
+        name = output_name(item)
+        if name in seen:
+            raise InvalidInputError(
+                f"{item} and {seen[name]} would both write {name}; label them into different "
+                "--out directories (one run per source directory)")
+        seen[name] = item
+
+
+# ---------------------------------------------------------------------------------- manifest
+class Manifest:
+    """OUT/manifest.jsonl: one JSON row per finished image; the latest row of an input wins.
+
+    Rows are appended as they finish (one `write` of a whole line, then flush + fsync), not by
+    rewriting the file per row: with millions of rows a rewrite per row costs O(n^2) I/O, while an
+    append costs one line.  What a crash can leave is at most one torn last line; `load` ignores a
+    line that is not valid JSON, and at the start of every run the file is compacted (one row per
+    input) and rewritten atomically (temp file + rename), so a torn line never survives a run.
+    An image whose row was lost is simply labelled again (its mask is rewritten identically).
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.rows: dict[str, dict] = {}
+        self._fh = None
+
+    def load(self) -> "Manifest":
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn last line from a crash: that image is redone
+                if isinstance(row, dict) and isinstance(row.get("input"), str):
+                    self.rows[row["input"]] = row
+        return self
+
+    def compact(self) -> None:
+        """Rewrite the file atomically with one (the latest) row per input."""
+        from .io import atomic_write_bytes
+
+        if self.rows or self.path.exists():
+            data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows.values())
+            atomic_write_bytes(self.path, data.encode("utf-8"))
+
+    def append(self, row: dict) -> None:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh.write(json.dumps(row, sort_keys=True) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.rows[row["input"]] = row
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _job_settings(classes, caption, threshold, model) -> dict:
+    """The fields that change a mask: a row made with other settings is not 'done' for this job."""
+    return {"classes": list(classes), "caption": caption, "threshold": threshold, "model": str(model)}
+
+
+def _is_done(row: dict | None, settings: dict, out: Path) -> bool:
+    if row is None or row.get("status") != "ok":
+        return False
+    if any(row.get(k) != v for k, v in settings.items()):
+        return False
+    return bool(row.get("output")) and (out / row["output"]).is_file()
+
+
+# ---------------------------------------------------------------------------------- worker
+class _SegmentWorker:
+    """Ray Data stateful callable: loads one Segmenter per worker, labels batches of image bytes.
+
+    A batch is {"bytes": [...], "path": [...]} (numpy format); the returned batch has one row per
+    image: path, output (file name under OUT), status, error ("" when ok).  Bad images and
+    failures are rows, never exceptions, so one image cannot stop the job.
+    """
+
+    def __init__(self, model, out, classes, caption, threshold, backend="torch", engines=None,
+                 device=None, dtype=None, batch_size=1, num_threads=None):
+        import torch
+
+        from .cli import _quiet_libraries
+        from .segmenter import Segmenter
+
+        _quiet_libraries()
+        if num_threads:
+            torch.set_num_threads(int(num_threads))
+        dtype = {None: None, "float32": torch.float32, "float16": torch.float16}[dtype]
+        self.seg = Segmenter.from_pretrained(model, backend=backend, device=device, dtype=dtype,
+                                             engines=engines)
+        self.out = Path(out)
+        self.classes = list(classes)
+        self.caption = caption
+        self.threshold = threshold
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        from .images import load_image
+
+        paths = [str(p) for p in batch["path"]]
+        status = ["error"] * len(paths)
+        errors = [""] * len(paths)
+        decoded = []  # (index, path, image)
+        for i, data in enumerate(batch["bytes"]):
+            buf = io.BytesIO(bytes(data))
+            buf.name = paths[i]  # error messages name the file
+            try:
+                decoded.append((i, paths[i], load_image(buf)))
+            except FASegError as e:
+                errors[i] = str(e)
+        for i, err in self._segment(decoded):
+            if err is None:
+                status[i] = "ok"
+            else:
+                errors[i] = err
+        return {"path": np.array(paths, dtype=object),
+                "output": np.array([output_name(p) for p in paths], dtype=object),
+                "status": np.array(status, dtype=object),
+                "error": np.array(errors, dtype=object)}
+
+    def _segment(self, decoded):
+        """Segment and save; a failing batch is retried image by image to find the culprit."""
+        if not decoded:
+            return []
+        try:
+            results = self.seg.segment_batch([img for _, _, img in decoded], self.classes,
+                                             captions=[self.caption] * len(decoded),
+                                             batch_size=self.batch_size, threshold=self.threshold)
+        except Exception as e:
+            if len(decoded) > 1:
+                return [r for item in decoded for r in self._segment([item])]
+            return [(decoded[0][0], f"{type(e).__name__}: {e}")]
+        done = []
+        for (i, path, _), res in zip(decoded, results):
+            name = output_name(path)
+            try:
+                res.save(self.out / name)
+                done.append((i, None))
+            except Exception as e:
+                done.append((i, f"cannot write {self.out / name}: {type(e).__name__}: {e}"))
+        return done
+
+
+# ---------------------------------------------------------------------------------- driver
+def _connect(ray, address: str | None) -> bool:
+    """Connect to / start Ray; returns True when this call started it (so we shut it down)."""
+    if ray.is_initialized():
+        return False
+    kw = dict(ignore_reinit_error=True, log_to_driver=False, logging_level="WARNING")
+    try:
+        if address in (None, "local"):
+            ray.init(address=address, include_dashboard=False, **kw)
+        else:
+            ray.init(address=address, **kw)
+    except Exception as e:  # ConnectionError, ValueError, RuntimeError from ray.init
+        where = "a local Ray instance" if address in (None, "local") else f"the Ray cluster at {address}"
+        raise FASegError(f"cannot start or reach {where}: {type(e).__name__}: {e}") from None
+    return True
+
+
+def _plan_resources(ray, num_workers, device) -> tuple[int, float, float]:
+    """(workers, CPUs per worker, GPUs per worker) from the cluster's resources."""
+    res = ray.cluster_resources()
+    gpus, cpus = float(res.get("GPU", 0)), float(res.get("CPU", 1))
+    use_gpu = gpus >= 1 and not (device and str(device).startswith("cpu"))
+    if num_workers is None:
+        num_workers = int(gpus) if use_gpu else 1
+    if use_gpu:
+        if num_workers > gpus:
+            raise InvalidInputError(f"--num-workers {num_workers} asks for more GPUs than the cluster "
+                                    f"has ({int(gpus)}); one worker runs per GPU")
+        return num_workers, 1.0, 1.0
+    # CPU workers split the cluster's CPUs (whole CPUs when there are enough)
+    per = max(1.0, float(int(cpus // num_workers))) if cpus >= num_workers else cpus / num_workers
+    return num_workers, per, 0.0
+
+
+def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, caption=None,
+          threshold=None, num_workers: int | None = None, batch_size: int = 1, ray_address=None,
+          device=None, dtype=None, overwrite: bool = False, progress: bool = False) -> LabelReport:
+    """Label images with FA-Seg on Ray; writes OUT/<stem>.png masks and OUT/manifest.jsonl.
+
+    inputs: a directory, a glob, a text file listing paths/URIs, an image, a list of paths/URIs,
+        or a ray.data.Dataset with "bytes" and "path" columns (as read_binary_files(...,
+        include_paths=True) makes).
+    classes: class names (as for Segmenter); caption, threshold: as for Segmenter.
+    num_workers: model replicas (default: one per GPU, or 1 on a CPU-only cluster).
+    batch_size: images per worker call (and per network batch).
+    ray_address: None (Ray's default: RAY_ADDRESS or a new local instance), "local" (always a new
+        local instance), "auto" (the running cluster) or "ray://host:port" / "host:port".
+    overwrite: label everything again, ignoring the manifest.
+    Returns a LabelReport (ok / failed / skipped counts); a bad image is a failed row, not an error.
+    """
+    from .prompts import normalize_classes
+    from .segmenter import check_threshold
+
+    ray = import_ray()
+    classes = list(normalize_classes(classes))
+    if threshold is not None:
+        threshold = check_threshold(threshold)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int)
+                                    or num_workers < 1):
+        raise InvalidInputError(f"num_workers must be a positive integer, got {num_workers!r}")
+    if dtype is not None:
+        dtype = {"fp32": "float32", "fp16": "float16"}.get(str(dtype).replace("torch.", ""),
+                                                         str(dtype).replace("torch.", ""))
+        if dtype not in ("float32", "float16"):
+            raise InvalidInputError(f"dtype must be float32 or float16, got {dtype!r}")
+    if isinstance(model, (str, os.PathLike)) and Path(model).exists():
+        from .model import check_model_dir
+
+        check_model_dir(model)  # a bad local model fails here once, not in every worker
+        model = str(Path(model).resolve())
+    out = Path(out)
+    settings = _job_settings(classes, caption, threshold, model)
+    start = time.perf_counter()
+
+    is_dataset = isinstance(inputs, ray.data.Dataset)
+    items = None if is_dataset else resolve_inputs(inputs)
+    if items is not None:
+        check_collisions(items)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(out / MANIFEST_NAME).load()
+    manifest.compact()
+
+    ok = failed = skipped = 0
+    started = False
+    try:
+        if is_dataset:
+            missing = {"bytes", "path"} - set(inputs.columns())
+            if missing:
+                raise InvalidInputError(
+                    f"the dataset lacks column(s) {sorted(missing)}; make it with "
+                    "ray.data.read_binary_files(paths, include_paths=True)")
+            done = set() if overwrite else {_path_key(k) for k, r in manifest.rows.items()
+                                            if _is_done(r, settings, out)}
+            ds = inputs.filter(lambda row: row["path"] not in done) if done else inputs
+            by_key = None
+        else:
+            todo = []
+            for item in items:
+                if not overwrite and _is_done(manifest.rows.get(item), settings, out):
+                    skipped += 1
+                elif not _is_uri(item) and not os.path.isfile(item):
+                    # a missing local file would fail the whole Ray read: record it here instead
+                    manifest.append(dict(settings, input=item, output=output_name(item),
+                                         status="error", error=f"image {item} does not exist"))
+                    failed += 1
+                else:
+                    todo.append(item)
+            if not todo:
+                return LabelReport(ok, failed, skipped, manifest.path, out, time.perf_counter() - start)
+            by_key = {_path_key(item): item for item in todo}
+            ds = None
+
+        started = _connect(ray, ray_address)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = bool(progress)
+        if not progress:  # quiet: keep Ray Data's per-dataset INFO lines off the terminal
+            import logging
+
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
+        if ds is None:
+            ds = ray.data.read_binary_files(todo, include_paths=True, num_cpus=0)
+        workers, cpus, gpus = _plan_resources(ray, num_workers, device)
+        ds = ds.map_batches(
+            _SegmentWorker,
+            fn_constructor_kwargs=dict(model=str(model), out=str(out.resolve()), classes=classes,
+                                       caption=caption, threshold=threshold, backend=backend,
+                                       engines=None if engines is None else str(engines),
+                                       device=device, dtype=dtype, batch_size=batch_size,
+                                       num_threads=int(cpus) if gpus == 0 else None),
+            batch_size=batch_size, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus, num_gpus=gpus)
+        outputs_seen: dict[str, str] = {}
+        try:
+            for row in ds.iter_rows():
+                path = str(row["path"])
+                item = by_key.get(path, path) if by_key is not None else path
+                status, error = str(row["status"]), str(row["error"]) or None
+                name = str(row["output"])
+                if by_key is None:  # a user Dataset: collisions only show up now
+                    if name in outputs_seen and outputs_seen[name] != item:
+                        status, error = "error", (f"{item} and {outputs_seen[name]} both write {name}; "
+                                                  "the later one overwrote it: use distinct file stems")
+                    outputs_seen[name] = item
+                manifest.append(dict(settings, input=item, output=name, status=status, error=error))
+                if status == "ok":
+                    ok += 1
+                else:
+                    failed += 1
+        except FASegError:
+            raise
+        except Exception as e:
+            raise FASegError(
+                f"the Ray job failed after {ok + failed} image(s) ({type(e).__name__}: "
+                f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); finished rows are in "
+                f"{manifest.path}: rerun the same command to resume") from None
+    finally:
+        manifest.close()
+        if started:
+            ray.shutdown()
+    return LabelReport(ok, failed, skipped, manifest.path, out, time.perf_counter() - start)

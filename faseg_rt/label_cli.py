@@ -1,0 +1,92 @@
+"""The `label` subcommand: FA-Seg over many images on a Ray cluster (faseg_rt.distributed).
+
+    faseg-rt label INPUT (--classes 'cat,dog' | --classes-file classes.json) --out DIR
+                   [--model ...] [--backend ...] [--ray-address auto|local|ADDRESS]
+                   [--num-workers N] [--batch-size B] [--caption ...] [--threshold X] [--overwrite]
+
+Ray is optional: without it the command prints how to install it and exits 2.  Exit codes as for
+`segment`: 0 all done, 2 when some image failed (listed in OUT/manifest.jsonl) or on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import InvalidInputError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def read_classes_file(path: str) -> list[str]:
+    """A JSON list of class names, or an object {"classes": [...]}."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInputError(f"classes file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InvalidInputError(f"cannot read classes file {path} as JSON: {e}") from None
+    if isinstance(data, dict):
+        data = data.get("classes")
+    if not isinstance(data, list) or not all(isinstance(c, str) for c in data):
+        raise InvalidInputError(
+            f"classes file {path} must hold a JSON list of names, e.g. [\"cat\", \"dog\"], "
+            "or {\"classes\": [...]}")
+    return data
+
+
+def cmd_label(args) -> int:
+    from .cli import parse_classes
+    from .distributed import import_ray, label
+
+    import_ray()  # the install hint comes before any other work
+    classes = read_classes_file(args.classes_file) if args.classes_file else parse_classes(args.classes)
+    report = label(args.input, classes, args.out, model=args.model, backend=args.backend,
+                   engines=args.engines, caption=args.caption, threshold=args.threshold,
+                   num_workers=args.num_workers, batch_size=args.batch_size,
+                   ray_address=args.ray_address, device=args.device, dtype=args.dtype,
+                   overwrite=args.overwrite, progress=not args.quiet)
+    print(f"labelled {report.ok} image(s), {report.failed} failed, {report.skipped} skipped "
+          f"(already done) in {report.seconds:.1f} s; manifest: {report.manifest}", file=sys.stderr)
+    if report.failed:
+        print(f"faseg-rt: {report.failed} image(s) failed: see the rows with \"status\": \"error\" "
+              f"in {report.manifest}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add `label` to the faseg-rt subparsers."""
+    from .cli import _threshold, add_model_args
+
+    p = subparsers.add_parser(
+        "label", help="label many images on a Ray cluster (needs faseg_rt[ray])",
+        description="Read images with Ray Data, segment them with one model per worker, write "
+                    "OUT/<stem>.png palette masks and OUT/manifest.jsonl; a rerun skips finished images.")
+    p.add_argument("input", help="directory, glob, text file of paths/URIs, or one image")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--classes", help="comma-separated class names, e.g. 'cat,dog'")
+    g.add_argument("--classes-file", help="JSON list of class names")
+    p.add_argument("--out", required=True, help="output directory (masks + manifest.jsonl)")
+    p.add_argument("--caption", default=None, help="optional caption for every image")
+    p.add_argument("--threshold", type=_threshold, default=None, help="background threshold in [0, 1]")
+    p.add_argument("--ray-address", default=None,
+                   help="auto (running cluster), local (new local instance) or host:port / ray://...; "
+                        "default: RAY_ADDRESS or a new local instance")
+    p.add_argument("--num-workers", type=_positive_int, default=None,
+                   help="model replicas (default: one per GPU, or 1 without GPUs)")
+    p.add_argument("--batch-size", type=_positive_int, default=1, help="images per worker call")
+    p.add_argument("--overwrite", action="store_true", help="label everything again")
+    p.add_argument("--quiet", action="store_true", help="no Ray Data progress bars")
+    add_model_args(p)
+    p.set_defaults(func=cmd_label)

@@ -1,0 +1,189 @@
+"""faseg-rt label / faseg_rt.distributed: Ray Data scale-out on the tiny model.
+
+One local Ray instance (num_cpus=2) and ONE labelling run over a dozen generated images (11 good,
+1 corrupt) are shared by the module: the tests check that its masks are byte-identical to the
+single-process `faseg-rt segment`, that the corrupt image is an error row, and that a rerun skips
+everything.  The cheap input / manifest / missing-Ray checks need no Ray instance.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import pytest
+
+from faseg_rt.cli import main
+from faseg_rt.distributed import (RAY_MISSING, Manifest, RayUnavailableError, check_collisions,
+                                  label, output_name, resolve_inputs)
+from faseg_rt.errors import InvalidInputError
+from faseg_rt.testing import synthetic_image
+
+try:
+    import ray
+    import ray.data  # noqa: F401
+
+    HAVE_RAY = True
+except ImportError:
+    HAVE_RAY = False
+
+needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="ray is not installed: pip install 'faseg_rt[ray]'")
+CLASSES = ["cat", "potted plant", "sky"]
+N_GOOD = 11
+
+
+# ------------------------------------------------------------------ no Ray needed
+def test_without_ray_the_command_says_how_to_install(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
+    monkeypatch.setitem(sys.modules, "ray.data", None)
+    rc = main(["label", str(tmp_path), "--classes", "cat", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and RAY_MISSING in err[0]
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(RayUnavailableError, match="pip install"):
+        label([str(tmp_path / "a.png")], ["cat"], tmp_path / "o", model="m")
+
+
+def test_inputs_from_directory_glob_and_list_file(tmp_path):
+    d = tmp_path / "imgs"
+    (d / "sub").mkdir(parents=True)
+    for name in ("b.png", "a.jpg", "sub/c.png"):
+        synthetic_image(24, 24).save(d / name)
+    (d / "notes.txt").write_text("not an image")
+    assert resolve_inputs(d) == [str(d / "a.jpg"), str(d / "b.png")]  # not recursive, images only
+    assert resolve_inputs(str(d / "**" / "*.png")) == [str(d / "b.png"), str(d / "sub" / "c.png")]
+    lst = d / "list.txt"
+    lst.write_text("# my images\nsub/c.png\n\ns3://bucket/x/y.jpg\nsub/c.png\n")
+    assert resolve_inputs(lst) == [str(d / "sub" / "c.png"), "s3://bucket/x/y.jpg"]
+    assert output_name("s3://bucket/x/y.jpg") == "y.png"
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        resolve_inputs(tmp_path / "nope")
+    with pytest.raises(InvalidInputError, match="no images found"):
+        resolve_inputs(str(tmp_path / "*.gif"))
+    with pytest.raises(InvalidInputError, match="both write c.png"):
+        check_collisions([str(d / "sub" / "c.png"), str(tmp_path / "c.jpg")])
+
+
+def test_manifest_ignores_a_torn_line_and_compacts(tmp_path):
+    path = tmp_path / "manifest.jsonl"
+    rows = [{"input": "/a.png", "status": "error"}, {"input": "/a.png", "status": "ok"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"input": "/b.pn')
+    m = Manifest(path).load()
+    assert m.rows == {"/a.png": rows[1]}  # the latest row wins, the torn line is dropped
+    m.compact()
+    assert [json.loads(x) for x in path.read_text().splitlines()] == [rows[1]]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_classes_file_errors(tmp_path, capsys):
+    bad = tmp_path / "classes.json"
+    bad.write_text('{"cat": 1}')
+    from faseg_rt.label_cli import read_classes_file
+
+    with pytest.raises(InvalidInputError, match="JSON list of names"):
+        read_classes_file(str(bad))
+    bad.write_text('["cat", "dog"]')
+    assert read_classes_file(str(bad)) == ["cat", "dog"]
+
+
+def test_load_image_names_the_file_of_bad_bytes():
+    from faseg_rt.images import load_image
+
+    buf = io.BytesIO(b"\x89PNG garbage")
+    buf.name = "/data/x.png"
+    with pytest.raises(InvalidInputError, match="/data/x.png is not an image"):
+        load_image(buf)
+    good = io.BytesIO()
+    synthetic_image(30, 20).save(good, format="PNG")
+    assert load_image(good.getvalue()).size == (30, 20)
+
+
+# ------------------------------------------------------------------ one Ray run, shared
+@pytest.fixture(scope="module")
+def ray_local():
+    if not HAVE_RAY:
+        pytest.skip("ray is not installed: pip install 'faseg_rt[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def labelled(ray_local, tiny_model_dir, tmp_path_factory):
+    """A dozen images (11 good of varied sizes, 1 corrupt) labelled by 2 Ray workers."""
+    d = tmp_path_factory.mktemp("label_in")
+    good = []
+    for i in range(N_GOOD):
+        p = d / f"img{i:02d}.png"
+        synthetic_image(40 + 6 * i, 30 + 3 * (i % 4), seed=100 + i).save(p)
+        good.append(p)
+    png = io.BytesIO()
+    synthetic_image(64, 48, seed=7).save(png, format="PNG")
+    (d / "broken.png").write_bytes(png.getvalue()[:120])  # a truncated PNG
+    out = tmp_path_factory.mktemp("label_out")
+    report = label(d, CLASSES, out, model=tiny_model_dir, num_workers=2, batch_size=1,
+                   caption="a photo")
+    return dict(dir=d, good=good, out=out, report=report)
+
+
+def _rows(out):
+    return [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+
+
+@needs_ray
+def test_masks_are_byte_identical_to_the_single_process_cli(labelled, tiny_model_dir, tmp_path):
+    # Each of the 2 workers owns 1 of the 2 CPUs, so torch runs 1 thread there; the CPU kernels'
+    # reduction order depends on the thread count (a near-tie pixel can flip), so the reference
+    # CLI run uses 1 thread too: same computation, same bytes.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref = tmp_path / "cli"
+        rc = main(["segment", *map(str, labelled["good"]), "--classes", ",".join(CLASSES),
+                   "--caption", "a photo", "--model", str(tiny_model_dir), "--out", str(ref), "--quiet"])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    for p in labelled["good"]:
+        name = p.stem + ".png"
+        assert (labelled["out"] / name).read_bytes() == (ref / name).read_bytes(), name
+
+
+@needs_ray
+def test_a_bad_image_is_an_error_row_and_the_job_completes(labelled):
+    rep, out = labelled["report"], labelled["out"]
+    assert (rep.ok, rep.failed, rep.skipped) == (N_GOOD, 1, 0)
+    rows = {r["input"]: r for r in _rows(out)}
+    assert len(rows) == N_GOOD + 1
+    bad = rows[str(labelled["dir"] / "broken.png")]
+    assert bad["status"] == "error" and "broken.png" in bad["error"] and "corrupt" in bad["error"]
+    assert not (out / "broken.png").exists()
+    for p in labelled["good"]:
+        r = rows[str(p)]
+        assert r["status"] == "ok" and r["error"] is None and r["classes"] == CLASSES
+        assert (out / r["output"]).is_file() and r["output"] == p.stem + ".png"
+    assert not list(out.glob(".*.tmp"))  # no temporary files left behind
+
+
+@needs_ray
+def test_rerun_skips_finished_work(labelled, tiny_model_dir, tmp_path, capsys):
+    out = labelled["out"]
+    mtimes = {p: (out / (p.stem + ".png")).stat().st_mtime_ns for p in labelled["good"]}
+    lst = tmp_path / "todo.txt"  # the CLI with a list file of the good images
+    lst.write_text("".join(f"{p}\n" for p in labelled["good"]))
+    rc = main(["label", str(lst), "--classes", ",".join(CLASSES), "--caption", "a photo",
+               "--model", str(tiny_model_dir), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 0 and f"0 image(s), 0 failed, {N_GOOD} skipped" in err
+    assert {p: (out / (p.stem + ".png")).stat().st_mtime_ns for p in labelled["good"]} == mtimes
+    assert len(_rows(out)) == N_GOOD + 1  # nothing appended
+    # a row made with other classes (another mask) is not "done" for this job
+    from faseg_rt.distributed import _is_done, _job_settings
+
+    row = next(r for r in _rows(out) if r["status"] == "ok")
+    same = _job_settings(row["classes"], row["caption"], row["threshold"], row["model"])
+    assert _is_done(row, same, out)
+    assert not _is_done(row, dict(same, classes=["dog"]), out)
