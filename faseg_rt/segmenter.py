@@ -58,12 +58,14 @@ def default_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.d
         raise InvalidInputError(f"unknown device {device!r}; use e.g. 'cpu', 'cuda' or 'cuda:1'") from None
     if isinstance(dtype, str):
         names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-                 "fp16": torch.float16, "half": torch.float16, "float": torch.float32}
+                 "fp16": torch.float16, "half": torch.float16, "float": torch.float32,
+                 "float64": torch.float64, "fp64": torch.float64, "double": torch.float64}
         if dtype.removeprefix("torch.") not in names:
             raise InvalidInputError(f"unknown dtype {dtype!r}; use float32 or float16")
         dtype = names[dtype.removeprefix("torch.")]
-    if dtype is not None and dtype not in (torch.float32, torch.float16):
-        raise InvalidInputError(f"dtype must be torch.float32 or torch.float16, got {dtype!r}")
+    if dtype is not None and dtype not in (torch.float32, torch.float16, torch.float64):
+        raise InvalidInputError(f"dtype must be torch.float32 or torch.float16 (float64 for checks), "
+                                f"got {dtype!r}")
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
     if device.type == "cpu" and dtype == torch.float16:
