@@ -125,7 +125,10 @@ REFUSED = {
     "float array with inf": (lambda p: np.full((4, 4), np.inf), "NaN or infinite"),
     "4-D array (a batch)": (lambda p: np.zeros((2, 4, 4, 3), np.uint8), "got shape"),
     "torch tensor": (lambda p: __import__("torch").zeros(4, 4, 3), "cannot read an image from Tensor"),
-    "raw bytes": (lambda p: encoded(rand_rgb(), "PNG"), "cannot read an image from bytes"),
+    # encoded bytes are a supported input (Ray Data hands workers file contents); broken ones are not
+    "bytes that are not an image": (lambda p: b"<!doctype html>404", "not an image PIL can read"),
+    "empty bytes": (lambda p: b"", "empty"),
+    "truncated PNG bytes": (lambda p: encoded(rand_rgb(64, 64), "PNG")[:300], "corrupt or truncated"),
 }
 
 
@@ -211,7 +214,21 @@ def _expect_uint16_rgb_array(tmp_path):
     return a, (a >> 8).astype(np.uint8)
 
 
+def _expect_png_bytes(tmp_path):
+    a = rand_rgb(9, 7, seed=11)
+    return encoded(a, "PNG"), a
+
+
+def _expect_named_bytesio(tmp_path):
+    a = rand_rgb(5, 6, seed=12)
+    buf = io.BytesIO(encoded(a, "PNG"))
+    buf.name = "from-a-worker.png"
+    return buf, a
+
+
 ACCEPTED = {
+    "encoded PNG bytes": (_expect_png_bytes, 0),
+    "BytesIO with a name": (_expect_named_bytesio, 0),
     "16-bit RGB PNG": (_expect_16bit_rgb_png, 0),
     "16-bit gray TIFF": (_expect_16bit_gray_tiff, 0),
     "CMYK TIFF": (_expect_cmyk_tiff, 1),
