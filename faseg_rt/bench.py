@@ -217,10 +217,10 @@ def latency(args) -> dict:
         r = time_segmenter(seg, image, classes, caption, args.warmup, args.iters)
         r["floor"] = time_network_floor(seg, args.warmup, args.iters)
         results["backends"][backend] = r
-        print(latency_table(results), file=sys.stderr)  # partial results survive a killed run
         results["device"] = str(seg.device)
         results["dtype"] = str(seg.dtype).removeprefix("torch.")
         results["machine"] = machine_info(seg.device)
+        print(latency_table(results), file=sys.stderr)  # partial results survive a killed run
     if args.reference:
         print("[bench] reference: timing ...", file=sys.stderr)
         results["reference"] = time_reference(model, image, classes, caption, max(1, args.ref_iters))

@@ -64,7 +64,8 @@ def load_segmenter(args):
                                      dtype=_torch_dtype(args.dtype), engines=args.engines)
 
 
-def _threshold(text: str) -> float:
+def threshold_arg(text: str) -> float:
+    """argparse type for --threshold: a number in [0, 1]."""
     try:
         v = float(text)
     except ValueError:
@@ -74,7 +75,8 @@ def _threshold(text: str) -> float:
     return v
 
 
-def _positive_int(text: str) -> int:
+def positive_int_arg(text: str) -> int:
+    """argparse type for counts (--batch-size, --limit, ...): an integer >= 1."""
     try:
         v = int(text)
     except ValueError:
@@ -199,10 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("images", nargs="+", help="image files")
     s.add_argument("--classes", required=True, help="comma-separated class names, e.g. 'cat,dog'")
     s.add_argument("--caption", default=None, help="optional caption of the image(s)")
-    s.add_argument("--threshold", type=_threshold, default=None, help="background threshold in [0, 1] (0.55)")
+    s.add_argument("--threshold", type=threshold_arg, default=None, help="background threshold in [0, 1] (0.55)")
     s.add_argument("--out", default=".", help="output directory (default: current)")
     s.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
-    s.add_argument("--batch-size", type=_positive_int, default=1)
+    s.add_argument("--batch-size", type=positive_int_arg, default=1)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(s)
     s.set_defaults(func=cmd_segment)

@@ -204,6 +204,18 @@ def check_files(engines_dir, entry: dict) -> list[str]:
     return problems
 
 
+def _check_entries(engines_dir, entries: dict, kind: str) -> list[str]:
+    """Problems with the manifest's entry for each graph (missing, or files that changed)."""
+    problems = []
+    for name in GRAPHS:
+        entry = entries.get(name)
+        if entry is None:
+            problems.append(f"{kind} {name} is not in the manifest")
+        else:
+            problems += check_files(engines_dir, entry)
+    return problems
+
+
 def verify_manifest(engines_dir, model, backend: str, *, device=None, fingerprint: dict | None = None) -> dict:
     """Check DIR against `model`, the installed versions and (tensorrt) the GPU; return the manifest.
 
@@ -231,12 +243,7 @@ def verify_manifest(engines_dir, model, backend: str, *, device=None, fingerprin
         if man["versions"].get(pkg) != here.get(pkg):
             problems.append(f"{pkg}: built with {man['versions'].get(pkg)}, installed {here.get(pkg)}")
     if backend == "onnxruntime":
-        for name in GRAPHS:
-            entry = man["graphs"].get(name)
-            if entry is None:
-                problems.append(f"graph {name} is not in the manifest")
-            else:
-                problems += check_files(engines_dir, entry)
+        problems += _check_entries(engines_dir, man["graphs"], "graph")
     else:
         eng = man.get("engines")
         if not eng:
@@ -247,12 +254,7 @@ def verify_manifest(engines_dir, model, backend: str, *, device=None, fingerprin
                 problems.append(f"GPU: engines built for {eng['gpu']['name']} (compute capability "
                                 f"{eng['gpu']['compute_capability']}), this machine has "
                                 f"{'no CUDA GPU' if gpu is None else gpu['name'] + ' (' + gpu['compute_capability'] + ')'}")
-            for name in GRAPHS:
-                entry = eng["graphs"].get(name)
-                if entry is None:
-                    problems.append(f"engine {name} is not in the manifest")
-                else:
-                    problems += check_files(engines_dir, entry)
+            problems += _check_entries(engines_dir, eng["graphs"], "engine")
     if problems:
         onnx_only = bool(args.get("onnx_only", True)) if backend == "onnxruntime" else False
         cmd = rebuild_command(model, engines_dir, onnx_only=onnx_only,

@@ -18,16 +18,6 @@ from pathlib import Path
 from .errors import InvalidInputError
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
 def read_classes_file(path: str) -> list[str]:
     """A JSON list of class names, or an object {"classes": [...]}."""
     try:
@@ -67,7 +57,7 @@ def cmd_label(args) -> int:
 
 def register(subparsers) -> None:
     """Add `label` to the faseg-rt subparsers."""
-    from .cli import _threshold, add_model_args
+    from .cli import add_model_args, positive_int_arg, threshold_arg
 
     p = subparsers.add_parser(
         "label", help="label many images on a Ray cluster (needs faseg_rt[ray])",
@@ -79,13 +69,13 @@ def register(subparsers) -> None:
     g.add_argument("--classes-file", help="JSON list of class names")
     p.add_argument("--out", required=True, help="output directory (masks + manifest.jsonl)")
     p.add_argument("--caption", default=None, help="optional caption for every image")
-    p.add_argument("--threshold", type=_threshold, default=None, help="background threshold in [0, 1]")
+    p.add_argument("--threshold", type=threshold_arg, default=None, help="background threshold in [0, 1]")
     p.add_argument("--ray-address", default=None,
                    help="auto (running cluster), local (new local instance) or host:port / ray://...; "
                         "default: RAY_ADDRESS or a new local instance")
-    p.add_argument("--num-workers", type=_positive_int, default=None,
+    p.add_argument("--num-workers", type=positive_int_arg, default=None,
                    help="model replicas (default: one per GPU, or 1 without GPUs)")
-    p.add_argument("--batch-size", type=_positive_int, default=1, help="images per worker call")
+    p.add_argument("--batch-size", type=positive_int_arg, default=1, help="images per worker call")
     p.add_argument("--overwrite", action="store_true", help="label everything again")
     p.add_argument("--quiet", action="store_true", help="no Ray Data progress bars")
     add_model_args(p)

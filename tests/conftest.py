@@ -99,3 +99,12 @@ def small_segmenter(tiny_model_dir):
 
     return Segmenter.from_pretrained(tiny_model_dir, device="cpu", dtype=torch.float32,
                                      config=small_config())
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test with torch on one thread (byte-identical results need a fixed thread count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -13,7 +13,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 from faseg_rt.errors import InvalidInputError
 from faseg_rt.testing import synthetic_image
@@ -23,14 +22,6 @@ CASES = [  # (image, classes, caption): different class counts, sizes and captio
     (synthetic_image(30, 50, seed=12), ["sky", "tree", "red car"], "a street"),
     (synthetic_image(64, 64, seed=13), ["aeroplane"], "something in the air"),
 ]
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -39,14 +39,6 @@ def rss_mb() -> float:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _run(seg, calls: int) -> float:
     """`calls` calls cycling over 2 images and fresh class lists (so the text cache churns);
     checks every output equals the first output of the same input; returns the RSS growth."""

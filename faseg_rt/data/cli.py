@@ -18,30 +18,11 @@ import sys
 from pathlib import Path
 
 from faseg_rt.data.base import DATASETS, open_dataset
+from faseg_rt.cli import positive_int_arg, threshold_arg
 from faseg_rt.errors import FASegError
 
 # The checkpoint the published FA-Seg code uses (InstaFlow, SD 1.5 architecture).
 DEFAULT_MODEL = "XCLIU/2_rectified_flow_from_sd_1_5"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def _unit_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {v}")
-    return v
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
@@ -50,7 +31,7 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
                         "coco-object (COCO val2017 objects, 81)")
     p.add_argument("--root", required=True, type=Path,
                    help="VOCdevkit/VOC2012 | VOCdevkit/VOC2010 | coco_stuff164k")
-    p.add_argument("--limit", type=_positive_int, default=None,
+    p.add_argument("--limit", type=positive_int_arg, default=None,
                    help="score only the first N images of the split")
 
 
@@ -73,8 +54,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
     p.add_argument("--dtype", default=None, choices=["float32", "fp32", "float16", "fp16"])
     p.add_argument("--engines", default=None, help="directory of exported graphs / engines")
-    p.add_argument("--batch-size", type=_positive_int, default=8)
-    p.add_argument("--threshold", type=_unit_float, default=None,
+    p.add_argument("--batch-size", type=positive_int_arg, default=8)
+    p.add_argument("--threshold", type=threshold_arg, default=None,
                    help="background threshold (default: VOC 0.55, Context 0.50, COCO 0.60)")
     p.add_argument("--report-images", type=int, default=8,
                    help="rows in OUT/report.png (0: no report)")
