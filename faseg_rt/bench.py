@@ -284,7 +284,9 @@ def throughput(args) -> dict:
         if p.returncode != 0:
             results["batches"][str(b)] = {"error": p.stderr.strip().splitlines()[-1:]}
             continue
-        results["batches"][str(b)] = json.loads(p.stdout.strip().splitlines()[-1])
+        one = json.loads(p.stdout.strip().splitlines()[-1])
+        results["device"], results["dtype"] = one.pop("device"), one.pop("dtype")
+        results["batches"][str(b)] = one
     return results
 
 
@@ -313,17 +315,28 @@ def _throughput_one(args) -> None:
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if seg.device.type == "cuda":
         out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    # HARD + TTF's own extra memory for this batch at K = 20 (grows as batch x N x K)
+    from .images import preprocess
+
+    text = seg.encode_text(classes)
+    summ = seg.attention_summaries(preprocess(images[:args.batch], 512), [text] * args.batch)
+    out["hard_extra_mb_k20"] = hard_memory_mb(seg, 20, summ)
+    out["device"] = str(seg.device)
+    out["dtype"] = str(seg.dtype).removeprefix("torch.")
     print(json.dumps(out))
 
 
 def throughput_table(res: dict) -> str:
-    lines = ["| batch | images/s | peak RSS MB | CUDA max alloc MB |", "|---|---|---|---|"]
+    lines = [f"Throughput ({res['model']}, {res.get('device')}, {res.get('dtype')}, 5 classes)\n",
+             "| batch | images/s | peak RSS MB | CUDA max alloc MB | HARD+TTF extra MB (K=20) |",
+             "|---|---|---|---|---|"]
     for b, r in res["batches"].items():
         if "error" in r:
-            lines.append(f"| {b} | error: {r['error']} | | |")
+            lines.append(f"| {b} | error: {r['error']} | | | |")
             continue
+        cuda = r.get("cuda_max_allocated_mb")
         lines.append(f"| {b} | {r['images_per_s']:.3f} | {r['peak_rss_mb']:.0f} | "
-                     f"{r.get('cuda_max_allocated_mb', float('nan')):.0f} |")
+                     f"{'-' if cuda is None else f'{cuda:.0f}'} | {r['hard_extra_mb_k20']:.0f} |")
     return "\n".join(lines)
 
 
@@ -418,6 +431,51 @@ def ablations_table(res: dict) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- operator profile
+def profile(args) -> dict:
+    """torch.profiler over one warm fast-path call at batch 1: where the time goes, by operator.
+
+    This is the evidence for the "gap" paragraph of benchmarks/README.md: on CPU the fast path is
+    bound by the fused attention kernel (the UNet's own full-resolution self-attention, plus
+    HARD's r = 64 term, which re-runs that attention tau times with the class maps as values).
+    """
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    from .segmenter import Segmenter
+    from .testing import synthetic_image
+
+    model = resolve_model(args.model, Path(args.cache))
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, None: None}[args.dtype]
+    seg = Segmenter.from_pretrained(model, device=args.device, dtype=dtype)
+    image = synthetic_image(640, 480, seed=0)
+    classes = [c.strip() for c in args.classes.split(",")]
+    seg(image, classes=classes)                                          # warm-up, fills caches
+    cuda = seg.device.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch.inference_mode(), torch_profile(activities=acts) as prof:
+        t0 = time.perf_counter()
+        seg(image, classes=classes)
+        if cuda:
+            torch.cuda.synchronize()
+        total = (time.perf_counter() - t0) * 1e3
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, attr), reverse=True)
+    rows = [{"op": e.key, "calls": e.count, "self_ms": getattr(e, attr) / 1e3,
+             "share": getattr(e, attr) / 1e3 / total} for e in events[: args.top]]
+    return {"kind": "profile", "model": str(args.model), "device": str(seg.device),
+            "dtype": str(seg.dtype).removeprefix("torch."), "classes": classes,
+            "machine": machine_info(seg.device), "total_ms": total, "rows": rows}
+
+
+def profile_table(res: dict) -> str:
+    lines = [f"Operator profile ({res['model']}, {res['device']}, {res['dtype']}, batch 1, "
+             f"{len(res['classes'])} classes): one call of {res['total_ms']:.0f} ms, top operators by self time\n",
+             "| operator | calls | self ms | share of the call |", "|---|---|---|---|"]
+    for r in res["rows"]:
+        lines.append(f"| `{r['op']}` | {r['calls']} | {r['self_ms']:.1f} | {100 * r['share']:.1f} % |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- CLI
 def add_common(p):
     p.add_argument("--model", default="tiny", help="'tiny', 'full' (random SD 1.5 widths) or a model dir/id")
@@ -451,6 +509,10 @@ def build_parser():
     add_common(abl)
     abl.add_argument("--classes", type=int, default=5)
     abl.add_argument("--repeats", type=int, default=3)
+    prof = sub.add_parser("profile", help="torch.profiler: top operators of one warm call")
+    add_common(prof)
+    prof.add_argument("--classes", default="sky,ball,box,person,tree")
+    prof.add_argument("--top", type=int, default=15)
     one = sub.add_parser("_throughput_one")
     add_common(one)
     one.add_argument("--backend", default="torch")
@@ -464,7 +526,8 @@ def run(args) -> int:
         _throughput_one(args)
         return 0
     run_fn, table_fn = {"latency": (latency, latency_table), "throughput": (throughput, throughput_table),
-                        "ablations": (ablations, ablations_table)}[args.what]
+                        "ablations": (ablations, ablations_table),
+                        "profile": (profile, profile_table)}[args.what]
     res = run_fn(args)
     table = table_fn(res)
     res["markdown"] = table
@@ -478,7 +541,7 @@ def run(args) -> int:
 
 
 def register(subparsers) -> None:
-    """`faseg-rt bench latency|throughput ...`"""
+    """`faseg-rt bench latency|throughput|ablations|profile ...`"""
     p = subparsers.add_parser("bench", help="latency / throughput benchmarks (see benchmarks/README.md)",
                               add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -56,3 +56,31 @@ def test_latency_benchmark_end_to_end_writes_json_and_table(tiny_model_dir, tmp_
     assert r["floor"]["median"] > 0
     out = capsys.readouterr().out
     assert "| **total** |" in out and "network-only floor" in out
+
+
+def test_profile_lists_top_operators_by_self_time(tiny_model_dir, tmp_path, capsys):
+    rc = bench.main(["profile", "--model", str(tiny_model_dir), "--top", "5", "--classes", "cat,dog",
+                     "--out", str(tmp_path), "--tag", "t"])
+    assert rc == 0
+    res = json.loads((tmp_path / "profile-t.json").read_text())
+    rows = res["rows"]
+    assert len(rows) == 5 and res["total_ms"] > 0
+    ms = [r["self_ms"] for r in rows]
+    assert ms == sorted(ms, reverse=True) and ms[0] > 0
+    # self times do not overlap, so the listed operators fit inside the one timed call
+    assert sum(r["share"] for r in rows) <= 1.05
+    assert all(r["calls"] >= 1 and r["op"] for r in rows)
+    assert "| operator | calls |" in capsys.readouterr().out
+
+
+def test_throughput_runs_each_batch_size_in_a_fresh_process(tiny_model_dir, tmp_path, capsys):
+    rc = bench.main(["throughput", "--model", str(tiny_model_dir), "--batch-sizes", "2", "--images", "2",
+                     "--out", str(tmp_path), "--tag", "t"])
+    assert rc == 0
+    res = json.loads((tmp_path / "throughput-t.json").read_text())
+    r = res["batches"]["2"]
+    assert "error" not in r, r
+    assert r["images"] == 2 and r["images_per_s"] > 0 and r["peak_rss_mb"] > 100
+    assert 0 < r["hard_extra_mb_k20"] < r["peak_rss_mb"]
+    assert res["device"] == "cpu" and res["dtype"] == "float32"
+    assert "| 2 |" in capsys.readouterr().out
