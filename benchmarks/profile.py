@@ -1,8 +1,0 @@
-"""Top operators (torch.profiler) of one warm fast-path call: where the time goes.
-Usage: python benchmarks/profile.py [--model tiny|full|DIR] [--top 15] [...]"""
-import sys
-
-from faseg_rt.bench import main
-
-if __name__ == "__main__":
-    sys.exit(main(["profile"] + sys.argv[1:]))
