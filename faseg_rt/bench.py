@@ -262,9 +262,9 @@ def latency_table(res: dict) -> str:
                          f"({hard_ttf:.1f} ms) is **{ref['hard_ttf']['median'] / hard_ttf:.1f}x** faster |")
     if "hard_memory_mb" in res:
         mem = ", ".join(f"{k}: {v:.1f} MB" for k, v in res["hard_memory_mb"].items())
-        lines.append(f"\nHARD+TTF extra memory (peak live tensors): {mem}")
-        if "reference_hard_memory_mb" in res:
-            lines.append(f"; reference HARD+TTF at K=20: {res['reference_hard_memory_mb']['K=20']:.1f} MB")
+        ref_mem = res.get("reference_hard_memory_mb")
+        tail = f"; reference HARD+TTF at K=20: {ref_mem['K=20']:.1f} MB" if ref_mem else ""
+        lines.append(f"\nHARD+TTF extra memory (peak live tensors): {mem}{tail}")
     return "\n".join(lines)
 
 
