@@ -221,6 +221,15 @@ def _up_to_date(out: Path, file: str, key: dict) -> dict | None:
     return rec
 
 
+def _reuse(out: Path, file: str, key: dict, force: bool, log, what: str) -> dict | None:
+    """The manifest entry of `file` when it is up to date (and not --force), saying so; else None."""
+    rec = None if force else _up_to_date(out, file, key)
+    if rec is None:
+        return None
+    log(f"[export] {what}: up to date ({file}), skipped")
+    return rec["entry"]
+
+
 def _install(files: list[Path], out: Path) -> dict:
     """Move finished files from the work dir into `out` (data before the graph that needs it)."""
     shas = {}
@@ -283,10 +292,8 @@ def build(model, out, *, onnx_only: bool = False, fp16: bool = False, batch_size
         for name in GRAPHS:
             file = f"{name}.onnx"
             key = dict(base_key, graph=name)
-            rec = None if force else _up_to_date(out, file, key)
-            if rec is not None:
-                log(f"[export] onnx {name}: up to date ({file}), skipped")
-                graphs[name] = rec["entry"]
+            graphs[name] = _reuse(out, file, key, force, log, f"onnx {name}")
+            if graphs[name] is not None:
                 continue
             invalidate()
             mods, specs, dims = modules()

@@ -94,7 +94,7 @@ def build_engine(trt, onnx_path: Path, plan_path: Path, profile: dict, fp16: boo
 def build_engines(trt, out: Path, work: Path, graphs: dict, dims_json: dict, *, fp16, batch_sizes,
                   max_class_chunks, gpu, versions, force, stage, invalidate, log) -> dict:
     """Build (or reuse, when up to date) one engine per graph; returns the manifest's engines entry."""
-    from ..export import _install, _record_path, _up_to_date
+    from ..export import _install, _record_path, _reuse
 
     precision = "fp16" if fp16 else "fp32"
     entries, profiles = {}, {}
@@ -104,10 +104,8 @@ def build_engines(trt, out: Path, work: Path, graphs: dict, dims_json: dict, *, 
         profiles[name] = profile
         key = {"graph": name, "onnx_sha256": g["files"], "precision": precision, "profile": profile,
                "tensorrt": versions.get("tensorrt"), "gpu": gpu}
-        rec = None if force else _up_to_date(out, file, key)
-        if rec is not None:
-            log(f"[export] tensorrt {name}: up to date ({file}), skipped")
-            entries[name] = rec["entry"]
+        entries[name] = _reuse(out, file, key, force, log, f"tensorrt {name}")
+        if entries[name] is not None:
             continue
         invalidate()
         tmp_plan = work / file
