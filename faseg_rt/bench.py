@@ -37,6 +37,14 @@ def resolve_model(spec: str, cache: Path) -> Path:
     return Path(spec) if Path(spec).exists() else spec
 
 
+def load_segmenter(args, model, backend: str = "torch"):
+    """The Segmenter a benchmark measures: --device, --dtype (a name) and --engines as given."""
+    from .segmenter import Segmenter
+
+    return Segmenter.from_pretrained(model, backend=backend, device=args.device, dtype=args.dtype,
+                                     engines=args.engines)
+
+
 def summarize(samples: list[float]) -> dict:
     s = sorted(samples)
     p90 = s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))]
@@ -193,7 +201,6 @@ def time_reference(model, image, classes, caption, iters: int) -> dict:
 
 
 def latency(args) -> dict:
-    from .segmenter import Segmenter
     from .testing import synthetic_image
 
     cache = Path(args.cache)
@@ -203,12 +210,10 @@ def latency(args) -> dict:
     caption = args.caption or None
     results = {"kind": "latency", "model": str(args.model), "classes": classes, "batch": 1,
                "image": "640x480 synthetic", "backends": {}}
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, None: None}[args.dtype]
     seg = None
     for backend in args.backends.split(","):
         try:
-            seg = Segmenter.from_pretrained(model, backend=backend, device=args.device, dtype=dtype,
-                                            engines=args.engines)
+            seg = load_segmenter(args, model, backend)
         except Exception as e:  # report, keep measuring the others
             results["backends"][backend] = {"error": f"{type(e).__name__}: {e}"}
             print(f"[bench] {backend}: not available: {e}", file=sys.stderr)
@@ -293,13 +298,10 @@ def throughput(args) -> dict:
 def _throughput_one(args) -> None:
     import resource
 
-    from .segmenter import Segmenter
     from .testing import synthetic_image
 
     model = resolve_model(args.model, Path(args.cache))
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, None: None}[args.dtype]
-    seg = Segmenter.from_pretrained(model, backend=args.backend, device=args.device, dtype=dtype,
-                                    engines=args.engines)
+    seg = load_segmenter(args, model, args.backend)
     images = [synthetic_image(320, 240, seed=i) for i in range(args.images)]
     classes = ["sky", "ball", "box", "person", "tree"]
     seg.segment_batch(images[:args.batch], classes, batch_size=args.batch)       # warm-up
@@ -359,11 +361,10 @@ def ablations(args) -> dict:
     from .hard import apply_affinity_coarse, apply_affinity_full, hard
     from .images import preprocess
     from .reference import dense_affinity
-    from .segmenter import Segmenter
     from .testing import synthetic_image
 
     model = resolve_model(args.model, Path(args.cache))
-    seg = Segmenter.from_pretrained(model, device=args.device)
+    seg = load_segmenter(args, model)
     cfg = seg.config
     classes = [f"class {i}" for i in range(args.classes)]
     text = seg.encode_text(classes)
@@ -441,12 +442,10 @@ def profile(args) -> dict:
     """
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
-    from .segmenter import Segmenter
     from .testing import synthetic_image
 
     model = resolve_model(args.model, Path(args.cache))
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, None: None}[args.dtype]
-    seg = Segmenter.from_pretrained(model, device=args.device, dtype=dtype)
+    seg = load_segmenter(args, model)
     image = synthetic_image(640, 480, seed=0)
     classes = [c.strip() for c in args.classes.split(",")]
     seg(image, classes=classes)                                          # warm-up, fills caches
