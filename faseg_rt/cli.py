@@ -40,15 +40,6 @@ def parse_classes(text: str) -> list[str]:
     return [c.strip() for c in text.split(",")]
 
 
-def _torch_dtype(name):
-    if name is None:
-        return None
-    import torch
-
-    return {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-            "fp16": torch.float16}[name]
-
-
 def add_model_args(p: argparse.ArgumentParser, default_model: str | None = DEFAULT_MODEL) -> None:
     p.add_argument("--model", default=default_model, help="diffusers SD 1.x directory or hub id")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
@@ -61,7 +52,7 @@ def load_segmenter(args):
     from .segmenter import Segmenter
 
     return Segmenter.from_pretrained(args.model, backend=args.backend, device=args.device,
-                                     dtype=_torch_dtype(args.dtype), engines=args.engines)
+                                     dtype=args.dtype, engines=args.engines)
 
 
 def threshold_arg(text: str) -> float:
@@ -94,15 +85,10 @@ def segment_files(seg, images: list[str], classes: list[str], out: Path, caption
     given); an image that cannot be read, or a batch the package refuses, is recorded and
     skipped, and the run goes on.  Internal errors propagate (the CLI exits 1).
     """
+    from .distributed import check_collisions  # Ray is imported only when `label` runs
     from .images import load_image
 
-    stems = {}
-    for path in images:
-        stem = Path(path).stem
-        if stem in stems:
-            raise FASegError(f"{path} and {stems[stem]} would both write {stem}.png; "
-                             "segment them into different --out directories")
-        stems[stem] = path
+    check_collisions(images)
     failures: list[tuple[str, str]] = []
     bar = None
     if progress and len(images) > 1:

@@ -170,13 +170,15 @@ def output_name(path: str) -> str:
 
 
 def check_collisions(inputs: Iterable[str]) -> None:
-    """Two inputs with one stem would overwrite each other's mask: refuse up front (like the CLI)."""
+    """Two inputs with one stem would overwrite each other's mask: refuse up front.
+
+    Used by `faseg-rt label` and `faseg-rt segment` alike (both write OUT/<stem>.png)."""
     seen: dict[str, str] = {}
     for item in inputs:
         name = output_name(item)
         if name in seen:
             raise InvalidInputError(
-                f"{item} and {seen[name]} would both write {name}; label them into different "
+                f"{item} and {seen[name]} would both write {name}; send them to different "
                 "--out directories (one run per source directory)")
         seen[name] = item
 
@@ -264,7 +266,7 @@ class _SegmentWorker:
         _quiet_libraries()
         if num_threads:
             torch.set_num_threads(int(num_threads))
-        dtype = {None: None, "float32": torch.float32, "float16": torch.float16}[dtype]
+        # dtype: a name ("float32", "fp16", ...) or None; from_pretrained parses and checks it
         self.seg = Segmenter.from_pretrained(model, backend=backend, device=device, dtype=dtype,
                                              engines=engines)
         self.out = Path(out)

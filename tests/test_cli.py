@@ -42,6 +42,18 @@ def test_batch_continues_past_a_bad_image(tiny_model_dir, images, tmp_path, caps
     assert sorted(p.name for p in out.iterdir()) == ["b.png"]
 
 
+def test_two_images_with_one_stem_are_refused_before_writing(tiny_model_dir, images, tmp_path, capsys):
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    synthetic_image(20, 20, seed=3).save(other / "a.jpg")       # a.png and a.jpg -> both a.png
+    out = tmp_path / "out"
+    rc = main(["segment", str(images / "a.png"), str(other / "a.jpg"), "--classes", "cat",
+               "--model", str(tiny_model_dir), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "would both write a.png" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
 @pytest.mark.parametrize("args, msg", [
     (["--classes", "cat,,dog"], "empty or whitespace"),
     (["--classes", "cat,Cat"], "appears twice"),
