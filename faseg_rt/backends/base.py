@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import torch
 
+from ..errors import EngineError, InvalidInputError
 from ..graphs import ModelDims
 
 
@@ -37,3 +39,25 @@ class Backend:
 
     def to(self, device, dtype=None) -> "Backend":
         raise NotImplementedError(f"the {self.name} backend cannot move after loading; load it again")
+
+
+@dataclass
+class ExportedBackend(Backend):
+    """A backend that runs graphs / engines exported by export/build_engines.py into `engines`.
+
+    They are loaded for one device and dtype, so `to` refuses (load again instead)."""
+
+    engines: Path | None = None
+    manifest: dict | None = None
+
+    def to(self, device, dtype=None) -> "ExportedBackend":
+        raise InvalidInputError(f"the {self.name} backend cannot move to another device or dtype after "
+                                "loading; call Segmenter.from_pretrained again with device= / dtype=")
+
+
+def check_latent_size(dims: ModelDims, config, engines) -> ModelDims:
+    """`dims` (from a manifest) if the export's latent size is the one `config` asks for."""
+    if dims.latent_size != config.latent_size:
+        raise EngineError(f"the graphs in {engines} were exported for latent size {dims.latent_size}, "
+                          f"the config asks for {config.latent_size}")
+    return dims

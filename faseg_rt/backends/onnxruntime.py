@@ -19,7 +19,7 @@ import torch
 from ..engines import dims_from_json, verify_manifest
 from ..errors import BackendUnavailableError, EngineError, InvalidInputError
 from ..graphs import graph_specs
-from .base import Backend
+from .base import ExportedBackend, check_latent_size
 
 _NP_TYPES = {"float32": "float32", "float16": "float16", "int64": "int64"}
 
@@ -78,9 +78,7 @@ class OrtRunner:
 
 
 @dataclass
-class OnnxRuntimeBackend(Backend):
-    engines: Path | None = None
-    manifest: dict | None = None
+class OnnxRuntimeBackend(ExportedBackend):
 
     @classmethod
     def from_engines(cls, model, engines, *, device, dtype, config=None) -> "OnnxRuntimeBackend":
@@ -93,10 +91,7 @@ class OnnxRuntimeBackend(Backend):
             raise InvalidInputError(f"the onnxruntime backend runs the float32 ONNX graphs; got dtype={dtype}. "
                                     "Pass dtype=torch.float32 (or use backend='tensorrt' with --fp16 engines)")
         manifest = verify_manifest(engines, model, "onnxruntime", device=device)
-        dims = dims_from_json(manifest["dims"])
-        if dims.latent_size != config.latent_size:
-            raise EngineError(f"the graphs in {engines} were exported for latent size {dims.latent_size}, "
-                              f"the config asks for {config.latent_size}")
+        dims = check_latent_size(dims_from_json(manifest["dims"]), config, engines)
         if device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise BackendUnavailableError(
@@ -124,8 +119,3 @@ class OnnxRuntimeBackend(Backend):
             runners[name] = OrtRunner(sess, spec, device)
         return cls(name="onnxruntime", device=device, dtype=dtype, dims=dims, engines=Path(engines),
                    manifest=manifest, **runners)
-
-    def to(self, device, dtype=None) -> "OnnxRuntimeBackend":
-        """Graphs / engines are loaded for one device: moving means loading again (say so clearly)."""
-        raise InvalidInputError(f"the onnxruntime backend cannot move to another device or dtype after "
-                                "loading; call Segmenter.from_pretrained again with device= / dtype=")

@@ -24,7 +24,7 @@ from ..engines import dims_from_json, rebuild_command, verify_manifest
 from ..errors import BackendUnavailableError, EngineError, EngineMismatchError, InvalidInputError
 from ..graphs import graph_specs
 from ..io import atomic_path, atomic_write_json
-from .base import Backend
+from .base import ExportedBackend, check_latent_size
 
 NO_CUDA = ("TensorRT needs a CUDA GPU and `pip install faseg_rt[gpu]` (tensorrt>=10); {why}. "
            "Here, export with --onnx-only and use backend='onnxruntime'")
@@ -168,9 +168,7 @@ class TRTEngine:
 
 
 @dataclass
-class TensorRTBackend(Backend):
-    engines: Path | None = None
-    manifest: dict | None = None
+class TensorRTBackend(ExportedBackend):
 
     @classmethod
     def from_engines(cls, model, engines, *, device, dtype, config=None) -> "TensorRTBackend":
@@ -191,19 +189,11 @@ class TensorRTBackend(Backend):
             raise EngineMismatchError(f"the engines in {engines} are {eng['precision']}, dtype={dtype} asks for "
                                       f"{want or 'an unsupported precision'}; pass the matching dtype or "
                                       f"rebuild with:\n  {cmd}")
-        dims = dims_from_json(manifest["dims"])
-        if dims.latent_size != config.latent_size:
-            raise EngineError(f"the engines in {engines} were built for latent size {dims.latent_size}, "
-                              f"the config asks for {config.latent_size}")
+        dims = check_latent_size(dims_from_json(manifest["dims"]), config, engines)
         specs = graph_specs(dims, "float32")
         runners = {name: TRTEngine(trt, Path(engines) / eng["graphs"][name]["file"], device) for name in specs}
         return cls(name="tensorrt", device=device, dtype=dtype, dims=dims, engines=Path(engines),
                    manifest=manifest, **runners)
-
-    def to(self, device, dtype=None) -> "TensorRTBackend":
-        """Graphs / engines are loaded for one device: moving means loading again (say so clearly)."""
-        raise InvalidInputError(f"the tensorrt backend cannot move to another device or dtype after "
-                                "loading; call Segmenter.from_pretrained again with device= / dtype=")
 
 
 __all__ = ["require_tensorrt", "build_engines", "TRTEngine", "TensorRTBackend"]
