@@ -2,7 +2,7 @@
 Usage: python benchmarks/ablations.py [--model tiny|full|DIR] [--classes K] [--repeats R]"""
 import sys
 
-from faseg_rt.bench import main
+from faseg_rt.cli.bench import main
 
 if __name__ == "__main__":
     sys.exit(main(["ablations"] + sys.argv[1:]))

@@ -2,7 +2,7 @@
 measured in the same run.  Usage: python benchmarks/latency.py [--model tiny|full|DIR] [...]"""
 import sys
 
-from faseg_rt.bench import main
+from faseg_rt.cli.bench import main
 
 if __name__ == "__main__":
     sys.exit(main(["latency"] + sys.argv[1:]))

@@ -7,10 +7,10 @@
 
 __version__ = "0.1.0"
 
-from .config import FASegConfig  # noqa: E402
-from .errors import FASegError, InvalidInputError, ModelLoadError  # noqa: E402
-from .results import SegmentationResult  # noqa: E402
-from .segmenter import Segmenter  # noqa: E402
+from faseg_rt.config import FASegConfig  # noqa: E402
+from faseg_rt.errors import FASegError, InvalidInputError, ModelLoadError  # noqa: E402
+from faseg_rt.results import SegmentationResult  # noqa: E402
+from faseg_rt.segmenter import Segmenter  # noqa: E402
 
 __all__ = ["Segmenter", "SegmentationResult", "FASegConfig", "FASegError", "InvalidInputError",
            "ModelLoadError", "__version__"]

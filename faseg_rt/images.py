@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InvalidInputError
+from faseg_rt.errors import InvalidInputError
 
 #: Largest accepted image, in pixels: 2**27 = 16384 x 8192 (a 100-megapixel photo fits; decoded
 #: as RGB it takes 384 MiB).  Larger images are refused before decoding.  PIL refuses on its own

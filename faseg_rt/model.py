@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelLoadError
-from .graphs import ModelDims
+from faseg_rt.engines.graphs import ModelDims
+from faseg_rt.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .io import color_palette, save_label_png
+from faseg_rt.io import color_palette, save_label_png
 
 
 @dataclass(frozen=True)

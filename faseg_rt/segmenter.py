@@ -18,16 +18,16 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .backends import Backend, load_backend
-from .config import FASegConfig
-from .errors import InvalidInputError
-from .hard import class_maps, cross_fusion, hard
-from .images import load_image, pair_pixels, preprocess
-from .inversion import fixed_noise, invert, sample_latents
-from .profiling import stage
-from .prompts import DualPrompts, build_dual_prompts
-from .results import SegmentationResult
-from .ttf import labels_from_scores, resize_labels, ttf
+from faseg_rt.backends import Backend, load_backend
+from faseg_rt.config import FASegConfig
+from faseg_rt.errors import InvalidInputError
+from faseg_rt.images import load_image, pair_pixels, preprocess
+from faseg_rt.method.hard import class_maps, cross_fusion, hard
+from faseg_rt.method.inversion import fixed_noise, invert, sample_latents
+from faseg_rt.method.prompts import DualPrompts, build_dual_prompts
+from faseg_rt.method.ttf import labels_from_scores, resize_labels, ttf
+from faseg_rt.profiling import stage
+from faseg_rt.results import SegmentationResult
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class Segmenter:
                         engines=None, config: FASegConfig | None = None) -> "Segmenter":
         """Load a diffusers SD 1.x directory or hub id with a backend ("torch", "onnxruntime",
         "tensorrt"; the latter two run graphs exported to `engines` by export/build_engines.py)."""
-        from .model import load_tokenizer
+        from faseg_rt.model import load_tokenizer
 
         device, dtype = default_device_dtype(device, dtype)
         tokenizer = load_tokenizer(model)

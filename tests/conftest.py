@@ -41,8 +41,8 @@ def tokenizer(tiny_model_dir):
 
 
 def _reference(model_dir, dtype):
+    from faseg_rt.method.reference import ReferenceFASeg
     from faseg_rt.model import load_modules, load_tokenizer
-    from faseg_rt.reference import ReferenceFASeg
 
     vae, te, unet = load_modules(model_dir)
     mods = [m.to(dtype) for m in (vae, te, unet)]

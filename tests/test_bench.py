@@ -7,7 +7,8 @@ import json
 
 import torch
 
-from faseg_rt import bench
+from faseg_rt.bench import common as bench
+from faseg_rt.cli.bench import main as bench_main
 from faseg_rt.profiling import record, stage
 
 
@@ -43,7 +44,7 @@ def test_summarize_median_and_p90():
 
 
 def test_latency_benchmark_end_to_end_writes_json_and_table(tiny_model_dir, tmp_path, capsys):
-    rc = bench.main(["latency", "--model", str(tiny_model_dir), "--iters", "1", "--warmup", "0",
+    rc = bench_main(["latency", "--model", str(tiny_model_dir), "--iters", "1", "--warmup", "0",
                      "--no-reference", "--no-memory", "--out", str(tmp_path), "--tag", "t"])
     assert rc == 0
     res = json.loads((tmp_path / "latency-t.json").read_text())
@@ -59,7 +60,7 @@ def test_latency_benchmark_end_to_end_writes_json_and_table(tiny_model_dir, tmp_
 
 
 def test_profile_lists_top_operators_by_self_time(tiny_model_dir, tmp_path, capsys):
-    rc = bench.main(["profile", "--model", str(tiny_model_dir), "--top", "5", "--classes", "cat,dog",
+    rc = bench_main(["profile", "--model", str(tiny_model_dir), "--top", "5", "--classes", "cat,dog",
                      "--out", str(tmp_path), "--tag", "t"])
     assert rc == 0
     res = json.loads((tmp_path / "profile-t.json").read_text())
@@ -74,7 +75,7 @@ def test_profile_lists_top_operators_by_self_time(tiny_model_dir, tmp_path, caps
 
 
 def test_throughput_runs_each_batch_size_in_a_fresh_process(tiny_model_dir, tmp_path, capsys):
-    rc = bench.main(["throughput", "--model", str(tiny_model_dir), "--batch-sizes", "2", "--images", "2",
+    rc = bench_main(["throughput", "--model", str(tiny_model_dir), "--batch-sizes", "2", "--images", "2",
                      "--out", str(tmp_path), "--tag", "t"])
     assert rc == 0
     res = json.loads((tmp_path / "throughput-t.json").read_text())

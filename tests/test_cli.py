@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faseg_rt.cli import main
+from faseg_rt.cli.main import main
 from faseg_rt.testing import synthetic_image
 
 

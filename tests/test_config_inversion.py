@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from faseg_rt.config import FASegConfig
-from faseg_rt.inversion import fixed_noise, invert, sample_latents
+from faseg_rt.method.inversion import fixed_noise, invert, sample_latents
 
 
 def test_inversion_coefficients_match_diffusers_ddim():

@@ -14,10 +14,11 @@ import sys
 
 import pytest
 
-from faseg_rt.cli import main
-from faseg_rt.distributed import (RAY_MISSING, Manifest, RayUnavailableError, check_collisions,
-                                  label, output_name, resolve_inputs)
+from faseg_rt.cli.main import main
 from faseg_rt.errors import InvalidInputError
+from faseg_rt.scale.inputs import check_collisions, output_name, resolve_inputs
+from faseg_rt.scale.label import RAY_MISSING, RayUnavailableError, label
+from faseg_rt.scale.manifest import Manifest
 from faseg_rt.testing import synthetic_image
 
 try:
@@ -79,7 +80,7 @@ def test_manifest_ignores_a_torn_line_and_compacts(tmp_path):
 def test_classes_file_errors(tmp_path, capsys):
     bad = tmp_path / "classes.json"
     bad.write_text('{"cat": 1}')
-    from faseg_rt.label_cli import read_classes_file
+    from faseg_rt.cli.label import read_classes_file
 
     with pytest.raises(InvalidInputError, match="JSON list of names"):
         read_classes_file(str(bad))
@@ -181,7 +182,8 @@ def test_rerun_skips_finished_work(labelled, tiny_model_dir, tmp_path, capsys):
     assert {p: (out / (p.stem + ".png")).stat().st_mtime_ns for p in labelled["good"]} == mtimes
     assert len(_rows(out)) == N_GOOD + 1  # nothing appended
     # a row made with other classes (another mask) is not "done" for this job
-    from faseg_rt.distributed import _is_done, _job_settings
+    from faseg_rt.scale.manifest import is_done as _is_done
+    from faseg_rt.scale.manifest import job_settings as _job_settings
 
     row = next(r for r in _rows(out) if r["status"] == "ok")
     same = _job_settings(row["classes"], row["caption"], row["threshold"], row["model"])

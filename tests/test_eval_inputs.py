@@ -4,10 +4,15 @@ import json
 
 import pytest
 
-from faseg_rt.data import coco_object, context, voc
-from faseg_rt.data.inputs import (build_vocabulary, parse_candidates, read_id_string_json,
-                                  resolve_candidates, resolve_captions)
 from faseg_rt.errors import InvalidInputError
+from faseg_rt.eval.datasets import coco_object, context, voc
+from faseg_rt.eval.inputs import (
+    build_vocabulary,
+    parse_candidates,
+    read_id_string_json,
+    resolve_candidates,
+    resolve_captions,
+)
 
 VOC = build_vocabulary(voc.CLASSES[1:], voc.ALIASES)
 CTX = build_vocabulary(context.CLASSES[1:], context.ALIASES)

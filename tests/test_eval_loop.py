@@ -10,12 +10,17 @@ import pytest
 from PIL import Image
 
 import faseg_rt
-from faseg_rt.data import open_dataset
-from faseg_rt.data.cli import register
-from faseg_rt.data.evaluate import evaluate, evaluate_masks, to_dataset_ids
-from faseg_rt.data.synthetic import (candidates_from_labels, make_coco_object, make_context,
-                                     make_voc, write_json)
+from faseg_rt.cli.eval import register
 from faseg_rt.errors import FASegError
+from faseg_rt.eval import open_dataset
+from faseg_rt.eval.datasets.synthetic import (
+    candidates_from_labels,
+    make_coco_object,
+    make_context,
+    make_voc,
+    write_json,
+)
+from faseg_rt.eval.loop import evaluate, evaluate_masks, to_dataset_ids
 from faseg_rt.io import load_label_png, save_label_png
 
 MAKERS = {"voc": make_voc, "context": make_context, "coco-object": make_coco_object}

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from faseg_rt.data.metrics import ConfusionMatrix, metrics_markdown
 from faseg_rt.errors import InvalidInputError
+from faseg_rt.eval.metrics import ConfusionMatrix, metrics_markdown
 
 # 4 classes; class 3 appears nowhere. gt 255 at (1, 2) is ignored; pred 255 at (1, 3) is a miss.
 GT = np.array([[0, 0, 1, 1],

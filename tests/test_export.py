@@ -22,10 +22,11 @@ import pytest
 import torch
 
 from faseg_rt import Segmenter
-from faseg_rt import export as ex
-from faseg_rt.engines import GRAPHS, MANIFEST, dims_from_json, model_fingerprint, verify_manifest
+from faseg_rt.engines import build as ex
+from faseg_rt.engines import onnx_export
+from faseg_rt.engines.graphs import GraphSpec, TensorSpec, graph_specs
+from faseg_rt.engines.manifest import GRAPHS, MANIFEST, dims_from_json, model_fingerprint, verify_manifest
 from faseg_rt.errors import BackendUnavailableError, EngineError, EngineMismatchError, InvalidInputError
-from faseg_rt.graphs import GraphSpec, TensorSpec, graph_specs
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_CUDA = torch.cuda.is_available()
@@ -221,8 +222,8 @@ def test_force_rebuilds_and_an_interrupted_rebuild_drops_the_manifest(engines_di
 
 
 def test_check_above_tolerance_fails_loudly_and_installs_nothing(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(ex, "ATOL", 0.0)
-    monkeypatch.setattr(ex, "RTOL", 0.0)
+    monkeypatch.setattr(onnx_export, "ATOL", 0.0)
+    monkeypatch.setattr(onnx_export, "RTOL", 0.0)
     out = tmp_path / "eng"
     with pytest.raises(EngineError, match="text_encoder graph does not match PyTorch.*last_hidden_state"):
         ex.build(tiny_model_dir, out, onnx_only=True, log=lambda s: None)
@@ -237,7 +238,7 @@ def test_build_engines_script_reuses_and_cli_rejects_bad_usage(engines_dir, tiny
                         "--out", str(d), "--onnx-only"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "onnx unet_attn: up to date" in r.stderr and "manifest: up to date" in r.stderr
-    from faseg_rt.cli import main
+    from faseg_rt.cli.main import main
 
     assert main(["export", "--model", str(tiny_model_dir), "--out", str(d), "--onnx-only", "--fp16"]) == 2
     assert main(["export", "--model", str(tiny_model_dir), "--out", str(d), "--onnx-only",

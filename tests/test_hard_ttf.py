@@ -11,9 +11,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from faseg_rt.config import FASegConfig
-from faseg_rt.hard import apply_affinity_coarse, class_maps, cross_fusion, hard, minmax_normalize
-from faseg_rt.reference import dense_affinity, reference_hard_ttf
-from faseg_rt.ttf import labels_from_scores, resize_labels, ttf
+from faseg_rt.method.hard import apply_affinity_coarse, class_maps, cross_fusion, hard, minmax_normalize
+from faseg_rt.method.reference import dense_affinity, reference_hard_ttf
+from faseg_rt.method.ttf import labels_from_scores, resize_labels, ttf
 
 CFG = FASegConfig()
 

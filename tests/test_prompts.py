@@ -6,8 +6,8 @@ import warnings
 import pytest
 
 from faseg_rt.errors import InvalidInputError
-from faseg_rt.prompts import build_dual_prompts
-from faseg_rt.reference import reference_spans
+from faseg_rt.method.prompts import build_dual_prompts
+from faseg_rt.method.reference import reference_spans
 
 VOCABS = [
     ["cat"],

@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from faseg_rt import cli
-from faseg_rt.cli import main
+from faseg_rt.cli import segment as cli  # where `segment` looks up load_segmenter
+from faseg_rt.cli.main import main
 from faseg_rt.testing import synthetic_image
 
 

@@ -122,7 +122,7 @@ def test_prompts_built_in_parallel_threads_are_the_serial_ones(tokenizer):
     """The shared tokenizer (a Rust fast tokenizer whose padding settings change per call) used
     by four threads at once: every prompt must equal the serially built one.  Without the lock
     in prompts.py, threads see each other's padding ("class 'cat' is 77 tokens long")."""
-    from faseg_rt.prompts import build_dual_prompts
+    from faseg_rt.method.prompts import build_dual_prompts
 
     vocabs = [["cat", "dog"], ["sky", "tree", "red car"], ["aeroplane"],
               [f"object number {i} thing" for i in range(20)]]

@@ -27,7 +27,7 @@ from PIL import Image
 
 from faseg_rt.errors import InvalidInputError
 from faseg_rt.images import MAX_IMAGE_PIXELS, load_image
-from faseg_rt.prompts import build_dual_prompts
+from faseg_rt.method.prompts import build_dual_prompts
 from faseg_rt.segmenter import check_threshold
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from faseg_rt.images import preprocess
-from faseg_rt.reference import reference_hard_ttf
+from faseg_rt.method.reference import reference_hard_ttf
 
 
 def agree(a, b):

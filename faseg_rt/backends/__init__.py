@@ -6,24 +6,24 @@ Each runner is called with named tensors and returns a dict of named tensors, wi
 
 from __future__ import annotations
 
-from .base import Backend, Runner
+from faseg_rt.backends.base import Backend, Runner
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 def load_backend(name: str, model, *, device, dtype, engines=None, config=None) -> Backend:
-    from ..errors import InvalidInputError
+    from faseg_rt.errors import InvalidInputError
 
     if name == "torch":
-        from .torch import TorchBackend
+        from faseg_rt.backends.torch import TorchBackend
 
         return TorchBackend.from_pretrained(model, device=device, dtype=dtype, config=config)
     if name == "onnxruntime":
-        from .onnxruntime import OnnxRuntimeBackend
+        from faseg_rt.backends.onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend.from_engines(model, engines, device=device, dtype=dtype, config=config)
     if name == "tensorrt":
-        from .tensorrt import TensorRTBackend
+        from faseg_rt.backends.tensorrt import TensorRTBackend
 
         return TensorRTBackend.from_engines(model, engines, device=device, dtype=dtype, config=config)
     raise InvalidInputError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

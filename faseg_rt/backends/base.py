@@ -8,8 +8,8 @@ from typing import Protocol
 
 import torch
 
-from ..errors import EngineError, InvalidInputError
-from ..graphs import ModelDims
+from faseg_rt.engines.graphs import ModelDims
+from faseg_rt.errors import EngineError, InvalidInputError
 
 
 class Runner(Protocol):

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from ..engines import dims_from_json, verify_manifest
-from ..errors import BackendUnavailableError, EngineError, InvalidInputError
-from ..graphs import graph_specs
-from .base import ExportedBackend, check_latent_size
+from faseg_rt.backends.base import ExportedBackend, check_latent_size
+from faseg_rt.engines.graphs import graph_specs
+from faseg_rt.engines.manifest import dims_from_json, verify_manifest
+from faseg_rt.errors import BackendUnavailableError, EngineError, InvalidInputError
 
 _NP_TYPES = {"float32": "float32", "float16": "float16", "int64": "int64"}
 
@@ -82,7 +82,7 @@ class OnnxRuntimeBackend(ExportedBackend):
 
     @classmethod
     def from_engines(cls, model, engines, *, device, dtype, config=None) -> "OnnxRuntimeBackend":
-        from ..config import FASegConfig
+        from faseg_rt.config import FASegConfig
 
         ort = _import_ort()
         config = config or FASegConfig()

@@ -7,11 +7,17 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..attention import install_processors
-from ..graphs import (GraphSpec, TextEncoderGraph, UNetAttnGraph, UNetGraph, VaeEncoderGraph,
-                      graph_specs)
-from ..model import load_modules, model_dims
-from .base import Backend
+from faseg_rt.backends.base import Backend
+from faseg_rt.engines.graphs import (
+    GraphSpec,
+    TextEncoderGraph,
+    UNetAttnGraph,
+    UNetGraph,
+    VaeEncoderGraph,
+    graph_specs,
+)
+from faseg_rt.method.attention import install_processors
+from faseg_rt.model import load_modules, model_dims
 
 
 class TorchRunner:
@@ -40,7 +46,7 @@ class TorchBackend(Backend):
 
     @classmethod
     def from_modules(cls, vae, text_encoder, unet, *, device, dtype, config=None) -> "TorchBackend":
-        from ..config import FASegConfig
+        from faseg_rt.config import FASegConfig
 
         config = config or FASegConfig()
         install_processors(unet)

@@ -1,6 +1,6 @@
 """Label many images on a Ray cluster with Ray Data: one Segmenter per worker, resumable.
 
-    from faseg_rt.distributed import label
+    from faseg_rt.scale.label import label
     report = label("photos/", ["cat", "dog"], "masks/", model="XCLIU/2_rectified_flow_from_sd_1_5",
                    ray_address="auto", num_workers=8, batch_size=4)
 
@@ -24,27 +24,18 @@ every CPU a read task needing one could never be scheduled and the job would sta
 
 from __future__ import annotations
 
-import glob
 import io
-import json
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Iterable
+from pathlib import Path
 
-from .errors import FASegError, InvalidInputError
+from faseg_rt.errors import FASegError, InvalidInputError
+from faseg_rt.scale.inputs import check_collisions, is_uri, output_name, path_key, resolve_inputs
+from faseg_rt.scale.manifest import MANIFEST_NAME, Manifest, is_done, job_settings
 
 #: One line for users without Ray (the CLI prints it and exits 2).
 RAY_MISSING = "faseg-rt label needs Ray: pip install 'faseg_rt[ray]'"
-
-#: File name suffixes taken from a directory or glob (lower case).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-#: Suffixes of a text file that lists one path or URI per line.
-LIST_EXTENSIONS = (".txt", ".lst", ".list")
-
-MANIFEST_NAME = "manifest.jsonl"
 
 
 class RayUnavailableError(FASegError):
@@ -78,173 +69,9 @@ class LabelReport:
 
 
 # ---------------------------------------------------------------------------------- inputs
-def _is_uri(text: str) -> bool:
-    return "://" in text
-
-
-def _path_key(path: str) -> str:
-    """The form Ray Data's `path` column gives a file: URIs lose their scheme ("s3://b/k" -> "b/k")."""
-    return path.split("://", 1)[1] if _is_uri(path) else path
-
-
-def _is_image_name(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _list_remote_dir(uri: str) -> list[str]:
-    """Image files directly inside a remote directory URI (listed with pyarrow's filesystems)."""
-    import pyarrow.fs as pafs
-
-    try:
-        fs, root = pafs.FileSystem.from_uri(uri)
-        infos = fs.get_file_info(pafs.FileSelector(root, recursive=False))
-    except Exception as e:  # pyarrow raises plain OSError / ArrowInvalid for bad URIs
-        raise InvalidInputError(f"cannot list {uri}: {e}") from None
-    scheme = uri.split("://", 1)[0]
-    return sorted(f"{scheme}://{i.path}" for i in infos
-                  if i.type == pafs.FileType.File and _is_image_name(i.path))
-
-
-def _read_list_file(path: Path) -> list[str]:
-    """One path or URI per line; blank lines and '#' comments skipped; relative to the file."""
-    items = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        items.append(line if _is_uri(line) or os.path.isabs(line) else str(path.parent / line))
-    return items
-
-
-def resolve_inputs(inputs) -> list[str]:
-    """A directory, glob, text file of paths/URIs, single image, or list of them -> input list.
-
-    Local paths become absolute (that is the manifest's `input` key); URIs stay as given.
-    Directories are not searched recursively (use a glob with ** for that).
-    """
-    if isinstance(inputs, (str, os.PathLike)):
-        text = os.fspath(inputs)
-        if _is_uri(text):
-            if any(c in text for c in "*?["):
-                raise InvalidInputError(
-                    f"globs are not supported for URIs ({text}); list the files in a text file")
-            items = [text] if _is_image_name(text) else _list_remote_dir(text)
-        elif any(c in text for c in "*?["):
-            items = sorted(p for p in glob.glob(text, recursive=True)
-                           if os.path.isfile(p) and _is_image_name(p))
-        else:
-            p = Path(text)
-            if p.is_dir():
-                items = sorted(str(f) for f in p.iterdir() if f.is_file() and _is_image_name(f.name))
-            elif p.is_file() and p.suffix.lower() in LIST_EXTENSIONS:
-                items = _read_list_file(p)
-            elif p.exists():
-                items = [text]
-            else:
-                raise InvalidInputError(
-                    f"input {text} does not exist; give a directory, a glob, a text file of "
-                    "paths/URIs or image files")
-        if not items:
-            raise InvalidInputError(f"no images found in {text} (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    else:
-        try:
-            items = [os.fspath(x) for x in inputs]
-        except TypeError:
-            raise InvalidInputError(
-                "inputs must be a directory, glob, text file, list of paths or a ray.data.Dataset; "
-                f"got {type(inputs).__name__}") from None
-        if not items:
-            raise InvalidInputError("the input list is empty")
-    out, seen = [], set()
-    for item in items:
-        item = item if _is_uri(item) else os.path.abspath(item)
-        if item not in seen:  # listing a file twice must not label it twice
-            seen.add(item)
-            out.append(item)
-    return out
-
-
-def output_name(path: str) -> str:
-    """OUT/<stem>.png, the same name `faseg-rt segment` writes."""
-    return PurePosixPath(_path_key(path).replace("\\", "/")).stem + ".png"
-
-
-def check_collisions(inputs: Iterable[str]) -> None:
-    """Two inputs with one stem would overwrite each other's mask: refuse up front.
-
-    Used by `faseg-rt label` and `faseg-rt segment` alike (both write OUT/<stem>.png)."""
-    seen: dict[str, str] = {}
-    for item in inputs:
-        name = output_name(item)
-        if name in seen:
-            raise InvalidInputError(
-                f"{item} and {seen[name]} would both write {name}; send them to different "
-                "--out directories (one run per source directory)")
-        seen[name] = item
 
 
 # ---------------------------------------------------------------------------------- manifest
-class Manifest:
-    """OUT/manifest.jsonl: one JSON row per finished image; the latest row of an input wins.
-
-    Rows are appended as they finish (one `write` of a whole line, then flush + fsync), not by
-    rewriting the file per row: with millions of rows a rewrite per row costs O(n^2) I/O, while an
-    append costs one line.  What a crash can leave is at most one torn last line; `load` ignores a
-    line that is not valid JSON, and at the start of every run the file is compacted (one row per
-    input) and rewritten atomically (temp file + rename), so a torn line never survives a run.
-    An image whose row was lost is simply labelled again (its mask is rewritten identically).
-    """
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.rows: dict[str, dict] = {}
-        self._fh = None
-
-    def load(self) -> "Manifest":
-        if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn last line from a crash: that image is redone
-                if isinstance(row, dict) and isinstance(row.get("input"), str):
-                    self.rows[row["input"]] = row
-        return self
-
-    def compact(self) -> None:
-        """Rewrite the file atomically with one (the latest) row per input."""
-        from .io import atomic_write_bytes
-
-        if self.rows or self.path.exists():
-            data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows.values())
-            atomic_write_bytes(self.path, data.encode("utf-8"))
-
-    def append(self, row: dict) -> None:
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")
-        self._fh.write(json.dumps(row, sort_keys=True) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self.rows[row["input"]] = row
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-
-def _job_settings(classes, caption, threshold, model) -> dict:
-    """The fields that change a mask: a row made with other settings is not 'done' for this job."""
-    return {"classes": list(classes), "caption": caption, "threshold": threshold, "model": str(model)}
-
-
-def _is_done(row: dict | None, settings: dict, out: Path) -> bool:
-    if row is None or row.get("status") != "ok":
-        return False
-    if any(row.get(k) != v for k, v in settings.items()):
-        return False
-    return bool(row.get("output")) and (out / row["output"]).is_file()
 
 
 # ---------------------------------------------------------------------------------- worker
@@ -260,10 +87,10 @@ class _SegmentWorker:
                  device=None, dtype=None, batch_size=1, num_threads=None):
         import torch
 
-        from .cli import _quiet_libraries
-        from .segmenter import Segmenter
+        from faseg_rt.hub import quiet_libraries
+        from faseg_rt.segmenter import Segmenter
 
-        _quiet_libraries()
+        quiet_libraries()
         if num_threads:
             torch.set_num_threads(int(num_threads))
         # dtype: a name ("float32", "fp16", ...) or None; from_pretrained parses and checks it
@@ -278,7 +105,7 @@ class _SegmentWorker:
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        from .images import load_image
+        from faseg_rt.images import load_image
 
         paths = [str(p) for p in batch["path"]]
         status = ["error"] * len(paths)
@@ -374,8 +201,8 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
     overwrite: label everything again, ignoring the manifest.
     Returns a LabelReport (ok / failed / skipped counts); a bad image is a failed row, not an error.
     """
-    from .prompts import normalize_classes
-    from .segmenter import check_threshold
+    from faseg_rt.method.prompts import normalize_classes
+    from faseg_rt.segmenter import check_threshold
 
     ray = import_ray()
     classes = list(normalize_classes(classes))
@@ -392,12 +219,12 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
         if dtype not in ("float32", "float16"):
             raise InvalidInputError(f"dtype must be float32 or float16, got {dtype!r}")
     if isinstance(model, (str, os.PathLike)) and Path(model).exists():
-        from .model import check_model_dir
+        from faseg_rt.model import check_model_dir
 
         check_model_dir(model)  # a bad local model fails here once, not in every worker
         model = str(Path(model).resolve())
     out = Path(out)
-    settings = _job_settings(classes, caption, threshold, model)
+    settings = job_settings(classes, caption, threshold, model)
     start = time.perf_counter()
 
     is_dataset = isinstance(inputs, ray.data.Dataset)
@@ -417,16 +244,16 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
                 raise InvalidInputError(
                     f"the dataset lacks column(s) {sorted(missing)}; make it with "
                     "ray.data.read_binary_files(paths, include_paths=True)")
-            done = set() if overwrite else {_path_key(k) for k, r in manifest.rows.items()
-                                            if _is_done(r, settings, out)}
+            done = set() if overwrite else {path_key(k) for k, r in manifest.rows.items()
+                                            if is_done(r, settings, out)}
             ds = inputs.filter(lambda row: row["path"] not in done) if done else inputs
             by_key = None
         else:
             todo = []
             for item in items:
-                if not overwrite and _is_done(manifest.rows.get(item), settings, out):
+                if not overwrite and is_done(manifest.rows.get(item), settings, out):
                     skipped += 1
-                elif not _is_uri(item) and not os.path.isfile(item):
+                elif not is_uri(item) and not os.path.isfile(item):
                     # a missing local file would fail the whole Ray read: record it here instead
                     manifest.append(dict(settings, input=item, output=output_name(item),
                                          status="error", error=f"image {item} does not exist"))
@@ -435,7 +262,7 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
                     todo.append(item)
             if not todo:
                 return LabelReport(ok, failed, skipped, manifest.path, out, time.perf_counter() - start)
-            by_key = {_path_key(item): item for item in todo}
+            by_key = {path_key(item): item for item in todo}
             ds = None
 
         started = _connect(ray, ray_address)

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .config import FASegConfig
+from faseg_rt.config import FASegConfig
 
 
 def fixed_noise(config: FASegConfig, channels: int = 4) -> torch.Tensor:

@@ -85,7 +85,7 @@ def make_context(root: str | os.PathLike, n_images: int = 4, size: tuple[int, in
     color="rgb" writes colour-coded RGB PNGs (decoded through the colour table);
     color="palette" writes palette PNGs of the ids, like the published files.
     """
-    from faseg_rt.data.context import ids_to_rgb
+    from faseg_rt.eval.datasets.context import ids_to_rgb
 
     root = Path(root)
     ids = [f"2008_{k:06d}" for k in range(n_images)]

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from faseg_rt.data.base import IGNORE_INDEX, SegDataset, read_split_file
 from faseg_rt.errors import InvalidInputError
+from faseg_rt.eval.datasets.base import IGNORE_INDEX, SegDataset, read_split_file
 from faseg_rt.io import color_palette
 
 # The standard 59-class PASCAL Context subset, alphabetical, ids 1..59; 0 = background.
@@ -83,7 +83,7 @@ def rgb_to_ids(rgb: np.ndarray, source: str = "label") -> np.ndarray:
         bad = int(code[~found][0])
         raise InvalidInputError(
             f"{source}: colour {((bad >> 16) & 255, (bad >> 8) & 255, bad & 255)} is not in the "
-            "Context colour table (faseg_rt.data.context.COLOR_TO_ID)")
+            "Context colour table (faseg_rt.eval.datasets.context.COLOR_TO_ID)")
     return vals[pos]
 
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import nn
 
-from .attention import AttentionCapture
+from faseg_rt.method.attention import AttentionCapture
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from faseg_rt.data.base import SegDataset, read_split_file
+from faseg_rt.eval.datasets.base import SegDataset, read_split_file
 
 # Class ids 0..20 in the order of the VOC devkit; the three two-word names are spelled with a
 # space, as in FA-Seg's prompts and candidate strings ("diningtable" etc. are aliases).

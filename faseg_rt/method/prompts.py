@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import InvalidInputError
+from faseg_rt.errors import InvalidInputError
 
 SEPARATOR = ", "  # between class names in P' (spec step 1)
 

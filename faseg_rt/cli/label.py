@@ -10,12 +10,11 @@ Ray is optional: without it the command prints how to install it and exits 2.  E
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from .errors import InvalidInputError
+from faseg_rt.errors import InvalidInputError
 
 
 def read_classes_file(path: str) -> list[str]:
@@ -36,8 +35,8 @@ def read_classes_file(path: str) -> list[str]:
 
 
 def cmd_label(args) -> int:
-    from .cli import parse_classes
-    from .distributed import import_ray, label
+    from faseg_rt.cli.args import parse_classes
+    from faseg_rt.scale.label import import_ray, label
 
     import_ray()  # the install hint comes before any other work
     classes = read_classes_file(args.classes_file) if args.classes_file else parse_classes(args.classes)
@@ -57,7 +56,7 @@ def cmd_label(args) -> int:
 
 def register(subparsers) -> None:
     """Add `label` to the faseg-rt subparsers."""
-    from .cli import add_model_args, positive_int_arg, threshold_arg
+    from faseg_rt.cli.args import add_model_args, positive_int_arg, threshold_arg
 
     p = subparsers.add_parser(
         "label", help="label many images on a Ray cluster (needs faseg_rt[ray])",

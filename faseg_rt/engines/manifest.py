@@ -1,6 +1,6 @@
 """The engines directory and its manifest: what was built, from what, with what, for which GPU.
 
-`export/build_engines.py` (faseg_rt.export) writes DIR/manifest.json last; the onnxruntime and
+`export/build_engines.py` (faseg_rt.engines.build) writes DIR/manifest.json last; the onnxruntime and
 tensorrt backends call `verify_manifest` before loading anything, so graphs built from another
 model, by other library versions, for another GPU, or damaged on disk are refused with a
 message that lists the differences and the command that rebuilds them.  Never a silent wrong
@@ -30,8 +30,8 @@ from dataclasses import fields
 from importlib import metadata
 from pathlib import Path
 
-from .errors import EngineError, EngineMismatchError
-from .graphs import GraphSpec, ModelDims
+from faseg_rt.engines.graphs import GraphSpec, ModelDims
+from faseg_rt.errors import EngineError, EngineMismatchError
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -99,7 +99,7 @@ def installed_versions() -> dict:
 
     Read from package metadata, so nothing heavy (onnx, tensorrt) is imported here.
     """
-    from . import __version__
+    from faseg_rt import __version__
 
     out = {}
     for pkg in VERSION_PACKAGES:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from faseg_rt.data.base import SegDataset
+from faseg_rt.eval.datasets.base import SegDataset
 
 # COCO-80 ("things") in the standard order, ids 1..80; 0 = background.
 CLASSES: tuple[str, ...] = (

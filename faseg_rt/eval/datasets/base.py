@@ -100,20 +100,3 @@ def read_split_file(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-def _registry() -> dict[str, type[SegDataset]]:
-    from faseg_rt.data.coco_object import COCOObject
-    from faseg_rt.data.context import PascalContext
-    from faseg_rt.data.voc import PascalVOC
-
-    return {c.name: c for c in (PascalVOC, PascalContext, COCOObject)}
-
-
-DATASETS = ("voc", "context", "coco-object")
-
-
-def open_dataset(name: str, root: str | os.PathLike) -> SegDataset:
-    """Open dataset `name` ("voc", "context" or "coco-object") whose files lie under `root`."""
-    reg = _registry()
-    if name not in reg:
-        raise InvalidInputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return reg[name](root)

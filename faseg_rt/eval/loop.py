@@ -27,11 +27,11 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from faseg_rt.data.base import SegDataset
-from faseg_rt.data.inputs import read_id_string_json, resolve_candidates, resolve_captions
-from faseg_rt.data.metrics import ConfusionMatrix
-from faseg_rt.data.report import write_report
 from faseg_rt.errors import FASegError, InvalidInputError
+from faseg_rt.eval.datasets.base import SegDataset
+from faseg_rt.eval.inputs import read_id_string_json, resolve_candidates, resolve_captions
+from faseg_rt.eval.metrics import ConfusionMatrix
+from faseg_rt.eval.report import write_report
 from faseg_rt.io import atomic_write_json, load_label_png, save_label_png
 
 StrMap = Mapping[str, str]
@@ -97,7 +97,7 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
 
     Args:
         segmenter: anything with `segment_batch` (see the module docstring).
-        dataset: an opened reader (`faseg_rt.data.open_dataset`).
+        dataset: an opened reader (`faseg_rt.eval.open_dataset`).
         out_dir: where masks/, metrics.json, run.json and report.png go.
         candidates: image id -> candidate string (mapping or JSON file). None: every image gets
             all dataset classes except background. An image with no known candidate gets an

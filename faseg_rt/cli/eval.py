@@ -17,9 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from faseg_rt.data.base import DATASETS, open_dataset
-from faseg_rt.cli import positive_int_arg, threshold_arg
+from faseg_rt.cli.args import positive_int_arg, threshold_arg
 from faseg_rt.errors import FASegError
+from faseg_rt.eval.datasets.registry import DATASETS, open_dataset
 
 # The checkpoint the published FA-Seg code uses (InstaFlow, SD 1.5 architecture).
 DEFAULT_MODEL = "XCLIU/2_rectified_flow_from_sd_1_5"
@@ -81,9 +81,9 @@ def _fail(command: str, err: Exception) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     """Handler of `faseg-rt eval`."""
-    from faseg_rt.data.evaluate import evaluate
-    from faseg_rt.data.inputs import read_id_string_json
-    from faseg_rt.data.metrics import metrics_markdown
+    from faseg_rt.eval.inputs import read_id_string_json
+    from faseg_rt.eval.loop import evaluate
+    from faseg_rt.eval.metrics import metrics_markdown
 
     try:
         dataset = open_dataset(args.dataset, args.root)
@@ -112,8 +112,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_eval_masks(args: argparse.Namespace) -> int:
     """Handler of `faseg-rt eval-masks`."""
-    from faseg_rt.data.evaluate import evaluate_masks
-    from faseg_rt.data.metrics import metrics_markdown
+    from faseg_rt.eval.loop import evaluate_masks
+    from faseg_rt.eval.metrics import metrics_markdown
 
     try:
         dataset = open_dataset(args.dataset, args.root)

@@ -1,0 +1,139 @@
+"""Benchmarks: latency per stage and throughput, always side by side with the reference path
+and the network-only floor, measured in ONE run (ratios are what we compare; this machine is
+shared and noisy).  This module: what every benchmark shares (models, timing, memory); one module per benchmark
+beside it; `faseg-rt bench` and the scripts in benchmarks/ are faseg_rt/cli/bench.py.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import weakref
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+STAGES = ["text_encoder", "vae_encoder", "unet_inversion", "unet_reconstruction", "hard", "ttf",
+          "postprocess"]
+
+
+# ----------------------------------------------------------------------------- helpers
+def resolve_model(spec: str, cache: Path) -> Path:
+    """'tiny' / 'full' build a random SD 1.5-shaped model under cache; anything else is a path/id."""
+    from faseg_rt.testing import build_tiny_model
+
+    if spec in ("tiny", "full"):
+        return build_tiny_model(cache / f"{spec}-sd15-random", full=spec == "full")
+    return Path(spec) if Path(spec).exists() else spec
+
+
+def load_segmenter(args, model, backend: str = "torch"):
+    """The Segmenter a benchmark measures: --device, --dtype (a name) and --engines as given."""
+    from faseg_rt.segmenter import Segmenter
+
+    return Segmenter.from_pretrained(model, backend=backend, device=args.device, dtype=args.dtype,
+                                     engines=args.engines)
+
+
+def summarize(samples: list[float]) -> dict:
+    s = sorted(samples)
+    p90 = s[min(len(s) - 1, int(round(0.9 * (len(s) - 1))))]
+    return {"median": statistics.median(s), "p90": p90, "n": len(s)}
+
+
+def machine_info(device) -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__,
+            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+    if torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+class PeakTensorMemory(TorchDispatchMode):
+    """Peak bytes of live tensor storages created inside the block (CPU or GPU), by watching
+    every op's outputs and their release; the inputs that existed before are not counted."""
+
+    def __init__(self):
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.refs: dict[int, int] = {}
+        self.current = 0
+        self.peak = 0
+
+    def _release(self, ptr):
+        self.refs[ptr] -= 1
+        if self.refs[ptr] == 0:
+            self.current -= self.live.pop(ptr)
+            del self.refs[ptr]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in (out if isinstance(out, (tuple, list)) else (out,)):
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                try:
+                    st = t.untyped_storage()
+                except (RuntimeError, NotImplementedError):
+                    continue
+                ptr = st.data_ptr()
+                if ptr not in self.live:
+                    self.live[ptr] = st.nbytes()
+                    self.refs[ptr] = 0
+                    self.current += st.nbytes()
+                    self.peak = max(self.peak, self.current)
+                self.refs[ptr] += 1
+                weakref.finalize(t, self._release, ptr)
+        return out
+
+
+def hard_memory_mb(seg, classes_count: int, summaries: dict) -> float:
+    """Extra memory (MB) of cross fusion + HARD + TTF for K classes on given summaries."""
+    classes = [f"class {i}" for i in range(classes_count)]
+    text = seg.encode_text(classes)
+    n = summaries["q_64"].shape[0]
+    if summaries["cross_8"].shape[1] < text.chunks.shape[0]:
+        # more class prompts than captured: repeat the captured chunk (shapes matter, not values)
+        j = text.chunks.shape[0]
+        summaries = dict(summaries)
+        for r in (8, 16, 32, 64):
+            summaries[f"cross_{r}"] = summaries[f"cross_{r}"][:, :1].expand(n, j, -1, -1).contiguous()
+    if torch.device(seg.device).type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        seg.refine(summaries, text.prompts)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    with torch.inference_mode(), PeakTensorMemory() as m:
+        out = seg.refine(summaries, text.prompts)
+        del out
+    return m.peak / 2**20
+
+
+def reference_hard_memory_mb(summaries: dict, classes_count: int) -> float:
+    """The same measure for the literal reference's HARD + TTF (dense 4096 x 4096 matrices)."""
+    from faseg_rt.method.reference import reference_hard_ttf
+
+    s = {k: v[:2].float().cpu() for k, v in summaries.items()}
+    selfs = {r: s[f"self_{r}"] for r in (8, 16, 32)}
+    cross = {r: s[f"cross_{r}"][:, :1] for r in (8, 16, 32, 64)}
+    spans = [[(1 + i, 2 + i) for i in range(min(classes_count, 75))]]
+    with torch.inference_mode():
+        selfs[64] = torch.softmax(s["q_64"] @ s["k_64"].transpose(-1, -2), -1).mean(1)
+        with PeakTensorMemory() as m:
+            reference_hard_ttf(cross, selfs, spans, 0.55)
+    return m.peak / 2**20
+
+
+# ----------------------------------------------------------------------------- latency
+
+
+# ----------------------------------------------------------------------------- throughput
+
+
+# ----------------------------------------------------------------------------- ablations
+
+
+# ----------------------------------------------------------------------------- operator profile
+
+

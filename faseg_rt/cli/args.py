@@ -1,0 +1,49 @@
+"""Argument types and helpers shared by every subcommand (no subcommand imports another)."""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_MODEL = "XCLIU/2_rectified_flow_from_sd_1_5"
+
+
+def parse_classes(text: str) -> list[str]:
+    """'cat, dog,potted plant' -> ['cat', 'dog', 'potted plant'] (validated later)."""
+    return [c.strip() for c in text.split(",")]
+
+
+def add_model_args(p: argparse.ArgumentParser, default_model: str | None = DEFAULT_MODEL) -> None:
+    p.add_argument("--model", default=default_model, help="diffusers SD 1.x directory or hub id")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--engines", default=None, help="directory written by export/build_engines.py")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--dtype", default=None, choices=["float32", "fp32", "float16", "fp16"])
+
+
+def load_segmenter(args):
+    from faseg_rt.segmenter import Segmenter
+
+    return Segmenter.from_pretrained(args.model, backend=args.backend, device=args.device,
+                                     dtype=args.dtype, engines=args.engines)
+
+
+def threshold_arg(text: str) -> float:
+    """argparse type for --threshold: a number in [0, 1]."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"threshold must be a number, got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"threshold must lie in [0, 1], got {v}")
+    return v
+
+
+def positive_int_arg(text: str) -> int:
+    """argparse type for counts (--batch-size, --limit, ...): an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v

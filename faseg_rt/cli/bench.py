@@ -1,0 +1,97 @@
+"""`faseg-rt bench latency|throughput|ablations|profile` and the scripts in benchmarks/."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from faseg_rt.bench.ablations import ablations, ablations_table
+from faseg_rt.bench.latency import latency, latency_table
+from faseg_rt.bench.profile import profile, profile_table
+from faseg_rt.bench.throughput import _throughput_one, throughput, throughput_table
+from faseg_rt.io import atomic_write_json
+
+
+def add_common(p):
+    p.add_argument("--model", default="tiny", help="'tiny', 'full' (random SD 1.5 widths) or a model dir/id")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None, choices=["fp32", "fp16"])
+    p.add_argument("--engines", default=None)
+    p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "faseg_rt_bench_models"))
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--tag", default=None, help="suffix of the result file name")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="faseg-rt bench")
+    sub = p.add_subparsers(dest="what", required=True)
+    lat = sub.add_parser("latency", help="per-stage latency at batch 1 vs reference and floor")
+    add_common(lat)
+    lat.add_argument("--backends", default="torch")
+    lat.add_argument("--classes", default="sky,ball,box,person,tree")
+    lat.add_argument("--caption", default="coloured shapes on a plain background")
+    lat.add_argument("--warmup", type=int, default=1)
+    lat.add_argument("--iters", type=int, default=5)
+    lat.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True)
+    lat.add_argument("--ref-iters", type=int, default=1)
+    lat.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True)
+    thr = sub.add_parser("throughput", help="images/s and peak memory over batch sizes")
+    add_common(thr)
+    thr.add_argument("--backend", default="torch")
+    thr.add_argument("--batch-sizes", default="1,2,4")
+    thr.add_argument("--images", type=int, default=8)
+    abl = sub.add_parser("ablations", help="each optimisation against the plain way, same tensors")
+    add_common(abl)
+    abl.add_argument("--classes", type=int, default=5)
+    abl.add_argument("--repeats", type=int, default=3)
+    prof = sub.add_parser("profile", help="torch.profiler: top operators of one warm call")
+    add_common(prof)
+    prof.add_argument("--classes", default="sky,ball,box,person,tree")
+    prof.add_argument("--top", type=int, default=15)
+    one = sub.add_parser("_throughput_one")
+    add_common(one)
+    one.add_argument("--backend", default="torch")
+    one.add_argument("--batch", type=int, required=True)
+    one.add_argument("--images", type=int, required=True)
+    return p
+
+
+def run(args) -> int:
+    if args.what == "_throughput_one":
+        _throughput_one(args)
+        return 0
+    run_fn, table_fn = {"latency": (latency, latency_table), "throughput": (throughput, throughput_table),
+                        "ablations": (ablations, ablations_table),
+                        "profile": (profile, profile_table)}[args.what]
+    res = run_fn(args)
+    table = table_fn(res)
+    res["markdown"] = table
+    res["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    tag = args.tag or f"{args.model if args.model in ('tiny', 'full') else 'model'}-{res.get('device', args.device or 'auto')}"
+    path = Path(args.out) / f"{args.what}-{tag}.json".replace(":", "")
+    atomic_write_json(path, res)
+    print(table)
+    print(f"\nwrote {path}", file=sys.stderr)
+    return 0
+
+
+def register(subparsers) -> None:
+    """`faseg-rt bench latency|throughput|ablations|profile ...`"""
+    p = subparsers.add_parser("bench", help="latency / throughput benchmarks (see benchmarks/README.md)",
+                              add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=lambda a: run(build_parser().parse_args(a.rest)))
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Export stage: the four graphs to ONNX, checked against PyTorch, optionally TensorRT engines.
+
+    python export/build_engines.py --model ID_OR_DIR --out DIR [--onnx-only] [--fp16]
+                                   [--batch-sizes 1,2,4,8] [--opset N] [--force]
+    faseg-rt export ...   (the same)
+
+Stages, each printed with its time:
+  1. model     hash the weights (the manifest's model identity);
+  2. onnx      per graph: trace the graphs.py module with torch.onnx.export (dynamic batch axes),
+               onnx.checker, run it in ONNX Runtime on random inputs of another batch size than
+               the trace and compare with the PyTorch module; the max abs error per output is
+               recorded and an error above tolerance fails the build;
+  3. tensorrt  per graph (unless --onnx-only): build an engine with one optimisation profile
+               covering --batch-sizes, fp16 when asked, a timing cache shared by the builds;
+  4. manifest  DIR/manifest.json, written last.
+
+Every file is written under a temporary name and renamed into place, and a graph's record
+(`<file>.json`) only after its file, so an interrupted build never leaves a file that looks
+complete; manifest.json is removed as soon as anything is rebuilt.  A rerun with the same
+arguments reuses each graph / engine whose record matches (same model hash, opset, versions,
+profile) and whose bytes still hash to the recorded sha256, and says "up to date"; --force
+rebuilds everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from faseg_rt.engines.cache import install, record_path, reuse
+from faseg_rt.engines.manifest import (
+    FORMAT,
+    GRAPHS,
+    MANIFEST,
+    gpu_info,
+    installed_versions,
+    model_fingerprint,
+    spec_to_json,
+)
+from faseg_rt.engines.onnx_export import check_onnx, export_onnx, graph_modules
+from faseg_rt.errors import InvalidInputError
+from faseg_rt.io import atomic_write_json
+
+DEFAULT_OPSET = 17
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
+#: Class-prompt chunks (77 tokens each) the TensorRT profile accepts per image.
+DEFAULT_MAX_CLASS_CHUNKS = 4
+#: Packages whose versions decide what an exported ONNX graph contains.
+ONNX_KEY_VERSIONS = ("faseg_rt", "torch", "diffusers", "transformers", "onnx", "onnxruntime")
+
+
+class Stage:
+    """Prints "[stage] what ..." and, at the end, the time it took."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log = log
+
+    @contextlib.contextmanager
+    def __call__(self, what: str):
+        t0 = time.perf_counter()
+        self.log(f"[export] {what} ...")
+        yield
+        self.log(f"[export] {what}: done in {time.perf_counter() - t0:.1f} s")
+
+
+def parse_batch_sizes(text) -> tuple[int, ...]:
+    """'1,2,4,8' -> (1, 2, 4, 8): positive integers, sorted, deduplicated."""
+    if isinstance(text, (list, tuple)):
+        items = list(text)
+    else:
+        items = [x.strip() for x in str(text).split(",") if x.strip()]
+    try:
+        sizes = sorted({int(x) for x in items})
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"--batch-sizes must be comma-separated positive integers, got {text!r}") from None
+    if not sizes or sizes[0] < 1:
+        raise InvalidInputError(f"--batch-sizes must be comma-separated positive integers, got {text!r}")
+    return tuple(sizes)
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+# --------------------------------------------------------------------------- records
+
+
+# --------------------------------------------------------------------------- the build
+def build(model, out, *, onnx_only: bool = False, fp16: bool = False, batch_sizes=DEFAULT_BATCH_SIZES,
+          opset: int = DEFAULT_OPSET, force: bool = False, max_class_chunks: int = DEFAULT_MAX_CLASS_CHUNKS,
+          log: Callable[[str], None] = print) -> dict:
+    """Export (and with TensorRT, build) everything for `model` into `out`; returns the manifest."""
+    batch_sizes = parse_batch_sizes(batch_sizes)
+    if not isinstance(opset, int) or not 14 <= opset <= 23:
+        raise InvalidInputError(f"--opset must be an integer from 14 to 23 (scaled dot product attention "
+                                f"and dynamic shapes need >= 14), got {opset!r}")
+    if isinstance(max_class_chunks, bool) or not isinstance(max_class_chunks, int) or max_class_chunks < 1:
+        raise InvalidInputError(f"--max-class-chunks must be a positive integer, got {max_class_chunks!r}")
+    if fp16 and onnx_only:
+        raise InvalidInputError("--fp16 applies to TensorRT engines (the ONNX graphs are float32); "
+                                "drop --fp16 or --onnx-only")
+    trt = None
+    if not onnx_only:
+        from faseg_rt.engines.tensorrt_build import require_tensorrt
+
+        trt = require_tensorrt()  # fail fast, before minutes of export
+    from faseg_rt.model import check_model_dir
+
+    check_model_dir(model)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Stage(log)
+    t_start = time.perf_counter()
+    manifest_path = out / MANIFEST
+
+    def invalidate():
+        if manifest_path.exists():
+            manifest_path.unlink()
+
+    if force:
+        invalidate()
+    with stage("model: hashing weights"):
+        fp = model_fingerprint(model)
+    versions = installed_versions()
+    base_key = {"model_sha256": fp["sha256"], "opset": opset,
+                "versions": {k: versions[k] for k in ONNX_KEY_VERSIONS}}
+    loaded = {}
+
+    def modules():
+        if not loaded:
+            with stage(f"loading {model} in PyTorch (fp32, CPU)"):
+                loaded["mods"], loaded["specs"], loaded["dims"] = graph_modules(model)
+        return loaded["mods"], loaded["specs"], loaded["dims"]
+
+    graphs = {}
+    work = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=out))
+    try:
+        for name in GRAPHS:
+            file = f"{name}.onnx"
+            key = dict(base_key, graph=name)
+            graphs[name] = reuse(out, file, key, force, log, f"onnx {name}")
+            if graphs[name] is not None:
+                continue
+            invalidate()
+            mods, specs, dims = modules()
+            gdir = work / name
+            gdir.mkdir()
+            with stage(f"onnx {name}: export"):
+                files = export_onnx(mods[name], specs[name], dims, gdir, opset)
+            with stage(f"onnx {name}: check against PyTorch in ONNX Runtime"):
+                check = check_onnx(mods[name], specs[name], dims, files[0])
+            worst = max(check["max_abs_error"].items(), key=lambda kv: kv[1])
+            log(f"[export] onnx {name}: max abs error {worst[1]:.2e} ({worst[0]})")
+            stale = out / f"{file}.data"
+            entry = {"file": file, "files": install(files, out), "opset": opset, "dtype": "float32",
+                     **spec_to_json(specs[name]), "check": check, "dims": _dims_json(dims)}
+            if stale.exists() and stale.name not in entry["files"]:
+                stale.unlink()
+            atomic_write_json(record_path(out, file), {"key": key, "entry": entry, "files": entry["files"]})
+            graphs[name] = entry
+        dims_json = graphs["unet_attn"]["dims"]
+        engines = None
+        if not onnx_only:
+            from faseg_rt.engines.tensorrt_build import build_engines
+
+            gpu = gpu_info()
+            engines = build_engines(trt, out, work, graphs, dims_json, fp16=fp16, batch_sizes=batch_sizes,
+                                    max_class_chunks=max_class_chunks, gpu=gpu, versions=versions,
+                                    force=force, stage=stage, invalidate=invalidate, log=log)
+        manifest = {
+            "format": FORMAT,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "build_args": {"model": str(model), "onnx_only": onnx_only, "fp16": fp16,
+                           "batch_sizes": list(batch_sizes), "opset": opset,
+                           "max_class_chunks": max_class_chunks},
+            "model": fp, "dims": dims_json, "versions": versions, "graphs": graphs, "engines": engines,
+        }
+        old = _read_json(manifest_path)
+        if old is not None and _same_build(old, manifest):
+            log(f"[export] manifest: up to date ({manifest_path})")
+            manifest = old
+        else:
+            atomic_write_json(manifest_path, manifest)
+            log(f"[export] manifest: wrote {manifest_path}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log(f"[export] all done in {time.perf_counter() - t_start:.1f} s")
+    return manifest
+
+
+def _dims_json(dims) -> dict:
+    from dataclasses import asdict
+
+    return asdict(dims)
+
+
+def _read_json(path: Path):
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _same_build(old: dict, new: dict) -> bool:
+    """Whether an existing manifest describes exactly this build (everything but the time)."""
+    return {k: v for k, v in old.items() if k != "created"} == {k: v for k, v in new.items() if k != "created"}
+
+
+# --------------------------------------------------------------------------- command line
+
+

@@ -1,0 +1,73 @@
+"""OUT/manifest.jsonl: one row per image and job, appended as results arrive; a rerun skips every
+input whose latest row is "ok" for the same job settings and whose mask exists."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+MANIFEST_NAME = "manifest.jsonl"
+
+
+class Manifest:
+    """OUT/manifest.jsonl: one JSON row per finished image; the latest row of an input wins.
+
+    Rows are appended as they finish (one `write` of a whole line, then flush + fsync), not by
+    rewriting the file per row: with millions of rows a rewrite per row costs O(n^2) I/O, while an
+    append costs one line.  What a crash can leave is at most one torn last line; `load` ignores a
+    line that is not valid JSON, and at the start of every run the file is compacted (one row per
+    input) and rewritten atomically (temp file + rename), so a torn line never survives a run.
+    An image whose row was lost is simply labelled again (its mask is rewritten identically).
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.rows: dict[str, dict] = {}
+        self._fh = None
+
+    def load(self) -> "Manifest":
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn last line from a crash: that image is redone
+                if isinstance(row, dict) and isinstance(row.get("input"), str):
+                    self.rows[row["input"]] = row
+        return self
+
+    def compact(self) -> None:
+        """Rewrite the file atomically with one (the latest) row per input."""
+        from faseg_rt.io import atomic_write_bytes
+
+        if self.rows or self.path.exists():
+            data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows.values())
+            atomic_write_bytes(self.path, data.encode("utf-8"))
+
+    def append(self, row: dict) -> None:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh.write(json.dumps(row, sort_keys=True) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.rows[row["input"]] = row
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def job_settings(classes, caption, threshold, model) -> dict:
+    """The fields that change a mask: a row made with other settings is not 'done' for this job."""
+    return {"classes": list(classes), "caption": caption, "threshold": threshold, "model": str(model)}
+
+
+def is_done(row: dict | None, settings: dict, out: Path) -> bool:
+    if row is None or row.get("status") != "ok":
+        return False
+    if any(row.get(k) != v for k, v in settings.items()):
+        return False
+    return bool(row.get("output")) and (out / row["output"]).is_file()
