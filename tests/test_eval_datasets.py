@@ -74,8 +74,9 @@ def test_coco_object_layout_both_directory_names(tmp_path, dirname):
 
 def test_wrong_root_says_where_to_point(tmp_path):
     make_voc(tmp_path / "VOCdevkit" / "VOC2012")
+    (tmp_path / "photos").mkdir()  # no VOC anywhere below (VOCdevkit itself is a valid root now)
     with pytest.raises(InvalidInputError, match="VOCdevkit/VOC2012"):
-        open_dataset("voc", tmp_path / "VOCdevkit")
+        open_dataset("voc", tmp_path / "photos")
     with pytest.raises(InvalidInputError, match="not a directory"):
         open_dataset("context", tmp_path / "nope")
     with pytest.raises(InvalidInputError, match="annotation_object"):
@@ -83,3 +84,23 @@ def test_wrong_root_says_where_to_point(tmp_path):
         open_dataset("coco-object", tmp_path / "coco")
     with pytest.raises(InvalidInputError, match="unknown dataset"):
         open_dataset("ade", tmp_path)
+
+
+@pytest.mark.parametrize("name, make, levels", [
+    ("voc", make_voc, ("VOCdevkit", "VOC2012")),
+    ("context", make_context, ("VOCdevkit", "VOC2010")),
+    ("coco-object", make_coco_object, ("coco_stuff164k",)),
+])
+def test_root_is_accepted_at_every_usual_level(tmp_path, name, make, levels):
+    """torchvision passes the folder holding VOCdevkit, mmsegmentation configs VOCdevkit/VOC2012:
+    every level opens the same split, and the reader says which folder it used."""
+    real = tmp_path.joinpath(*levels)
+    split = make(real, n_images=2)
+    for depth in range(len(levels) + 1):
+        given = tmp_path.joinpath(*levels[:depth])
+        ds = open_dataset(name, given)
+        assert ds.root == real and ds.ids == list(split.ids)
+        assert str(real) in ds.root_note and (("found under" in ds.root_note) == (given != real))
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(InvalidInputError, match="or a folder holding"):
+        open_dataset(name, tmp_path / "elsewhere")

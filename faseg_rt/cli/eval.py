@@ -6,7 +6,8 @@
                   [--batch-size B] [--threshold X] [--report-images N] [--no-progress]
     faseg-rt eval-masks --dataset ... --root DIR --pred MASKS_DIR [--out DIR] [--limit N]
 
---root points at VOCdevkit/VOC2012 (voc), VOCdevkit/VOC2010 (context) or coco_stuff164k
+--root points at VOCdevkit/VOC2012 (voc), VOCdevkit/VOC2010 (context) or coco_stuff164k, or at a
+folder above it (the folder holding VOCdevkit, VOCdevkit itself, ...): the reader says which it used;
 (coco-object). Each handler returns an exit code: 0 on success, 2 after printing one line to
 stderr for a FASegError (bad input, missing files, model problems).
 """
@@ -30,7 +31,7 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
                    help="voc (VOC2012 val, 21 classes), context (PASCAL Context-59 val, 60), "
                         "coco-object (COCO val2017 objects, 81)")
     p.add_argument("--root", required=True, type=Path,
-                   help="VOCdevkit/VOC2012 | VOCdevkit/VOC2010 | coco_stuff164k")
+                   help="VOCdevkit/VOC2012 | VOCdevkit/VOC2010 | coco_stuff164k, or a folder above it")
     p.add_argument("--limit", type=positive_int_arg, default=None,
                    help="score only the first N images of the split")
 
@@ -87,6 +88,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     try:
         dataset = open_dataset(args.dataset, args.root)
+        print(dataset.root_note, file=sys.stderr)
         # read the inputs once before loading the model, so a bad file fails in a second
         for path, what in ((args.candidates, "candidates"), (args.captions, "captions")):
             if path is not None:
@@ -117,6 +119,7 @@ def run_eval_masks(args: argparse.Namespace) -> int:
 
     try:
         dataset = open_dataset(args.dataset, args.root)
+        print(dataset.root_note, file=sys.stderr)
         metrics = evaluate_masks(dataset, args.pred, out_dir=args.out, limit=args.limit,
                                  report_images=args.report_images if args.out else 0)
     except FASegError as e:

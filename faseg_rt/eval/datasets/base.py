@@ -34,6 +34,11 @@ class SegDataset:
         aliases: other spellings (lower case) -> canonical class name, used when parsing
             candidate strings (e.g. "tvmonitor" or the word-piece respelling "aerop lane").
         root_hint: which directory `--root` must point at, for error messages and docs.
+        root_marker: a path (relative to the root) whose presence identifies the root.
+        root_levels: where the root may lie below the folder a user passes, nearest first, so
+            `--root` may name any of the usual levels (VOC: the folder holding VOCdevkit,
+            VOCdevkit, or VOC2012, as torchvision and mmsegmentation configs do).
+        root_note: after opening, one line saying which folder was used (for the CLI).
     """
 
     name: ClassVar[str] = ""
@@ -41,12 +46,17 @@ class SegDataset:
     default_threshold: ClassVar[float] = 0.55
     aliases: ClassVar[Mapping[str, str]] = {}
     root_hint: ClassVar[str] = ""
+    root_marker: ClassVar[str] = ""
+    root_levels: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise InvalidInputError(f"{self.name}: --root {self.root} is not a directory; "
+        given = Path(root)
+        if not given.is_dir():
+            raise InvalidInputError(f"{self.name}: --root {given} is not a directory; "
                                     f"point it at {self.root_hint}")
+        self.root = self.find_root(given)
+        self.root_note = (f"{self.name}: using {self.root}" if self.root == given else
+                          f"{self.name}: using {self.root} (found under --root {given})")
         self._ids = self._read_ids()
         self._index = {n.lower(): i for i, n in enumerate(self.class_names)}
 
@@ -65,6 +75,16 @@ class SegDataset:
         return load_label_png(self.label_path(image_id))
 
     # --- shared ------------------------------------------------------------------------------
+    @classmethod
+    def find_root(cls, given: Path) -> Path:
+        """The first of `given`, `given/level` for each of `root_levels` that holds `root_marker`
+        (`given` itself when none does: the reader then says what is missing there)."""
+        for level in ("", *cls.root_levels):
+            candidate = given / level if level else given
+            if not cls.root_marker or (candidate / cls.root_marker).exists():
+                return candidate
+        return given
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
@@ -91,8 +111,9 @@ class SegDataset:
     def _require(self, *paths: Path) -> None:
         for p in paths:
             if not p.exists():
+                levels = "".join(f", or a folder holding {lv}" for lv in self.root_levels)
                 raise InvalidInputError(
-                    f"{self.name}: {p} not found; --root must point at {self.root_hint}")
+                    f"{self.name}: {p} not found; --root must point at {self.root_hint}{levels}")
 
 
 def read_split_file(path: Path) -> list[str]:

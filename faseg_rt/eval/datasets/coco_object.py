@@ -51,6 +51,8 @@ class COCOObject(SegDataset):
     aliases = ALIASES
     root_hint = ("coco_stuff164k (holding images/val2017 and annotation_object/val2017 "
                  "or annotation_object_p/val2017)")
+    root_marker = "images/val2017"
+    root_levels = ("coco_stuff164k",)
 
     def _read_ids(self) -> list[str]:
         images = self.root / "images" / "val2017"

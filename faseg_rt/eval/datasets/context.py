@@ -97,6 +97,8 @@ class PascalContext(SegDataset):
     root_hint = ("VOCdevkit/VOC2010 (holding JPEGImages, SegmentationClassContextColor, "
                  "ImageSets/SegmentationContext)")
     split_file = Path("ImageSets/SegmentationContext/val.txt")
+    root_marker = str(split_file)
+    root_levels = ("VOC2010", "VOCdevkit/VOC2010")
 
     def _read_ids(self) -> list[str]:
         self._require(self.root / "JPEGImages", self.root / "SegmentationClassContextColor",

@@ -42,6 +42,8 @@ class PascalVOC(SegDataset):
     aliases = ALIASES
     root_hint = "VOCdevkit/VOC2012 (holding JPEGImages, SegmentationClass, ImageSets/Segmentation)"
     split_file = Path("ImageSets/Segmentation/val.txt")
+    root_marker = str(split_file)
+    root_levels = ("VOC2012", "VOCdevkit/VOC2012")
 
     def _read_ids(self) -> list[str]:
         self._require(self.root / "JPEGImages", self.root / "SegmentationClass",
