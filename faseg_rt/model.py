@@ -10,31 +10,37 @@ import torch
 
 from faseg_rt.engines.graphs import ModelDims
 from faseg_rt.errors import ModelLoadError
+from faseg_rt.hub import locate, quiet_loading
 
 log = logging.getLogger(__name__)
 
 COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet")
 
 
-def check_model_dir(model: str | os.PathLike) -> None:
-    """For a local directory, say which SD 1.x component is missing (hub ids are left to the hub)."""
+def resolve_model(model: str | os.PathLike) -> str:
+    """A local SD 1.x directory for `model`, or its hub id when it can be downloaded now.
+
+    Fails fast, in one line, for a directory missing a component, an unknown or gated id, or a
+    model that cannot be downloaded here (see faseg_rt.hub.locate)."""
     path = Path(model)
-    if not path.exists():
-        if os.path.isabs(str(model)) or str(model).startswith((".", "~")) or str(model).count("/") != 1:
-            raise ModelLoadError(f"model {model} is neither a directory nor a hub id 'owner/name'")
-        return
-    if not path.is_dir():
-        raise ModelLoadError(f"model {model} is a file; pass a diffusers model directory or hub id")
-    missing = [c for c in COMPONENTS if not (path / c).is_dir()]
-    if missing:
-        raise ModelLoadError(
-            f"{model} is not an SD 1.x diffusers directory: missing {', '.join(m + '/' for m in missing)} "
-            f"(expected subfolders {', '.join(COMPONENTS)})")
+    if path.is_dir():
+        missing = [c for c in COMPONENTS if not (path / c).is_dir()]
+        if missing:
+            raise ModelLoadError(
+                f"{model} is not an SD 1.x diffusers directory: missing {', '.join(m + '/' for m in missing)} "
+                f"(expected subfolders {', '.join(COMPONENTS)})")
+    return locate(model, "SD model", required=COMPONENTS)
+
+
+def check_model_dir(model: str | os.PathLike) -> None:
+    """Raise ModelLoadError when `model` cannot be loaded here (see `resolve_model`)."""
+    resolve_model(model)
 
 
 def _load(cls, model, subfolder, **kw):
     try:
-        return cls.from_pretrained(model, subfolder=subfolder, **kw)
+        with quiet_loading():
+            return cls.from_pretrained(model, subfolder=subfolder, **kw)
     except (OSError, ValueError, EnvironmentError, KeyError) as e:
         raise ModelLoadError(f"cannot load {subfolder} of {model}: {e}") from None
 
@@ -42,8 +48,7 @@ def _load(cls, model, subfolder, **kw):
 def load_tokenizer(model):
     from transformers import CLIPTokenizer
 
-    check_model_dir(model)
-    return _load(CLIPTokenizer, model, "tokenizer")
+    return _load(CLIPTokenizer, resolve_model(model), "tokenizer")
 
 
 def load_modules(model, dtype: torch.dtype = torch.float32):
@@ -51,7 +56,7 @@ def load_modules(model, dtype: torch.dtype = torch.float32):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    check_model_dir(model)
+    model = resolve_model(model)
     vae = _load(AutoencoderKL, model, "vae", torch_dtype=dtype)
     text_encoder = _load(CLIPTextModel, model, "text_encoder", torch_dtype=dtype)
     unet = _load(UNet2DConditionModel, model, "unet", torch_dtype=dtype)

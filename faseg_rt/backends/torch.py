@@ -52,7 +52,9 @@ class TorchBackend(Backend):
         install_processors(unet)
         device = torch.device(device)
         for m in (vae, text_encoder, unet):
-            m.to(device=device, dtype=dtype)
+            if m.dtype != dtype:  # loaded in `dtype` already unless moved later (diffusers warns on casts)
+                m.to(dtype=dtype)
+            m.to(device=device)
         dims = model_dims(vae, text_encoder, unet, latent_size=config.latent_size)
         specs = graph_specs(dims, dtype=str(dtype).removeprefix("torch."))
         return cls(
