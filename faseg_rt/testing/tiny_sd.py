@@ -7,20 +7,20 @@ same from_pretrained as a real checkpoint.  `full=True` uses SD 1.5's real width
 
 Attention query/key weights are multiplied by `sharpen` (default 3, logits x 9): with plain
 random init the attention is almost uniform and masks are rounding noise (spec, "Testing with
-random weights").  The tokenizer is the real CLIP BPE tokenizer, its vocabulary rebuilt from the
-`bpe_simple_vocab_16e6.txt.gz` file shipped inside the open_clip_torch wheel.
+random weights").  The tokenizer is a CLIPTokenizer with a CLIP-format BPE vocabulary built here
+(clip_vocab.py): no download, no extra package.
 """
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
 import json
 import os
-from functools import lru_cache
 from pathlib import Path
 
 import torch
+
+from faseg_rt.hub import quiet_loading
+from faseg_rt.testing.clip_vocab import clip_vocabulary
 
 # The tiny model has 2 attention heads instead of SD 1.5's 8: on a CPU the cost of attention over
 # 4096 latent tokens grows with the head count, and two heads still exercise head averaging.
@@ -30,60 +30,23 @@ FULL = dict(unet_channels=(320, 640, 1280, 1280), heads=8, text_dim=768, text_la
             text_heads=12, vae_channels=(128, 256, 512, 512), norm_groups=32, vae_groups=32)
 
 
-def find_bpe_vocab() -> Path:
-    """Path of open_clip's bpe_simple_vocab_16e6.txt.gz, found without importing open_clip."""
-    env = os.environ.get("FASEG_BPE_VOCAB")
-    if env:
-        return Path(env)
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "the CLIP BPE vocabulary ships in the open_clip_torch wheel: "
-            "`pip install --no-deps open_clip_torch` (or set FASEG_BPE_VOCAB to the .txt.gz file)")
-    path = Path(list(spec.submodule_search_locations)[0]) / "bpe_simple_vocab_16e6.txt.gz"
-    if not path.exists():
-        raise RuntimeError(f"{path} is missing from the installed open_clip_torch")
-    return path
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2 / CLIP byte -> printable character table (printable bytes map to themselves)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    chars = keep[:]
-    extra = 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(keep, map(chr, chars)))
-
-
-def write_clip_tokenizer(out_dir: str | os.PathLike, vocab_gz: str | os.PathLike | None = None) -> Path:
-    """Write vocab.json, merges.txt and configs of the CLIP ViT-L/14 tokenizer (49408 tokens)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    lines = gzip.open(vocab_gz or find_bpe_vocab(), "rt", encoding="utf-8").read().split("\n")
-    merges = [tuple(line.split()) for line in lines[1:49152 - 256 - 2 + 1]]
-    base = list(_bytes_to_unicode().values())
-    vocab = base + [v + "</w>" for v in base] + ["".join(m) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    (out / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False))
-    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
-                                    encoding="utf-8")
+def write_clip_tokenizer(out_dir: str | os.PathLike) -> Path:
+    """Write a CLIPTokenizer (vocab.json, merges.txt, configs; 77 positions) with the vocabulary of
+    clip_vocab.py, loadable with CLIPTokenizer.from_pretrained like a real checkpoint's."""
     from transformers import CLIPTokenizer
 
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab, merges = clip_vocabulary()
+    (out / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False),
+                                    encoding="utf-8")
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
+                                    encoding="utf-8")
     tok = CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"), model_max_length=77,
                         pad_token="<|endoftext|>", bos_token="<|startoftext|>",
                         eos_token="<|endoftext|>", unk_token="<|endoftext|>")
     tok.save_pretrained(out)
     return out
-
-
-@lru_cache(maxsize=4)
-def _cached_vocab_text() -> str:
-    return str(find_bpe_vocab())
 
 
 def build_tiny_model(out_dir: str | os.PathLike, *, full: bool = False, seed: int = 0,
@@ -130,11 +93,12 @@ def build_tiny_model(out_dir: str | os.PathLike, *, full: bool = False, seed: in
 
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    unet.save_pretrained(tmp / "unet")
-    vae.save_pretrained(tmp / "vae")
-    text_encoder.save_pretrained(tmp / "text_encoder")
-    scheduler.save_pretrained(tmp / "scheduler")
-    write_clip_tokenizer(tmp / "tokenizer", _cached_vocab_text())
+    with quiet_loading():  # no "Writing model shards" bars
+        unet.save_pretrained(tmp / "unet")
+        vae.save_pretrained(tmp / "vae")
+        text_encoder.save_pretrained(tmp / "text_encoder")
+        scheduler.save_pretrained(tmp / "scheduler")
+        write_clip_tokenizer(tmp / "tokenizer")
     index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
              "faseg_rt_test_model": {"full": full, "seed": seed, "sharpen": sharpen},
              "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
