@@ -19,6 +19,17 @@ warnings.filterwarnings("ignore", message=".*accelerate.*")
 torch.set_num_threads(max(1, os.cpu_count() or 1))
 
 
+#: Fixtures that run the literal fp32 / fp64 oracle (dense 4096 x 4096 matrices): a test that needs
+#: one is in the slow tier, which CI runs; `pytest -m "not slow"` is the fast tier (README).
+ORACLE_FIXTURES = {"reference32", "reference64", "parity_cases"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if ORACLE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     from faseg_rt.testing import build_tiny_model

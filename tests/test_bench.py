@@ -1,3 +1,4 @@
+import pytest
 """The benchmark harness measures what it says: stage timers, peak-memory accounting, tables.
 
 Nothing here times anything against a threshold (timings are for benchmarks, not tests).
@@ -10,6 +11,8 @@ import torch
 from faseg_rt.bench import common as bench
 from faseg_rt.cli.bench import main as bench_main
 from faseg_rt.profiling import record, stage
+
+pytestmark = pytest.mark.slow  # runs the benchmarks end to end: the slow tier (CI runs it)
 
 
 def test_stage_timer_records_only_inside_a_recorder():

@@ -10,6 +10,8 @@ from PIL import Image
 from faseg_rt.cli.main import main
 from faseg_rt.testing import synthetic_image
 
+pytestmark = pytest.mark.slow  # real model loads, 512 px calls and a console-script subprocess
+
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):

@@ -21,6 +21,8 @@ from faseg_rt.scale.label import RAY_MISSING, RayUnavailableError, label
 from faseg_rt.scale.manifest import Manifest
 from faseg_rt.testing import synthetic_image
 
+pytestmark = pytest.mark.slow  # starts Ray: the slow tier (CI runs it)
+
 try:
     import ray
     import ray.data  # noqa: F401

@@ -1,3 +1,4 @@
+import pytest
 """`faseg-rt eval` with the real Segmenter on the tiny model: the saved masks are exactly the
 Segmenter's labels mapped to dataset ids, and the metrics are computed from those masks."""
 
@@ -11,6 +12,8 @@ from faseg_rt.eval.datasets.synthetic import candidates_from_labels, make_voc, w
 from faseg_rt.eval.inputs import build_vocabulary, parse_candidates
 from faseg_rt.eval.metrics import ConfusionMatrix
 from faseg_rt.io import load_label_png
+
+pytestmark = pytest.mark.slow  # a whole evaluation with the 512 px model: the slow tier (CI runs it)
 
 
 def test_eval_command_with_real_segmenter(tmp_path, tiny_model_dir, segmenter, capsys):

@@ -28,6 +28,8 @@ from faseg_rt.engines.graphs import GraphSpec, TensorSpec, graph_specs
 from faseg_rt.engines.manifest import GRAPHS, MANIFEST, dims_from_json, model_fingerprint, verify_manifest
 from faseg_rt.errors import BackendUnavailableError, EngineError, EngineMismatchError, InvalidInputError
 
+pytestmark = pytest.mark.slow  # ONNX export and ONNX Runtime checks of four graphs: the slow tier (CI runs it)
+
 ROOT = Path(__file__).resolve().parent.parent
 HAS_CUDA = torch.cuda.is_available()
 

@@ -130,6 +130,7 @@ def _clean_env(**extra) -> dict:
     return env
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and diffusers
 def test_cli_with_an_unreachable_model_prints_one_line_and_exits_2(tmp_path):
     from faseg_rt.testing import synthetic_image
 
@@ -144,6 +145,7 @@ def test_cli_with_an_unreachable_model_prints_one_line_and_exits_2(tmp_path):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing written
 
 
+@pytest.mark.slow  # a fresh interpreter loads the model
 def test_a_default_load_prints_nothing(tiny_model_dir):
     """No library chatter on a normal load: no accelerate hint, no cast warning, no progress bar;
     and the caller's logging settings are left as they were."""

@@ -22,6 +22,8 @@ import torch
 
 from faseg_rt.testing import synthetic_image
 
+pytestmark = pytest.mark.slow  # many calls and fresh processes: the slow tier (CI runs it)
+
 #: RSS growth allowed after warm-up, whatever the number of calls (docs/errors-and-limits.md).
 RSS_BOUND_MB = 32
 
