@@ -88,7 +88,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     try:
         dataset = open_dataset(args.dataset, args.root)
-        print(dataset.root_note, file=sys.stderr)
+        if dataset.root != args.root:  # found below --root: say which folder is read
+            print(dataset.root_note, file=sys.stderr)
         # read the inputs once before loading the model, so a bad file fails in a second
         for path, what in ((args.candidates, "candidates"), (args.captions, "captions")):
             if path is not None:
@@ -119,7 +120,8 @@ def run_eval_masks(args: argparse.Namespace) -> int:
 
     try:
         dataset = open_dataset(args.dataset, args.root)
-        print(dataset.root_note, file=sys.stderr)
+        if dataset.root != args.root:  # found below --root: say which folder is read
+            print(dataset.root_note, file=sys.stderr)
         metrics = evaluate_masks(dataset, args.pred, out_dir=args.out, limit=args.limit,
                                  report_images=args.report_images if args.out else 0)
     except FASegError as e:
