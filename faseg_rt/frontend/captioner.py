@@ -1,0 +1,140 @@
+"""Captioner: BLIP captions for images, the UNet prompt P that FA-Seg expects with every image.
+
+    cap = Captioner.from_pretrained()                  # Salesforce/blip-image-captioning-large
+    cap(["street.jpg", pil_image])                     # -> ["a busy street with cars", ...]
+
+The published FA-Seg results use BLIP (version 1) captions, so the default is the large BLIP
+captioning checkpoint, run through transformers' `BlipForConditionalGeneration.generate`.
+Generation settings are the checkpoint's own `generation_config` (what its authors shipped),
+with any field overridable (`generation={"num_beams": 3, "max_new_tokens": 30}`); sampling is
+refused, so a caption is a function of the image and the settings alone (deterministic).
+Images are captioned `batch_size` at a time on one device; every image gets the same
+(unpadded) decoder prompt, so a batch gives the captions it would give one image at a time.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+from typing import Mapping, Sequence
+
+import torch
+
+from ..devices import default_device_dtype
+from ..errors import InvalidInputError
+from ..images import load_image
+from .checkpoints import checkpoint_dir, load, model_type
+
+#: BLIP-1 large captioning model (ViT-L/16 at 384 px + BERT-base decoder), as in the paper.
+DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-large"
+
+_SUPPORTED = {"blip": "BLIP (BlipForConditionalGeneration)"}
+
+
+class Captioner:
+    """BLIP image captioning on one device, batched, deterministic.
+
+    model: a `BlipForConditionalGeneration` in eval mode; processor: its `BlipProcessor`.
+    generation: overrides of the checkpoint's generation config (field -> value).
+    prompt: optional text the caption must start with (BLIP's conditional captioning, e.g.
+        "a picture of"); it is removed from the returned caption.
+    name: the id or directory it came from (recorded beside masks).
+    """
+
+    def __init__(self, model, processor, *, generation: Mapping | None = None,
+                 prompt: str | None = None, name: str | None = None):
+        self.model = model.eval().requires_grad_(False)
+        self.processor = processor
+        self.name = name
+        self.prompt = " ".join(prompt.split()) if prompt else None
+        self.generation_config = _generation_config(model.generation_config, generation or {})
+        self._lock = threading.Lock()  # the tokenizer is not thread-safe (shared padding state)
+
+    @classmethod
+    def from_pretrained(cls, id_or_dir: str | os.PathLike = DEFAULT_CAPTIONER, *, device=None,
+                        dtype=None, generation: Mapping | None = None,
+                        prompt: str | None = None) -> "Captioner":
+        """Load a BLIP captioning checkpoint (hub id or save_pretrained directory).
+
+        device / dtype default as for `Segmenter` (CUDA + fp16 when available, else CPU + fp32).
+        """
+        from transformers import BlipForConditionalGeneration, BlipProcessor
+
+        device, dtype = default_device_dtype(device, dtype)
+        path = checkpoint_dir(id_or_dir, "captioner")
+        model_type(path, "captioner", _SUPPORTED)
+        processor = load(BlipProcessor, path, "captioner processor")
+        model = load(BlipForConditionalGeneration, path, "captioner", dtype=dtype)
+        return cls(model.to(device), processor, generation=generation, prompt=prompt,
+                   name=str(id_or_dir))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def to(self, device, dtype: torch.dtype | None = None) -> "Captioner":
+        device, dtype = default_device_dtype(device, dtype or self.dtype)
+        self.model.to(device=device, dtype=dtype)
+        return self
+
+    def pixel_values(self, images: Sequence) -> torch.Tensor:
+        """(B, 3, S, S) pixels for the vision encoder, on the model's device and dtype."""
+        pil = [load_image(x) for x in images]
+        pixels = self.processor.image_processor(images=pil, return_tensors="pt")["pixel_values"]
+        return pixels.to(device=self.device, dtype=self.dtype)
+
+    def generate(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, L) for (B, 3, S, S) pixels: transformers' generate with our settings."""
+        kwargs = {}
+        if self.prompt:
+            with self._lock:
+                ids = self.processor.tokenizer([self.prompt], return_tensors="pt")["input_ids"]
+            kwargs["input_ids"] = ids.repeat(pixel_values.shape[0], 1).to(self.device)
+        with torch.inference_mode():
+            return self.model.generate(pixel_values=pixel_values,
+                                       generation_config=self.generation_config, **kwargs)
+
+    def __call__(self, images: Sequence, batch_size: int = 8) -> list[str]:
+        """One caption per image (paths, PIL images, arrays or encoded bytes), in order."""
+        if isinstance(images, (str, os.PathLike, bytes)) or not hasattr(images, "__len__"):
+            raise InvalidInputError("Captioner takes a list of images; wrap one image in [ ]")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        images = list(images)
+        out: list[str] = []
+        for start in range(0, len(images), batch_size):
+            ids = self.generate(self.pixel_values(images[start:start + batch_size]))
+            out += [self._clean(t) for t in self.processor.batch_decode(ids, skip_special_tokens=True)]
+        return out
+
+    def _clean(self, text: str) -> str:
+        text = " ".join(text.split())
+        if self.prompt and text.lower().startswith(self.prompt.lower()):
+            text = text[len(self.prompt):].strip()
+        return text
+
+
+def _generation_config(base, overrides: Mapping):
+    """The checkpoint's generation config with `overrides` applied; sampling is refused."""
+    from transformers import GenerationConfig
+
+    if not isinstance(overrides, Mapping):
+        raise InvalidInputError(f"generation must be a dict of generate() settings, got "
+                                f"{type(overrides).__name__}")
+    known = GenerationConfig().to_dict()
+    unknown = sorted(k for k in overrides if k not in known)
+    if unknown:
+        raise InvalidInputError(f"unknown generation setting(s) {', '.join(unknown)}; use fields of "
+                                "transformers.GenerationConfig such as num_beams, max_new_tokens")
+    if overrides.get("do_sample"):
+        raise InvalidInputError("the captioner is deterministic: do_sample=True is not supported "
+                                "(use num_beams for a wider search)")
+    config = copy.deepcopy(base)
+    config.update(**dict(overrides))
+    config.do_sample = False  # a checkpoint that ships sampling settings is made deterministic
+    return config

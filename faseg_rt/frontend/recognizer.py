@@ -1,0 +1,248 @@
+"""Recogniser: which classes of a vocabulary are present in an image (zero-shot, multi-label).
+
+    rec = Recognizer.from_pretrained()                 # google/siglip-base-patch16-224
+    [r] = rec(["street.jpg"], ["car", "person", "cat"])
+    r.candidates, r.scores                             # ("car", "person"), array([.41, .22, 1e-4])
+
+FA-Seg segments only the classes it is told are there: a class absent from the image still gets
+a map that min-max normalisation lifts to 1 somewhere, and it steals pixels.  The published
+results rely on per-image candidate lists from an external recogniser; this module makes them.
+
+Decision rules (a score per class, then the same selection for both families):
+- SigLIP (default): p_k = sigmoid(exp(s) * cos(image, class_k) + b) with the checkpoint's learnt
+  scale s and bias b.  SigLIP was trained with exactly this sigmoid as an independent
+  per-pair probability, so p_k is a multi-label presence probability and several classes can be
+  near 1 at once.
+- CLIP: p_k = softmax_k(exp(s) * cos(image, class_k)) over the vocabulary.  CLIP was trained with
+  this softmax, so its scores sum to 1 over the vocabulary: one dominant class gets most of the
+  mass and two present classes share it.  Its default threshold is therefore lower, and it
+  suits small vocabularies better than large ones (the mass spreads over near-synonyms).
+Kept candidates: the classes with p_k >= threshold, the `max_candidates` highest if more pass,
+returned in vocabulary order.  None passing is a valid answer (an all-background mask).
+
+Class embeddings: each class is filled into the prompt templates (faseg_rt.frontend.templates),
+encoded, unit-normalised, averaged over templates and normalised again; computed once per
+(vocabulary, templates) and cached, so a call costs one vision-encoder pass per image.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..devices import default_device_dtype
+from ..errors import InvalidInputError
+from ..images import load_image
+from ..method.prompts import normalize_classes
+from .checkpoints import checkpoint_dir, load, model_type
+from .templates import check_templates, fill
+
+#: SigLIP base, 224 px, patch 16: the smallest SigLIP (203 M parameters), transformers' default
+#: SiglipConfig.  Larger members (google/siglip-so400m-patch14-384) are drop-in and better.
+DEFAULT_RECOGNIZER = "google/siglip-base-patch16-224"
+
+#: Default thresholds per family.  SigLIP: its sigmoid is conservative on prompt-style text (the
+#: model card's example gives 0.32 to a correct "a photo of 2 cats" and ~0 to wrong prompts);
+#: 0.05 keeps secondary objects while leaving absent classes, which sit orders of magnitude
+#: lower.  CLIP: a softmax share; 0.10 keeps a class that holds a tenth of the mass.  Both are
+#: starting points: `faseg-rt eval --candidates auto` prints precision and recall per threshold
+#: so a user can pick one on their data (README, "How to choose the threshold").
+DEFAULT_THRESHOLD = {"siglip": 0.05, "clip": 0.10}
+
+#: The published candidate lists hold at most 6 classes per image (mean 1.4 on VOC).
+DEFAULT_MAX_CANDIDATES = 6
+
+_SUPPORTED = {"siglip": "SigLIP (SiglipModel)", "clip": "CLIP (CLIPModel)"}
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """The recogniser's answer for one image.
+
+    classes: the vocabulary (K names, the caller's order); scores: (K,) float32 probability of
+    each class (rule per family, module docstring); candidates: the kept names, vocabulary order.
+    """
+
+    classes: tuple[str, ...]
+    scores: np.ndarray
+    candidates: tuple[str, ...]
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        """0-based vocabulary positions of the kept candidates (label = index + 1)."""
+        pos = {c: i for i, c in enumerate(self.classes)}
+        return tuple(pos[c] for c in self.candidates)
+
+    def score_dict(self) -> dict[str, float]:
+        return {c: float(s) for c, s in zip(self.classes, self.scores)}
+
+
+def check_candidate_threshold(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidInputError(f"candidate threshold must be a number in [0, 1], got {value!r}")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise InvalidInputError(f"candidate threshold must lie in [0, 1], got {value}")
+    return value
+
+
+def check_max_candidates(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidInputError(f"max candidates must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def select(scores: np.ndarray, threshold: float, max_candidates: int) -> np.ndarray:
+    """Kept indices (ascending) of one image's (K,) scores: >= threshold, the best max_candidates.
+
+    Ties at the cut are broken by vocabulary order (the earlier class wins), so the answer is a
+    function of the scores alone.
+    """
+    passing = np.flatnonzero(scores >= threshold)
+    if len(passing) > max_candidates:
+        order = np.argsort(-scores[passing], kind="stable")
+        passing = np.sort(passing[order[:max_candidates]])
+    return passing
+
+
+class Recognizer:
+    """Zero-shot multi-label class presence with a SigLIP or CLIP checkpoint.
+
+    model: a SiglipModel or CLIPModel in eval mode; processor: its processor; family: "siglip" or
+    "clip"; templates: prompt templates (None: the default ensemble); threshold, max_candidates:
+    the default selection (None threshold: the family's default).
+    """
+
+    def __init__(self, model, processor, family: str, *, templates: Sequence[str] | None = None,
+                 threshold: float | None = None, max_candidates: int = DEFAULT_MAX_CANDIDATES,
+                 name: str | None = None, cache_size: int = 8):
+        if family not in _SUPPORTED:
+            raise InvalidInputError(f"recogniser family must be one of {', '.join(_SUPPORTED)}, got {family!r}")
+        self.model = model.eval().requires_grad_(False)
+        self.processor = processor
+        self.family = family
+        self.templates = check_templates(templates)
+        self.threshold = check_candidate_threshold(
+            DEFAULT_THRESHOLD[family] if threshold is None else threshold)
+        self.max_candidates = check_max_candidates(max_candidates)
+        self.name = name
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_pretrained(cls, id_or_dir: str | os.PathLike = DEFAULT_RECOGNIZER, *, device=None,
+                        dtype=None, **kw) -> "Recognizer":
+        """Load a SigLIP or CLIP checkpoint (hub id or save_pretrained directory).
+
+        The family comes from the checkpoint's config (model_type); anything else is refused.
+        Keyword arguments go to the constructor (templates, threshold, max_candidates).
+        """
+        from transformers import AutoProcessor, CLIPModel, SiglipModel
+
+        device, dtype = default_device_dtype(device, dtype)
+        path = checkpoint_dir(id_or_dir, "recogniser")
+        family = model_type(path, "recogniser", _SUPPORTED)
+        processor = load(AutoProcessor, path, "recogniser processor")
+        cls_ = SiglipModel if family == "siglip" else CLIPModel
+        model = load(cls_, path, "recogniser", dtype=dtype)
+        return cls(model.to(device), processor, family, name=str(id_or_dir), **kw)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def to(self, device, dtype: torch.dtype | None = None) -> "Recognizer":
+        device, dtype = default_device_dtype(device, dtype or self.dtype)
+        self.model.to(device=device, dtype=dtype)
+        with self._lock:
+            self._cache.clear()
+        return self
+
+    # ------------------------------------------------------------------ embeddings
+    def text_embeddings(self, classes: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """(K, D) float32 unit class embeddings, template-averaged; cached per vocabulary."""
+        classes = normalize_classes(classes)
+        key = (classes, self.templates)
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        prompts = fill(self.templates, classes)
+        feats = [self._encode_text(prompts[i:i + batch_size]) for i in range(0, len(prompts), batch_size)]
+        t = _unit(torch.cat(feats))                                          # (K*T, D)
+        emb = _unit(t.reshape(len(classes), len(self.templates), -1).mean(1))  # (K, D)
+        with self._lock:
+            self._cache[key] = emb
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return emb
+
+    def _encode_text(self, texts: list[str]) -> torch.Tensor:
+        tok = self.processor.tokenizer
+        # SigLIP was trained on text padded to its full length: other padding changes the embedding
+        padding = "max_length" if self.family == "siglip" else True
+        with self._lock:
+            inputs = tok(texts, padding=padding, truncation=True, return_tensors="pt")
+        keep = ("input_ids",) if self.family == "siglip" else ("input_ids", "attention_mask")
+        # SigLIP was trained without a text mask (its pooled token is the last, a pad token):
+        # passing the tokenizer's attention_mask would give embeddings it never saw
+        inputs = {k: v.to(self.device) for k, v in inputs.items() if k in keep}
+        with torch.inference_mode():
+            return _features(self.model.get_text_features(**inputs)).float()
+
+    def image_embeddings(self, images: Sequence) -> torch.Tensor:
+        """(B, D) float32 unit image embeddings (one vision-encoder pass for the batch)."""
+        pil = [load_image(x) for x in images]
+        pixels = self.processor.image_processor(images=pil, return_tensors="pt")["pixel_values"]
+        with torch.inference_mode():
+            out = self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype))
+        return _unit(_features(out).float())
+
+    # ------------------------------------------------------------------ scores
+    def probabilities(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        """(B, K) probabilities from (B, D) and (K, D) unit embeddings (rule per family)."""
+        logits = image_emb @ text_emb.T * self.model.logit_scale.float().exp()  # (B, K)
+        if self.family == "siglip":
+            return torch.sigmoid(logits + self.model.logit_bias.float())
+        return torch.softmax(logits, dim=-1)
+
+    def scores(self, images: Sequence, classes: Sequence[str], batch_size: int = 8) -> np.ndarray:
+        """(B, K) float32 probability of each class in each image."""
+        text = self.text_embeddings(classes)
+        out = [self.probabilities(self.image_embeddings(images[i:i + batch_size]), text)
+               for i in range(0, len(images), batch_size)]
+        return torch.cat(out).cpu().numpy() if out else np.zeros((0, len(text)), np.float32)
+
+    def __call__(self, images: Sequence, classes: Sequence[str], *, threshold: float | None = None,
+                 max_candidates: int | None = None, batch_size: int = 8) -> list[Recognition]:
+        """Scores and kept candidates for each image (paths, PIL images, arrays or bytes)."""
+        if isinstance(images, (str, os.PathLike, bytes)) or not hasattr(images, "__len__"):
+            raise InvalidInputError("Recognizer takes a list of images; wrap one image in [ ]")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        thr = self.threshold if threshold is None else check_candidate_threshold(threshold)
+        top = self.max_candidates if max_candidates is None else check_max_candidates(max_candidates)
+        classes = normalize_classes(classes)
+        probs = self.scores(list(images), classes, batch_size)
+        return [Recognition(classes, p, tuple(classes[i] for i in select(p, thr, top))) for p in probs]
+
+
+def _features(out) -> torch.Tensor:
+    """get_*_features returns a tensor (transformers 4) or an output with pooler_output (5)."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True)

@@ -1,0 +1,201 @@
+"""Tiny random front-end models (BLIP captioner, SigLIP and CLIP recognisers), built offline.
+
+Each is the real transformers architecture (BlipForConditionalGeneration, SiglipModel,
+CLIPModel) with tiny widths (hidden 32, 2 layers, 32 px images in 8 px patches), its processor
+and a tokenizer made here without a download, saved with `save_pretrained` into a directory
+that loads through the same `from_pretrained` path as a real checkpoint.  `real=True` builds
+the real sizes instead (BLIP-large, transformers' default SigLIP, i.e. siglip-base-patch16-224)
+with random weights, for latency benchmarks; their tokenizers stay tiny (speed does not depend
+on the vocabulary beyond one embedding lookup, and the output projection is sized to it).
+
+Tokenizers:
+- BLIP: a BERT WordPiece tokenizer over a small written vocab.txt, with BLIP's "[DEC]" as its
+  BOS token (the decoder's start token, as in the Salesforce checkpoints).
+- SigLIP: a SentencePiece model trained here on a few lines of captions (the `sentencepiece`
+  package), wrapped in transformers' SiglipTokenizer like the real checkpoints.
+- CLIP: the real CLIP BPE tokenizer, rebuilt from open_clip's vocabulary file (tiny_sd).
+
+SigLIP's logit scale and bias are set to exp(s) = 20, b = -2 (random init would give s = b = 0
+and every probability ~0.5), so the tiny recogniser's scores spread over (0, 1) and the
+threshold and max-count rules have something to select.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+BLIP_WORDS = ("a an the of in on with and at is are two three small large red green blue white "
+              "black photo picture man woman dog cat car bus street room table chair sky grass "
+              "tree water boat plane bird horse sheep cow bottle sofa plant train person people "
+              "sitting standing next to front view close up").split()
+
+CAPTION_LINES = [
+    "a photo of a cat sitting on a sofa", "two dogs playing in the grass",
+    "a red car parked on the street", "a man riding a horse next to a tree",
+    "a plane flying in the blue sky", "a bottle on a wooden table", "a cropped photo of a bird",
+    "this is a photo of a potted plant", "a photo of a scene with people and a bus",
+    "a boat on the water at sunset", "three sheep and a cow in a field", "a train at the station",
+    "a photo containing a chair and a dining table", "a close up photo of the motorbike",
+    "a tv monitor in a living room", "a bicycle leaning against a wall",
+]
+
+# real=False widths: enough layers and heads to exercise every code path, ~50k parameters each.
+TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+TINY_IMAGE = dict(image_size=32, patch_size=8)
+
+
+def _save_atomically(out: Path, write) -> Path:
+    """Run write(tmp_dir), then rename tmp_dir to out (a crash leaves no half-built model)."""
+    if (out / "config.json").exists():
+        return out
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def blip_tokenizer(out_dir: Path):
+    """A BERT WordPiece tokenizer over BLIP_WORDS with "[DEC]" as BOS (saved to out_dir)."""
+    from transformers import BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + BLIP_WORDS + \
+        [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz.,")
+    path = Path(out_dir) / "vocab.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    tok = BertTokenizer(str(path), do_lower_case=True, model_max_length=64)
+    tok.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
+    return tok
+
+
+def build_tiny_blip(out_dir: str | os.PathLike, *, seed: int = 0, real: bool = False) -> Path:
+    """A BLIP captioning checkpoint (random weights) under out_dir; returns the directory.
+
+    Its generation_config.json ships max_length 12 and num_beams 2, so tests can tell the
+    checkpoint's own settings from transformers' defaults (20, 1).
+    """
+    from transformers import (BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
+                              BlipProcessor, GenerationConfig)
+
+    def write(tmp: Path) -> None:
+        tok = blip_tokenizer(tmp / "_tokenizer")
+        if real:  # Salesforce/blip-image-captioning-large: ViT-L/16 at 384 px, BERT-base decoder
+            vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                          num_attention_heads=16, image_size=384, patch_size=16)
+            text = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                        num_attention_heads=12, encoder_hidden_size=1024)
+        else:  # init std 0.1, not 0.02: with the default the captions ignore the image
+            vision = dict(TINY_TOWER, **TINY_IMAGE, initializer_range=0.1)
+            text = dict(TINY_TOWER, encoder_hidden_size=32, initializer_range=0.1)
+        text.update(vocab_size=len(tok), bos_token_id=tok.bos_token_id, sep_token_id=tok.sep_token_id,
+                    pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id,
+                    max_position_embeddings=64 if not real else 512)
+        torch.manual_seed(seed)
+        config = BlipConfig(vision_config=vision, text_config=text,
+                            initializer_range=0.02 if real else 0.1)
+        model = BlipForConditionalGeneration(config)
+        model.generation_config = GenerationConfig(max_length=12, num_beams=2)
+        size = vision["image_size"]
+        processor = BlipProcessor(
+            BlipImageProcessor(size={"height": size, "width": size},
+                               image_mean=[0.48145466, 0.4578275, 0.40821073],
+                               image_std=[0.26862954, 0.26130258, 0.27577711]), tok)
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        shutil.rmtree(tmp / "_tokenizer")
+
+    return _save_atomically(Path(out_dir), write)
+
+
+def siglip_tokenizer(out_dir: Path, max_length: int):
+    """A SentencePiece unigram model trained on CAPTION_LINES, as a SiglipTokenizer."""
+    import sentencepiece as spm
+    from transformers import SiglipTokenizer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    corpus = out_dir / "corpus.txt"
+    corpus.write_text("\n".join(CAPTION_LINES * 4) + "\n")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(out_dir / "spiece"), vocab_size=120,
+        model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, hard_vocab_limit=False,
+        minloglevel=2, num_threads=1)
+    return SiglipTokenizer(str(out_dir / "spiece.model"), model_max_length=max_length)
+
+
+def build_tiny_siglip(out_dir: str | os.PathLike, *, seed: int = 0, real: bool = False) -> Path:
+    """A SigLIP checkpoint (random weights) under out_dir; returns the directory."""
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    def write(tmp: Path) -> None:
+        max_length = 64 if real else 16
+        tok = siglip_tokenizer(tmp / "_tokenizer", max_length)
+        if real:  # transformers' default SiglipConfig = google/siglip-base-patch16-224
+            base = SiglipConfig()
+            vision, text = base.vision_config.to_dict(), base.text_config.to_dict()
+        else:
+            vision = dict(TINY_TOWER, **TINY_IMAGE)
+            text = dict(TINY_TOWER, max_position_embeddings=max_length)
+        text.update(vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                    bos_token_id=None)
+        torch.manual_seed(seed)
+        model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(20.0))
+            model.logit_bias.fill_(-2.0)
+        size = vision["image_size"]
+        processor = SiglipProcessor(SiglipImageProcessor(size={"height": size, "width": size}), tok)
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        shutil.rmtree(tmp / "_tokenizer")
+
+    return _save_atomically(Path(out_dir), write)
+
+
+def build_tiny_clip(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
+    """A CLIP checkpoint (random weights, the real CLIP BPE tokenizer) under out_dir."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    from .tiny_sd import _cached_vocab_text, write_clip_tokenizer
+
+    def write(tmp: Path) -> None:
+        write_clip_tokenizer(tmp / "_tokenizer", _cached_vocab_text())
+        tok = CLIPTokenizer.from_pretrained(tmp / "_tokenizer")
+        text = dict(TINY_TOWER, vocab_size=len(tok), max_position_embeddings=77,
+                    bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                    pad_token_id=tok.pad_token_id)
+        torch.manual_seed(seed)
+        model = CLIPModel(CLIPConfig(text_config=text, vision_config=dict(TINY_TOWER, **TINY_IMAGE),
+                                     projection_dim=16))
+        processor = CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 32},
+                                                     crop_size={"height": 32, "width": 32}), tok)
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        shutil.rmtree(tmp / "_tokenizer")
+
+    return _save_atomically(Path(out_dir), write)
+
+
+def build_tiny_frontend(root: str | os.PathLike, *, seed: int = 0) -> dict[str, Path]:
+    """All three tiny checkpoints under root/{blip,siglip,clip}; idempotent."""
+    root = Path(root)
+    return {"blip": build_tiny_blip(root / "tiny-blip", seed=seed),
+            "siglip": build_tiny_siglip(root / "tiny-siglip", seed=seed),
+            "clip": build_tiny_clip(root / "tiny-clip", seed=seed)}
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """The saved config's model_type and parameter count (for benchmark tables)."""
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    return {"model_type": cfg.get("model_type"), "architectures": cfg.get("architectures")}

@@ -1,0 +1,195 @@
+"""Front end (issue 12): BLIP captions and SigLIP / CLIP candidate classes, on tiny random
+checkpoints built offline and loaded through the same from_pretrained path as real ones.
+
+Parity: captions are compared with transformers' own generate() + decode on a separately loaded
+copy of the same checkpoint; recogniser scores with the model's own forward (one template) and
+with a plain re-computation of the template ensemble written out below.  Tolerances: 1e-5
+absolute on probabilities (float32, same kernels, different summation order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from faseg_rt.errors import InvalidInputError, ModelLoadError
+from faseg_rt.frontend.captioner import Captioner
+from faseg_rt.frontend.recognizer import Recognizer, select
+from faseg_rt.testing import synthetic_image
+
+VOCAB = ["cat", "dog", "potted plant", "sky", "red car"]
+
+
+@pytest.fixture(scope="module")
+def images():
+    return [synthetic_image(96, 64, seed=s) for s in range(3)]
+
+
+@pytest.fixture(scope="module")
+def captioner(frontend_dirs):
+    return Captioner.from_pretrained(frontend_dirs["blip"], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def blip_reference(frontend_dirs):
+    """The same checkpoint loaded by transformers alone, as a user of transformers would."""
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    return (BlipForConditionalGeneration.from_pretrained(frontend_dirs["blip"]).eval(),
+            BlipProcessor.from_pretrained(frontend_dirs["blip"]))
+
+
+def _generate(model, processor, images, **kw):
+    inputs = processor(images=images, return_tensors="pt")
+    with torch.no_grad():
+        ids = model.generate(pixel_values=inputs["pixel_values"], **kw)
+    return [" ".join(t.split()) for t in processor.batch_decode(ids, skip_special_tokens=True)]
+
+
+# ---------------------------------------------------------------------------------- captioner
+def test_caption_equals_transformers_generate(captioner, blip_reference, images):
+    model, processor = blip_reference
+    # the checkpoint's generation_config.json (max_length 12, 2 beams) is what both use
+    assert (captioner.generation_config.max_length, captioner.generation_config.num_beams) == (12, 2)
+    expected = _generate(model, processor, images)
+    assert captioner(images, batch_size=2) == expected
+    assert [captioner([im])[0] for im in images] == expected  # batching changes nothing
+    assert len(set(expected)) > 1, "captions should depend on the image"
+
+
+def test_caption_overrides_and_prompt(frontend_dirs, blip_reference, images):
+    model, processor = blip_reference
+    cap = Captioner.from_pretrained(frontend_dirs["blip"], device="cpu",
+                                    generation={"num_beams": 1, "max_new_tokens": 5})
+    assert cap(images) == _generate(model, processor, images, num_beams=1, max_new_tokens=5)
+
+    prompted = Captioner.from_pretrained(frontend_dirs["blip"], device="cpu", prompt="a photo of")
+    ids = processor.tokenizer(["a photo of"], return_tensors="pt")["input_ids"].repeat(len(images), 1)
+    with torch.no_grad():
+        out = model.generate(pixel_values=processor(images=images, return_tensors="pt")["pixel_values"],
+                             input_ids=ids)
+    full = [" ".join(t.split()) for t in processor.batch_decode(out, skip_special_tokens=True)]
+    assert all(t.startswith("a photo of") for t in full)
+    assert prompted(images) == [t[len("a photo of"):].strip() for t in full]
+
+
+def test_captioner_refuses_bad_settings(frontend_dirs, captioner):
+    with pytest.raises(InvalidInputError, match="deterministic"):
+        Captioner.from_pretrained(frontend_dirs["blip"], device="cpu", generation={"do_sample": True})
+    with pytest.raises(InvalidInputError, match="unknown generation setting"):
+        Captioner.from_pretrained(frontend_dirs["blip"], device="cpu", generation={"beams": 3})
+    with pytest.raises(InvalidInputError, match="list of images"):
+        captioner("photo.jpg")
+
+
+# ---------------------------------------------------------------------------------- recogniser
+@pytest.fixture(scope="module")
+def siglip(frontend_dirs):
+    return Recognizer.from_pretrained(frontend_dirs["siglip"], device="cpu")
+
+
+def _single_template_reference(path, family, images, prompts):
+    """Probabilities from the model's own forward on `prompts` (one per class)."""
+    from transformers import AutoProcessor, CLIPModel, SiglipModel
+
+    model = (SiglipModel if family == "siglip" else CLIPModel).from_pretrained(path).eval()
+    processor = AutoProcessor.from_pretrained(path)
+    if family == "siglip":  # as SigLIP was trained: text padded to full length, no text mask
+        text = {"input_ids": processor.tokenizer(prompts, padding="max_length", return_tensors="pt")["input_ids"]}
+    else:
+        text = dict(processor.tokenizer(prompts, padding=True, return_tensors="pt"))
+    pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        logits = model(pixel_values=pixels, **text).logits_per_image          # (B, K)
+    return (torch.sigmoid(logits) if family == "siglip" else logits.softmax(-1)).numpy()
+
+
+@pytest.mark.parametrize("family", ["siglip", "clip"])
+def test_scores_equal_model_forward_with_one_template(frontend_dirs, family, images):
+    rec = Recognizer.from_pretrained(frontend_dirs[family], device="cpu", templates=["a photo of a {}."])
+    got = np.stack([r.scores for r in rec(images, VOCAB)])
+    want = _single_template_reference(frontend_dirs[family], family, images,
+                                      [f"a photo of a {c}." for c in VOCAB])
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    if family == "clip":
+        np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)  # a softmax over the vocabulary
+
+
+def test_siglip_ensemble_equals_plain_computation(frontend_dirs, siglip, images):
+    from transformers import AutoProcessor, SiglipModel
+
+    model = SiglipModel.from_pretrained(frontend_dirs["siglip"]).eval()
+    processor = AutoProcessor.from_pretrained(frontend_dirs["siglip"])
+    templates = siglip.templates
+    with torch.no_grad():
+        pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        img = model.vision_model(pixel_values=pixels).pooler_output.numpy().astype(np.float64)
+        img /= np.linalg.norm(img, axis=1, keepdims=True)
+        class_emb = []
+        for c in VOCAB:
+            ids = processor.tokenizer([t.format(c) for t in templates], padding="max_length",
+                                      return_tensors="pt")["input_ids"]
+            t = model.text_model(input_ids=ids).pooler_output.numpy().astype(np.float64)
+            t /= np.linalg.norm(t, axis=1, keepdims=True)
+            mean = t.mean(0)
+            class_emb.append(mean / np.linalg.norm(mean))
+        scale, bias = float(model.logit_scale.exp()), float(model.logit_bias)
+    logits = img @ np.stack(class_emb).T * scale + bias
+    want = 1 / (1 + np.exp(-logits))
+    got = np.stack([r.scores for r in siglip(images, VOCAB)])
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    assert got.min() < 0.05 < got.max(), "the tiny model's scores should straddle the threshold"
+
+
+def test_kept_candidates_follow_threshold_and_count(siglip, images):
+    for r in siglip(images, VOCAB, threshold=0.3, max_candidates=2):
+        passing = [c for c, s in zip(VOCAB, r.scores) if s >= 0.3]
+        best = sorted(passing, key=lambda c: -r.scores[VOCAB.index(c)])[:2]
+        assert r.candidates == tuple(c for c in VOCAB if c in best)   # vocabulary order
+        assert r.indices == tuple(VOCAB.index(c) for c in r.candidates)
+    assert all(r.candidates == () for r in siglip(images, VOCAB, threshold=1.0))
+    assert all(r.candidates == tuple(VOCAB) for r in siglip(images, VOCAB, threshold=0.0))
+
+
+def test_select_rule():
+    s = np.array([0.9, 0.2, 0.6, 0.6, 0.1], dtype=np.float32)
+    assert select(s, 0.5, 6).tolist() == [0, 2, 3]
+    assert select(s, 0.5, 2).tolist() == [0, 2]          # tie at the cut: the earlier class wins
+    assert select(s, 0.95, 6).tolist() == []
+    assert select(s, 0.0, 1).tolist() == [0]
+
+
+def test_text_embeddings_cached_per_vocabulary(siglip):
+    a = siglip.text_embeddings(VOCAB)
+    assert siglip.text_embeddings(list(VOCAB)) is a
+    assert a.shape[0] == len(VOCAB)
+    assert torch.allclose(a.norm(dim=1), torch.ones(len(VOCAB)), atol=1e-5)
+    assert siglip.text_embeddings(VOCAB[:2]) is not a
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(threshold=1.5), "lie in \\[0, 1\\]"),
+    (dict(threshold=float("nan")), "lie in \\[0, 1\\]"),
+    (dict(max_candidates=0), "integer >= 1"),
+    (dict(max_candidates=2.5), "integer >= 1"),
+])
+def test_recognizer_refuses_bad_selection(siglip, images, kw, match):
+    with pytest.raises(InvalidInputError, match=match):
+        siglip(images[:1], VOCAB, **kw)
+
+
+@pytest.mark.parametrize("vocab, match", [([], "empty"), (["cat", "Cat"], "twice")])
+def test_recognizer_refuses_bad_vocabulary(siglip, images, vocab, match):
+    with pytest.raises(InvalidInputError, match=match):
+        siglip(images[:1], vocab)
+
+
+def test_unsupported_family_and_missing_checkpoint(frontend_dirs, tmp_path):
+    with pytest.raises(ModelLoadError, match="'blip' checkpoint; the recogniser supports"):
+        Recognizer.from_pretrained(frontend_dirs["blip"], device="cpu")
+    with pytest.raises(ModelLoadError, match="'siglip' checkpoint; the captioner supports"):
+        Captioner.from_pretrained(frontend_dirs["siglip"], device="cpu")
+    with pytest.raises(ModelLoadError) as e:
+        Captioner.from_pretrained(tmp_path / "nowhere", device="cpu")
+    assert "\n" not in str(e.value)
