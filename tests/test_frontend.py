@@ -41,9 +41,12 @@ def blip_reference(frontend_dirs):
 
 
 def _generate(model, processor, images, **kw):
+    """transformers' generate with the checkpoint's generation config (BLIP's generate hands
+    its kwargs to the text decoder, whose own config is the library default: pass it)."""
     inputs = processor(images=images, return_tensors="pt")
     with torch.no_grad():
-        ids = model.generate(pixel_values=inputs["pixel_values"], **kw)
+        ids = model.generate(pixel_values=inputs["pixel_values"],
+                             generation_config=model.generation_config, **kw)
     return [" ".join(t.split()) for t in processor.batch_decode(ids, skip_special_tokens=True)]
 
 
@@ -68,7 +71,7 @@ def test_caption_overrides_and_prompt(frontend_dirs, blip_reference, images):
     ids = processor.tokenizer(["a photo of"], return_tensors="pt")["input_ids"].repeat(len(images), 1)
     with torch.no_grad():
         out = model.generate(pixel_values=processor(images=images, return_tensors="pt")["pixel_values"],
-                             input_ids=ids)
+                             input_ids=ids, generation_config=model.generation_config)
     full = [" ".join(t.split()) for t in processor.batch_decode(out, skip_special_tokens=True)]
     assert all(t.startswith("a photo of") for t in full)
     assert prompted(images) == [t[len("a photo of"):].strip() for t in full]
@@ -96,7 +99,8 @@ def _single_template_reference(path, family, images, prompts):
     model = (SiglipModel if family == "siglip" else CLIPModel).from_pretrained(path).eval()
     processor = AutoProcessor.from_pretrained(path)
     if family == "siglip":  # as SigLIP was trained: text padded to full length, no text mask
-        text = {"input_ids": processor.tokenizer(prompts, padding="max_length", return_tensors="pt")["input_ids"]}
+        text = {"input_ids": processor.tokenizer(prompts, padding="max_length", truncation=True,
+                                                 return_tensors="pt")["input_ids"]}
     else:
         text = dict(processor.tokenizer(prompts, padding=True, return_tensors="pt"))
     pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
@@ -128,7 +132,7 @@ def test_siglip_ensemble_equals_plain_computation(frontend_dirs, siglip, images)
         img /= np.linalg.norm(img, axis=1, keepdims=True)
         class_emb = []
         for c in VOCAB:
-            ids = processor.tokenizer([t.format(c) for t in templates], padding="max_length",
+            ids = processor.tokenizer([t.format(c) for t in templates], padding="max_length", truncation=True,
                                       return_tensors="pt")["input_ids"]
             t = model.text_model(input_ids=ids).pooler_output.numpy().astype(np.float64)
             t /= np.linalg.norm(t, axis=1, keepdims=True)

@@ -3,10 +3,9 @@
 Each is the real transformers architecture (BlipForConditionalGeneration, SiglipModel,
 CLIPModel) with tiny widths (hidden 32, 2 layers, 32 px images in 8 px patches), its processor
 and a tokenizer made here without a download, saved with `save_pretrained` into a directory
-that loads through the same `from_pretrained` path as a real checkpoint.  `real=True` builds
-the real sizes instead (BLIP-large, transformers' default SigLIP, i.e. siglip-base-patch16-224)
-with random weights, for latency benchmarks; their tokenizers stay tiny (speed does not depend
-on the vocabulary beyond one embedding lookup, and the output projection is sized to it).
+that loads through the same `from_pretrained` path as a real checkpoint.  `make_blip` and
+`make_siglip` with `real=True` give the real sizes instead (BLIP-large; transformers' default
+SigLIP, i.e. siglip-base-patch16-224) with random weights, in memory, for latency benchmarks.
 
 Tokenizers:
 - BLIP: a BERT WordPiece tokenizer over a small written vocab.txt, with BLIP's "[DEC]" as its
@@ -22,7 +21,6 @@ threshold and max-count rules have something to select.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -65,57 +63,58 @@ def _save_atomically(out: Path, write) -> Path:
     return out
 
 
-def blip_tokenizer(out_dir: Path):
-    """A BERT WordPiece tokenizer over BLIP_WORDS with "[DEC]" as BOS (saved to out_dir)."""
+def blip_tokenizer(out_dir: Path, vocab_size: int | None = None):
+    """A BERT WordPiece tokenizer over BLIP_WORDS with "[DEC]" as BOS (written to out_dir).
+
+    vocab_size: pad the word list with "[unusedN]" entries up to this size (BLIP-large's 30522,
+    so the random decoder has the real output projection).
+    """
     from transformers import BertTokenizer
 
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + BLIP_WORDS + \
-        [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz.,")
+    vocab = list(dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + BLIP_WORDS +
+                               [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] +
+                               list("abcdefghijklmnopqrstuvwxyz.,")))
+    vocab += [f"[unused{i}]" for i in range((vocab_size or 0) - len(vocab))]
     path = Path(out_dir) / "vocab.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(dict.fromkeys(vocab)) + "\n")
-    tok = BertTokenizer(str(path), do_lower_case=True, model_max_length=64)
+    path.write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizer(str(path), do_lower_case=True, model_max_length=512)
     tok.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
     return tok
 
 
-def build_tiny_blip(out_dir: str | os.PathLike, *, seed: int = 0, real: bool = False) -> Path:
-    """A BLIP captioning checkpoint (random weights) under out_dir; returns the directory.
+def make_blip(work_dir: Path, *, seed: int = 0, real: bool = False):
+    """(BlipForConditionalGeneration, BlipProcessor) with random weights, in memory.
 
-    Its generation_config.json ships max_length 12 and num_beams 2, so tests can tell the
-    checkpoint's own settings from transformers' defaults (20, 1).
+    Tiny: its generation config asks for max_length 12 and 2 beams, so tests can tell the
+    checkpoint's own settings from transformers' defaults (20, greedy).  Real: transformers'
+    defaults, what a checkpoint without a generation_config.json gets.
     """
     from transformers import (BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
                               BlipProcessor, GenerationConfig)
 
-    def write(tmp: Path) -> None:
-        tok = blip_tokenizer(tmp / "_tokenizer")
-        if real:  # Salesforce/blip-image-captioning-large: ViT-L/16 at 384 px, BERT-base decoder
-            vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                          num_attention_heads=16, image_size=384, patch_size=16)
-            text = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                        num_attention_heads=12, encoder_hidden_size=1024)
-        else:  # init std 0.1, not 0.02: with the default the captions ignore the image
-            vision = dict(TINY_TOWER, **TINY_IMAGE, initializer_range=0.1)
-            text = dict(TINY_TOWER, encoder_hidden_size=32, initializer_range=0.1)
-        text.update(vocab_size=len(tok), bos_token_id=tok.bos_token_id, sep_token_id=tok.sep_token_id,
-                    pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id,
-                    max_position_embeddings=64 if not real else 512)
-        torch.manual_seed(seed)
-        config = BlipConfig(vision_config=vision, text_config=text,
-                            initializer_range=0.02 if real else 0.1)
-        model = BlipForConditionalGeneration(config)
-        model.generation_config = GenerationConfig(max_length=12, num_beams=2)
-        size = vision["image_size"]
-        processor = BlipProcessor(
-            BlipImageProcessor(size={"height": size, "width": size},
-                               image_mean=[0.48145466, 0.4578275, 0.40821073],
-                               image_std=[0.26862954, 0.26130258, 0.27577711]), tok)
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        shutil.rmtree(tmp / "_tokenizer")
-
-    return _save_atomically(Path(out_dir), write)
+    tok = blip_tokenizer(work_dir, 30522 if real else None)
+    if real:  # Salesforce/blip-image-captioning-large: ViT-L/16 at 384 px, BERT-base decoder
+        vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                      num_attention_heads=16, image_size=384, patch_size=16)
+        text = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                    num_attention_heads=12, encoder_hidden_size=1024, max_position_embeddings=512)
+    else:  # init std 0.1, not 0.02: with the default the captions ignore the image
+        vision = dict(TINY_TOWER, **TINY_IMAGE, initializer_range=0.1)
+        text = dict(TINY_TOWER, encoder_hidden_size=32, initializer_range=0.1,
+                    max_position_embeddings=64)
+    text.update(vocab_size=len(tok), bos_token_id=tok.bos_token_id, sep_token_id=tok.sep_token_id,
+                pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id)
+    torch.manual_seed(seed)
+    model = BlipForConditionalGeneration(BlipConfig(vision_config=vision, text_config=text,
+                                                    initializer_range=0.02 if real else 0.1))
+    model.generation_config = GenerationConfig() if real else GenerationConfig(max_length=12, num_beams=2)
+    size = vision["image_size"]
+    processor = BlipProcessor(
+        BlipImageProcessor(size={"height": size, "width": size},
+                           image_mean=[0.48145466, 0.4578275, 0.40821073],
+                           image_std=[0.26862954, 0.26130258, 0.27577711]), tok)
+    return model.eval(), processor
 
 
 def siglip_tokenizer(out_dir: Path, max_length: int):
@@ -134,57 +133,77 @@ def siglip_tokenizer(out_dir: Path, max_length: int):
     return SiglipTokenizer(str(out_dir / "spiece.model"), model_max_length=max_length)
 
 
-def build_tiny_siglip(out_dir: str | os.PathLike, *, seed: int = 0, real: bool = False) -> Path:
-    """A SigLIP checkpoint (random weights) under out_dir; returns the directory."""
+def make_siglip(work_dir: Path, *, seed: int = 0, real: bool = False):
+    """(SiglipModel, SiglipProcessor) with random weights, in memory.
+
+    Real: transformers' default SiglipConfig (= google/siglip-base-patch16-224) except the text
+    vocabulary, which is the tiny tokenizer's (the text tower runs once per vocabulary, cached).
+    """
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
 
-    def write(tmp: Path) -> None:
-        max_length = 64 if real else 16
-        tok = siglip_tokenizer(tmp / "_tokenizer", max_length)
-        if real:  # transformers' default SiglipConfig = google/siglip-base-patch16-224
-            base = SiglipConfig()
-            vision, text = base.vision_config.to_dict(), base.text_config.to_dict()
-        else:
-            vision = dict(TINY_TOWER, **TINY_IMAGE)
-            text = dict(TINY_TOWER, max_position_embeddings=max_length)
-        text.update(vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                    bos_token_id=None)
-        torch.manual_seed(seed)
-        model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
-        with torch.no_grad():
-            model.logit_scale.fill_(math.log(20.0))
-            model.logit_bias.fill_(-2.0)
-        size = vision["image_size"]
-        processor = SiglipProcessor(SiglipImageProcessor(size={"height": size, "width": size}), tok)
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        shutil.rmtree(tmp / "_tokenizer")
-
-    return _save_atomically(Path(out_dir), write)
+    max_length = 64 if real else 16
+    tok = siglip_tokenizer(work_dir, max_length)
+    if real:
+        base = SiglipConfig()
+        vision, text = base.vision_config.to_dict(), base.text_config.to_dict()
+    else:
+        vision = dict(TINY_TOWER, **TINY_IMAGE)
+        text = dict(TINY_TOWER, max_position_embeddings=max_length)
+    text.update(vocab_size=len(tok), pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                bos_token_id=None)
+    torch.manual_seed(seed)
+    model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(20.0))
+        model.logit_bias.fill_(-2.0)
+    size = vision["image_size"]
+    processor = SiglipProcessor(SiglipImageProcessor(size={"height": size, "width": size}), tok)
+    return model.eval(), processor
 
 
-def build_tiny_clip(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
-    """A CLIP checkpoint (random weights, the real CLIP BPE tokenizer) under out_dir."""
+def make_clip(work_dir: Path, *, seed: int = 0):
+    """(CLIPModel, CLIPProcessor), tiny, random weights, the real CLIP BPE tokenizer."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
     from .tiny_sd import _cached_vocab_text, write_clip_tokenizer
 
+    write_clip_tokenizer(work_dir, _cached_vocab_text())
+    tok = CLIPTokenizer.from_pretrained(work_dir)
+    text = dict(TINY_TOWER, vocab_size=len(tok), max_position_embeddings=77,
+                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id)
+    torch.manual_seed(seed)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=dict(TINY_TOWER, **TINY_IMAGE),
+                                 projection_dim=16))
+    processor = CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 32},
+                                                 crop_size={"height": 32, "width": 32}), tok)
+    return model.eval(), processor
+
+
+def _build(make, out_dir, **kw) -> Path:
+    """make(work_dir, **kw) -> (model, processor), saved with save_pretrained into out_dir."""
     def write(tmp: Path) -> None:
-        write_clip_tokenizer(tmp / "_tokenizer", _cached_vocab_text())
-        tok = CLIPTokenizer.from_pretrained(tmp / "_tokenizer")
-        text = dict(TINY_TOWER, vocab_size=len(tok), max_position_embeddings=77,
-                    bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                    pad_token_id=tok.pad_token_id)
-        torch.manual_seed(seed)
-        model = CLIPModel(CLIPConfig(text_config=text, vision_config=dict(TINY_TOWER, **TINY_IMAGE),
-                                     projection_dim=16))
-        processor = CLIPProcessor(CLIPImageProcessor(size={"shortest_edge": 32},
-                                                     crop_size={"height": 32, "width": 32}), tok)
+        model, processor = make(tmp / "_tokenizer", **kw)
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         shutil.rmtree(tmp / "_tokenizer")
 
     return _save_atomically(Path(out_dir), write)
+
+
+def build_tiny_blip(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
+    """A tiny BLIP captioning checkpoint (random weights) under out_dir; returns the directory."""
+    return _build(make_blip, out_dir, seed=seed)
+
+
+def build_tiny_siglip(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
+    """A tiny SigLIP checkpoint (random weights) under out_dir; returns the directory."""
+    return _build(make_siglip, out_dir, seed=seed)
+
+
+def build_tiny_clip(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
+    """A tiny CLIP checkpoint (random weights, the real CLIP BPE tokenizer) under out_dir."""
+    return _build(make_clip, out_dir, seed=seed)
 
 
 def build_tiny_frontend(root: str | os.PathLike, *, seed: int = 0) -> dict[str, Path]:
@@ -193,9 +212,3 @@ def build_tiny_frontend(root: str | os.PathLike, *, seed: int = 0) -> dict[str, 
     return {"blip": build_tiny_blip(root / "tiny-blip", seed=seed),
             "siglip": build_tiny_siglip(root / "tiny-siglip", seed=seed),
             "clip": build_tiny_clip(root / "tiny-clip", seed=seed)}
-
-
-def describe(path: str | os.PathLike) -> dict:
-    """The saved config's model_type and parameter count (for benchmark tables)."""
-    cfg = json.loads((Path(path) / "config.json").read_text())
-    return {"model_type": cfg.get("model_type"), "architectures": cfg.get("architectures")}
