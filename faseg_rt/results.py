@@ -16,8 +16,16 @@ class SegmentationResult:
     """Masks for one image.
 
     labels:  (H, W) int32 at the original image size; 0 = background, k = classes[k - 1].
-    scores:  (K, 512, 512) float32 flip-fused class maps before thresholding (in [0, 1]).
-    classes: the K class names, in label order.
+    scores:  (n, 512, 512) float32 flip-fused maps before thresholding (in [0, 1]) of the n
+             classes that were segmented: `segmented[j]` is channel j (all K classes unless
+             candidates were kept; n = 0 when none was).
+    classes: the K class names (the vocabulary), in label order.
+    caption: the caption the UNet was prompted with (given, or made by the captioner).
+    candidates: the classes that were segmented when a subset was (kept by the recogniser or
+             given); None when the whole vocabulary was.
+    class_scores: (K,) float32 recogniser probability of each class; None when it did not run.
+    captioner, recognizer: ids / directories of the models that made the caption and the
+             candidates; None when not used.
     """
 
     labels: np.ndarray
@@ -26,6 +34,23 @@ class SegmentationResult:
     threshold: float
     caption: str | None = None
     image: Image.Image | None = field(default=None, repr=False, compare=False)
+    candidates: tuple[str, ...] | None = None
+    class_scores: np.ndarray | None = field(default=None, compare=False)
+    captioner: str | None = None
+    recognizer: str | None = None
+
+    @property
+    def segmented(self) -> tuple[str, ...]:
+        """The classes that were segmented, in the order of `scores`' channels."""
+        return self.classes if self.candidates is None else self.candidates
+
+    def sidecar(self) -> dict:
+        """What `faseg-rt segment` writes beside each mask as <stem>.json (and `label` records)."""
+        scores = None if self.class_scores is None else {
+            c: round(float(s), 6) for c, s in zip(self.classes, self.class_scores)}
+        return {"classes": list(self.classes), "caption": self.caption,
+                "candidates": list(self.segmented), "scores": scores,
+                "captioner": self.captioner, "recognizer": self.recognizer}
 
     @property
     def size(self) -> tuple[int, int]:

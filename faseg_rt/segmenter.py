@@ -2,6 +2,11 @@
 
     seg = Segmenter.from_pretrained("XCLIU/2_rectified_flow_from_sd_1_5")
     res = seg("street.jpg", classes=["car", "person"], caption="a busy street")
+    res = seg("street.jpg", classes=VOCAB, caption="auto", candidates="auto")   # raw photos
+
+With "auto" the front end (faseg_rt.frontend: a BLIP captioner, a SigLIP / CLIP recogniser,
+loaded on first use) supplies the caption and the classes to segment; labels still index
+`classes` (label k = classes[k - 1]) whatever subset was segmented.
 
 Stages (spec steps 1-8): prompts -> encode -> invert -> reconstruct -> hard -> ttf -> labels.
 The backend runs the four networks; everything else is device-side torch code here, with one
@@ -20,11 +25,13 @@ import torch
 
 from faseg_rt.backends import Backend, load_backend
 from faseg_rt.config import FASegConfig
+from faseg_rt.devices import default_device_dtype  # noqa: F401  (public here too)
 from faseg_rt.errors import InvalidInputError
+from faseg_rt.frontend.plan import FrontEnd, ImagePlan, per_image
 from faseg_rt.images import load_image, pair_pixels, preprocess
 from faseg_rt.method.hard import class_maps, cross_fusion, hard
 from faseg_rt.method.inversion import fixed_noise, invert, sample_latents
-from faseg_rt.method.prompts import DualPrompts, build_dual_prompts
+from faseg_rt.method.prompts import DualPrompts, build_dual_prompts, normalize_classes
 from faseg_rt.method.ttf import labels_from_scores, resize_labels, ttf
 from faseg_rt.profiling import stage
 from faseg_rt.results import SegmentationResult
@@ -48,37 +55,13 @@ def check_threshold(threshold) -> float:
     return threshold
 
 
-def default_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
-    """CUDA + fp16 when available, else CPU + fp32 (each overridable)."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InvalidInputError(f"unknown device {device!r}; use e.g. 'cpu', 'cuda' or 'cuda:1'") from None
-    if isinstance(dtype, str):
-        names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-                 "fp16": torch.float16, "half": torch.float16, "float": torch.float32,
-                 "float64": torch.float64, "fp64": torch.float64, "double": torch.float64}
-        if dtype.removeprefix("torch.") not in names:
-            raise InvalidInputError(f"unknown dtype {dtype!r}; use float32 or float16")
-        dtype = names[dtype.removeprefix("torch.")]
-    if dtype is not None and dtype not in (torch.float32, torch.float16, torch.float64):
-        raise InvalidInputError(f"dtype must be torch.float32 or torch.float16 (float64 for checks), "
-                                f"got {dtype!r}")
-    if dtype is None:
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
-    if device.type == "cpu" and dtype == torch.float16:
-        raise InvalidInputError("float16 on the CPU is not supported; use dtype=torch.float32")
-    return device, dtype
-
-
 class Segmenter:
     """FA-Seg on one loaded model.  Thread-safe: calls share no mutable state but a text cache."""
 
     def __init__(self, backend: Backend, tokenizer, config: FASegConfig | None = None,
-                 text_cache_size: int = 64):
+                 text_cache_size: int = 64, frontend: FrontEnd | None = None):
         self.backend = backend
+        self.frontend = frontend if frontend is not None else FrontEnd()
         self.tokenizer = tokenizer
         self.config = config or FASegConfig()
         if tokenizer.model_max_length != backend.dims.text_len:
@@ -93,15 +76,21 @@ class Segmenter:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, model, *, backend: str = "torch", device=None, dtype=None,
-                        engines=None, config: FASegConfig | None = None) -> "Segmenter":
+                        engines=None, config: FASegConfig | None = None, **frontend) -> "Segmenter":
         """Load a diffusers SD 1.x directory or hub id with a backend ("torch", "onnxruntime",
-        "tensorrt"; the latter two run graphs exported to `engines` by export/build_engines.py)."""
+        "tensorrt"; the latter two run graphs exported to `engines` by export/build_engines.py).
+
+        Front end (used only by caption="auto" / candidates="auto", loaded on first use on this
+        segmenter's device and dtype): captioner=ID_OR_DIR (BLIP), recognizer=ID_OR_DIR (SigLIP
+        or CLIP), candidate_threshold, max_candidates, generation; see faseg_rt.frontend.plan.
+        """
         from faseg_rt.model import load_tokenizer
 
         device, dtype = default_device_dtype(device, dtype)
+        front = FrontEnd(**frontend)  # bad thresholds fail before the model loads
         tokenizer = load_tokenizer(model)
         be = load_backend(backend, model, device=device, dtype=dtype, engines=engines, config=config)
-        return cls(be, tokenizer, config)
+        return cls(be, tokenizer, config, frontend=front)
 
     def to(self, device, dtype: torch.dtype | None = None) -> "Segmenter":
         """Move to another device / dtype (torch backend); returns self, like nn.Module.to."""
@@ -189,32 +178,36 @@ class Segmenter:
 
     # ------------------------------------------------------------------ user API
     def __call__(self, image, classes: Sequence[str], caption: str | None = None,
-                 threshold: float | None = None) -> SegmentationResult:
-        """Segment one image (path, PIL image or uint8 array) into `classes` (+ background)."""
+                 threshold: float | None = None, candidates=None) -> SegmentationResult:
+        """Segment one image (path, PIL image or uint8 array) into `classes` (+ background).
+
+        caption: a string, None, or "auto" (the captioner's caption of the image).
+        candidates: None (segment every class), "auto" (the classes the recogniser keeps) or a
+        list of names from `classes`; labels index `classes` either way, and no candidate
+        gives an all-background mask.
+        """
         return self.segment_batch([image], classes, captions=[caption], batch_size=1,
-                                  threshold=threshold)[0]
+                                  threshold=threshold, candidates=[candidates])[0]
 
     segment = __call__
 
     def segment_batch(self, images: Sequence, classes, captions: Sequence[str | None] | None = None,
                       batch_size: int = 8, threshold: float | None = None,
-                      progress: bool = False) -> list[SegmentationResult]:
+                      progress: bool = False, candidates=None) -> list[SegmentationResult]:
         """Segment many images, `batch_size` per network call; same results as one at a time.
 
         classes: one class list for all images, or one list per image.
-        captions: None, or one caption (or None) per image.
+        captions: None, "auto", or one caption (a string, None or "auto") per image.
+        candidates: None, "auto", or one entry (None, "auto" or a list of names) per image;
+        see __call__.  Captioner and recogniser run batched on each chunk of images.
         """
         images = list(images)
         threshold = check_threshold(self.config.threshold if threshold is None else threshold)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        per_image = _per_image_classes(classes, len(images))
-        if captions is None:
-            captions = [None] * len(images)
-        captions = list(captions)
-        if len(captions) != len(images):
-            raise InvalidInputError(f"got {len(captions)} captions for {len(images)} images")
-        texts = [self.encode_text(c, cap) for c, cap in zip(per_image, captions)]
+        vocabularies = [normalize_classes(c) for c in _per_image_classes(classes, len(images))]
+        captions = per_image(captions, len(images), "captions")
+        candidates = per_image(candidates, len(images), "candidates")
 
         results: list[SegmentationResult] = []
         bar = None
@@ -226,12 +219,22 @@ class Segmenter:
             chunk = slice(start, start + batch_size)
             with stage("load_image"):
                 pil = [load_image(x) for x in images[chunk]]
-            results += self._segment_loaded(pil, texts[chunk], threshold)
+            plans = self.frontend.plan(pil, vocabularies[chunk], captions[chunk], candidates[chunk],
+                                       device=self.device, dtype=self.dtype, batch_size=batch_size)
+            results += self._segment_planned(pil, plans, threshold)
             if bar is not None:
                 bar.update(len(pil))
         if bar is not None:
             bar.close()
         return results
+
+    def _segment_planned(self, pil, plans: Sequence[ImagePlan], threshold) -> list[SegmentationResult]:
+        """Run the method on the images with something to segment; results over each vocabulary."""
+        run = [i for i, p in enumerate(plans) if p.segment]
+        texts = [self.encode_text(plans[i].segment, plans[i].caption) for i in run]
+        done = dict(zip(run, self._segment_loaded([pil[i] for i in run], texts, threshold) if run else []))
+        return [p.finish(done.get(i), pil[i], threshold, self.config.image_size)
+                for i, p in enumerate(plans)]
 
     def _segment_loaded(self, pil, texts, threshold) -> list[SegmentationResult]:
         with stage("resize"):

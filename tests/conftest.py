@@ -38,6 +38,14 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def frontend_dirs(tmp_path_factory):
+    """Tiny random BLIP, SigLIP and CLIP checkpoints (issue 12): {"blip", "siglip", "clip"} -> dir."""
+    from faseg_rt.testing.tiny_frontend import build_tiny_frontend
+
+    return build_tiny_frontend(tmp_path_factory.mktemp("frontend"))
+
+
+@pytest.fixture(scope="session")
 def segmenter(tiny_model_dir):
     from faseg_rt import Segmenter
 

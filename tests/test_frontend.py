@@ -20,6 +20,9 @@ from faseg_rt.testing import synthetic_image
 
 VOCAB = ["cat", "dog", "potted plant", "sky", "red car"]
 
+# tiny models: one thread is several times faster than two on a shared 2-core machine
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def images():

@@ -21,17 +21,17 @@ from pathlib import Path
 
 import torch
 
-from ..frontend.captioner import Captioner
-from ..frontend.plan import FrontEnd
-from ..frontend.recognizer import Recognizer
-from .common import summarize
+from faseg_rt.frontend.captioner import Captioner
+from faseg_rt.frontend.plan import FrontEnd
+from faseg_rt.frontend.recognizer import Recognizer
+from faseg_rt.bench.common import summarize
 
 FRONT_STAGES = ["caption", "recognise"]
 
 
 def load_frontend(kind: str, device, dtype, n_classes: int) -> FrontEnd:
     """A FrontEnd with random BLIP + SigLIP models ("real" sizes or "tiny"), already loaded."""
-    from ..testing.tiny_frontend import make_blip, make_siglip
+    from faseg_rt.testing.tiny_frontend import make_blip, make_siglip
 
     real = kind == "real"
     with tempfile.TemporaryDirectory() as work:

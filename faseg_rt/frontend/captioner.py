@@ -21,10 +21,10 @@ from typing import Mapping, Sequence
 
 import torch
 
-from ..devices import default_device_dtype
-from ..errors import InvalidInputError
-from ..images import load_image
-from .checkpoints import checkpoint_dir, load, model_type
+from faseg_rt.devices import default_device_dtype
+from faseg_rt.errors import InvalidInputError
+from faseg_rt.images import load_image
+from faseg_rt.frontend.checkpoints import checkpoint_dir, load, model_type
 
 #: BLIP-1 large captioning model (ViT-L/16 at 384 px + BERT-base decoder), as in the paper.
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-large"

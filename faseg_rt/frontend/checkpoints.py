@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import ModelLoadError
+from faseg_rt.errors import ModelLoadError
 
 #: Exceptions transformers raises for a missing, partial or foreign checkpoint.
 LOAD_ERRORS = (OSError, ValueError, KeyError, EnvironmentError, ImportError)

@@ -26,11 +26,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InvalidInputError
-from ..profiling import stage
-from ..results import SegmentationResult
-from .captioner import DEFAULT_CAPTIONER, Captioner
-from .recognizer import (DEFAULT_RECOGNIZER, Recognizer, check_candidate_threshold,
+from faseg_rt.errors import InvalidInputError
+from faseg_rt.profiling import stage
+from faseg_rt.results import SegmentationResult
+from faseg_rt.frontend.captioner import DEFAULT_CAPTIONER, Captioner
+from faseg_rt.frontend.recognizer import (DEFAULT_RECOGNIZER, Recognizer, check_candidate_threshold,
                          check_max_candidates)
 
 AUTO = "auto"
@@ -55,19 +55,20 @@ class ImagePlan:
     captioner: str | None = None
     recognizer: str | None = None
 
-    def finish(self, result: SegmentationResult | None, size: tuple[int, int],
-               threshold: float, image=None) -> SegmentationResult:
+    def finish(self, result: SegmentationResult | None, image, threshold: float,
+               image_size: int) -> SegmentationResult:
         """The result over the vocabulary: labels remapped, front-end fields filled in.
 
-        result: the method's result over `self.segment` (None when nothing was segmented);
-        size: (width, height) of the image, for the all-background mask.
+        result: the method's result over `self.segment` (None when nothing was segmented: an
+        all-background mask of the image's size and (0, image_size, image_size) scores).
         """
         extra = dict(candidates=self.candidates, class_scores=self.class_scores,
                      captioner=self.captioner, recognizer=self.recognizer)
         if result is None:
-            w, h = size
+            w, h = image.size
             return SegmentationResult(
-                labels=np.zeros((h, w), np.int32), scores=np.zeros((0, 0, 0), np.float32),
+                labels=np.zeros((h, w), np.int32),
+                scores=np.zeros((0, image_size, image_size), np.float32),
                 classes=self.vocabulary, threshold=threshold, caption=self.caption, image=image,
                 **extra)
         if self.segment != self.vocabulary:

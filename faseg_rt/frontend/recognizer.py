@@ -36,12 +36,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..devices import default_device_dtype
-from ..errors import InvalidInputError
-from ..images import load_image
-from ..method.prompts import normalize_classes
-from .checkpoints import checkpoint_dir, load, model_type
-from .templates import check_templates, fill
+from faseg_rt.devices import default_device_dtype
+from faseg_rt.errors import InvalidInputError
+from faseg_rt.images import load_image
+from faseg_rt.method.prompts import normalize_classes
+from faseg_rt.frontend.checkpoints import checkpoint_dir, load, model_type
+from faseg_rt.frontend.templates import check_templates, fill
 
 #: SigLIP base, 224 px, patch 16: the smallest SigLIP (203 M parameters), transformers' default
 #: SiglipConfig.  Larger members (google/siglip-so400m-patch14-384) are drop-in and better.

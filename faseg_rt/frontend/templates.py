@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..errors import InvalidInputError
+from faseg_rt.errors import InvalidInputError
 
 DEFAULT_TEMPLATES: tuple[str, ...] = (
     "This is a photo of {}.",

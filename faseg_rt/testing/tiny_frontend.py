@@ -165,7 +165,7 @@ def make_clip(work_dir: Path, *, seed: int = 0):
     """(CLIPModel, CLIPProcessor), tiny, random weights, the real CLIP BPE tokenizer."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
-    from .tiny_sd import _cached_vocab_text, write_clip_tokenizer
+    from faseg_rt.testing.tiny_sd import _cached_vocab_text, write_clip_tokenizer
 
     write_clip_tokenizer(work_dir, _cached_vocab_text())
     tok = CLIPTokenizer.from_pretrained(work_dir)

@@ -1,0 +1,7 @@
+"""What FA-Seg needs before it runs, for raw photos: a caption (BLIP) and the candidate classes
+present in each image (a SigLIP or CLIP recogniser), loaded on first use by the Segmenter."""
+
+from faseg_rt.frontend.captioner import DEFAULT_CAPTIONER, Captioner
+from faseg_rt.frontend.recognizer import DEFAULT_RECOGNIZER, Recognition, Recognizer
+
+__all__ = ["Captioner", "Recognizer", "Recognition", "DEFAULT_CAPTIONER", "DEFAULT_RECOGNIZER"]
