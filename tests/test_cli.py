@@ -28,7 +28,8 @@ def test_segment_writes_masks_and_overlays(tiny_model_dir, images, tmp_path, cap
                "cat, potted plant,aeroplane", "--caption", "a photo of a room", "--model",
                str(tiny_model_dir), "--out", str(out), "--overlay", "--quiet"])
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_overlay.png", "b.png", "b_overlay.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png", "a_overlay.png", "b.json", "b.png",
+                                                     "b_overlay.png"]
     with Image.open(out / "a.png") as m:
         assert m.mode == "P" and m.size == (96, 64)
         assert np.array_equal(np.array(m), parity_cases[0]["fast"].labels)
@@ -41,7 +42,7 @@ def test_batch_continues_past_a_bad_image(tiny_model_dir, images, tmp_path, caps
     err = capsys.readouterr().err
     assert rc == 2
     assert "bad.jpg" in err and "1 of 2 image(s) failed" in err
-    assert sorted(p.name for p in out.iterdir()) == ["b.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["b.json", "b.png"]
 
 
 def test_two_images_with_one_stem_are_refused_before_writing(tiny_model_dir, images, tmp_path, capsys):

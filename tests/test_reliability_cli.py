@@ -56,7 +56,7 @@ def test_batch_goes_on_past_bad_images_and_exits_2(small_cli, images, tmp_path, 
                "--out", str(out), "--quiet", "--batch-size", "2"])
     err = stderr_lines(capsys)
     assert rc == 2
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]   # no temp files either
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png", "c.json", "c.png"]  # no temp files
     failed = [line for line in err if line.startswith("faseg-rt: failed:")]
     assert len(failed) == 3 and all(len(line) < 400 for line in failed)
     assert any("text.jpg" in x for x in failed) and any("0-byte" in x for x in failed)
@@ -69,7 +69,7 @@ def test_batch_goes_on_past_bad_images_and_exits_2(small_cli, images, tmp_path, 
 def test_success_exits_0(small_cli, images, tmp_path, capsys):
     rc = main(["segment", str(images / "a.png"), "--classes", "cat", "--out", str(tmp_path / "o"),
                "--quiet"])
-    assert rc == 0 and [p.name for p in (tmp_path / "o").iterdir()] == ["a.png"]
+    assert rc == 0 and sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.json", "a.png"]
 
 
 @pytest.mark.parametrize("argv", [
@@ -135,7 +135,7 @@ def test_crash_while_writing_a_mask_leaves_no_partial_file(small_cli, images, tm
     err = stderr_lines(capsys)
     assert rc == 1
     assert len(err) == 1 and "No space left on device" in err[0] and err[0].startswith("faseg-rt: error:")
-    assert [p.name for p in out.iterdir()] == ["a.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png"]
     monkeypatch.setattr(Image.Image, "save", real_save)
     with Image.open(out / "a.png") as m:
         assert m.mode == "P" and m.size == (40, 30)

@@ -21,10 +21,17 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str | None = DEFAU
 
 
 def load_segmenter(args):
+    """The Segmenter the model flags (and the front-end flags, where the command has them) name."""
     from faseg_rt.segmenter import Segmenter
 
     return Segmenter.from_pretrained(args.model, backend=args.backend, device=args.device,
-                                     dtype=args.dtype, engines=args.engines)
+                                     dtype=args.dtype, engines=args.engines, **frontend_kwargs(args))
+
+
+def frontend_kwargs(args) -> dict:
+    """Segmenter.from_pretrained's front-end settings from the parsed flags (cli.frontend_args)."""
+    names = ("captioner", "recognizer", "candidate_threshold", "max_candidates")
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
 def threshold_arg(text: str) -> float:

@@ -18,7 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from faseg_rt.cli.args import positive_int_arg, threshold_arg
+from faseg_rt.cli.args import frontend_kwargs, positive_int_arg, threshold_arg
+from faseg_rt.cli.frontend_args import add_frontend_args, check_frontend, frontend_meta, path_or_auto
 from faseg_rt.errors import FASegError
 from faseg_rt.eval.datasets.registry import DATASETS, open_dataset
 
@@ -45,11 +46,14 @@ def register(subparsers) -> None:
                     "OUT/metrics.json and OUT/report.png.")
     _dataset_args(p)
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--candidates", type=Path, default=None,
-                   help="JSON image id -> space-separated candidate class names "
-                        "(default: every image gets all dataset classes)")
-    p.add_argument("--captions", type=Path, default=None,
-                   help="JSON image id -> caption (default: no captions)")
+    p.add_argument("--candidates", type=path_or_auto, default=None,
+                   help="JSON image id -> space-separated candidate class names, or 'auto' (the "
+                        "recogniser picks them; default: every image gets all dataset classes)")
+    p.add_argument("--captions", "--caption", type=path_or_auto, default=None,
+                   help="JSON image id -> caption, or 'auto' (BLIP captions; default: none)")
+    p.add_argument("--published-candidates", type=Path, default=None, metavar="FILE",
+                   help="with --candidates auto: score these lists' precision / recall of class "
+                        "presence beside the recogniser's (they are not used to segment)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="SD 1.x hub id or directory")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
     p.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
@@ -61,6 +65,7 @@ def register(subparsers) -> None:
     p.add_argument("--report-images", type=int, default=8,
                    help="rows in OUT/report.png (0: no report)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_frontend_args(p, candidates=False)
     p.set_defaults(func=run_eval)
 
     q = subparsers.add_parser(
@@ -85,30 +90,37 @@ def run_eval(args: argparse.Namespace) -> int:
     from faseg_rt.eval.inputs import read_id_string_json
     from faseg_rt.eval.loop import evaluate
     from faseg_rt.eval.metrics import metrics_markdown
+    from faseg_rt.eval.presence import presence_markdown
 
     try:
         dataset = open_dataset(args.dataset, args.root)
         if dataset.root != args.root:  # found below --root: say which folder is read
             print(dataset.root_note, file=sys.stderr)
         # read the inputs once before loading the model, so a bad file fails in a second
-        for path, what in ((args.candidates, "candidates"), (args.captions, "captions")):
-            if path is not None:
+        for path, what in ((args.candidates, "candidates"), (args.captions, "captions"),
+                           (args.published_candidates, "published candidates")):
+            if path is not None and path != "auto":
                 read_id_string_json(path, what)
+        check_frontend(args, caption_attr="captions")
         try:
             from faseg_rt import Segmenter
         except ImportError as e:  # the core runtime is missing or broken in this install
             return _fail("eval", f"cannot import faseg_rt.Segmenter: {e}")
 
         seg = Segmenter.from_pretrained(args.model, backend=args.backend, device=args.device,
-                                        dtype=args.dtype, engines=args.engines)
-        meta = {"model": str(args.model), "backend": args.backend}
+                                        dtype=args.dtype, engines=args.engines, **frontend_kwargs(args))
+        meta = {"model": str(args.model), "backend": args.backend, **frontend_meta(args)}
         metrics = evaluate(seg, dataset, args.out, candidates=args.candidates,
                            captions=args.captions, limit=args.limit, batch_size=args.batch_size,
                            threshold=args.threshold, report_images=args.report_images,
-                           progress=not args.no_progress, meta=meta)
+                           progress=not args.no_progress, meta=meta,
+                           published_candidates=args.published_candidates)
     except FASegError as e:
         return _fail("eval", e)
     print(metrics_markdown(metrics))
+    if "presence" in metrics:
+        print("\nclass presence (candidates against the ground truth)\n")
+        print(presence_markdown(metrics["presence"]))
     print(f"\nmetrics: {Path(args.out) / 'metrics.json'}")
     return 0
 

@@ -13,33 +13,12 @@ The models load only when "auto" is asked for, so the flags cost nothing otherwi
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from faseg_rt.cli.args import positive_int_arg, threshold_arg
 from faseg_rt.frontend.captioner import DEFAULT_CAPTIONER
+from faseg_rt.frontend.plan import AUTO
 from faseg_rt.frontend.recognizer import DEFAULT_MAX_CANDIDATES, DEFAULT_RECOGNIZER
-
-AUTO = "auto"
-
-
-def candidate_threshold_arg(text: str) -> float:
-    """argparse type for --candidate-threshold: a number in [0, 1]."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"candidate threshold must be a number, got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"candidate threshold must lie in [0, 1], got {v}")
-    return v
-
-
-def max_candidates_arg(text: str) -> int:
-    """argparse type for --max-candidates: an integer >= 1."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"max candidates must be an integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"max candidates must be >= 1, got {v}")
-    return v
 
 
 def add_frontend_args(p: argparse.ArgumentParser, *, candidates: bool = True) -> None:
@@ -53,13 +32,35 @@ def add_frontend_args(p: argparse.ArgumentParser, *, candidates: bool = True) ->
                    help=f"BLIP captioning checkpoint for --caption auto (default {DEFAULT_CAPTIONER})")
     p.add_argument("--recognizer", default=DEFAULT_RECOGNIZER, metavar="ID_OR_DIR",
                    help=f"SigLIP or CLIP checkpoint for --candidates auto (default {DEFAULT_RECOGNIZER})")
-    p.add_argument("--candidate-threshold", type=candidate_threshold_arg, default=None, metavar="X",
+    p.add_argument("--candidate-threshold", type=threshold_arg, default=None, metavar="X",
                    help="keep classes whose probability is >= X (default: SigLIP 0.05, CLIP 0.10)")
-    p.add_argument("--max-candidates", type=max_candidates_arg, default=None, metavar="N",
+    p.add_argument("--max-candidates", type=positive_int_arg, default=None, metavar="N",
                    help=f"keep at most N classes per image (default {DEFAULT_MAX_CANDIDATES})")
 
 
-def frontend_kwargs(args) -> dict:
-    """Segmenter.from_pretrained keyword arguments from the parsed flags."""
-    return {"captioner": args.captioner, "recognizer": args.recognizer,
-            "candidate_threshold": args.candidate_threshold, "max_candidates": args.max_candidates}
+def path_or_auto(text: str):
+    """argparse type for eval's --captions / --candidates: 'auto' or a JSON file path."""
+    return AUTO if text == AUTO else Path(text)
+
+
+def frontend_meta(args, caption_attr: str = "captions") -> dict:
+    """The front-end settings that change the output (recorded with the run; {} when unused)."""
+    meta = {}
+    if getattr(args, caption_attr, None) == AUTO:
+        meta["captioner"] = str(args.captioner)
+    if getattr(args, "candidates", None) == AUTO:
+        meta.update(recognizer=str(args.recognizer), candidate_threshold=args.candidate_threshold,
+                    max_candidates=args.max_candidates)
+    return meta
+
+
+def check_frontend(args, caption_attr: str = "caption") -> None:
+    """Refuse, before any model loads, a front-end checkpoint that cannot be had or is of the
+    wrong family, when the command asks for it ("auto"); reads config.json only."""
+    from faseg_rt.frontend.captioner import Captioner
+    from faseg_rt.frontend.recognizer import Recognizer
+
+    if getattr(args, caption_attr, None) == AUTO:
+        Captioner.check(args.captioner)
+    if getattr(args, "candidates", None) == AUTO:
+        Recognizer.check(args.recognizer)

@@ -36,15 +36,19 @@ def read_classes_file(path: str) -> list[str]:
 
 def cmd_label(args) -> int:
     from faseg_rt.cli.args import parse_classes
+    from faseg_rt.cli.args import frontend_kwargs
+    from faseg_rt.cli.frontend_args import check_frontend
     from faseg_rt.scale.label import import_ray, label
 
     import_ray()  # the install hint comes before any other work
     classes = read_classes_file(args.classes_file) if args.classes_file else parse_classes(args.classes)
+    check_frontend(args)  # a missing captioner / recogniser fails here, not in every worker
     report = label(args.input, classes, args.out, model=args.model, backend=args.backend,
                    engines=args.engines, caption=args.caption, threshold=args.threshold,
                    num_workers=args.num_workers, batch_size=args.batch_size,
                    ray_address=args.ray_address, device=args.device, dtype=args.dtype,
-                   overwrite=args.overwrite, progress=not args.quiet)
+                   overwrite=args.overwrite, progress=not args.quiet,
+                   candidates=args.candidates, frontend=frontend_kwargs(args))
     print(f"labelled {report.ok} image(s), {report.failed} failed, {report.skipped} skipped "
           f"(already done) in {report.seconds:.1f} s; manifest: {report.manifest}", file=sys.stderr)
     if report.failed:
@@ -57,6 +61,7 @@ def cmd_label(args) -> int:
 def register(subparsers) -> None:
     """Add `label` to the faseg-rt subparsers."""
     from faseg_rt.cli.args import add_model_args, positive_int_arg, threshold_arg
+    from faseg_rt.cli.frontend_args import add_frontend_args
 
     p = subparsers.add_parser(
         "label", help="label many images on a Ray cluster (needs faseg_rt[ray])",
@@ -67,7 +72,8 @@ def register(subparsers) -> None:
     g.add_argument("--classes", help="comma-separated class names, e.g. 'cat,dog'")
     g.add_argument("--classes-file", help="JSON list of class names")
     p.add_argument("--out", required=True, help="output directory (masks + manifest.jsonl)")
-    p.add_argument("--caption", default=None, help="optional caption for every image")
+    p.add_argument("--caption", default=None,
+                   help="caption for every image, or 'auto' for a BLIP caption of each image")
     p.add_argument("--threshold", type=threshold_arg, default=None, help="background threshold in [0, 1]")
     p.add_argument("--ray-address", default=None,
                    help="auto (running cluster), local (new local instance) or host:port / ray://...; "
@@ -78,4 +84,5 @@ def register(subparsers) -> None:
     p.add_argument("--overwrite", action="store_true", help="label everything again")
     p.add_argument("--quiet", action="store_true", help="no Ray Data progress bars")
     add_model_args(p)
+    add_frontend_args(p)
     p.set_defaults(func=cmd_label)

@@ -14,18 +14,26 @@ from faseg_rt.cli.args import (
     positive_int_arg,
     threshold_arg,
 )
+from faseg_rt.cli.frontend_args import add_frontend_args, check_frontend
 from faseg_rt.errors import FASegError
 
 
 def segment_files(seg, images: list[str], classes: list[str], out: Path, caption=None,
-                  threshold=None, overlay=False, batch_size=1, progress=True) -> list[tuple[str, str]]:
-    """Segment image files into out/<stem>.png (+ <stem>_overlay.png); returns [(image, error)].
+                  threshold=None, overlay=False, batch_size=1, progress=True,
+                  candidates=None) -> list[tuple[str, str]]:
+    """Segment image files into out/<stem>.png + out/<stem>.json (+ <stem>_overlay.png);
+    returns [(image, error)].
+
+    <stem>.json (SegmentationResult.sidecar): the vocabulary the labels index, the caption used,
+    the segmented candidates, the recogniser's score of every class and the front-end model ids.
+    caption / candidates: as for Segmenter.segment_batch ("auto" runs the front end).
 
     Images are loaded `batch_size` at a time (memory stays bounded however many files are
     given); an image that cannot be read, or a batch the package refuses, is recorded and
     skipped, and the run goes on.  Internal errors propagate (the CLI exits 1).
     """
     from faseg_rt.images import load_image
+    from faseg_rt.io import atomic_write_json
     from faseg_rt.scale.inputs import check_collisions
 
     check_collisions(images)
@@ -45,13 +53,14 @@ def segment_files(seg, images: list[str], classes: list[str], out: Path, caption
         try:
             results = seg.segment_batch([img for _, img in group], classes,
                                         captions=[caption] * len(group), batch_size=batch_size,
-                                        threshold=threshold) if group else []
+                                        threshold=threshold, candidates=candidates) if group else []
         except FASegError as e:
             failures += [(path, str(e)) for path, _ in group]
             results = []
         for (path, _), res in zip(group, results):
             stem = Path(path).stem
             res.save(out / f"{stem}.png")
+            atomic_write_json(out / f"{stem}.json", res.sidecar())
             if overlay:
                 from faseg_rt.io import atomic_path
 
@@ -71,10 +80,12 @@ def cmd_segment(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise FASegError(f"--out {out} is a file; give a directory (it is created if missing)")
+    check_frontend(args)  # a missing captioner / recogniser fails before the SD model loads
     seg = load_segmenter(args)
     failures = segment_files(seg, args.images, classes, out, caption=args.caption,
                              threshold=args.threshold, overlay=args.overlay,
-                             batch_size=args.batch_size, progress=not args.quiet)
+                             batch_size=args.batch_size, progress=not args.quiet,
+                             candidates=args.candidates)
     done = len(args.images) - len(failures)
     print(f"wrote {done} mask(s) to {out}", file=sys.stderr)
     if failures:
@@ -121,13 +132,15 @@ def register(sub) -> None:
     s = sub.add_parser("segment", help="segment image files into palette PNG masks")
     s.add_argument("images", nargs="+", help="image files")
     s.add_argument("--classes", required=True, help="comma-separated class names, e.g. 'cat,dog'")
-    s.add_argument("--caption", default=None, help="optional caption of the image(s)")
+    s.add_argument("--caption", default=None,
+                   help="caption of the image(s), or 'auto' for a BLIP caption of each image")
     s.add_argument("--threshold", type=threshold_arg, default=None, help="background threshold in [0, 1] (0.55)")
     s.add_argument("--out", default=".", help="output directory (default: current)")
     s.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
     s.add_argument("--batch-size", type=positive_int_arg, default=1)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(s)
+    add_frontend_args(s)
     s.set_defaults(func=cmd_segment)
 
     d = sub.add_parser("demo", help="run end to end offline on a tiny random model")

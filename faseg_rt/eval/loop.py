@@ -6,6 +6,7 @@ batch_size=..., threshold=..., progress=...)` returning results with `.labels` (
 of the tests alike. Output directory:
 
     masks/<id>.png   palette PNG of dataset class ids at the original image size
+    masks/<id>.json  with captions / candidates "auto": caption, kept candidates, class scores
     run.json         the settings the masks were made with (checked when resuming)
     metrics.json     mIoU and per-class IoU in percent, plus how they were obtained
     report.png       image | ground truth | prediction for the first images
@@ -31,6 +32,7 @@ from faseg_rt.errors import FASegError, InvalidInputError
 from faseg_rt.eval.datasets.base import SegDataset
 from faseg_rt.eval.inputs import read_id_string_json, resolve_candidates, resolve_captions
 from faseg_rt.eval.metrics import ConfusionMatrix
+from faseg_rt.eval.presence import class_presence
 from faseg_rt.eval.report import write_report
 from faseg_rt.io import atomic_write_json, load_label_png, save_label_png
 
@@ -44,6 +46,10 @@ def _load_inputs(src: StrMap | str | os.PathLike | None, what: str) -> tuple[Str
     if isinstance(src, Mapping):
         return src, "<in memory>"
     return read_id_string_json(src, what), str(src)
+
+
+def _is_auto(src) -> bool:
+    return isinstance(src, str) and src == "auto"
 
 
 def _digest(obj) -> str:
@@ -92,7 +98,8 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
              captions: StrMap | str | os.PathLike | None = None,
              limit: int | None = None, batch_size: int = 8, threshold: float | None = None,
              report_images: int = 8, progress: bool = True,
-             meta: Mapping[str, Any] | None = None) -> dict:
+             meta: Mapping[str, Any] | None = None,
+             published_candidates: StrMap | str | os.PathLike | None = None) -> dict:
     """Segment the split (or its first `limit` images), save masks, and return the metrics.
 
     Args:
@@ -101,14 +108,17 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
         out_dir: where masks/, metrics.json, run.json and report.png go.
         candidates: image id -> candidate string (mapping or JSON file). None: every image gets
             all dataset classes except background. An image with no known candidate gets an
-            all-background mask without calling the segmenter.
-        captions: image id -> caption (mapping or JSON file). None: no captions.
+            all-background mask without calling the segmenter. "auto": the segmenter's
+            recogniser picks them per image (metrics["presence"] scores it against the truth).
+        captions: image id -> caption (mapping or JSON file). None: no captions. "auto": the
+            segmenter's captioner writes them.
         limit: score only the first `limit` ids of the split.
         batch_size: images handed to `segment_batch` at once.
         threshold: background threshold; None = the dataset's published default.
         report_images: rows in report.png (0: no report).
         progress: show a tqdm bar (images/s).
         meta: extra settings (model id, backend, ...) recorded in run.json and metrics.json.
+        published_candidates: candidate lists scored for class presence only (beside "auto").
     """
     if batch_size < 1:
         raise InvalidInputError("batch_size must be >= 1")
@@ -120,14 +130,20 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
     out_dir = Path(out_dir)
     masks_dir = out_dir / "masks"
     ids = dataset.ids[:limit] if limit else dataset.ids
-    raw_cands, cand_src = _load_inputs(candidates, "candidates")
-    raw_caps, cap_src = _load_inputs(captions, "captions")
+    auto_cands, auto_caps = _is_auto(candidates), _is_auto(captions)
+    raw_cands, cand_src = _load_inputs(None if auto_cands else candidates, "candidates")
+    raw_caps, cap_src = _load_inputs(None if auto_caps else captions, "captions")
     cands, unknown = resolve_candidates(raw_cands, ids, dataset.class_names, dataset.aliases)
-    caps = resolve_captions(raw_caps, ids)
+    caps = {i: "auto" for i in ids} if auto_caps else resolve_captions(raw_caps, ids)
+    published = cands if raw_cands is not None else None
+    if published_candidates is not None:
+        published = resolve_candidates(_load_inputs(published_candidates, "published candidates")[0],
+                                       ids, dataset.class_names, dataset.aliases)[0]
 
     settings = {"dataset": dataset.name, "threshold": thr,
-                "candidates": _digest(dict(raw_cands)) if raw_cands is not None else None,
-                "captions": _digest(raw_caps) if raw_caps is not None else None,
+                "candidates": "auto" if auto_cands else
+                _digest(dict(raw_cands)) if raw_cands is not None else None,
+                "captions": "auto" if auto_caps else _digest(raw_caps) if raw_caps is not None else None,
                 **dict(meta or {})}
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_run(out_dir, settings)
@@ -151,7 +167,8 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
                     [str(dataset.image_path(i)) for i in run_ids],
                     [list(cands[i]) for i in run_ids],
                     captions=run_caps if any(c is not None for c in run_caps) else None,
-                    batch_size=batch_size, threshold=thr, progress=False)
+                    batch_size=batch_size, threshold=thr, progress=False,
+                    **({"candidates": "auto"} if auto_cands else {}))
                 if len(out) != len(run_ids):
                     raise FASegError(f"segmenter returned {len(out)} results for {len(run_ids)} images")
                 results = dict(zip(run_ids, out))
@@ -165,6 +182,8 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
                 else:
                     pred = np.zeros(size, dtype=np.uint8)
                 cm.update(dataset.load_label(i), pred)
+                if (auto_cands or auto_caps) and i in results:  # before the mask: resume needs both
+                    atomic_write_json(masks_dir / f"{i}.json", results[i].sidecar())
                 save_label_png(pred, masks_dir / f"{i}.png")
             bar.update(len(chunk))
     seconds = time.perf_counter() - t0
@@ -180,6 +199,10 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
         "unknown_candidate_names": unknown,
         "masks": str(masks_dir), **dict(meta or {}),
     })
+    if auto_cands or published is not None:
+        front = getattr(segmenter, "frontend", None)
+        metrics["presence"] = class_presence(dataset, ids, masks_dir if auto_cands else None,
+                                             published, getattr(front, "max_candidates", None))
     atomic_write_json(out_dir / "metrics.json", metrics)
     if report_images > 0:
         _report(out_dir, dataset, ids, masks_dir, report_images)

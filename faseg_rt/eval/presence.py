@@ -14,12 +14,14 @@ A run that keeps nothing anywhere has precision None (undefined), not 0.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from faseg_rt.frontend.recognizer import select
+from faseg_rt.frontend.recognizer import DEFAULT_MAX_CANDIDATES, select
 
 #: Thresholds of the sweep: log-spaced where SigLIP's probabilities live, up to 0.5.
 SWEEP_THRESHOLDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -98,3 +100,40 @@ def presence_markdown(presence: dict) -> str:
         lines += [f"| {s['threshold']} | {fmt(s['precision'])} | {fmt(s['recall'])} | "
                   f"{fmt(s['mean_candidates'])} |" for s in sweep]
     return "\n".join(lines)
+
+
+def class_presence(dataset, ids: Sequence[str], sidecars: Path | None,
+                   published: Mapping[str, Sequence[str]] | None,
+                   max_candidates: int | None = None) -> dict:
+    """Precision / recall of class presence for the recogniser and the published lists.
+
+    sidecars: the masks directory holding <id>.json files written with candidates "auto"
+    (their kept candidates and every class's score), or None; published: image id -> candidate
+    names, or None.  The recogniser's threshold sweep re-selects from the stored scores with
+    `max_candidates` (None: the recogniser's default).
+    """
+    out: dict = {"definition": "micro-averaged over (image, class) pairs; background excluded"}
+    truth = {i: true_classes(dataset.load_label(i), dataset.class_names) for i in ids}
+    if sidecars is not None:
+        counts, sweep, missing = PresenceCounts(), None, 0
+        for i in ids:
+            path = Path(sidecars) / f"{i}.json"
+            if not path.exists():
+                missing += 1
+                continue
+            side = json.loads(path.read_text())
+            counts.update(side["candidates"], truth[i])
+            if side.get("scores") is not None:
+                vocab = tuple(side["classes"])
+                if sweep is None:
+                    sweep = ScoreSweep(vocab, max_candidates or DEFAULT_MAX_CANDIDATES)
+                sweep.update(np.array([side["scores"][c] for c in vocab], dtype=np.float32), truth[i])
+        out["recogniser"] = dict(counts.summary(), images_without_record=missing)
+        if sweep is not None:
+            out["sweep"] = sweep.summary()
+    if published is not None:
+        counts = PresenceCounts()
+        for i in ids:
+            counts.update(published.get(i, ()), truth[i])
+        out["published"] = counts.summary()
+    return out

@@ -69,6 +69,11 @@ class Captioner:
         return cls(model.to(device), processor, generation=generation, prompt=prompt,
                    name=str(id_or_dir))
 
+    @staticmethod
+    def check(id_or_dir) -> None:
+        """Raise ModelLoadError unless id_or_dir is a reachable BLIP checkpoint (config only)."""
+        model_type(checkpoint_dir(id_or_dir, "captioner"), "captioner", _SUPPORTED)
+
     @property
     def device(self) -> torch.device:
         return self.model.device

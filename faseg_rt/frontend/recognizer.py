@@ -154,6 +154,11 @@ class Recognizer:
         model = load(cls_, path, "recogniser", dtype=dtype)
         return cls(model.to(device), processor, family, name=str(id_or_dir), **kw)
 
+    @staticmethod
+    def check(id_or_dir) -> str:
+        """The family of a reachable SigLIP / CLIP checkpoint, else ModelLoadError (config only)."""
+        return model_type(checkpoint_dir(id_or_dir, "recogniser"), "recogniser", _SUPPORTED)
+
     @property
     def device(self) -> torch.device:
         return self.model.device

@@ -79,12 +79,14 @@ class _SegmentWorker:
     """Ray Data stateful callable: loads one Segmenter per worker, labels batches of image bytes.
 
     A batch is {"bytes": [...], "path": [...]} (numpy format); the returned batch has one row per
-    image: path, output (file name under OUT), status, error ("" when ok).  Bad images and
+    image: path, output (file name under OUT), status, error ("" when ok), frontend (JSON of the
+    caption used, candidates, class scores and front-end ids; "" on error).  Bad images and
     failures are rows, never exceptions, so one image cannot stop the job.
     """
 
     def __init__(self, model, out, classes, caption, threshold, backend="torch", engines=None,
-                 device=None, dtype=None, batch_size=1, num_threads=None):
+                 device=None, dtype=None, batch_size=1, num_threads=None, candidates=None,
+                 frontend=None):
         import torch
 
         from faseg_rt.hub import quiet_libraries
@@ -95,7 +97,8 @@ class _SegmentWorker:
             torch.set_num_threads(int(num_threads))
         # dtype: a name ("float32", "fp16", ...) or None; from_pretrained parses and checks it
         self.seg = Segmenter.from_pretrained(model, backend=backend, device=device, dtype=dtype,
-                                             engines=engines)
+                                             engines=engines, **(frontend or {}))
+        self.candidates = candidates
         self.out = Path(out)
         self.classes = list(classes)
         self.caption = caption
@@ -110,6 +113,7 @@ class _SegmentWorker:
         paths = [str(p) for p in batch["path"]]
         status = ["error"] * len(paths)
         errors = [""] * len(paths)
+        front = [""] * len(paths)
         decoded = []  # (index, path, image)
         for i, data in enumerate(batch["bytes"]):
             buf = io.BytesIO(bytes(data))
@@ -118,37 +122,57 @@ class _SegmentWorker:
                 decoded.append((i, paths[i], load_image(buf)))
             except FASegError as e:
                 errors[i] = str(e)
-        for i, err in self._segment(decoded):
+        for i, err, record in self._segment(decoded):
             if err is None:
-                status[i] = "ok"
+                status[i], front[i] = "ok", record
             else:
                 errors[i] = err
         return {"path": np.array(paths, dtype=object),
                 "output": np.array([output_name(p) for p in paths], dtype=object),
                 "status": np.array(status, dtype=object),
-                "error": np.array(errors, dtype=object)}
+                "error": np.array(errors, dtype=object),
+                "frontend": np.array(front, dtype=object)}
 
     def _segment(self, decoded):
-        """Segment and save; a failing batch is retried image by image to find the culprit."""
+        """Segment and save -> [(index, error or None, frontend record)]; a failing batch is
+        retried image by image to find the culprit."""
         if not decoded:
             return []
         try:
             results = self.seg.segment_batch([img for _, _, img in decoded], self.classes,
                                              captions=[self.caption] * len(decoded),
-                                             batch_size=self.batch_size, threshold=self.threshold)
+                                             batch_size=self.batch_size, threshold=self.threshold,
+                                             candidates=self.candidates)
         except Exception as e:
             if len(decoded) > 1:
                 return [r for item in decoded for r in self._segment([item])]
-            return [(decoded[0][0], f"{type(e).__name__}: {e}")]
+            return [(decoded[0][0], f"{type(e).__name__}: {e}", "")]
         done = []
         for (i, path, _), res in zip(decoded, results):
             name = output_name(path)
             try:
                 res.save(self.out / name)
-                done.append((i, None))
+                done.append((i, None, frontend_record(res)))
             except Exception as e:
-                done.append((i, f"cannot write {self.out / name}: {type(e).__name__}: {e}"))
+                done.append((i, f"cannot write {self.out / name}: {type(e).__name__}: {e}", ""))
         return done
+
+
+def frontend_record(res) -> str:
+    """The manifest's "frontend" field of one result (JSON text: Ray rows carry strings)."""
+    import json
+
+    side = res.sidecar()
+    side.pop("classes")  # the job's classes are already a field of every row
+    return json.dumps(side, sort_keys=True)
+
+
+def manifest_fields(row) -> dict:
+    """Extra manifest fields from a worker row: {"frontend": {...}} for a finished image."""
+    import json
+
+    text = str(row.get("frontend") or "")
+    return {"frontend": json.loads(text)} if text else {}
 
 
 # ---------------------------------------------------------------------------------- driver
@@ -187,13 +211,17 @@ def _plan_resources(ray, num_workers, device) -> tuple[int, float, float]:
 
 def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, caption=None,
           threshold=None, num_workers: int | None = None, batch_size: int = 1, ray_address=None,
-          device=None, dtype=None, overwrite: bool = False, progress: bool = False) -> LabelReport:
+          device=None, dtype=None, overwrite: bool = False, progress: bool = False,
+          candidates=None, frontend: dict | None = None) -> LabelReport:
     """Label images with FA-Seg on Ray; writes OUT/<stem>.png masks and OUT/manifest.jsonl.
 
     inputs: a directory, a glob, a text file listing paths/URIs, an image, a list of paths/URIs,
         or a ray.data.Dataset with "bytes" and "path" columns (as read_binary_files(...,
         include_paths=True) makes).
-    classes: class names (as for Segmenter); caption, threshold: as for Segmenter.
+    classes: class names (as for Segmenter); caption ("auto" too), threshold, candidates (None or
+        "auto"): as for Segmenter; frontend: Segmenter.from_pretrained's front-end settings
+        (captioner, recognizer, candidate_threshold, max_candidates).  Each finished row records
+        the caption used, the kept candidates and every class's score under "frontend".
     num_workers: model replicas (default: one per GPU, or 1 on a CPU-only cluster).
     batch_size: images per worker call (and per network batch).
     ray_address: None (Ray's default: RAY_ADDRESS or a new local instance), "local" (always a new
@@ -225,6 +253,9 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
         model = str(Path(model).resolve())
     out = Path(out)
     settings = job_settings(classes, caption, threshold, model)
+    if candidates is not None or caption == "auto":  # a row made with other front-end settings is not done
+        settings.update(candidates=candidates, **{k: str(v) if isinstance(v, os.PathLike) else v
+                                                  for k, v in (frontend or {}).items()})
     start = time.perf_counter()
 
     is_dataset = isinstance(inputs, ray.data.Dataset)
@@ -281,7 +312,8 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
                                        caption=caption, threshold=threshold, backend=backend,
                                        engines=None if engines is None else str(engines),
                                        device=device, dtype=dtype, batch_size=batch_size,
-                                       num_threads=int(cpus) if gpus == 0 else None),
+                                       num_threads=int(cpus) if gpus == 0 else None,
+                                       candidates=candidates, frontend=frontend),
             batch_size=batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus, num_gpus=gpus)
         outputs_seen: dict[str, str] = {}
@@ -296,7 +328,8 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
                         status, error = "error", (f"{item} and {outputs_seen[name]} both write {name}; "
                                                   "the later one overwrote it: use distinct file stems")
                     outputs_seen[name] = item
-                manifest.append(dict(settings, input=item, output=name, status=status, error=error))
+                manifest.append(dict(settings, input=item, output=name, status=status, error=error,
+                                     **manifest_fields(row)))
                 if status == "ok":
                     ok += 1
                 else:

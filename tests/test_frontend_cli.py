@@ -1,0 +1,182 @@
+"""The front end from the command line (issue 12): segment's <stem>.json, label's manifest
+fields, eval --captions auto --candidates auto with class-presence precision / recall, and the
+bad inputs the issue lists (one line, exit 2, nothing written).
+
+The 512 px CLI runs use --candidate-threshold 1.0 (nothing kept: the SD model loads but never
+runs), so they check the wiring cheaply; the masks of kept candidates are checked on the 64 px
+model through the same functions the commands call.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from faseg_rt import Segmenter
+from faseg_rt.cli import main
+from faseg_rt.cli.segment import segment_files
+from faseg_rt.frontend import Captioner, Recognizer
+from faseg_rt.frontend.plan import FrontEnd
+from faseg_rt.testing import synthetic_image
+
+VOCAB = "cat,dog,potted plant,sky,red car"
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("photos")
+    synthetic_image(96, 64, seed=4).save(d / "a.png")
+    synthetic_image(50, 70, seed=5).save(d / "b.png")
+    return d
+
+
+@pytest.fixture(scope="module")
+def auto_segmenter(small_segmenter, frontend_dirs):
+    """The 64 px model with the tiny front end, keeping the classes scoring >= 0.3."""
+    front = FrontEnd(Captioner.from_pretrained(frontend_dirs["blip"], device="cpu"),
+                     Recognizer.from_pretrained(frontend_dirs["siglip"], device="cpu"),
+                     candidate_threshold=0.3)
+    return Segmenter(small_segmenter.backend, small_segmenter.tokenizer, small_segmenter.config,
+                     frontend=front)
+
+
+def _front_flags(dirs, *extra):
+    return ["--caption", "auto", "--candidates", "auto", "--captioner", str(dirs["blip"]),
+            "--recognizer", str(dirs["siglip"]), *extra]
+
+
+def test_segment_command_writes_the_json_beside_the_mask(tiny_model_dir, frontend_dirs, photos,
+                                                         tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["segment", str(photos / "a.png"), "--classes", VOCAB, "--model", str(tiny_model_dir),
+               "--out", str(out), "--quiet", *_front_flags(frontend_dirs, "--candidate-threshold", "1")])
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png"]
+    side = json.loads((out / "a.json").read_text())
+    caption = Captioner.from_pretrained(frontend_dirs["blip"], device="cpu")([photos / "a.png"])[0]
+    rec = Recognizer.from_pretrained(frontend_dirs["siglip"], device="cpu")([photos / "a.png"],
+                                                                             VOCAB.split(","))[0]
+    assert side == {"classes": VOCAB.split(","), "caption": caption, "candidates": [],
+                    "scores": {c: pytest.approx(float(s), abs=1e-6) for c, s in rec.score_dict().items()},
+                    "captioner": str(frontend_dirs["blip"]), "recognizer": str(frontend_dirs["siglip"])}
+
+
+def test_segment_files_with_kept_candidates(auto_segmenter, photos, tmp_path):
+    out = tmp_path / "out"
+    files = [str(photos / "a.png"), str(photos / "b.png")]
+    assert segment_files(auto_segmenter, files, VOCAB.split(","), out, caption="auto",
+                         candidates="auto", batch_size=2, progress=False) == []
+    for f in files:
+        stem = pathlib.Path(f).stem
+        side = json.loads((out / f"{stem}.json").read_text())
+        res = auto_segmenter(f, classes=VOCAB.split(","), caption="auto", candidates="auto")
+        assert side == json.loads(json.dumps(res.sidecar()))
+        from faseg_rt.io import load_label_png
+
+        np.testing.assert_array_equal(load_label_png(out / f"{stem}.png"), res.labels)
+        assert set(np.unique(res.labels)) <= {0} | {VOCAB.split(",").index(c) + 1 for c in side["candidates"]}
+
+
+def test_json_is_written_atomically(auto_segmenter, photos, tmp_path, monkeypatch):
+    """A write that dies half-way leaves neither a torn <stem>.json nor a temporary file."""
+    real = pathlib.Path.write_bytes
+
+    def torn(self, data):
+        real(self, data[: len(data) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", torn)
+    with pytest.raises(OSError, match="disk full"):
+        segment_files(auto_segmenter, [str(photos / "a.png")], ["cat"], tmp_path / "o",
+                      caption="a cat", progress=False)
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.png"]
+
+
+def test_label_worker_records_the_front_end(tiny_model_dir, frontend_dirs, photos, tmp_path):
+    """The Ray worker's rows (run in-process here) carry what the manifest records."""
+    from faseg_rt.scale.label import _SegmentWorker, manifest_fields
+
+    worker = _SegmentWorker(str(tiny_model_dir), str(tmp_path), ["cat", "sky"], "auto", None,
+                            device="cpu", candidates="auto",
+                            frontend={"captioner": frontend_dirs["blip"], "recognizer": frontend_dirs["siglip"],
+                                      "candidate_threshold": 1.0})
+    path = str(photos / "a.png")
+    rows = worker({"bytes": [open(path, "rb").read(), b"not an image"], "path": [path, "bad.png"]})
+    assert list(rows["status"]) == ["ok", "error"]
+    fields = manifest_fields({"frontend": rows["frontend"][0]})["frontend"]
+    assert fields["candidates"] == [] and set(fields["scores"]) == {"cat", "sky"}
+    assert fields["caption"] == worker.seg.frontend.captioner(worker.seg.device, worker.seg.dtype)([path])[0]
+    assert fields["recognizer"] == str(frontend_dirs["siglip"])
+    assert manifest_fields({"frontend": rows["frontend"][1]}) == {}
+
+
+def test_eval_auto_reports_presence(auto_segmenter, tiny_model_dir, frontend_dirs, tmp_path, capsys):
+    from faseg_rt.eval.datasets.registry import open_dataset
+    from faseg_rt.eval.datasets.synthetic import candidates_from_labels, make_voc, write_json
+    from faseg_rt.eval.loop import evaluate
+    from faseg_rt.eval.presence import true_classes
+
+    split = make_voc(tmp_path / "VOC2012", n_images=3, size=(40, 56))
+    ds = open_dataset("voc", split.root)
+    published = write_json(tmp_path / "cand.json", candidates_from_labels(split.labels, ds.class_names))
+    m = evaluate(auto_segmenter, ds, tmp_path / "e", candidates="auto", captions="auto",
+                 published_candidates=published, progress=False, report_images=0)
+    vocab = ds.class_names[1:]
+    kept = tp = true = 0
+    for i in split.ids:
+        res = auto_segmenter(str(ds.image_path(i)), classes=list(vocab), caption="auto", candidates="auto",
+                             threshold=ds.default_threshold)
+        truth = true_classes(split.labels[i], ds.class_names)
+        kept, tp, true = kept + len(res.candidates), tp + len(truth & set(res.candidates)), true + len(truth)
+    rec = m["presence"]["recogniser"]
+    assert (rec["precision"], rec["recall"]) == (round(tp / kept, 4) if kept else None, round(tp / true, 4))
+    assert m["presence"]["published"]["recall"] == 1.0 and m["presence"]["published"]["precision"] == 1.0
+    assert [s["threshold"] for s in m["presence"]["sweep"]][:2] == [0.001, 0.002]
+    assert m["presence"]["sweep"][-1]["recall"] <= m["presence"]["sweep"][0]["recall"]
+
+    # the command: wiring, the printed table, nothing segmented at threshold 1
+    rc = main(["eval", "--dataset", "voc", "--root", str(split.root), "--out", str(tmp_path / "c"),
+               "--model", str(tiny_model_dir), "--device", "cpu", "--limit", "2", "--no-progress",
+               "--report-images", "0", "--captions", "auto", "--candidates", "auto",
+               "--captioner", str(frontend_dirs["blip"]), "--recognizer", str(frontend_dirs["clip"]),
+               "--candidate-threshold", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "class presence" in out and "| recogniser |" in out
+    run = json.loads((tmp_path / "c" / "run.json").read_text())
+    assert run["candidates"] == "auto" and run["recognizer"] == str(frontend_dirs["clip"])
+    assert sorted(p.name for p in (tmp_path / "c" / "masks").iterdir())[:2] == [f"{split.ids[0]}.json",
+                                                                              f"{split.ids[0]}.png"]
+
+
+@pytest.mark.parametrize("flags, msg", [
+    (["--classes", "cat,cat", "--candidates", "auto"], "appears twice"),
+    (["--classes", ",", "--candidates", "auto"], "empty"),
+    (["--classes", "cat", "--caption", "auto", "--captioner", "{missing}"], "captioner"),
+    (["--classes", "cat", "--candidates", "auto", "--recognizer", "{blip}"],
+     "'blip' checkpoint; the recogniser supports"),
+])
+def test_bad_front_end_inputs_exit_2_with_one_line(frontend_dirs, photos, tmp_path, capsys, flags, msg):
+    flags = [f.format(missing=tmp_path / "nowhere", blip=frontend_dirs["blip"]) for f in flags]
+    rc = main(["segment", str(photos / "a.png"), "--model", str(tmp_path / "never-loaded"),
+               "--out", str(tmp_path / "o"), *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and msg in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag", [["--candidate-threshold", "1.5"], ["--candidate-threshold", "x"],
+                                  ["--max-candidates", "0"]])
+@pytest.mark.parametrize("command", ["segment", "label", "eval"])
+def test_bad_selection_flags_are_usage_errors(photos, tmp_path, capsys, flag, command):
+    args = {"segment": ["segment", str(photos / "a.png"), "--classes", "cat"],
+            "label": ["label", str(photos), "--classes", "cat", "--out", str(tmp_path / "o")],
+            "eval": ["eval", "--dataset", "voc", "--root", str(tmp_path), "--out", str(tmp_path / "o")]}
+    with pytest.raises(SystemExit) as e:
+        main(args[command] + ["--candidates", "auto"] + flag)
+    assert e.value.code == 2 and not (tmp_path / "o").exists()
+    assert flag[0] in capsys.readouterr().err
