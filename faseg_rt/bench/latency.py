@@ -18,18 +18,22 @@ from faseg_rt.bench.common import (
     resolve_model,
     summarize,
 )
+from faseg_rt.bench.frontend import FRONT_STAGES, frontend_table, load_frontend, time_frontend_batching
 from faseg_rt.profiling import record
 
 
-def time_segmenter(seg, image, classes, caption, warmup: int, iters: int) -> dict:
-    """Per-stage and total ms over `iters` calls (text cache cleared: text encoder included)."""
-    per_stage = {k: [] for k in STAGES}
+def time_segmenter(seg, image, classes, caption, warmup: int, iters: int, candidates=None) -> dict:
+    """Per-stage and total ms over `iters` calls (text cache cleared: text encoder included).
+
+    With candidates="auto" (and caption="auto") the front end's stages are timed too."""
+    stages = STAGES + FRONT_STAGES if candidates is not None else STAGES
+    per_stage = {k: [] for k in stages}
     totals = []
     for i in range(warmup + iters):
         seg._text_cache.clear()
         with record() as t:
             t0 = time.perf_counter()
-            seg(image, classes=classes, caption=caption)
+            seg(image, classes=classes, caption=caption, candidates=candidates)
             if torch.device(seg.device).type == "cuda":
                 torch.cuda.synchronize()
             total = (time.perf_counter() - t0) * 1e3
@@ -38,7 +42,7 @@ def time_segmenter(seg, image, classes, caption, warmup: int, iters: int) -> dic
         totals.append(total)
         ms = dict(t.ms)
         ms["postprocess"] = ms.pop("labels", 0.0) + ms.pop("resize", 0.0) + ms.pop("load_image", 0.0)
-        for k in STAGES:
+        for k in stages:
             per_stage[k].append(ms.get(k, 0.0))
     out = {k: summarize(v) for k, v in per_stage.items()}
     out["total"] = summarize(totals)
@@ -96,7 +100,8 @@ def latency(args) -> dict:
     caption = args.caption or None
     results = {"kind": "latency", "model": str(args.model), "classes": classes, "batch": 1,
                "image": "640x480 synthetic", "backends": {}}
-    seg = None
+    seg = front = None
+    auto = {} if args.frontend == "none" else {"caption": "auto", "candidates": "auto"}
     for backend in args.backends.split(","):
         try:
             seg = load_segmenter(args, model, backend)
@@ -105,13 +110,23 @@ def latency(args) -> dict:
             print(f"[bench] {backend}: not available: {e}", file=sys.stderr)
             continue
         print(f"[bench] {backend}: timing {args.iters} iterations ...", file=sys.stderr)
-        r = time_segmenter(seg, image, classes, caption, args.warmup, args.iters)
+        if auto:  # random BLIP + SigLIP, built once, on this segmenter's device and dtype
+            front = front or load_frontend(args.frontend, seg.device, seg.dtype, len(classes))
+            seg.frontend = front
+            results["frontend"] = args.frontend
+        r = time_segmenter(seg, image, classes, auto.get("caption", caption), args.warmup,
+                           args.iters, candidates=auto.get("candidates"))
         r["floor"] = time_network_floor(seg, args.warmup, args.iters)
         results["backends"][backend] = r
         results["device"] = str(seg.device)
         results["dtype"] = str(seg.dtype).removeprefix("torch.")
         results["machine"] = machine_info(seg.device)
         print(latency_table(results), file=sys.stderr)  # partial results survive a killed run
+    if front is not None:
+        print("[bench] front end: batching ...", file=sys.stderr)
+        sizes = [int(b) for b in args.frontend_batch_sizes.split(",")]
+        results["frontend_batching"] = time_frontend_batching(front, image, classes, seg.device,
+                                                              seg.dtype, sizes, max(1, args.iters))
     if args.reference:
         print("[bench] reference: timing ...", file=sys.stderr)
         results["reference"] = time_reference(model, image, classes, caption, max(1, args.ref_iters))
@@ -138,7 +153,7 @@ def latency_table(res: dict) -> str:
         lines.append("| stage | ms | share |")
         lines.append("|---|---|---|")
         tot = r["total"]["median"]
-        for k in STAGES:
+        for k in [k for k in STAGES + FRONT_STAGES if k in r]:
             v = r[k]
             lines.append(f"| {k} | {v['median']:.1f} ({v['p90']:.1f}) | {100 * v['median'] / tot:.0f} % |")
         lines.append(f"| **total** | **{tot:.1f}** ({r['total']['p90']:.1f}) | 100 % |")
@@ -156,4 +171,6 @@ def latency_table(res: dict) -> str:
         ref_mem = res.get("reference_hard_memory_mb")
         tail = f"; reference HARD+TTF at K=20: {ref_mem['K=20']:.1f} MB" if ref_mem else ""
         lines.append(f"\nHARD+TTF extra memory (peak live tensors): {mem}{tail}")
+    if "frontend_batching" in res:
+        lines.append(frontend_table(res))
     return "\n".join(lines)

@@ -39,6 +39,11 @@ def build_parser():
     lat.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True)
     lat.add_argument("--ref-iters", type=int, default=1)
     lat.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True)
+    lat.add_argument("--frontend", default="none", choices=["none", "tiny", "real"],
+                     help="also caption and recognise (caption/candidates 'auto') with random BLIP + "
+                          "SigLIP: 'real' = BLIP-large + SigLIP-base sizes, 'tiny' = the test models")
+    lat.add_argument("--frontend-batch-sizes", default="1,4",
+                     help="batch sizes of the front-end batching table")
     thr = sub.add_parser("throughput", help="images/s and peak memory over batch sizes")
     add_common(thr)
     thr.add_argument("--backend", default="torch")
