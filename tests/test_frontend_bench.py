@@ -1,16 +1,21 @@
 """Smoke run of the front-end latency benchmark (issue 12) on the tiny models: the caption and
 recognise stages show up beside the SD stages, and the batching table is written.  Timings are
-never asserted (they belong to benchmarks/README.md)."""
+never asserted (they belong to benchmarks/README.md).  The segmenter is the 64 px one (same
+code path, ~50x cheaper); the benchmark's own loading is what test_bench.py exercises."""
 
 import json
 
-import pytest
-
+from faseg_rt import Segmenter
+from faseg_rt.bench import latency as latency_module
 from faseg_rt.cli.bench import main as bench_main
 
 
-@pytest.mark.slow
-def test_latency_benchmark_with_the_front_end(tiny_model_dir, tmp_path, capsys, one_thread):
+def test_latency_benchmark_with_the_front_end(small_segmenter, tiny_model_dir, tmp_path, capsys,
+                                              monkeypatch, one_thread):
+    def small(args, model, backend="torch"):
+        return Segmenter(small_segmenter.backend, small_segmenter.tokenizer, small_segmenter.config)
+
+    monkeypatch.setattr(latency_module, "load_segmenter", small)
     rc = bench_main(["latency", "--model", str(tiny_model_dir), "--iters", "1", "--warmup", "0",
                      "--no-reference", "--no-memory", "--frontend", "tiny",
                      "--frontend-batch-sizes", "1,2", "--classes", "sky,ball",
