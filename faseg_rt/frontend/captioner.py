@@ -24,6 +24,7 @@ import torch
 from faseg_rt.devices import default_device_dtype
 from faseg_rt.errors import InvalidInputError
 from faseg_rt.images import load_image
+from faseg_rt.frontend.base import FrontEndModel
 from faseg_rt.frontend.checkpoints import checkpoint_dir, load, model_type
 
 #: BLIP-1 large captioning model (ViT-L/16 at 384 px + BERT-base decoder), as in the paper.
@@ -32,7 +33,7 @@ DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-large"
 _SUPPORTED = {"blip": "BLIP (BlipForConditionalGeneration)"}
 
 
-class Captioner:
+class Captioner(FrontEndModel):
     """BLIP image captioning on one device, batched, deterministic.
 
     model: a `BlipForConditionalGeneration` in eval mode; processor: its `BlipProcessor`.
@@ -74,19 +75,6 @@ class Captioner:
         """Raise ModelLoadError unless id_or_dir is a reachable BLIP checkpoint (config only)."""
         model_type(checkpoint_dir(id_or_dir, "captioner"), "captioner", _SUPPORTED)
 
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.dtype
-
-    def to(self, device, dtype: torch.dtype | None = None) -> "Captioner":
-        device, dtype = default_device_dtype(device, dtype or self.dtype)
-        self.model.to(device=device, dtype=dtype)
-        return self
-
     def pixel_values(self, images: Sequence) -> torch.Tensor:
         """(B, 3, S, S) pixels for the vision encoder, on the model's device and dtype."""
         pil = [load_image(x) for x in images]
@@ -106,11 +94,7 @@ class Captioner:
 
     def __call__(self, images: Sequence, batch_size: int = 8) -> list[str]:
         """One caption per image (paths, PIL images, arrays or encoded bytes), in order."""
-        if isinstance(images, (str, os.PathLike, bytes)) or not hasattr(images, "__len__"):
-            raise InvalidInputError("Captioner takes a list of images; wrap one image in [ ]")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        images = list(images)
+        images = self._check_batch(images, batch_size, "Captioner")
         out: list[str] = []
         for start in range(0, len(images), batch_size):
             ids = self.generate(self.pixel_values(images[start:start + batch_size]))

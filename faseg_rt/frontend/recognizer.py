@@ -40,6 +40,7 @@ from faseg_rt.devices import default_device_dtype
 from faseg_rt.errors import InvalidInputError
 from faseg_rt.images import load_image
 from faseg_rt.method.prompts import normalize_classes
+from faseg_rt.frontend.base import FrontEndModel
 from faseg_rt.frontend.checkpoints import checkpoint_dir, load, model_type
 from faseg_rt.frontend.templates import check_templates, fill
 
@@ -111,7 +112,7 @@ def select(scores: np.ndarray, threshold: float, max_candidates: int) -> np.ndar
     return passing
 
 
-class Recognizer:
+class Recognizer(FrontEndModel):
     """Zero-shot multi-label class presence with a SigLIP or CLIP checkpoint.
 
     model: a SiglipModel or CLIPModel in eval mode; processor: its processor; family: "siglip" or
@@ -159,20 +160,9 @@ class Recognizer:
         """The family of a reachable SigLIP / CLIP checkpoint, else ModelLoadError (config only)."""
         return model_type(checkpoint_dir(id_or_dir, "recogniser"), "recogniser", _SUPPORTED)
 
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.dtype
-
-    def to(self, device, dtype: torch.dtype | None = None) -> "Recognizer":
-        device, dtype = default_device_dtype(device, dtype or self.dtype)
-        self.model.to(device=device, dtype=dtype)
+    def _moved(self) -> None:
         with self._lock:
             self._cache.clear()
-        return self
 
     # ------------------------------------------------------------------ embeddings
     def text_embeddings(self, classes: Sequence[str], batch_size: int = 256) -> torch.Tensor:
@@ -233,14 +223,11 @@ class Recognizer:
     def __call__(self, images: Sequence, classes: Sequence[str], *, threshold: float | None = None,
                  max_candidates: int | None = None, batch_size: int = 8) -> list[Recognition]:
         """Scores and kept candidates for each image (paths, PIL images, arrays or bytes)."""
-        if isinstance(images, (str, os.PathLike, bytes)) or not hasattr(images, "__len__"):
-            raise InvalidInputError("Recognizer takes a list of images; wrap one image in [ ]")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        images = self._check_batch(images, batch_size, "Recognizer")
         thr = self.threshold if threshold is None else check_candidate_threshold(threshold)
         top = self.max_candidates if max_candidates is None else check_max_candidates(max_candidates)
         classes = normalize_classes(classes)
-        probs = self.scores(list(images), classes, batch_size)
+        probs = self.scores(images, classes, batch_size)
         return [Recognition(classes, p, tuple(classes[i] for i in select(p, thr, top))) for p in probs]
 
 
