@@ -159,8 +159,15 @@ def test_eval_auto_reports_presence(auto_segmenter, tiny_model_dir, frontend_dir
     (["--classes", "cat", "--caption", "auto", "--captioner", "{missing}"], "captioner"),
     (["--classes", "cat", "--candidates", "auto", "--recognizer", "{blip}"],
      "'blip' checkpoint; the recogniser supports"),
+    (["--classes", "cat", "--caption", "auto"],   # the default hub captioner, offline, not cached
+     "captioner Salesforce/blip-image-captioning-large is not in the local Hugging Face cache"),
 ])
-def test_bad_front_end_inputs_exit_2_with_one_line(frontend_dirs, photos, tmp_path, capsys, flags, msg):
+def test_bad_front_end_inputs_exit_2_with_one_line(frontend_dirs, photos, tmp_path, capsys,
+                                                   monkeypatch, flags, msg):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     flags = [f.format(missing=tmp_path / "nowhere", blip=frontend_dirs["blip"]) for f in flags]
     rc = main(["segment", str(photos / "a.png"), "--model", str(tmp_path / "never-loaded"),
                "--out", str(tmp_path / "o"), *flags])

@@ -1,8 +1,9 @@
 """Finding and opening the front end's checkpoints (captioner, recogniser) with one-line errors.
 
 Both take a hub id ("Salesforce/blip-image-captioning-large") or a local directory written by
-`save_pretrained`; `checkpoint_dir` is the one place that turns that into something
-`from_pretrained` can open, so the hub policy (offline cache, clear error) lives in one spot.
+`save_pretrained`; `checkpoint_dir` turns that into something `from_pretrained` can open through
+faseg_rt.hub.locate (local directory, local cache, or a hub id that can be downloaded now; else
+one line saying so), like the SD model.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 
 from faseg_rt.errors import ModelLoadError
+from faseg_rt.hub import locate, quiet_loading
 
 #: Exceptions transformers raises for a missing, partial or foreign checkpoint.
 LOAD_ERRORS = (OSError, ValueError, KeyError, EnvironmentError, ImportError)
@@ -20,7 +22,7 @@ def checkpoint_dir(id_or_dir: str | os.PathLike, what: str) -> str:
 
     what: a few words for error messages ("captioner", "recogniser").
     """
-    return os.fspath(id_or_dir)  # becomes hub.locate(id_or_dir, what) once faseg_rt.hub lands
+    return locate(os.fspath(id_or_dir), what, required=("config.json",))
 
 
 def model_type(path: str, what: str, supported: dict[str, str]) -> str:
@@ -31,7 +33,8 @@ def model_type(path: str, what: str, supported: dict[str, str]) -> str:
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(path)
+        with quiet_loading():
+            config = AutoConfig.from_pretrained(path)
     except LOAD_ERRORS as e:
         raise ModelLoadError(f"cannot read the {what} config of {path}: {_one_line(e)}") from None
     kind = getattr(config, "model_type", None)
@@ -44,7 +47,8 @@ def model_type(path: str, what: str, supported: dict[str, str]) -> str:
 def load(cls, path: str, what: str, **kw):
     """cls.from_pretrained(path, **kw) with a one-line ModelLoadError on failure."""
     try:
-        return cls.from_pretrained(path, **kw)
+        with quiet_loading():
+            return cls.from_pretrained(path, **kw)
     except LOAD_ERRORS as e:
         raise ModelLoadError(f"cannot load the {what} from {path}: {_one_line(e)}") from None
 

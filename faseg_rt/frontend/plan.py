@@ -19,7 +19,6 @@ background.
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from dataclasses import dataclass
 from typing import Sequence
@@ -97,12 +96,6 @@ class FrontEnd:
         self._loaded: dict = {k: v for k, v in self._specs.items()
                               if isinstance(v, (Captioner, Recognizer))}
         self._lock = threading.Lock()
-
-    def name(self, what: str) -> str | None:
-        spec = self._specs[what]
-        if isinstance(spec, (Captioner, Recognizer)):
-            return spec.name
-        return None if spec is None else os.fspath(spec)
 
     def _get(self, what: str, device, dtype):
         with self._lock:
