@@ -107,9 +107,11 @@ def run_eval(args: argparse.Namespace) -> int:
         except ImportError as e:  # the core runtime is missing or broken in this install
             return _fail("eval", f"cannot import faseg_rt.Segmenter: {e}")
 
+        front = frontend_meta(args)  # {} unless captions / candidates are "auto"
         seg = Segmenter.from_pretrained(args.model, backend=args.backend, device=args.device,
-                                        dtype=args.dtype, engines=args.engines, **frontend_kwargs(args))
-        meta = {"model": str(args.model), "backend": args.backend, **frontend_meta(args)}
+                                        dtype=args.dtype, engines=args.engines,
+                                        **(frontend_kwargs(args) if front else {}))
+        meta = {"model": str(args.model), "backend": args.backend, **front}
         metrics = evaluate(seg, dataset, args.out, candidates=args.candidates,
                            captions=args.captions, limit=args.limit, batch_size=args.batch_size,
                            threshold=args.threshold, report_images=args.report_images,

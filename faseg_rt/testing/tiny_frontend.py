@@ -50,13 +50,16 @@ TINY_IMAGE = dict(image_size=32, patch_size=8)
 
 def _save_atomically(out: Path, write) -> Path:
     """Run write(tmp_dir), then rename tmp_dir to out (a crash leaves no half-built model)."""
+    from faseg_rt.hub import quiet_loading
+
     if (out / "config.json").exists():
         return out
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    write(tmp)
+    with quiet_loading():  # no progress bars or config chatter while building
+        write(tmp)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
