@@ -58,6 +58,9 @@ def test_auto_equals_manual_with_labels_over_the_vocabulary(small_segmenter, loa
         assert set(res.present()) <= set(a.candidates)
     single = seg(images[0], classes=VOCAB, caption="auto", candidates="auto")
     np.testing.assert_array_equal(single.labels, auto[0].labels)           # batch = one at a time
+    emb = rec.text_embeddings(VOCAB)
+    seg(images[1], classes=VOCAB, candidates="auto")
+    assert rec.text_embeddings(VOCAB) is emb   # no move per call: the class embeddings stay cached
 
 
 def test_explicit_subset_keeps_vocabulary_indices(small_segmenter, images):

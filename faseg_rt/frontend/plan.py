@@ -111,8 +111,8 @@ class FrontEnd:
                 else:
                     model = Recognizer.from_pretrained(spec, device=device, dtype=dtype)
                 self._loaded[what] = model
-            elif model.device != device or model.dtype != dtype:
-                model.to(device, dtype)
+            elif not _same_device(model.device, device) or model.dtype != dtype:
+                model.to(device, dtype)  # the segmenter moved (Segmenter.to)
         return model
 
     def captioner(self, device, dtype) -> Captioner:
@@ -167,6 +167,20 @@ class FrontEnd:
         with self._lock:
             for model in self._loaded.values():
                 model.to(device, dtype)
+
+
+def _same_device(a, b) -> bool:
+    """torch.device("cuda") and "cuda:0" name one GPU (a model reports the indexed form): moving
+    on every call would also drop the recogniser's cached class embeddings."""
+    import torch
+
+    a, b = torch.device(a), torch.device(b)
+    if a.type != b.type:
+        return False
+    if a.type != "cuda" or (a.index is not None and b.index is not None):
+        return a.index == b.index
+    current = torch.cuda.current_device()
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
 
 
 def given_candidates(names, vocabulary: tuple[str, ...]) -> tuple[str, ...]:
