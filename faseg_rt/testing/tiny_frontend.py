@@ -12,7 +12,7 @@ Tokenizers:
   BOS token (the decoder's start token, as in the Salesforce checkpoints).
 - SigLIP: a SentencePiece model trained here on a few lines of captions (the `sentencepiece`
   package), wrapped in transformers' SiglipTokenizer like the real checkpoints.
-- CLIP: the real CLIP BPE tokenizer, rebuilt from open_clip's vocabulary file (tiny_sd).
+- CLIP: the project's CLIP BPE tokenizer writer (tiny_sd.write_clip_tokenizer).
 
 SigLIP's logit scale and bias are set to exp(s) = 20, b = -2 (random init would give s = b = 0
 and every probability ~0.5), so the tiny recogniser's scores spread over (0, 1) and the
@@ -168,9 +168,9 @@ def make_clip(work_dir: Path, *, seed: int = 0):
     """(CLIPModel, CLIPProcessor), tiny, random weights, the real CLIP BPE tokenizer."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
-    from faseg_rt.testing.tiny_sd import _cached_vocab_text, write_clip_tokenizer
+    from faseg_rt.testing.tiny_sd import write_clip_tokenizer
 
-    write_clip_tokenizer(work_dir, _cached_vocab_text())
+    write_clip_tokenizer(work_dir)
     tok = CLIPTokenizer.from_pretrained(work_dir)
     text = dict(TINY_TOWER, vocab_size=len(tok), max_position_embeddings=77,
                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
