@@ -77,8 +77,8 @@ class ADE20K150(SegDataset):
     aliases = ALIASES
     root_hint = ("ADEChallengeData2016 (holding images/validation and annotations/validation), "
                  "or the folder holding it")
-    root_levels = ("ADEChallengeData2016", "")
-    root_markers = (IMAGE_DIR,)
+    root_marker = str(IMAGE_DIR)
+    root_levels = ("ADEChallengeData2016",)
 
     def _read_ids(self) -> list[str]:
         self._require(self.root / IMAGE_DIR)

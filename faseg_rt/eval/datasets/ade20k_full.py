@@ -241,9 +241,9 @@ class ADE20K847(SegDataset):
     default_threshold = 0.0
     aliases = ALIASES
     root_hint = ("ADE20K_2021_17_01 (holding images_detectron2/validation and "
-                 "annotations_detectron2/validation), or the folder holding it")
-    root_levels = ("ADE20K_2021_17_01", "")
-    root_markers = (IMAGE_DIR,)
+                 "annotations_detectron2/validation)")
+    root_marker = str(IMAGE_DIR)
+    root_levels = ("ADE20K_2021_17_01",)
 
     def _read_ids(self) -> list[str]:
         self._require(self.root / IMAGE_DIR, self.root / LABEL_DIR)

@@ -87,9 +87,9 @@ class COCOStuff171(SegDataset):
     default_threshold = 0.0
     aliases = ALIASES
     root_hint = ("coco_stuff164k (holding images/val2017 and annotations/val2017 or "
-                 "annotations_detectron2/val2017), or the folder holding it")
-    root_levels = ("coco_stuff164k", "coco-stuff", "coco", "")
-    root_markers = (IMAGE_DIR,)
+                 "annotations_detectron2/val2017)")
+    root_marker = str(IMAGE_DIR)
+    root_levels = ("coco_stuff164k", "coco-stuff", "coco")
 
     def _read_ids(self) -> list[str]:
         self._require(self.root / IMAGE_DIR)

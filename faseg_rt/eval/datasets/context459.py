@@ -105,10 +105,9 @@ class PascalContext459(SegDataset):
     ignore_index = 65535
     default_threshold = 0.0
     aliases = ALIASES
-    root_hint = ("VOCdevkit/VOC2010 (holding JPEGImages and annotations_detectron2/pc459_val), "
-                 "VOCdevkit, or the folder holding VOCdevkit")
-    root_levels = ("VOCdevkit/VOC2010", "VOC2010", "")
-    root_markers = (LABEL_DIR,)
+    root_hint = "VOCdevkit/VOC2010 (holding JPEGImages and annotations_detectron2/pc459_val)"
+    root_marker = str(LABEL_DIR)
+    root_levels = ("VOC2010", "VOCdevkit/VOC2010")
 
     def _read_ids(self) -> list[str]:
         self._require(self.root / IMAGE_DIR, self.root / LABEL_DIR)
