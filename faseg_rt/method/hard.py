@@ -21,20 +21,22 @@ import torch
 import torch.nn.functional as F
 
 
+def _fuse(parts, size: int) -> torch.Tensor:
+    """sum of w * nearest_up_to_size(x) over the (w, x (N, C, r, r)) pairs of `parts`."""
+    out = None
+    for w, x in parts:
+        x = F.interpolate(x, size=(size, size), mode="nearest") * w
+        out = x if out is None else out + x
+    return out
+
+
 def cross_fusion(cross: Mapping[int, torch.Tensor], weights: Mapping[int, float], size: int) -> torch.Tensor:
     """c = sum_r w_r * nearest_up_to_size(C_r).
 
     cross[r]: (N, J, r*r, T) class-aware maps.  Returns (N, J*T, size*size).
     """
-    out = None
-    for r, w in weights.items():
-        if w == 0:
-            continue
-        x = cross[r]
-        n, j, _, t = x.shape
-        x = x.transpose(2, 3).reshape(n, j * t, r, r)
-        x = F.interpolate(x, size=(size, size), mode="nearest") * w
-        out = x if out is None else out + x
+    out = _fuse(((w, cross[r].transpose(2, 3).reshape(cross[r].shape[0], -1, r, r))
+                 for r, w in weights.items() if w != 0), size)
     return out.reshape(out.shape[0], out.shape[1], size * size)
 
 
@@ -59,17 +61,12 @@ def class_maps_fused(cross: Mapping[int, torch.Tensor], weights: Mapping[int, fl
     each resolution first, so nothing of size J*T x size^2 is built: memory O(N K size^2)
     whatever the number of chunks.  Returns (N, K, size, size).
     """
-    out = None
-    for r, w in weights.items():
-        if w == 0:
-            continue
-        x = cross[r]
-        n, j, rr, t = x.shape
-        tm = token_matrix.to(x)[: j * t].reshape(j, t, -1)                     # (J, T, K)
-        m = torch.einsum("njpt,jtk->nkp", x, tm)                               # (N, K, r*r)
-        m = F.interpolate(m.reshape(n, -1, r, r), size=(size, size), mode="nearest") * w
-        out = m if out is None else out + m
-    return out
+    def part(r: int) -> torch.Tensor:
+        n, j, _, t = cross[r].shape
+        tm = token_matrix.to(cross[r])[: j * t].reshape(j, t, -1)              # (J, T, K)
+        return torch.einsum("njpt,jtk->nkp", cross[r], tm).reshape(n, -1, r, r)  # (N, K, r, r)
+
+    return _fuse(((w, part(r)) for r, w in weights.items() if w != 0), size)
 
 
 def blocksum(x: torch.Tensor, r: int) -> torch.Tensor:

@@ -79,26 +79,27 @@ def make_ade150(root: str | os.PathLike, n_images: int = 4, size: tuple[int, int
                  lambda i: root / "images/validation" / f"{i}.jpg", write)
 
 
+def _tiff_split(root: Path, ids: list[str], num_classes: int, image_dir: str, label_dir: str,
+                size: tuple[int, int], seed: int) -> SyntheticSplit:
+    """JPEGs under image_dir and 16-bit TIFF labels (65535 = ignore) under label_dir."""
+    return _make(root, ids, num_classes, 65535, size, seed,
+                 lambda i: root / image_dir / f"{i}.jpg",
+                 lambda i, lab: _save(lab.astype(np.uint16), root / label_dir / f"{i}.tif"))
+
+
 def make_ade847(root: str | os.PathLike, n_images: int = 4, size: tuple[int, int] = (24, 32),
                 seed: int = 4) -> SyntheticSplit:
     """An ADE20K_2021_17_01 look-alike: images_detectron2 JPEGs and 16-bit TIFF labels."""
-    root = Path(root)
-    ids = [f"ADE_frame_{k:08d}" for k in range(n_images)]
-    return _make(root, ids, 847, 65535, size, seed,
-                 lambda i: root / "images_detectron2/validation" / f"{i}.jpg",
-                 lambda i, lab: _save(lab.astype(np.uint16),
-                                      root / "annotations_detectron2/validation" / f"{i}.tif"))
+    return _tiff_split(Path(root), [f"ADE_frame_{k:08d}" for k in range(n_images)], 847,
+                       "images_detectron2/validation", "annotations_detectron2/validation",
+                       size, seed)
 
 
 def make_context459(root: str | os.PathLike, n_images: int = 4, size: tuple[int, int] = (24, 32),
                     seed: int = 5) -> SyntheticSplit:
     """A VOCdevkit/VOC2010 look-alike with annotations_detectron2/pc459_val 16-bit TIFFs."""
-    root = Path(root)
-    ids = [f"2008_{k:06d}" for k in range(n_images)]
-    return _make(root, ids, 459, 65535, size, seed,
-                 lambda i: root / "JPEGImages" / f"{i}.jpg",
-                 lambda i, lab: _save(lab.astype(np.uint16),
-                                      root / "annotations_detectron2/pc459_val" / f"{i}.tif"))
+    return _tiff_split(Path(root), [f"2008_{k:06d}" for k in range(n_images)], 459,
+                       "JPEGImages", "annotations_detectron2/pc459_val", size, seed)
 
 
 def make_coco_stuff(root: str | os.PathLike, n_images: int = 4, size: tuple[int, int] = (24, 32),
