@@ -145,6 +145,16 @@ class Segmenter:
             self._text_cache.clear()
         self._vocab_cache.clear()
 
+    def _cached_text(self, key) -> TextEmbeddings | None:
+        try:
+            with self._lock:
+                hit = self._text_cache.get(key)
+                if hit is not None:
+                    self._text_cache.move_to_end(key)
+                return hit
+        except TypeError:  # unhashable items: not a valid class list, build_dual_prompts says so
+            return None
+
     def check_vocabulary(self, prompts: DualPrompts) -> None:
         """Refuse, before any network runs, a vocabulary too large for one call."""
         j, dims = len(prompts.chunks), self.backend.dims
@@ -174,13 +184,15 @@ class Segmenter:
     def encode_text(self, classes: Sequence[str], caption: str | None = None) -> TextEmbeddings:
         """Dual prompts and their embeddings, cached per (caption, classes); the class-prompt
         chunks are cached per vocabulary, so a new caption encodes only its full prompt."""
+        if isinstance(classes, (list, tuple)) and (caption is None or isinstance(caption, str)):
+            hit = self._cached_text((caption, tuple(classes)))   # already-normal names: no
+            if hit is not None:                                   # tokenizing 1000 classes again
+                return hit
         prompts = build_dual_prompts(self.tokenizer, classes, caption)
         key = (prompts.caption, prompts.classes)
-        with self._lock:
-            hit = self._text_cache.get(key)
-            if hit is not None:
-                self._text_cache.move_to_end(key)
-                return hit
+        hit = self._cached_text(key)
+        if hit is not None:
+            return hit
         self.check_vocabulary(prompts)
         chunks = self._vocab_cache.get(prompts.classes)
         if chunks is None:

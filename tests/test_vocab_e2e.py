@@ -65,10 +65,11 @@ def test_label_worker_with_1000_classes(tiny_model_dir, small_segmenter, small_l
         p = tmp_path / f"img{k}.png"
         synthetic_image(40 + 8 * k, 32, seed=10 + k).save(p)
         paths.append(p)
-    worker = _SegmentWorker(tiny_model_dir, tmp_path / "out", classes, None, 0.0)
+    worker = _SegmentWorker(tiny_model_dir, tmp_path / "out", classes, None, 0.0, batch_size=2)
     rows = worker({"bytes": [p.read_bytes() for p in paths], "path": [str(p) for p in paths]})
     assert list(rows["status"]) == ["ok", "ok"], list(rows["error"])
-    labels = [small_segmenter(Image.open(p), classes=classes, threshold=0.0).labels for p in paths]
+    labels = [r.labels for r in small_segmenter.segment_batch(
+        [Image.open(p) for p in paths], classes, threshold=0.0, batch_size=2)]
     assert max(int(lab.max()) for lab in labels) > 255    # the 16-bit path is exercised
     for p, lab in zip(paths, labels):
         _check_mask(tmp_path / "out" / f"{p.stem}.png", lab)

@@ -77,10 +77,10 @@ def test_capture_in_chunk_groups_equals_one_group(small_segmenter, monkeypatch):
         torch.testing.assert_close(many[name], t, rtol=0, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize("k", [300, 1000])
-def test_large_vocabulary_labels_equal_the_scores_path(small_segmenter, k):
+def test_large_vocabulary_labels_equal_the_scores_path(small_segmenter):
     from faseg_rt.testing import synthetic_image
 
+    k = 1000
     img = synthetic_image(50, 40, seed=k)
     classes = vocabulary(k)
     lean = small_segmenter(img, classes=classes, threshold=0.0)
@@ -130,7 +130,9 @@ def test_overlay_legend_lists_present_classes_largest_first():
     assert res.colorize().size == (20, 20)
 
 
-def test_text_embeddings_cached_per_vocabulary(small_segmenter):
+def test_text_embeddings_cached_per_vocabulary(small_segmenter, monkeypatch):
+    import faseg_rt.segmenter as segmenter_mod
+
     seg = small_segmenter
     seg.clear_text_cache()
     classes = vocabulary(200)
@@ -138,6 +140,13 @@ def test_text_embeddings_cached_per_vocabulary(small_segmenter):
     b = seg.encode_text(classes, caption="another caption")
     assert a.chunks is b.chunks                     # class-prompt chunks encoded once
     assert not torch.equal(a.full, b.full)
+    built = []
+    real = segmenter_mod.build_dual_prompts
+    monkeypatch.setattr(segmenter_mod, "build_dual_prompts", lambda *x: built.append(1) or real(*x))
+    assert seg.encode_text(classes, caption="one caption") is a
+    assert not built                                # a repeated call does not re-tokenize
+    assert seg.encode_text([" " + classes[0]] + classes[1:], caption="one caption") is a
+    assert built == [1]                             # unnormalised names: built, then found
 
 
 def test_vocabulary_too_large_fails_up_front(small_segmenter, monkeypatch):
@@ -149,3 +158,16 @@ def test_vocabulary_too_large_fails_up_front(small_segmenter, monkeypatch):
     with pytest.raises(InvalidInputError, match="at most 3"):
         seg.encode_text(vocabulary(300))
     assert not calls
+
+
+def test_vocab_benchmark_row_and_table(small_segmenter):
+    from faseg_rt.bench.vocab import measure_k, vocab_table
+    from faseg_rt.testing import synthetic_image
+
+    row = measure_k(small_segmenter, synthetic_image(64, 64), vocabulary(3), scores_max=3)
+    assert row["classes"] == 3 and row["chunks"] == 1 and row["peak_extra_mb"] > 0
+    assert row["with_scores_peak_extra_mb"] > 0 and row["cpu_s"] > 0
+    row["mb_per_class_over_first"] = None
+    table = vocab_table({"model": "tiny", "device": "cpu", "dtype": "float32", "image_size": 64,
+                         "rows": [row], "load_average": [1.0, 1.0, 1.0]})
+    assert table.count("\n| 3 | 1 |") == 1

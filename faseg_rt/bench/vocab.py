@@ -9,7 +9,11 @@ so prompts have realistic token lengths. Per K, on one image at the configured s
 - one call's time by stage (`faseg_rt.profiling`), with labels only (the CLI's default);
 - the peak of tensor memory allocated during that call (`PeakTensorMemory`: storages created
   inside the call and alive at once; the model's weights and inputs are not counted);
-- the same memory per class above K = 1, to read growth against K.
+- the same memory per class above K = 1, to read growth against K;
+- the call's process CPU time beside its wall time: on a shared machine other processes stretch
+  the wall clock, much less the CPU seconds this process spends;
+- for K <= --scores-max, the same call with `return_scores=True` (today's way before the
+  streamed labels: every class's 512 x 512 map held at once), so the saving is read in one run.
 
 One run measures every K, so ratios compare like with like on a shared machine.
 """
@@ -41,7 +45,16 @@ def _stage_ms(times) -> dict[str, float]:
     return {k: round(v, 1) for k, v in times.ms.items()}
 
 
-def measure_k(seg, image, classes: list[str], repeats: int = 1) -> dict:
+def _peak_mb(seg, image, classes, return_scores: bool) -> tuple[float, float, float, dict]:
+    """(wall s, CPU s, peak extra MB, stage ms) of one call."""
+    with record() as times, PeakTensorMemory() as mem:
+        t0, c0 = time.perf_counter(), time.process_time()
+        seg(image, classes=classes, return_scores=return_scores)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return wall, cpu, mem.peak / 2**20, _stage_ms(times)
+
+
+def measure_k(seg, image, classes: list[str], repeats: int = 1, scores_max: int = 0) -> dict:
     """Text encoding cold / warm, stage times and peak extra tensor memory for one K."""
     seg.clear_text_cache()
     t0 = time.perf_counter()
@@ -52,13 +65,12 @@ def measure_k(seg, image, classes: list[str], repeats: int = 1) -> dict:
     warm = (time.perf_counter() - t0) * 1e3
     best = None
     for _ in range(repeats):
-        with record() as times, PeakTensorMemory() as mem:
-            t0 = time.perf_counter()
-            seg(image, classes=classes, return_scores=False)
-            total = (time.perf_counter() - t0) * 1e3
-        if best is None or total < best["total_ms"]:
-            best = {"total_ms": round(total, 1), "stages_ms": _stage_ms(times),
-                    "peak_extra_mb": round(mem.peak / 2**20, 1)}
+        wall, cpu, peak, stages = _peak_mb(seg, image, classes, return_scores=False)
+        if best is None or wall * 1e3 < best["total_ms"]:
+            best = {"total_ms": round(wall * 1e3, 1), "cpu_s": round(cpu, 2), "stages_ms": stages,
+                    "peak_extra_mb": round(peak, 1)}
+    if len(classes) <= scores_max:
+        best["with_scores_peak_extra_mb"] = round(_peak_mb(seg, image, classes, True)[2], 1)
     return {"classes": len(classes), "chunks": len(text.prompts.chunks),
             "text_cold_ms": round(cold, 1), "text_warm_ms": round(warm, 2), **best}
 
@@ -78,7 +90,8 @@ def vocab(args) -> dict:
     seg(image, classes=names[:1], return_scores=False)  # warm-up: first-call costs are not a vocabulary effect
     rows = []
     for k in ks:
-        rows.append(measure_k(seg, image, list(names[:k]), repeats=args.repeats))
+        rows.append(measure_k(seg, image, list(names[:k]), repeats=args.repeats,
+                              scores_max=args.scores_max))
         print(f"K={k}: {rows[-1]['total_ms'] / 1e3:.1f} s, peak extra "
               f"{rows[-1]['peak_extra_mb']:.0f} MB", flush=True)
     base = rows[0]
@@ -88,7 +101,17 @@ def vocab(args) -> dict:
                                         if extra_k else None)
     return {"benchmark": "vocab", "model": str(args.model), "device": str(seg.device),
             "dtype": str(seg.dtype).removeprefix("torch."), "image_size": size,
-            "machine": machine_info(seg.device), "rows": rows}
+            "machine": machine_info(seg.device), "load_average": _load(), "rows": rows}
+
+
+def _load() -> list[float] | None:
+    """1, 5 and 15 minute load averages (how shared the machine was), where the OS says."""
+    try:
+        import os
+
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def vocab_table(res: dict) -> str:
@@ -96,14 +119,18 @@ def vocab_table(res: dict) -> str:
     cols = ["vae_encoder", "unet_inversion", "unet_reconstruction", "hard", "ttf", "labels"]
     lines = [f"Vocabulary size on {res['model']} ({res['device']}, {res['dtype']}, "
              f"{res['image_size']} px, labels only)", "",
-             "| K | chunks | text cold ms | text warm ms | total s | " +
-             " | ".join(f"{c} ms" for c in cols) + " | peak extra MB | MB/class over K=first |",
-             "|---:" * (7 + len(cols)) + "|"]
+             "| K | chunks | text cold ms | text warm ms | wall s | CPU s | " +
+             " | ".join(f"{c} ms" for c in cols) +
+             " | peak extra MB | MB/class over K=first | same with scores MB |",
+             "|---:" * (9 + len(cols)) + "|"]
     for r in res["rows"]:
         st = r["stages_ms"]
         per = "" if r["mb_per_class_over_first"] is None else f"{r['mb_per_class_over_first']:.2f}"
+        sc = r.get("with_scores_peak_extra_mb")
         lines.append(f"| {r['classes']} | {r['chunks']} | {r['text_cold_ms']:.0f} | "
-                     f"{r['text_warm_ms']:.2f} | {r['total_ms'] / 1e3:.2f} | " +
+                     f"{r['text_warm_ms']:.2f} | {r['total_ms'] / 1e3:.2f} | {r['cpu_s']:.1f} | " +
                      " | ".join(f"{st.get(c, 0.0):.0f}" for c in cols) +
-                     f" | {r['peak_extra_mb']:.0f} | {per} |")
+                     f" | {r['peak_extra_mb']:.0f} | {per} | {'' if sc is None else f'{sc:.0f}'} |")
+    if res.get("load_average"):
+        lines.append(f"\nLoad average during the run (1/5/15 min): {res['load_average']}")
     return "\n".join(lines)

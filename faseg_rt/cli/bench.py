@@ -57,6 +57,8 @@ def build_parser():
     add_common(voc)
     voc.add_argument("--ks", default=",".join(map(str, DEFAULT_KS)), help="class counts, e.g. 1,20,150")
     voc.add_argument("--repeats", type=int, default=1, help="calls per K (the fastest is kept)")
+    voc.add_argument("--scores-max", type=int, default=150,
+                     help="also measure the call with return_scores=True for K up to this")
     one = sub.add_parser("_throughput_one")
     add_common(one)
     one.add_argument("--backend", default="torch")
