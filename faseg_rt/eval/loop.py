@@ -181,7 +181,7 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
                     [str(dataset.image_path(i)) for i in run_ids],
                     [list(cands[i]) for i in run_ids],
                     captions=run_caps if any(c is not None for c in run_caps) else None,
-                    batch_size=batch_size, threshold=thr, progress=False, return_scores=False)
+                    batch_size=batch_size, threshold=thr, progress=False)
                 if len(out) != len(run_ids):
                     raise FASegError(f"segmenter returned {len(out)} results for {len(run_ids)} images")
                 results = dict(zip(run_ids, out))
