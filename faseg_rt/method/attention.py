@@ -89,15 +89,23 @@ class AttentionCapture:
         J, T = cs.shape[1], cs.shape[2]
         qs = (q.float() * scale).unsqueeze(1)                          # (N, 1, h, n, d)
         group = max(1, CROSS_BLOCK_BYTES // (4 * n_lat * heads * n * T))
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
-            group = J  # an exported graph keeps J dynamic: one block, no Python loop over J
-        maps = []
-        for j0 in range(0, J, group):
-            kc = attn.to_k(cs[:, j0:j0 + group])                        # (N, j, T, h*d)
-            j = kc.shape[1]
-            kc = kc.view(n_lat, j, T, heads, d).permute(0, 1, 3, 4, 2).float()  # (N, j, h, d, T)
-            maps.append(torch.softmax(qs @ kc, dim=-1).mean(2))        # (N, j, n, T)
-        self._add(acc, maps[0] if len(maps) == 1 else torch.cat(maps, dim=1))
+        if group >= J or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            # one block (an exported graph keeps J dynamic: no Python loop over J)
+            self._add(acc, self._class_maps(attn, qs, cs, heads, d))
+            return
+        if acc[0] is None:
+            acc[0] = torch.zeros(n_lat, J, n, T, device=q.device)
+        for j0 in range(0, J, group):                                  # chunk groups, in place
+            acc[0][:, j0:j0 + group] += self._class_maps(attn, qs, cs[:, j0:j0 + group], heads, d)
+        acc[1] += 1
+
+    @staticmethod
+    def _class_maps(attn, qs: torch.Tensor, cs: torch.Tensor, heads: int, d: int) -> torch.Tensor:
+        """Head-mean softmax(q K'^T) for the chunks cs (N, j, T, D): (N, j, n, T)."""
+        n_lat, j, t = cs.shape[:3]
+        kc = attn.to_k(cs)                                              # (N, j, T, h*d)
+        kc = kc.view(n_lat, j, t, heads, d).permute(0, 1, 3, 4, 2).float()  # (N, j, h, d, T)
+        return torch.softmax(qs @ kc, dim=-1).mean(2)                  # (N, j, n, T)
 
     def summaries(self) -> dict[str, torch.Tensor]:
         out = {}
