@@ -42,6 +42,7 @@ def _check_mask(path, want):
     assert np.array_equal(load_label_png(path), want)
 
 
+@pytest.mark.slow
 def test_segment_command_with_300_classes(tiny_model_dir, small_segmenter, small_loads, tmp_path):
     classes = list(large_vocabulary()[:300])
     img = synthetic_image(50, 40, seed=5)
@@ -56,6 +57,7 @@ def test_segment_command_with_300_classes(tiny_model_dir, small_segmenter, small
     assert Image.open(tmp_path / "out/photo_overlay.png").size[1] > 40
 
 
+@pytest.mark.slow
 def test_label_worker_with_1000_classes(tiny_model_dir, small_segmenter, small_loads, tmp_path):
     from faseg_rt.scale.label import _SegmentWorker
 
@@ -102,6 +104,7 @@ def test_eval_oracle_and_eval_masks_on_ade847(tiny_model_dir, small_loads, ade84
     assert rc == 0 and f"{metrics['mIoU']:.2f}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_eval_with_the_whole_847_class_vocabulary(small_segmenter, ade847, tmp_path):
     ds = open_dataset("ade847", ade847)
     metrics = evaluate(small_segmenter, ds, tmp_path, report_images=0, progress=False)

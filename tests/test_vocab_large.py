@@ -77,6 +77,7 @@ def test_capture_in_chunk_groups_equals_one_group(small_segmenter, monkeypatch):
         torch.testing.assert_close(many[name], t, rtol=0, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_large_vocabulary_labels_equal_the_scores_path(small_segmenter):
     from faseg_rt.testing import synthetic_image
 
