@@ -65,35 +65,59 @@ def color_palette(n: int = 256) -> np.ndarray:
     """The PASCAL VOC colour map (n x 3 uint8): colour i spreads the bits of i over R, G, B.
 
     Index 0 is black (background), 1 dark red, 2 dark green, ...; 255 (ignore) is cream-white.
+    The same rule extends past 255 (24 bits of the index), so 16-bit label maps get distinct
+    colours too.
     """
-    cmap = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        cmap[i] = (r, g, b)
-    return cmap
+    i = np.arange(n, dtype=np.int64)
+    cmap = np.zeros((n, 3), dtype=np.int64)
+    for j in range(8):
+        for ch in range(3):
+            cmap[:, ch] |= ((i >> (3 * j + ch)) & 1) << (7 - j)
+    return cmap.astype(np.uint8)
+
+
+def label_colors(labels: np.ndarray) -> np.ndarray:
+    """(H, W) non-negative integer labels -> (H, W, 3) uint8 VOC-map colours (any id up to 2^24)."""
+    labels = np.asarray(labels)
+    top = int(labels.max()) + 1 if labels.size else 1
+    return color_palette(top)[labels]
+
+
+#: The largest label a mask file holds: palette PNGs up to 255, 16-bit grayscale PNGs above.
+PALETTE_MAX_LABEL = 255
+MAX_LABEL = 65535
 
 
 def save_label_png(labels: np.ndarray, path: str | os.PathLike) -> None:
-    """Write an (H, W) integer label map (values 0..255) as a palette PNG, atomically."""
+    """Write an (H, W) integer label map as a PNG, atomically.
+
+    Values 0..255: a palette PNG (VOC colours, pixel value = label), as the benchmarks' masks.
+    Values up to 65535 (vocabularies past 255 classes): a 16-bit grayscale PNG (mode "I;16"),
+    pixel value = label; `load_label_png` reads both.
+    """
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"label map must be 2-D (H, W), got shape {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() > 255):
-        raise ValueError("label values must lie in 0..255 to fit a palette PNG")
-    img = Image.fromarray(labels.astype(np.uint8), mode="P")
-    img.putpalette(color_palette().reshape(-1).tolist())
+    if labels.size and (labels.min() < 0 or labels.max() > MAX_LABEL):
+        raise ValueError(f"label values must lie in 0..{MAX_LABEL} to fit a PNG label map")
+    if not labels.size or labels.max() <= PALETTE_MAX_LABEL:
+        img = Image.fromarray(labels.astype(np.uint8), mode="P")
+        img.putpalette(color_palette().reshape(-1).tolist())
+    else:
+        img = Image.fromarray(labels.astype(np.uint16))
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
 
 
 def load_label_png(path: str | os.PathLike) -> np.ndarray:
-    """Read a palette (or gray) PNG label map as (H, W) uint8 class indices."""
+    """Read a label map: palette or gray 8-bit PNG -> (H, W) uint8; 16-bit PNG or TIFF ->
+    (H, W) uint16 (pixel value = class index)."""
     with Image.open(path) as img:
-        if img.mode not in ("P", "L"):
-            raise ValueError(f"{path}: expected a palette or gray label PNG, got mode {img.mode}")
-        return np.array(img, dtype=np.uint8)
+        if img.mode in ("P", "L"):
+            return np.array(img, dtype=np.uint8)
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.array(img)
+            if arr.size and (arr.min() < 0 or arr.max() > MAX_LABEL):
+                raise ValueError(f"{path}: label values outside 0..{MAX_LABEL}")
+            return arr.astype(np.uint16)
+        raise ValueError(f"{path}: expected a palette, gray or 16-bit label image, got mode {img.mode}")

@@ -8,7 +8,20 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from faseg_rt.io import color_palette, save_label_png
+from faseg_rt.io import color_palette, label_colors, save_label_png
+
+#: Rows of the overlay's legend: the classes with the most pixels, then "+ N more".
+LEGEND_MAX_ROWS = 20
+
+
+def legend_entries(labels: np.ndarray, classes: tuple[str, ...]) -> list[tuple[str, int]]:
+    """(name, label) of every class present in `labels`, largest area first (ties: lower label)."""
+    ids, counts = np.unique(labels, return_counts=True)
+    keep = ids > 0
+    ids, counts = ids[keep], counts[keep]
+    order = np.lexsort((ids, -counts))
+    return [(classes[int(i) - 1], int(i)) for i in ids[order]]
+
 
 
 @dataclass(frozen=True)
@@ -18,7 +31,9 @@ class SegmentationResult:
     labels:  (H, W) int32 at the original image size; 0 = background, k = classes[k - 1].
     scores:  (n, 512, 512) float32 flip-fused maps before thresholding (in [0, 1]) of the n
              classes that were segmented: `segmented[j]` is channel j (all K classes unless
-             candidates were kept; n = 0 when none was).
+             candidates were kept; n = 0 when none was); None when not asked for: by default the
+             segmenter returns them only up to `Segmenter.SCORES_DEFAULT_MAX_CLASSES` classes
+             (1 MiB per class per image).
     classes: the K class names (the vocabulary), in label order.
     caption: the caption the UNet was prompted with (given, or made by the captioner).
     candidates: the classes that were segmented when a subset was (kept by the recogniser or
@@ -29,7 +44,7 @@ class SegmentationResult:
     """
 
     labels: np.ndarray
-    scores: np.ndarray
+    scores: np.ndarray | None
     classes: tuple[str, ...]
     threshold: float
     caption: str | None = None
@@ -63,12 +78,13 @@ class SegmentationResult:
         return [self.classes[i - 1] for i in ids if i > 0]
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the labels as a palette PNG (VOC colours, index = label), atomically."""
+        """Write the labels atomically: a palette PNG (VOC colours, index = label) while every
+        label fits in 0..255, a 16-bit grayscale PNG (pixel value = label) above."""
         save_label_png(self.labels, path)
 
     def colorize(self) -> Image.Image:
-        """The label map in VOC palette colours, as an RGB image."""
-        return Image.fromarray(color_palette()[self.labels.astype(np.uint8)], mode="RGB")
+        """The label map in VOC colour-map colours (extended past 255 labels), as an RGB image."""
+        return Image.fromarray(label_colors(self.labels), mode="RGB")
 
     def overlay(self, image: Image.Image | None = None, alpha: float = 0.5) -> Image.Image:
         """Colours over the photo (background left as is), with a legend of the classes found."""
@@ -83,21 +99,27 @@ class SegmentationResult:
         mask = (self.labels > 0)[..., None]
         mixed = np.where(mask, (1 - alpha) * photo + alpha * colors, photo)
         out = Image.fromarray(mixed.round().astype(np.uint8), mode="RGB")
-        return _add_legend(out, [(name, self.classes.index(name) + 1) for name in self.present()])
+        return _add_legend(out, legend_entries(self.labels, self.classes))
 
 
 def _add_legend(img: Image.Image, entries: list[tuple[str, int]]) -> Image.Image:
+    """The classes found under the image, largest first; past LEGEND_MAX_ROWS, "+ N more"."""
     font = ImageFont.load_default()
+    more = len(entries) - LEGEND_MAX_ROWS
+    if more > 0:
+        entries = entries[:LEGEND_MAX_ROWS] + [(f"+ {more} more classes", -1)]
     row = 16
     width = max([img.width] + [24 + 7 * len(name) + 8 for name, _ in entries])
     canvas = Image.new("RGB", (width, img.height + row * max(1, len(entries)) + 4), (255, 255, 255))
     canvas.paste(img, (0, 0))
     draw = ImageDraw.Draw(canvas)
-    palette = color_palette()
+    palette = color_palette(max([256] + [idx + 1 for _, idx in entries]))
     if not entries:
         draw.text((4, img.height + 2), "no class above the threshold", fill=(0, 0, 0), font=font)
     for i, (name, idx) in enumerate(entries):
         y = img.height + 2 + i * row
-        draw.rectangle([4, y + 2, 16, y + 12], fill=tuple(int(c) for c in palette[idx]), outline=(0, 0, 0))
+        if idx >= 0:
+            draw.rectangle([4, y + 2, 16, y + 12], fill=tuple(int(c) for c in palette[idx]),
+                           outline=(0, 0, 0))
         draw.text((22, y), name, fill=(0, 0, 0), font=font)
     return canvas

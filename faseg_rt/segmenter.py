@@ -29,12 +29,16 @@ from faseg_rt.devices import default_device_dtype  # noqa: F401  (public here to
 from faseg_rt.errors import InvalidInputError
 from faseg_rt.frontend.plan import FrontEnd, ImagePlan, per_image
 from faseg_rt.images import load_image, pair_pixels, preprocess
-from faseg_rt.method.hard import class_maps, cross_fusion, hard
+from faseg_rt.method.hard import class_maps_fused, hard
 from faseg_rt.method.inversion import fixed_noise, invert, sample_latents
 from faseg_rt.method.prompts import DualPrompts, build_dual_prompts, normalize_classes
-from faseg_rt.method.ttf import labels_from_scores, resize_labels, ttf
+from faseg_rt.method.ttf import labels_from_scores, resize_labels, ttf, ttf_labels
 from faseg_rt.profiling import stage
 from faseg_rt.results import SegmentationResult
+from faseg_rt.text_cache import VocabularyCache
+
+# Class prompts encoded per text-encoder call: bounds its activations for long vocabularies.
+TEXT_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -56,10 +60,23 @@ def check_threshold(threshold) -> float:
 
 
 class Segmenter:
-    """FA-Seg on one loaded model.  Thread-safe: calls share no mutable state but a text cache."""
+    """FA-Seg on one loaded model.  Thread-safe: calls share no mutable state but a text cache.
+
+    text_cache_size: full prompts (caption + classes) whose embeddings are kept.
+    text_cache_mb: budget of the per-vocabulary cache of class-prompt embeddings; a vocabulary
+        whose embeddings alone exceed it is refused up front.
+    max_class_chunks: the most 77-token class-prompt chunks one call may use (the class-aware
+        maps of the reconstruction pass grow with it); more is refused up front.
+    """
+
+    #: `result.scores` ((K, 512, 512) float32, 1 MiB per class) is returned by default up to this
+    #: many classes, as it always was for small vocabularies; above, only with
+    #: return_scores=True, so a large vocabulary never holds K full-resolution maps by default.
+    SCORES_DEFAULT_MAX_CLASSES = 64
 
     def __init__(self, backend: Backend, tokenizer, config: FASegConfig | None = None,
-                 text_cache_size: int = 64, frontend: FrontEnd | None = None):
+                 text_cache_size: int = 64, text_cache_mb: float = 512, max_class_chunks: int = 256,
+                 frontend: FrontEnd | None = None):
         self.backend = backend
         self.frontend = frontend if frontend is not None else FrontEnd()
         self.tokenizer = tokenizer
@@ -71,6 +88,8 @@ class Segmenter:
         self._timestep = torch.tensor([self.config.timestep], dtype=torch.int64, device=backend.device)
         self._text_cache: OrderedDict = OrderedDict()
         self._text_cache_size = text_cache_size
+        self._vocab_cache = VocabularyCache(int(text_cache_mb * 2**20))
+        self.max_class_chunks = max_class_chunks
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ loading
@@ -98,8 +117,7 @@ class Segmenter:
             self.dtype if torch.device(device).type == self.device.type else None))
         self.backend = self.backend.to(device, dtype)
         self._timestep = self._timestep.to(self.backend.device)
-        with self._lock:
-            self._text_cache.clear()
+        self.clear_text_cache()
         return self
 
     @property
@@ -111,20 +129,66 @@ class Segmenter:
         return self.backend.dtype
 
     # ------------------------------------------------------------------ prompts
+    def clear_text_cache(self) -> None:
+        """Forget every cached prompt embedding (full prompts and per-vocabulary chunks)."""
+        with self._lock:
+            self._text_cache.clear()
+        self._vocab_cache.clear()
+
+    def _cached_text(self, key) -> TextEmbeddings | None:
+        try:
+            with self._lock:
+                hit = self._text_cache.get(key)
+                if hit is not None:
+                    self._text_cache.move_to_end(key)
+                return hit
+        except TypeError:  # unhashable items: not a valid class list, build_dual_prompts says so
+            return None
+
+    def check_vocabulary(self, prompts: DualPrompts) -> None:
+        """Refuse, before any network runs, a vocabulary too large for one call."""
+        j, dims = len(prompts.chunks), self.backend.dims
+        if j > self.max_class_chunks:
+            per_chunk = sum(r * r for r, w in self.config.cross_weights.items() if w) * dims.text_len * 8
+            raise InvalidInputError(
+                f"{prompts.num_classes} classes need {j} class-prompt chunks of "
+                f"{dims.text_len - 2} tokens; at most {self.max_class_chunks} fit in one call "
+                f"(each adds ~{per_chunk / 2**20:.1f} MiB of class-aware maps per image): split "
+                "the vocabulary over several calls, or raise Segmenter.max_class_chunks")
+        need = j * dims.text_len * dims.text_dim * torch.finfo(self.dtype).bits // 8
+        if need > self._vocab_cache.max_bytes:
+            raise InvalidInputError(
+                f"the {prompts.num_classes}-class vocabulary's prompt embeddings take "
+                f"{need / 2**20:.0f} MiB, over the text cache's {self._vocab_cache.max_bytes / 2**20:.0f}"
+                " MiB: split the vocabulary, or pass a larger text_cache_mb to Segmenter")
+
+    def _encode_ids(self, ids: list) -> torch.Tensor:
+        """(P, 77) token ids -> (P, 77, D) embeddings, TEXT_BATCH prompts per encoder call."""
+        out = []
+        for start in range(0, len(ids), TEXT_BATCH):
+            t = torch.tensor(ids[start:start + TEXT_BATCH], dtype=torch.int64, device=self.device)
+            with stage("text_encoder", self.device):
+                out.append(self.backend.text_encoder(input_ids=t)["last_hidden_state"])
+        return out[0] if len(out) == 1 else torch.cat(out)
+
     def encode_text(self, classes: Sequence[str], caption: str | None = None) -> TextEmbeddings:
-        """Dual prompts and their embeddings, cached per (caption, classes)."""
+        """Dual prompts and their embeddings, cached per (caption, classes); the class-prompt
+        chunks are cached per vocabulary, so a new caption encodes only its full prompt."""
+        if isinstance(classes, (list, tuple)) and (caption is None or isinstance(caption, str)):
+            hit = self._cached_text((caption, tuple(classes)))   # already-normal names: no
+            if hit is not None:                                   # tokenizing 1000 classes again
+                return hit
         prompts = build_dual_prompts(self.tokenizer, classes, caption)
         key = (prompts.caption, prompts.classes)
-        with self._lock:
-            hit = self._text_cache.get(key)
-            if hit is not None:
-                self._text_cache.move_to_end(key)
-                return hit
-        ids = torch.tensor([prompts.full_ids] + [c.input_ids for c in prompts.chunks],
-                           dtype=torch.int64, device=self.device)
-        with stage("text_encoder", self.device):
-            emb = self.backend.text_encoder(input_ids=ids)["last_hidden_state"]
-        text = TextEmbeddings(prompts, emb[0], emb[1:])
+        hit = self._cached_text(key)
+        if hit is not None:
+            return hit
+        self.check_vocabulary(prompts)
+        chunks = self._vocab_cache.get(prompts.classes)
+        if chunks is None:
+            chunks = self._encode_ids([c.input_ids for c in prompts.chunks])
+            self._vocab_cache.put(prompts.classes, chunks)
+        text = TextEmbeddings(prompts, self._encode_ids([prompts.full_ids])[0], chunks)
         with self._lock:
             self._text_cache[key] = text
             while len(self._text_cache) > self._text_cache_size:
@@ -155,51 +219,65 @@ class Segmenter:
             return be.unet_attn(latents=z1.to(be.dtype), timestep=self._timestep,
                                 encoder_hidden_states=full, class_hidden_states=chunks)
 
-    def refine(self, summaries: dict[str, torch.Tensor], prompts: DualPrompts,
-               rows: slice | None = None) -> torch.Tensor:
-        """Cross fusion, HARD and TTF (spec steps 5-7) for images sharing one class list.
+    def refine_maps(self, summaries: dict[str, torch.Tensor], prompts: DualPrompts,
+                    rows: slice | torch.Tensor | None = None) -> torch.Tensor:
+        """Cross fusion and HARD (spec steps 5-6) for images sharing one class list.
 
-        rows selects the latents (2 per image) of those images.  Returns (b, K, 512, 512) float32.
+        rows selects the latents (2 per image) of those images.  Returns (2b, K, s, s) float32
+        at the latent resolution: small (K x 16 KiB per latent), so any vocabulary fits.
         """
         cfg = self.config
-        rows = rows or slice(None)
+        rows = rows if rows is not None else slice(None)
         s = cfg.latent_size
         with stage("hard", self.device):
             cross = {r: summaries[f"cross_{r}"][rows].float() for r in cfg.resolutions}
-            c = cross_fusion(cross, cfg.cross_weights, s)                         # (n, J*T, s*s)
+            j, t = cross[s].shape[1], cross[s].shape[3]
             tm = prompts.token_matrix(self.backend.dims.text_len)
-            tm = torch.nn.functional.pad(tm, (0, 0, 0, c.shape[1] - tm.shape[0]))  # padded chunks: 0
-            maps = class_maps(c, tm.to(c.device)).reshape(c.shape[0], -1, s, s)   # (n, K, s, s)
+            tm = torch.nn.functional.pad(tm, (0, 0, 0, j * t - tm.shape[0]))     # padded chunks: 0
+            maps = class_maps_fused(cross, cfg.cross_weights, tm.to(self.device), s)  # (n, K, s, s)
             self_attn = {r: summaries[f"self_{r}"][rows] for r in cfg.resolutions if r != s}
-            m = hard(maps, self_attn, summaries[f"q_{s}"][rows], summaries[f"k_{s}"][rows],
-                     cfg.self_weights, cfg.tau)
+            return hard(maps, self_attn, summaries[f"q_{s}"][rows], summaries[f"k_{s}"][rows],
+                        cfg.self_weights, cfg.tau)
+
+    def refine(self, summaries: dict[str, torch.Tensor], prompts: DualPrompts,
+               rows: slice | torch.Tensor | None = None) -> torch.Tensor:
+        """Cross fusion, HARD and TTF (spec steps 5-7): (b, K, 512, 512) float32 scores."""
+        m = self.refine_maps(summaries, prompts, rows)
         with stage("ttf", self.device):
-            return ttf(m, cfg.image_size)                                          # (b, K, 512, 512)
+            return ttf(m, self.config.image_size)
 
     # ------------------------------------------------------------------ user API
     def __call__(self, image, classes: Sequence[str], caption: str | None = None,
-                 threshold: float | None = None, candidates=None) -> SegmentationResult:
+                 threshold: float | None = None, candidates=None,
+                 return_scores: bool | None = None) -> SegmentationResult:
         """Segment one image (path, PIL image or uint8 array) into `classes` (+ background).
 
         caption: a string, None, or "auto" (the captioner's caption of the image).
         candidates: None (segment every class), "auto" (the classes the recogniser keeps) or a
         list of names from `classes`; labels index `classes` either way, and no candidate
         gives an all-background mask.
+        return_scores: see segment_batch.
         """
         return self.segment_batch([image], classes, captions=[caption], batch_size=1,
-                                  threshold=threshold, candidates=[candidates])[0]
+                                  threshold=threshold, candidates=[candidates],
+                                  return_scores=return_scores)[0]
 
     segment = __call__
 
     def segment_batch(self, images: Sequence, classes, captions: Sequence[str | None] | None = None,
                       batch_size: int = 8, threshold: float | None = None,
-                      progress: bool = False, candidates=None) -> list[SegmentationResult]:
+                      progress: bool = False, candidates=None, return_scores: bool | None = None
+                      ) -> list[SegmentationResult]:
         """Segment many images, `batch_size` per network call; same results as one at a time.
 
         classes: one class list for all images, or one list per image.
         captions: None, "auto", or one caption (a string, None or "auto") per image.
         candidates: None, "auto", or one entry (None, "auto" or a list of names) per image;
-        see __call__.  Captioner and recogniser run batched on each chunk of images.
+            see __call__.  Captioner and recogniser run batched on each chunk of images.
+        return_scores: keep the (K, 512, 512) score maps in each result. None (default): only
+            up to SCORES_DEFAULT_MAX_CLASSES classes. Without them, labels are computed over
+            class chunks with memory independent of K (and bit-identical to thresholding the
+            scores).
         """
         images = list(images)
         threshold = check_threshold(self.config.threshold if threshold is None else threshold)
@@ -208,6 +286,9 @@ class Segmenter:
         vocabularies = [normalize_classes(c) for c in _per_image_classes(classes, len(images))]
         captions = per_image(captions, len(images), "captions")
         candidates = per_image(candidates, len(images), "candidates")
+        for vocab in {tuple(v) for v, c in zip(vocabularies, candidates) if c is None}:
+            if self._vocab_cache.get(vocab) is None:  # new vocabulary: too large fails before any work
+                self.check_vocabulary(build_dual_prompts(self.tokenizer, vocab))
 
         results: list[SegmentationResult] = []
         bar = None
@@ -221,22 +302,24 @@ class Segmenter:
                 pil = [load_image(x) for x in images[chunk]]
             plans = self.frontend.plan(pil, vocabularies[chunk], captions[chunk], candidates[chunk],
                                        device=self.device, dtype=self.dtype, batch_size=batch_size)
-            results += self._segment_planned(pil, plans, threshold)
+            results += self._segment_planned(pil, plans, threshold, return_scores)
             if bar is not None:
                 bar.update(len(pil))
         if bar is not None:
             bar.close()
         return results
 
-    def _segment_planned(self, pil, plans: Sequence[ImagePlan], threshold) -> list[SegmentationResult]:
+    def _segment_planned(self, pil, plans: Sequence[ImagePlan], threshold,
+                         return_scores=None) -> list[SegmentationResult]:
         """Run the method on the images with something to segment; results over each vocabulary."""
         run = [i for i, p in enumerate(plans) if p.segment]
         texts = [self.encode_text(plans[i].segment, plans[i].caption) for i in run]
-        done = dict(zip(run, self._segment_loaded([pil[i] for i in run], texts, threshold) if run else []))
+        done = dict(zip(run, self._segment_loaded([pil[i] for i in run], texts, threshold, return_scores)
+                        if run else []))
         return [p.finish(done.get(i), pil[i], threshold, self.config.image_size)
                 for i, p in enumerate(plans)]
 
-    def _segment_loaded(self, pil, texts, threshold) -> list[SegmentationResult]:
+    def _segment_loaded(self, pil, texts, threshold, return_scores=None) -> list[SegmentationResult]:
         with stage("resize"):
             batch = preprocess(pil, self.config.image_size)
         summaries = self.attention_summaries(batch, texts)
@@ -244,12 +327,18 @@ class Segmenter:
         for group in _groups(texts):
             rows = slice(2 * group[0], 2 * group[-1] + 2) if _contiguous(group) else \
                 torch.tensor([2 * i + h for i in group for h in (0, 1)], device=self.device)
-            scores = self.refine(summaries, texts[group[0]].prompts, rows)         # (b, K, 512, 512)
+            prompts = texts[group[0]].prompts
+            keep = (prompts.num_classes <= self.SCORES_DEFAULT_MAX_CLASSES if return_scores is None
+                    else bool(return_scores))
+            maps = self.refine_maps(summaries, prompts, rows)                       # (2b, K, s, s)
+            with stage("ttf", self.device):
+                scores = ttf(maps, self.config.image_size) if keep else None        # (b, K, 512, 512)
+                labels = (labels_from_scores(scores, threshold) if keep else
+                          ttf_labels(maps, self.config.image_size, threshold))      # (b, 512, 512)
             with stage("labels", self.device):
-                labels = labels_from_scores(scores, threshold)                      # (b, 512, 512)
                 labels = [resize_labels(labels[b], pil[i].size[1], pil[i].size[0]).to(torch.int32)
                           for b, i in enumerate(group)]
-                scores_host = scores.cpu().numpy()                                  # one transfer
+                scores_host = scores.cpu().numpy() if keep else [None] * len(group)  # one transfer
                 labels = [lab.cpu().numpy() for lab in labels]
             for b, i in enumerate(group):
                 out[i] = SegmentationResult(

@@ -45,10 +45,13 @@ class TorchBackend(Backend):
         return cls.from_modules(vae, text_encoder, unet, device=device, dtype=dtype, config=config)
 
     @classmethod
-    def from_modules(cls, vae, text_encoder, unet, *, device, dtype, config=None) -> "TorchBackend":
+    def from_modules(cls, vae, text_encoder, unet, *, device, dtype, config=None,
+                     skip_cross: tuple[int, ...] | None = None) -> "TorchBackend":
         from faseg_rt.config import FASegConfig
 
         config = config or FASegConfig()
+        if skip_cross is None:  # class-aware maps the method weighs by 0 are not computed
+            skip_cross = tuple(r for r, w in config.cross_weights.items() if w == 0)
         install_processors(unet)
         device = torch.device(device)
         for m in (vae, text_encoder, unet):
@@ -62,10 +65,11 @@ class TorchBackend(Backend):
             vae_encoder=TorchRunner(VaeEncoderGraph(vae), specs["vae_encoder"]),
             text_encoder=TorchRunner(TextEncoderGraph(text_encoder), specs["text_encoder"]),
             unet=TorchRunner(UNetGraph(unet), specs["unet"]),
-            unet_attn=TorchRunner(UNetAttnGraph(unet, dims.resolutions), specs["unet_attn"]),
+            unet_attn=TorchRunner(UNetAttnGraph(unet, dims.resolutions, skip_cross), specs["unet_attn"]),
             modules=(vae, text_encoder, unet))
 
     def to(self, device, dtype=None) -> "TorchBackend":
         dtype = dtype or self.dtype
         vae, text_encoder, unet = self.modules
-        return TorchBackend.from_modules(vae, text_encoder, unet, device=device, dtype=dtype)
+        return TorchBackend.from_modules(vae, text_encoder, unet, device=device, dtype=dtype,
+                                         skip_cross=self.unet_attn.module.skip_cross)

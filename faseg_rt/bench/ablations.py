@@ -74,7 +74,7 @@ def ablations(args) -> dict:
          lambda: hard(x, selfs, q, k, cfg.self_weights, cfg.tau), per_class)
 
     def text_miss():
-        seg._text_cache.clear()
+        seg.clear_text_cache()
         return seg.encode_text(classes).full
 
     pair("text embeddings: cache hit vs encoder call", lambda: seg.encode_text(classes).full, text_miss)

@@ -30,7 +30,7 @@ def time_segmenter(seg, image, classes, caption, warmup: int, iters: int, candid
     per_stage = {k: [] for k in stages}
     totals = []
     for i in range(warmup + iters):
-        seg._text_cache.clear()
+        seg.clear_text_cache()
         with record() as t:
             t0 = time.perf_counter()
             seg(image, classes=classes, caption=caption, candidates=candidates)

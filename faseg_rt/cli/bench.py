@@ -13,6 +13,7 @@ from faseg_rt.bench.ablations import ablations, ablations_table
 from faseg_rt.bench.latency import latency, latency_table
 from faseg_rt.bench.profile import profile, profile_table
 from faseg_rt.bench.throughput import _throughput_one, throughput, throughput_table
+from faseg_rt.bench.vocab import DEFAULT_KS, vocab, vocab_table
 from faseg_rt.io import atomic_write_json
 
 
@@ -57,6 +58,12 @@ def build_parser():
     add_common(prof)
     prof.add_argument("--classes", default="sky,ball,box,person,tree")
     prof.add_argument("--top", type=int, default=15)
+    voc = sub.add_parser("vocab", help="time by stage and extra memory for K = 1 .. 1000 classes")
+    add_common(voc)
+    voc.add_argument("--ks", default=",".join(map(str, DEFAULT_KS)), help="class counts, e.g. 1,20,150")
+    voc.add_argument("--repeats", type=int, default=1, help="calls per K (the fastest is kept)")
+    voc.add_argument("--scores-max", type=int, default=150,
+                     help="also measure the call with return_scores=True for K up to this")
     one = sub.add_parser("_throughput_one")
     add_common(one)
     one.add_argument("--backend", default="torch")
@@ -71,7 +78,7 @@ def run(args) -> int:
         return 0
     run_fn, table_fn = {"latency": (latency, latency_table), "throughput": (throughput, throughput_table),
                         "ablations": (ablations, ablations_table),
-                        "profile": (profile, profile_table)}[args.what]
+                        "profile": (profile, profile_table), "vocab": (vocab, vocab_table)}[args.what]
     res = run_fn(args)
     table = table_fn(res)
     res["markdown"] = table

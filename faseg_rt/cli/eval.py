@@ -1,14 +1,16 @@
 """The `eval` and `eval-masks` subcommands, for the core CLI to mount with `register(sub)`.
 
-    faseg-rt eval --dataset voc|context|coco-object --root DIR --out DIR
-                  [--candidates FILE.json] [--captions FILE.json] [--model ID_OR_DIR]
+    faseg-rt eval --dataset voc|context|coco-object|ade150|ade847|context459|coco-stuff
+                  --root DIR --out DIR
+                  [--candidates FILE.json|gt] [--captions FILE.json] [--model ID_OR_DIR]
                   [--backend B] [--device D] [--dtype T] [--engines DIR] [--limit N]
                   [--batch-size B] [--threshold X] [--report-images N] [--no-progress]
     faseg-rt eval-masks --dataset ... --root DIR --pred MASKS_DIR [--out DIR] [--limit N]
 
---root points at VOCdevkit/VOC2012 (voc), VOCdevkit/VOC2010 (context) or coco_stuff164k, or at a
-folder above it (the folder holding VOCdevkit, VOCdevkit itself, ...): the reader says which it used;
-(coco-object). Each handler returns an exit code: 0 on success, 2 after printing one line to
+--root points at VOCdevkit/VOC2012 (voc), VOCdevkit/VOC2010 (context, context459),
+coco_stuff164k (coco-object, coco-stuff), ADEChallengeData2016 (ade150) or ADE20K_2021_17_01
+(ade847), or at a folder above it: the reader says which it used (docs/eval.md lists every
+layout). Each handler returns an exit code: 0 on success, 2 after printing one line to
 stderr for a FASegError (bad input, missing files, model problems).
 """
 
@@ -27,12 +29,20 @@ from faseg_rt.eval.datasets.registry import DATASETS, open_dataset
 DEFAULT_MODEL = "XCLIU/2_rectified_flow_from_sd_1_5"
 
 
+def candidates_arg(text: str):
+    """argparse type for eval's --candidates: 'auto', 'gt' (the ground-truth oracle) or a JSON file."""
+    return text if text in ("auto", "gt") else Path(text)
+
+
 def _dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, choices=DATASETS,
                    help="voc (VOC2012 val, 21 classes), context (PASCAL Context-59 val, 60), "
-                        "coco-object (COCO val2017 objects, 81)")
+                        "coco-object (COCO val2017 objects, 81), ade150 (ADE20K-150 val), "
+                        "ade847 (ADE20K-847 val), context459 (PASCAL Context-459 val), "
+                        "coco-stuff (COCO-Stuff-171 val2017)")
     p.add_argument("--root", required=True, type=Path,
-                   help="VOCdevkit/VOC2012 | VOCdevkit/VOC2010 | coco_stuff164k, or a folder above it")
+                   help="VOCdevkit/VOC2012 | VOCdevkit/VOC2010 | coco_stuff164k | "
+                        "ADEChallengeData2016 | ADE20K_2021_17_01, or a folder above it")
     p.add_argument("--limit", type=positive_int_arg, default=None,
                    help="score only the first N images of the split")
 
@@ -46,9 +56,11 @@ def register(subparsers) -> None:
                     "OUT/metrics.json and OUT/report.png.")
     _dataset_args(p)
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--candidates", type=path_or_auto, default=None,
-                   help="JSON image id -> space-separated candidate class names, or 'auto' (the "
-                        "recogniser picks them; default: every image gets all dataset classes)")
+    p.add_argument("--candidates", type=candidates_arg, default=None,
+                   help="JSON image id -> space-separated candidate class names; 'auto' (the "
+                        "recogniser picks them); or 'gt': the oracle, each image's ground-truth "
+                        "classes (labelled as such in the report). Default: every image gets all "
+                        "dataset classes")
     p.add_argument("--captions", "--caption", type=path_or_auto, default=None,
                    help="JSON image id -> caption, or 'auto' (BLIP captions; default: none)")
     p.add_argument("--published-candidates", type=Path, default=None, metavar="FILE",
@@ -61,7 +73,8 @@ def register(subparsers) -> None:
     p.add_argument("--engines", default=None, help="directory of exported graphs / engines")
     p.add_argument("--batch-size", type=positive_int_arg, default=8)
     p.add_argument("--threshold", type=threshold_arg, default=None,
-                   help="background threshold (default: VOC 0.55, Context 0.50, COCO 0.60)")
+                   help="background threshold (default: VOC 0.55, Context 0.50, COCO 0.60; 0 for "
+                        "the benchmarks without a background class)")
     p.add_argument("--report-images", type=int, default=8,
                    help="rows in OUT/report.png (0: no report)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -88,7 +101,7 @@ def _fail(command: str, err: Exception) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     """Handler of `faseg-rt eval`."""
     from faseg_rt.eval.inputs import read_id_string_json
-    from faseg_rt.eval.loop import evaluate
+    from faseg_rt.eval.loop import GT_CANDIDATES, evaluate
     from faseg_rt.eval.metrics import metrics_markdown
     from faseg_rt.eval.presence import presence_markdown
 
@@ -99,7 +112,7 @@ def run_eval(args: argparse.Namespace) -> int:
         # read the inputs once before loading the model, so a bad file fails in a second
         for path, what in ((args.candidates, "candidates"), (args.captions, "captions"),
                            (args.published_candidates, "published candidates")):
-            if path is not None and path != "auto":
+            if path is not None and path not in ("auto", GT_CANDIDATES):
                 read_id_string_json(path, what)
         check_frontend(args, caption_attr="captions")
         try:

@@ -53,7 +53,8 @@ def segment_files(seg, images: list[str], classes: list[str], out: Path, caption
         try:
             results = seg.segment_batch([img for _, img in group], classes,
                                         captions=[caption] * len(group), batch_size=batch_size,
-                                        threshold=threshold, candidates=candidates) if group else []
+                                        threshold=threshold, candidates=candidates,
+                                        return_scores=False) if group else []
         except FASegError as e:
             failures += [(path, str(e)) for path, _ in group]
             results = []

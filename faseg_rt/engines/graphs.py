@@ -118,16 +118,20 @@ class UNetAttnGraph(nn.Module):
     """The reconstruction pass: the UNet's attention summaries for HARD (see attention.py).
 
     Returns the tensors named by graph_specs(...)["unet_attn"].outputs, in that order.  The
-    UNet's own output is not used by the method, so it is not returned.
+    UNet's own output is not used by the method, so it is not returned.  skip_cross: latent
+    resolutions whose class-aware maps the method weighs by 0 (the torch backend passes them
+    from its config; exported graphs compute every output): returned as stride-0 zeros, so a
+    large vocabulary does not pay J x 4096 x 77 values per latent for maps nobody reads.
     """
 
-    def __init__(self, unet, resolutions: tuple[int, ...]):
+    def __init__(self, unet, resolutions: tuple[int, ...], skip_cross: tuple[int, ...] = ()):
         super().__init__()
         self.unet = unet
         self.resolutions = tuple(resolutions)
+        self.skip_cross = tuple(skip_cross)
 
     def forward(self, latents, timestep, encoder_hidden_states, class_hidden_states):
-        capture = AttentionCapture(class_hidden_states, self.resolutions)
+        capture = AttentionCapture(class_hidden_states, self.resolutions, self.skip_cross)
         self.unet(latents, timestep, encoder_hidden_states,
                   cross_attention_kwargs={"capture": capture}, return_dict=False)
         out = capture.summaries()

@@ -97,19 +97,22 @@ def read_id_string_json(path: str | os.PathLike, what: str) -> dict[str, str]:
 
 
 def resolve_candidates(raw: Mapping[str, str] | None, ids: Iterable[str],
-                       class_names: tuple[str, ...], aliases: Mapping[str, str] | None = None
+                       class_names: tuple[str, ...], aliases: Mapping[str, str] | None = None,
+                       background: bool = True
                        ) -> tuple[dict[str, tuple[str, ...]], dict[str, int]]:
     """Per-image candidate class names (background never included) for the given ids.
 
+    class_names: the dataset's classes, background first when `background` (VOC, Context-59,
+    COCO-Object); benchmarks without a background class pass background=False.
     Without `raw`, every image gets all dataset classes except background. With it, an id missing
     from `raw` gets no candidates (an all-background mask, as in the published run). Returns the
     per-id names and a count of each unknown word; one warning lists the unknown words.
     """
     ids = list(ids)
+    names = tuple(class_names[1:] if background else class_names)
     if raw is None:
-        everything = tuple(class_names[1:])
-        return {i: everything for i in ids}, {}
-    vocab = build_vocabulary(class_names[1:], aliases)
+        return {i: names for i in ids}, {}
+    vocab = build_vocabulary(names, aliases)
     out: dict[str, tuple[str, ...]] = {}
     unknown: dict[str, int] = {}
     for i in ids:

@@ -5,7 +5,8 @@ batch_size=..., threshold=..., progress=...)` returning results with `.labels` (
 0 = background, k = classes[k-1]); so it runs the real `faseg_rt.Segmenter` and the small fakes
 of the tests alike. Output directory:
 
-    masks/<id>.png   palette PNG of dataset class ids at the original image size
+    masks/<id>.png   palette PNG of dataset class ids at the original image size (16-bit PNG
+                     for benchmarks with ids past 255: ADE20K-847, Context-459)
     masks/<id>.json  with captions / candidates "auto": caption, kept candidates, class scores
     run.json         the settings the masks were made with (checked when resuming)
     metrics.json     mIoU and per-class IoU in percent, plus how they were obtained
@@ -56,15 +57,37 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _id_dtype(dataset: SegDataset) -> type:
+    return np.uint8 if max(dataset.num_classes - 1, dataset.no_class_label) <= 255 else np.uint16
+
+
 def to_dataset_ids(labels: np.ndarray, names: tuple[str, ...], dataset: SegDataset) -> np.ndarray:
-    """Map a prediction over a candidate list (0 = background, k = names[k-1]) to class ids."""
+    """Map a prediction over a candidate list (0 = below threshold, k = names[k-1]) to class ids;
+    label 0 becomes background, or `dataset.no_class_label` where there is no background."""
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise FASegError(f"segmenter returned labels of shape {labels.shape}, expected (H, W)")
     if labels.size and (labels.min() < 0 or labels.max() > len(names)):
         raise FASegError(f"segmenter returned label {int(labels.max())} for {len(names)} classes")
-    lut = np.array([0] + [dataset.class_id(n) for n in names], dtype=np.uint8)
+    lut = np.array([dataset.no_class_label] + [dataset.class_id(n) for n in names],
+                   dtype=_id_dtype(dataset))
     return lut[labels]
+
+
+GT_CANDIDATES = "gt"
+GT_DESCRIPTION = "gt (oracle: the ground-truth classes present in each image)"
+
+
+def gt_candidates(dataset: SegDataset, ids: list[str]) -> dict[str, tuple[str, ...]]:
+    """The oracle: per image, the classes present in its ground truth (ignore and background
+    left out), in class-id order. For isolating segmentation quality from recognition only."""
+    out = {}
+    for i in ids:
+        present = np.unique(dataset.load_label(i))
+        first = 1 if dataset.background else 0
+        out[i] = tuple(dataset.class_names[int(c)] for c in present
+                       if first <= c < dataset.num_classes)
+    return out
 
 
 def _check_run(out_dir: Path, settings: dict) -> None:
@@ -106,10 +129,12 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
         segmenter: anything with `segment_batch` (see the module docstring).
         dataset: an opened reader (`faseg_rt.eval.open_dataset`).
         out_dir: where masks/, metrics.json, run.json and report.png go.
-        candidates: image id -> candidate string (mapping or JSON file). None: every image gets
-            all dataset classes except background. An image with no known candidate gets an
-            all-background mask without calling the segmenter. "auto": the segmenter's
-            recogniser picks them per image (metrics["presence"] scores it against the truth).
+        candidates: image id -> candidate string (mapping or JSON file), or "gt": the oracle,
+            each image's ground-truth classes. None: every image gets all dataset classes
+            except background. An image with no known candidate gets an all-background (or,
+            without a background class, all "no class") mask without calling the segmenter.
+            "auto": the segmenter's recogniser picks them per image (metrics["presence"] scores
+            it against the truth).
         captions: image id -> caption (mapping or JSON file). None: no captions. "auto": the
             segmenter's captioner writes them.
         limit: score only the first `limit` ids of the split.
@@ -130,25 +155,32 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
     out_dir = Path(out_dir)
     masks_dir = out_dir / "masks"
     ids = dataset.ids[:limit] if limit else dataset.ids
+    oracle = isinstance(candidates, str) and candidates == GT_CANDIDATES
     auto_cands, auto_caps = _is_auto(candidates), _is_auto(captions)
-    raw_cands, cand_src = _load_inputs(None if auto_cands else candidates, "candidates")
+    raw_cands, cand_src = ((None, GT_DESCRIPTION) if oracle else
+                           _load_inputs(None if auto_cands else candidates, "candidates"))
     raw_caps, cap_src = _load_inputs(None if auto_caps else captions, "captions")
-    cands, unknown = resolve_candidates(raw_cands, ids, dataset.class_names, dataset.aliases)
+    if oracle:
+        cands, unknown = gt_candidates(dataset, ids), {}
+    else:
+        cands, unknown = resolve_candidates(raw_cands, ids, dataset.class_names, dataset.aliases,
+                                            background=dataset.background)
     caps = {i: "auto" for i in ids} if auto_caps else resolve_captions(raw_caps, ids)
     published = cands if raw_cands is not None else None
     if published_candidates is not None:
         published = resolve_candidates(_load_inputs(published_candidates, "published candidates")[0],
-                                       ids, dataset.class_names, dataset.aliases)[0]
+                                       ids, dataset.class_names, dataset.aliases,
+                                       background=dataset.background)[0]
 
     settings = {"dataset": dataset.name, "threshold": thr,
-                "candidates": "auto" if auto_cands else
-                _digest(dict(raw_cands)) if raw_cands is not None else None,
+                "candidates": "auto" if auto_cands else GT_CANDIDATES if oracle else
+                (_digest(dict(raw_cands)) if raw_cands is not None else None),
                 "captions": "auto" if auto_caps else _digest(raw_caps) if raw_caps is not None else None,
                 **dict(meta or {})}
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_run(out_dir, settings)
 
-    cm = ConfusionMatrix(dataset.num_classes)
+    cm = ConfusionMatrix(dataset.num_classes, ignore_index=dataset.ignore_index)
     done = [i for i in ids if (masks_dir / f"{i}.png").exists()]
     todo = [i for i in ids if not (masks_dir / f"{i}.png").exists()]
     for i in done:
@@ -180,7 +212,7 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
                         raise FASegError(f"{i}: segmenter returned labels of shape {pred.shape}, "
                                          f"the image is {size}")
                 else:
-                    pred = np.zeros(size, dtype=np.uint8)
+                    pred = np.full(size, dataset.no_class_label, dtype=_id_dtype(dataset))
                 cm.update(dataset.load_label(i), pred)
                 if (auto_cands or auto_caps) and i in results:  # before the mask: resume needs both
                     atomic_write_json(masks_dir / f"{i}.json", results[i].sidecar())
@@ -226,7 +258,7 @@ def evaluate_masks(dataset: SegDataset, pred_dir: str | os.PathLike,
     if missing:
         raise InvalidInputError(f"{len(missing)} of {len(ids)} predictions missing in {pred_dir} "
                                 f"(first: {missing[0]}.png)")
-    cm = ConfusionMatrix(dataset.num_classes)
+    cm = ConfusionMatrix(dataset.num_classes, ignore_index=dataset.ignore_index)
     resized = 0
     for i in ids:
         gt = dataset.load_label(i)

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from faseg_rt.io import atomic_path, color_palette
+from faseg_rt.io import atomic_path, color_palette, label_colors
 
 _CELL = (160, 120)  # (width, height) of one thumbnail cell
 _PAD = 4
@@ -29,11 +29,12 @@ def _fit(im: Image.Image, resample) -> Image.Image:
 def contact_sheet(rows: Sequence[tuple[str, Image.Image, np.ndarray, np.ndarray]],
                   class_names: Sequence[str]) -> Image.Image:
     """Build the sheet from (id, RGB image, gt labels, predicted labels) rows."""
-    pal = color_palette(256)
+    present_max = max([255] + [int(max(g.max(initial=0), p.max(initial=0))) for _, _, g, p in rows])
+    pal = color_palette(present_max + 1)
     font = ImageFont.load_default()
     present = sorted({int(v) for _, _, g, p in rows for v in np.union1d(np.unique(g), np.unique(p))})
-    legend = [(v, class_names[v] if v < len(class_names) else ("ignore" if v == 255 else str(v)))
-              for v in present]
+    legend = [(v, class_names[v] if v < len(class_names) else
+               ("ignore / no class" if v in (255, 65535) else str(v))) for v in present]
     cw, ch = _CELL
     width = 3 * cw + 4 * _PAD
     per_line = max(1, width // 150)
@@ -46,8 +47,8 @@ def contact_sheet(rows: Sequence[tuple[str, Image.Image, np.ndarray, np.ndarray]
     for r, (image_id, image, gt, pred) in enumerate(rows):
         y = _HEADER + r * (ch + _PAD)
         cells = (_fit(image.convert("RGB"), Image.BILINEAR),
-                 _fit(Image.fromarray(pal[gt]), Image.NEAREST),
-                 _fit(Image.fromarray(pal[pred]), Image.NEAREST))
+                 _fit(Image.fromarray(label_colors(gt)), Image.NEAREST),
+                 _fit(Image.fromarray(label_colors(pred)), Image.NEAREST))
         for c, cell in enumerate(cells):
             sheet.paste(cell, (_PAD + c * (cw + _PAD), y))
         draw.text((_PAD + 2, y + 2), image_id, fill=(255, 255, 0), font=font)

@@ -23,23 +23,34 @@ import torch
 import torch.nn.functional as F
 
 
+#: Bytes of the (N, j, h, n, T) logits block record_cross computes at once: chunks are taken
+#: in groups that fit, so a 1000-class vocabulary (40 chunks) does not build 40 at a time.
+CROSS_BLOCK_BYTES = 32 * 2**20
+
+
 class AttentionCapture:
     """Per-call accumulator of attention summaries.
 
     class_states: (N, J, 77, D) class-prompt embeddings (J chunks) for the N latents.
+    skip_cross: resolutions whose class-aware maps are not needed (cross fusion weight 0): they
+    are not computed, and come back as zeros that take no memory (a stride-0 view).
     After the pass, `summaries()` returns float32 tensors:
       cross_{r}: (N, J, r*r, 77) mean over cross layers and heads at r,
       self_{r}:  (N, r*r, r*r)   mean over self layers and heads at r (r < latent_size),
       q_{s}, k_{s}: (N, L*h, s*s, d) with s = latent_size; q already multiplied by the layer's
                     softmax scale, so softmax(q k^T) is the layer's self-attention.
+    Layer means are running sums divided by the layer count, so memory does not grow with
+    the number of layers.
     """
 
-    def __init__(self, class_states: torch.Tensor, resolutions: tuple[int, ...]):
+    def __init__(self, class_states: torch.Tensor, resolutions: tuple[int, ...],
+                 skip_cross: tuple[int, ...] = ()):
         self.class_states = class_states
         self.resolutions = tuple(resolutions)
         self.full = max(self.resolutions)
-        self._cross = {r: [] for r in self.resolutions}
-        self._self = {r: [] for r in self.resolutions if r != self.full}
+        self.skip_cross = frozenset(skip_cross)
+        self._cross: dict[int, list] = {r: [None, 0] for r in self.resolutions}   # [sum, layers]
+        self._self: dict[int, list] = {r: [None, 0] for r in self.resolutions if r != self.full}
         self._q, self._k = [], []
 
     def _resolution(self, tokens: int) -> int:
@@ -48,6 +59,11 @@ class AttentionCapture:
             raise RuntimeError(f"attention over {tokens} tokens is not one of the latent grids "
                                f"{self.resolutions}: the UNet does not have the SD 1.x layout")
         return r
+
+    @staticmethod
+    def _add(acc: list, x: torch.Tensor) -> None:
+        acc[0] = x if acc[0] is None else acc[0].add_(x)
+        acc[1] += 1
 
     def record_self(self, q: torch.Tensor, k: torch.Tensor, scale: float) -> None:
         """q, k: (N, h, n, d) of a self-attention layer."""
@@ -59,29 +75,51 @@ class AttentionCapture:
             self._k.append(k)
         else:
             probs = torch.softmax(q @ k.transpose(-1, -2), dim=-1)   # (N, h, n, n)
-            self._self[r].append(probs.mean(1))                       # (N, n, n)
+            self._add(self._self[r], probs.mean(1))                   # (N, n, n)
 
     def record_cross(self, attn, q: torch.Tensor, scale: float) -> None:
         """q: (N, h, n, d) of a cross-attention layer; keys come from the class prompts."""
         r = self._resolution(q.shape[2])
-        n_lat, heads, _, d = q.shape
+        acc = self._cross[r]
+        if r in self.skip_cross:
+            acc[1] += 1
+            return
+        n_lat, heads, n, d = q.shape
         cs = self.class_states.to(dtype=attn.to_k.weight.dtype)
-        kc = attn.to_k(cs)                                            # (N, J, T, h*d)
-        J, T = kc.shape[1], kc.shape[2]
-        kc = kc.view(n_lat, J, T, heads, d).permute(0, 1, 3, 4, 2).float()  # (N, J, h, d, T)
-        logits = (q.float() * scale).unsqueeze(1) @ kc                # (N, J, h, n, T)
-        self._cross[r].append(torch.softmax(logits, dim=-1).mean(2))  # (N, J, n, T)
+        J, T = cs.shape[1], cs.shape[2]
+        qs = (q.float() * scale).unsqueeze(1)                          # (N, 1, h, n, d)
+        group = max(1, CROSS_BLOCK_BYTES // (4 * n_lat * heads * n * T))
+        if group >= J or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            # one block (an exported graph keeps J dynamic: no Python loop over J)
+            self._add(acc, self._class_maps(attn, qs, cs, heads, d))
+            return
+        if acc[0] is None:
+            acc[0] = torch.zeros(n_lat, J, n, T, device=q.device)
+        for j0 in range(0, J, group):                                  # chunk groups, in place
+            acc[0][:, j0:j0 + group] += self._class_maps(attn, qs, cs[:, j0:j0 + group], heads, d)
+        acc[1] += 1
+
+    @staticmethod
+    def _class_maps(attn, qs: torch.Tensor, cs: torch.Tensor, heads: int, d: int) -> torch.Tensor:
+        """Head-mean softmax(q K'^T) for the chunks cs (N, j, T, D): (N, j, n, T)."""
+        n_lat, j, t = cs.shape[:3]
+        kc = attn.to_k(cs)                                              # (N, j, T, h*d)
+        kc = kc.view(n_lat, j, t, heads, d).permute(0, 1, 3, 4, 2).float()  # (N, j, h, d, T)
+        return torch.softmax(qs @ kc, dim=-1).mean(2)                  # (N, j, n, T)
 
     def summaries(self) -> dict[str, torch.Tensor]:
         out = {}
+        n, J, T = self.class_states.shape[:3]
         for r in self.resolutions:
-            if not self._cross[r]:
+            total, layers = self._cross[r]
+            if not layers:
                 raise RuntimeError(f"no cross-attention layer at resolution {r}")
-            out[f"cross_{r}"] = torch.stack(self._cross[r]).mean(0)
-        for r, maps in self._self.items():
-            if not maps:
+            out[f"cross_{r}"] = (total / layers if total is not None else
+                                 torch.zeros((), device=self.class_states.device).expand(n, J, r * r, T))
+        for r, (total, layers) in self._self.items():
+            if not layers:
                 raise RuntimeError(f"no self-attention layer at resolution {r}")
-            out[f"self_{r}"] = torch.stack(maps).mean(0)
+            out[f"self_{r}"] = total / layers
         if not self._q:
             raise RuntimeError(f"no self-attention layer at resolution {self.full}")
         out[f"q_{self.full}"] = torch.cat(self._q, dim=1)

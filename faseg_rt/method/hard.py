@@ -1,9 +1,13 @@
 """Cross fusion (spec step 5) and HARD, hierarchical attention refinement (spec step 6).
 
-Factorised form, exact by linearity, with no (64*64) x (64*64) matrix anywhere:
+Factorised form, exact by linearity, with no (64*64) x (64*64) matrix (small vocabularies):
 - r < 64: A_r @ x = bicubic_up_to_64(S_r @ blocksum_r(x)); everything stays r*r-sized.
 - r = 64: S_64 @ x = mean over layers and heads of softmax(q k^T) @ x: scaled-dot-product
   attention with the class maps as values, all K classes at once, O(N K) memory.
+
+For vocabularies wider than the head width + 32 classes, S_64 is instead built once per latent as
+the dense head-averaged 4096 x 4096 matrix (64 MiB, in row blocks): the fused form would
+recompute every head's softmax for each block of classes (see apply_affinity_full_power).
 
 Shapes: N latents (image and mirror of each image), K classes, s = 64 the latent side,
 J class-prompt chunks, T = 77 tokens.
@@ -17,26 +21,52 @@ import torch
 import torch.nn.functional as F
 
 
+def _fuse(parts, size: int) -> torch.Tensor:
+    """sum of w * nearest_up_to_size(x) over the (w, x (N, C, r, r)) pairs of `parts`."""
+    out = None
+    for w, x in parts:
+        x = F.interpolate(x, size=(size, size), mode="nearest") * w
+        out = x if out is None else out + x
+    return out
+
+
 def cross_fusion(cross: Mapping[int, torch.Tensor], weights: Mapping[int, float], size: int) -> torch.Tensor:
     """c = sum_r w_r * nearest_up_to_size(C_r).
 
     cross[r]: (N, J, r*r, T) class-aware maps.  Returns (N, J*T, size*size).
     """
-    out = None
-    for r, w in weights.items():
-        if w == 0:
-            continue
-        x = cross[r]
-        n, j, _, t = x.shape
-        x = x.transpose(2, 3).reshape(n, j * t, r, r)
-        x = F.interpolate(x, size=(size, size), mode="nearest") * w
-        out = x if out is None else out + x
+    out = _fuse(((w, cross[r].transpose(2, 3).reshape(cross[r].shape[0], -1, r, r))
+                 for r, w in weights.items() if w != 0), size)
     return out.reshape(out.shape[0], out.shape[1], size * size)
 
 
 def class_maps(c: torch.Tensor, token_matrix: torch.Tensor) -> torch.Tensor:
     """Each class's map = mean of c over its tokens: (N, J*T, P) x (J*T, K) -> (N, K, P)."""
     return torch.einsum("ntp,tk->nkp", c, token_matrix.to(c))
+
+
+#: HARD applies S_64 by fused attention while K <= head width + DENSE_AFTER_EXTRA_CLASSES, and
+#: through the dense head-averaged S_64 above (see apply_affinity_full_power).
+DENSE_AFTER_EXTRA_CLASSES = 32
+#: Query rows of S_64 built at once in the dense path: a (rows x 4096) block per head.
+DENSE_ROWS = 512
+
+
+def class_maps_fused(cross: Mapping[int, torch.Tensor], weights: Mapping[int, float],
+                     token_matrix: torch.Tensor, size: int) -> torch.Tensor:
+    """Cross fusion and class maps in one step: c_k = sum_r w_r * nearest_up(C_r @ t_k).
+
+    cross[r]: (N, J, r*r, T); token_matrix: (J*T, K) (`DualPrompts.token_matrix`, padded chunks
+    zero).  Equal by linearity to class_maps(cross_fusion(...)) but the token average runs at
+    each resolution first, so nothing of size J*T x size^2 is built: memory O(N K size^2)
+    whatever the number of chunks.  Returns (N, K, size, size).
+    """
+    def part(r: int) -> torch.Tensor:
+        n, j, _, t = cross[r].shape
+        tm = token_matrix.to(cross[r])[: j * t].reshape(j, t, -1)              # (J, T, K)
+        return torch.einsum("njpt,jtk->nkp", cross[r], tm).reshape(n, -1, r, r)  # (N, K, r, r)
+
+    return _fuse(((w, part(r)) for r, w in weights.items() if w != 0), size)
 
 
 def blocksum(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -74,6 +104,47 @@ def apply_affinity_full(q: torch.Tensor, k: torch.Tensor, x: torch.Tensor) -> to
     return out.to(x.dtype).mean(dim=1).transpose(1, 2).reshape(n, kk, s, s)
 
 
+def full_affinity(q: torch.Tensor, k: torch.Tensor, rows: int = DENSE_ROWS) -> torch.Tensor:
+    """S = mean over heads of softmax(q k^T) for ONE latent: q, k (H, P, d) -> (P, P).
+
+    Built `rows` query rows and one head at a time (transient rows x P), so the peak is the
+    P x P result (64 MiB in float32 at P = 4096) plus one block.
+    """
+    heads, p, _ = q.shape
+    s = torch.empty(p, p, dtype=q.dtype, device=q.device)
+    for r0 in range(0, p, rows):
+        blk = torch.zeros(min(rows, p - r0), p, dtype=q.dtype, device=q.device)
+        for h in range(heads):
+            blk += torch.softmax(q[h, r0:r0 + rows] @ k[h].transpose(0, 1), dim=-1)
+        s[r0:r0 + rows] = blk / heads
+    return s
+
+
+def apply_affinity_full_power(q: torch.Tensor, k: torch.Tensor, x: torch.Tensor, tau: int) -> torch.Tensor:
+    """S_s^tau @ x for (N, K, s, s) maps.
+
+    Fused attention costs ~2 H P^2 max(K, d) per application and pads q and k to width K
+    above the head width d (memory O(N H P K)); the dense head-averaged S costs H P^2 (d + a
+    softmax) once per latent and then P^2 K per application, with O(P^2) memory.  So up to
+    d + DENSE_AFTER_EXTRA_CLASSES classes the fused path runs (unchanged from the first
+    release); above, S is built densely for one latent at a time.
+    """
+    n, kk, s, _ = x.shape
+    if kk <= q.shape[-1] + DENSE_AFTER_EXTRA_CLASSES:
+        for _ in range(tau):
+            x = apply_affinity_full(q, k, x)
+        return x
+    out = torch.empty_like(x)
+    for i in range(n):
+        a = full_affinity(q[i], k[i]).to(x.dtype)                              # (P, P)
+        o = x[i].reshape(kk, s * s).transpose(0, 1)                            # (P, K)
+        for _ in range(tau):
+            o = a @ o
+        out[i] = o.transpose(0, 1).reshape(kk, s, s)
+        del a
+    return out
+
+
 def minmax_normalize(o: torch.Tensor) -> torch.Tensor:
     """Min-max normalise each (s, s) map of (N, K, s, s) to [0, 1]; a constant map becomes 0."""
     flat = o.flatten(2)
@@ -100,7 +171,10 @@ def hard(maps: torch.Tensor, self_attn: Mapping[int, torch.Tensor], q_full: torc
         if not w:
             continue
         o = maps.to(dt)
-        for _ in range(tau):
-            o = apply_affinity_full(q_full, k_full, o) if r == s else apply_affinity_coarse(self_attn[r].to(dt), o)
+        if r == s:
+            o = apply_affinity_full_power(q_full, k_full, o, tau)
+        else:
+            for _ in range(tau):
+                o = apply_affinity_coarse(self_attn[r].to(dt), o)
         out = out + w * minmax_normalize(o)
     return out

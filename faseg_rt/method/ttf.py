@@ -26,6 +26,43 @@ def labels_from_scores(scores: torch.Tensor, threshold: float) -> torch.Tensor:
     return torch.where(best < threshold, torch.zeros_like(idx), idx + 1)
 
 
+#: Bytes of upsampled maps `ttf_labels` holds at once (per call, all images of the batch).
+TTF_CHUNK_BYTES = 64 * 2**20
+
+
+def ttf_chunk_classes(n_images: int, size: int, itemsize: int = 4) -> int:
+    """Classes per TTF chunk so that one chunk's maps fit in TTF_CHUNK_BYTES.
+
+    One chunk holds, per image and class, the two upsampled halves and their average:
+    3 * size^2 values.
+    """
+    return max(1, TTF_CHUNK_BYTES // (3 * n_images * size * size * itemsize))
+
+
+def ttf_labels(maps: torch.Tensor, size: int, threshold: float,
+               chunk_classes: int | None = None) -> torch.Tensor:
+    """Labels of `labels_from_scores(ttf(maps, size), threshold)` without the (B, K, size, size)
+    scores: TTF runs on `chunk_classes` classes at a time and a running max / argmax is kept.
+
+    Bit-identical to the unchunked path: each class's upsampled map does not depend on the
+    other classes, and a later chunk replaces the running best only where it is strictly
+    greater, so ties go to the lowest class index as torch.max does within a chunk.
+    maps: (2B, K, s, s) [image, mirror] pairs.  Returns (B, size, size) int64.
+    """
+    n, k = maps.shape[:2]
+    chunk = chunk_classes or ttf_chunk_classes(n // 2, size, maps.element_size())
+    best = arg = None
+    for k0 in range(0, k, chunk):
+        b, i = ttf(maps[:, k0:k0 + chunk], size).max(dim=1)                    # (B, size, size)
+        if best is None:
+            best, arg = b, i
+        else:
+            better = b > best
+            best = torch.where(better, b, best)
+            arg = torch.where(better, i + k0, arg)
+    return torch.where(best < threshold, torch.zeros_like(arg), arg + 1)
+
+
 @lru_cache(maxsize=256)
 def pil_nearest_indices(n_in: int, n_out: int) -> np.ndarray:
     """Source index of each output pixel in PIL's NEAREST resize of n_in -> n_out pixels.

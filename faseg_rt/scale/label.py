@@ -142,7 +142,8 @@ class _SegmentWorker:
             results = self.seg.segment_batch([img for _, _, img in decoded], self.classes,
                                              captions=[self.caption] * len(decoded),
                                              batch_size=self.batch_size, threshold=self.threshold,
-                                             candidates=self.candidates)
+                                             candidates=self.candidates,
+                                             return_scores=False)
         except Exception as e:
             if len(decoded) > 1:
                 return [r for item in decoded for r in self._segment([item])]

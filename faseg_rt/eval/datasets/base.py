@@ -1,9 +1,10 @@
-"""The common interface of the three evaluation datasets, and the registry that opens them.
+"""The common interface of the evaluation datasets (the registry that opens them: registry.py).
 
-Each dataset module (`voc.py`, `context.py`, `coco_object.py`) holds its facts in one place:
-the class list (background at index 0), the published background threshold, spelling aliases
-seen in the published inputs, and where files live under `--root`. This module only states
-what every reader offers, so the evaluation loop never branches on which dataset it scores.
+Each dataset module (`voc.py`, `context.py`, `coco_object.py`, `ade20k.py`, ...) holds its facts
+in one place: the class list, whether class 0 is background, the ignore label, the default
+background threshold, spelling aliases seen in candidate strings, and where files live under
+`--root`. This module only states what every reader offers, so the evaluation loop never
+branches on which dataset it scores.
 """
 
 from __future__ import annotations
@@ -28,9 +29,14 @@ class SegDataset:
     (and `load_label` when the ground truth is not a plain index PNG).
 
     Attributes:
-        name: the dataset's CLI name ("voc", "context", "coco-object").
-        class_names: all class names, background at index 0 (21 / 60 / 81 entries).
-        default_threshold: the published background threshold for this dataset.
+        name: the dataset's CLI name ("voc", "context", "coco-object", "ade150", ...).
+        class_names: all class names (21 / 60 / 81 / 150 / 171 / 459 / 847 entries).
+        background: True when class 0 is "background" (VOC, Context-59, COCO-Object): FA-Seg's
+            below-threshold label maps to it. False for benchmarks without one (ADE20K,
+            COCO-Stuff, Context-459): every class is a candidate, and a below-threshold pixel is
+            predicted as `ignore_index`, which scores as "no class" (a miss).
+        ignore_index: the ground-truth label that is not scored (255, or 65535 in 16-bit sets).
+        default_threshold: the published background threshold (0 where there is no background).
         aliases: other spellings (lower case) -> canonical class name, used when parsing
             candidate strings (e.g. "tvmonitor" or the word-piece respelling "aerop lane").
         root_hint: which directory `--root` must point at, for error messages and docs.
@@ -43,6 +49,8 @@ class SegDataset:
 
     name: ClassVar[str] = ""
     class_names: ClassVar[tuple[str, ...]] = ()
+    background: ClassVar[bool] = True
+    ignore_index: ClassVar[int] = IGNORE_INDEX
     default_threshold: ClassVar[float] = 0.55
     aliases: ClassVar[Mapping[str, str]] = {}
     root_hint: ClassVar[str] = ""
@@ -71,7 +79,8 @@ class SegDataset:
         raise NotImplementedError
 
     def load_label(self, image_id: str) -> np.ndarray:
-        """Ground truth as an (H, W) uint8 array: class ids 0..num_classes-1, 255 = ignore."""
+        """Ground truth as an (H, W) uint8 (uint16 for 16-bit sets) array: class ids
+        0..num_classes-1, `ignore_index` = not scored."""
         return load_label_png(self.label_path(image_id))
 
     # --- shared ------------------------------------------------------------------------------
@@ -88,6 +97,17 @@ class SegDataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def candidate_names(self) -> tuple[str, ...]:
+        """The classes FA-Seg may be asked for: all but background (where there is one)."""
+        return self.class_names[1:] if self.background else self.class_names
+
+    @property
+    def no_class_label(self) -> int:
+        """The saved prediction for FA-Seg's below-threshold label 0: background's id, or
+        `ignore_index` (scored as "no class") where the benchmark has no background."""
+        return 0 if self.background else self.ignore_index
 
     @property
     def ids(self) -> list[str]:

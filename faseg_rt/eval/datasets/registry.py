@@ -5,21 +5,29 @@ from __future__ import annotations
 import os
 
 from faseg_rt.errors import InvalidInputError
+from faseg_rt.eval.datasets.ade20k import ADE20K150
+from faseg_rt.eval.datasets.ade20k_full import ADE20K847
 from faseg_rt.eval.datasets.base import SegDataset
 from faseg_rt.eval.datasets.coco_object import COCOObject
+from faseg_rt.eval.datasets.coco_stuff import COCOStuff171
 from faseg_rt.eval.datasets.context import PascalContext
+from faseg_rt.eval.datasets.context459 import PascalContext459
 from faseg_rt.eval.datasets.voc import PascalVOC
+
+# The paper's three datasets, then the open-vocabulary benchmark suite.
+READERS: tuple[type[SegDataset], ...] = (PascalVOC, PascalContext, COCOObject, ADE20K150,
+                                         ADE20K847, PascalContext459, COCOStuff171)
 
 
 def _registry() -> dict[str, type[SegDataset]]:
-    return {c.name: c for c in (PascalVOC, PascalContext, COCOObject)}
+    return {c.name: c for c in READERS}
 
 
-DATASETS = ("voc", "context", "coco-object")
+DATASETS = tuple(c.name for c in READERS)
 
 
 def open_dataset(name: str, root: str | os.PathLike) -> SegDataset:
-    """Open dataset `name` ("voc", "context" or "coco-object") whose files lie under `root`."""
+    """Open dataset `name` (one of DATASETS, e.g. "voc" or "ade847") whose files lie under `root`."""
     reg = _registry()
     if name not in reg:
         raise InvalidInputError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
