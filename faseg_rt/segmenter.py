@@ -89,19 +89,29 @@ class Segmenter:
         self._text_cache: OrderedDict = OrderedDict()
         self._text_cache_size = text_cache_size
         self._lock = threading.Lock()
+        self._hard, self._ttf = hard, ttf  # torch.compile-d by from_pretrained(compile=...)
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, model, *, backend: str = "torch", device=None, dtype=None,
-                        engines=None, config: FASegConfig | None = None) -> "Segmenter":
+                        engines=None, config: FASegConfig | None = None, compile=None,
+                        cuda_graphs: bool = False) -> "Segmenter":
         """Load a diffusers SD 1.x directory or hub id with a backend ("torch", "onnxruntime",
-        "tensorrt"; the latter two run graphs exported to `engines` by export/build_engines.py)."""
+        "tensorrt"; the latter two run graphs exported to `engines` by export/build_engines.py).
+
+        compile (True / a torch.compile backend name) and cuda_graphs: the torch fast path
+        (faseg_rt/backends/fast.py); compile also compiles HARD and TTF.  Both off by default."""
+        from faseg_rt.backends.fast import compile_backend, compiled
         from faseg_rt.model import load_tokenizer
 
         device, dtype = default_device_dtype(device, dtype)
         tokenizer = load_tokenizer(model)
-        be = load_backend(backend, model, device=device, dtype=dtype, engines=engines, config=config)
-        return cls(be, tokenizer, config)
+        be = load_backend(backend, model, device=device, dtype=dtype, engines=engines, config=config,
+                          compile=compile, cuda_graphs=cuda_graphs)
+        seg = cls(be, tokenizer, config)
+        method_backend = compile_backend(compile)
+        seg._hard, seg._ttf = compiled(hard, method_backend), compiled(ttf, method_backend)
+        return seg
 
     def to(self, device, dtype: torch.dtype | None = None) -> "Segmenter":
         """Move to another device / dtype (torch backend); returns self, like nn.Module.to."""
@@ -182,10 +192,10 @@ class Segmenter:
             tm = torch.nn.functional.pad(tm, (0, 0, 0, c.shape[1] - tm.shape[0]))  # padded chunks: 0
             maps = class_maps(c, tm.to(c.device)).reshape(c.shape[0], -1, s, s)   # (n, K, s, s)
             self_attn = {r: summaries[f"self_{r}"][rows] for r in cfg.resolutions if r != s}
-            m = hard(maps, self_attn, summaries[f"q_{s}"][rows], summaries[f"k_{s}"][rows],
+            m = self._hard(maps, self_attn, summaries[f"q_{s}"][rows], summaries[f"k_{s}"][rows],
                      cfg.self_weights, cfg.tau)
         with stage("ttf", self.device):
-            return ttf(m, cfg.image_size)                                          # (b, K, 512, 512)
+            return self._ttf(m, cfg.image_size)                                          # (b, K, 512, 512)
 
     # ------------------------------------------------------------------ user API
     def __call__(self, image, classes: Sequence[str], caption: str | None = None,
