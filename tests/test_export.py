@@ -319,13 +319,16 @@ def fp16_dir(engines_dir, tiny_model_dir, tmp_path_factory):
     return d, man, lines
 
 
-def test_fp16_graph_keeps_the_capture_fp32(fp16_dir):
+def test_fp16_graph_keeps_the_capture_fp32(fp16_dir, tiny_model_dir):
     import onnx
 
     from faseg_rt.engines.onnx_checks import capture_precision_problems
 
     d, man, lines = fp16_dir
     assert sum("up to date" in ln for ln in lines) == len(GRAPHS)  # the fp32 graphs were reused
+    assert json.loads((d / "unet_attn.onnx.json").read_text())["entry"]["dtype"] == "float32"
+    assert sorted(man["graphs"]["unet_attn"]["files"]) == ["unet_attn.onnx"]
+    assert verify_manifest(d, tiny_model_dir, "onnxruntime")  # fp32 and fp16 files all intact
     g = man["graphs_fp16"]["unet_attn"]
     assert g["file"] == "unet_attn.fp16.onnx" and g["precision"] == "fp16"
     assert [t["dtype"] for t in g["inputs"]] == ["float16", "int64", "float16", "float16"]

@@ -199,7 +199,7 @@ def _graph(out: Path, work: Path, name: str, precision: str, base_key: dict, mod
     gdir = work / f"{name}-{precision}"
     gdir.mkdir()
     with stage(f"onnx {label}: export"):
-        files = export_onnx(mods[name], specs[name], dims, gdir, base_key["opset"])
+        files = export_onnx(mods[name], specs[name], dims, gdir, base_key["opset"], file=file)
     with stage(f"onnx {label}: check against PyTorch in ONNX Runtime"):
         check = check_onnx(mods[name], specs[name], dims, files[0])
     worst = max(check["max_abs_error"].items(), key=lambda kv: kv[1])

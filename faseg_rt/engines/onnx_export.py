@@ -81,8 +81,9 @@ def dynamic_axes(spec) -> dict:
 
 
 def export_onnx(module, spec, dims, workdir: Path, opset: int,
-                external_threshold: int = EXTERNAL_DATA_THRESHOLD) -> list[Path]:
-    """Trace `module` to workdir/<name>.onnx (+ <name>.onnx.data when large); returns the files."""
+                external_threshold: int = EXTERNAL_DATA_THRESHOLD, file: str | None = None) -> list[Path]:
+    """Trace `module` to workdir/<file> (default <name>.onnx; + <file>.data when large); returns
+    the files."""
     import onnx
     import torch
 
@@ -99,7 +100,7 @@ def export_onnx(module, spec, dims, workdir: Path, opset: int,
                           input_names=spec.input_names, output_names=spec.output_names,
                           dynamic_axes=dynamic_axes(spec), opset_version=opset, dynamo=False,
                           do_constant_folding=True)
-    final = workdir / path.name
+    final = workdir / (file or path.name)
     size = sum(p.stat().st_size for p in raw.iterdir())
     if size > external_threshold or len(list(raw.iterdir())) > 1:
         proto = onnx.load(str(path), load_external_data=True)
