@@ -82,12 +82,22 @@ def _flash_sdpa_runs() -> str:
         return f"no: {str(e).splitlines()[0]}"
 
 
+_LOADED: dict = {}
+
+
 def _segmenter(args, model, **kw):
+    """Segmenter.from_pretrained for this step; in --dry runs the eager fp32 one is loaded once
+    and shared by the steps (in a subprocess per step nothing is shared anyway)."""
     from faseg_rt.segmenter import Segmenter
 
     device = "cpu" if args.dry else "cuda"
     config = _dry_config() if args.dry else None
-    return Segmenter.from_pretrained(model, device=device, config=config, **kw)
+    key = (str(model), tuple(sorted((k, str(v)) for k, v in kw.items())))
+    if not args.dry:
+        return Segmenter.from_pretrained(model, device=device, config=config, **kw)
+    if key not in _LOADED:
+        _LOADED[key] = Segmenter.from_pretrained(model, device=device, config=config, **kw)
+    return _LOADED[key]
 
 
 def _dry_config():
