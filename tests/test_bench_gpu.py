@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from faseg_rt.cli import main
 
 
+@pytest.mark.slow
 def test_bench_gpu_dry_run(tiny_model_dir, tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()

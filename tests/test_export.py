@@ -319,6 +319,7 @@ def fp16_dir(engines_dir, tiny_model_dir, tmp_path_factory):
     return d, man, lines
 
 
+@pytest.mark.slow
 def test_fp16_graph_keeps_the_capture_fp32(fp16_dir, tiny_model_dir):
     import onnx
 
@@ -385,6 +386,7 @@ def test_structure_checks_find_what_tensorrt_would_trip_on():
     onnx.checker.check_model(ln)
 
 
+@pytest.mark.slow
 def test_golden_data_and_validation(fp16_dir, tiny_model_dir, tmp_path):
     """Golden inputs + ORT-CPU outputs saved in polygraphy's formats; a backend validated against
     them (here onnxruntime fp16 on the CPU, on the GPU TensorRT); a wrong output fails."""
