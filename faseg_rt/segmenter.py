@@ -91,25 +91,35 @@ class Segmenter:
         self._vocab_cache = VocabularyCache(int(text_cache_mb * 2**20))
         self.max_class_chunks = max_class_chunks
         self._lock = threading.Lock()
+        self._hard, self._ttf = hard, ttf  # torch.compile-d by from_pretrained(compile=...)
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, model, *, backend: str = "torch", device=None, dtype=None,
-                        engines=None, config: FASegConfig | None = None, **frontend) -> "Segmenter":
+                        engines=None, config: FASegConfig | None = None, compile=None,
+                        cuda_graphs: bool = False, **frontend) -> "Segmenter":
         """Load a diffusers SD 1.x directory or hub id with a backend ("torch", "onnxruntime",
         "tensorrt"; the latter two run graphs exported to `engines` by export/build_engines.py).
+
+        compile (True / a torch.compile backend name) and cuda_graphs: the torch fast path
+        (faseg_rt/backends/fast.py); compile also compiles HARD and TTF.  Both off by default.
 
         Front end (used only by caption="auto" / candidates="auto", loaded on first use on this
         segmenter's device and dtype): captioner=ID_OR_DIR (BLIP), recognizer=ID_OR_DIR (SigLIP
         or CLIP), candidate_threshold, max_candidates, generation; see faseg_rt.frontend.plan.
         """
+        from faseg_rt.backends.fast import compile_backend, compiled
         from faseg_rt.model import load_tokenizer
 
         device, dtype = default_device_dtype(device, dtype)
         front = FrontEnd(**frontend)  # bad thresholds fail before the model loads
         tokenizer = load_tokenizer(model)
-        be = load_backend(backend, model, device=device, dtype=dtype, engines=engines, config=config)
-        return cls(be, tokenizer, config, frontend=front)
+        be = load_backend(backend, model, device=device, dtype=dtype, engines=engines, config=config,
+                          compile=compile, cuda_graphs=cuda_graphs)
+        seg = cls(be, tokenizer, config, frontend=front)
+        method_backend = compile_backend(compile)
+        seg._hard, seg._ttf = compiled(hard, method_backend), compiled(ttf, method_backend)
+        return seg
 
     def to(self, device, dtype: torch.dtype | None = None) -> "Segmenter":
         """Move to another device / dtype (torch backend); returns self, like nn.Module.to."""
@@ -236,15 +246,15 @@ class Segmenter:
             tm = torch.nn.functional.pad(tm, (0, 0, 0, j * t - tm.shape[0]))     # padded chunks: 0
             maps = class_maps_fused(cross, cfg.cross_weights, tm.to(self.device), s)  # (n, K, s, s)
             self_attn = {r: summaries[f"self_{r}"][rows] for r in cfg.resolutions if r != s}
-            return hard(maps, self_attn, summaries[f"q_{s}"][rows], summaries[f"k_{s}"][rows],
-                        cfg.self_weights, cfg.tau)
+            return self._hard(maps, self_attn, summaries[f"q_{s}"][rows], summaries[f"k_{s}"][rows],
+                              cfg.self_weights, cfg.tau)
 
     def refine(self, summaries: dict[str, torch.Tensor], prompts: DualPrompts,
                rows: slice | torch.Tensor | None = None) -> torch.Tensor:
         """Cross fusion, HARD and TTF (spec steps 5-7): (b, K, 512, 512) float32 scores."""
         m = self.refine_maps(summaries, prompts, rows)
         with stage("ttf", self.device):
-            return ttf(m, self.config.image_size)
+            return self._ttf(m, self.config.image_size)
 
     # ------------------------------------------------------------------ user API
     def __call__(self, image, classes: Sequence[str], caption: str | None = None,
@@ -332,7 +342,7 @@ class Segmenter:
                     else bool(return_scores))
             maps = self.refine_maps(summaries, prompts, rows)                       # (2b, K, s, s)
             with stage("ttf", self.device):
-                scores = ttf(maps, self.config.image_size) if keep else None        # (b, K, 512, 512)
+                scores = self._ttf(maps, self.config.image_size) if keep else None        # (b, K, 512, 512)
                 labels = (labels_from_scores(scores, threshold) if keep else
                           ttf_labels(maps, self.config.image_size, threshold))      # (b, 512, 512)
             with stage("labels", self.device):

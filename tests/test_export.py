@@ -77,6 +77,15 @@ def test_manifest_records_graphs_versions_and_errors(engines_dir, tiny_model_dir
         onnx.checker.check_model(str(out / g["file"]))
         first = proto.graph.input[0].type.tensor_type.shape.dim[0]
         assert first.dim_param in ("N", "P"), f"{name}: batch axis is not dynamic"
+        # structure checks (engines/onnx_checks.py) ran in the build and found nothing wrong
+        st = g["structure"]
+        assert st["unknown_dims"] == 0 and st["decomposed"] == 0, (name, st)
+        assert st["attention"]["fused"] == st["attention"]["layers"], (name, st)
+        if name.startswith("unet"):
+            assert st["attention"]["layers"] >= 16 and st["layernorm"] >= 3 * 8
+    # CLIP's causal mask holds float32's minimum: one reason the text encoder stays fp32
+    assert man["graphs"]["text_encoder"]["structure"]["beyond_fp16_range"]
+    assert man["graphs_fp16"] is None
     # exactly what HARD needs: no (4096 x 4096) self-attention output
     s = man["dims"]["latent_size"]
     outs = {t["name"]: t["shape"] for t in man["graphs"]["unet_attn"]["outputs"]}
@@ -242,11 +251,12 @@ def test_build_engines_script_reuses_and_cli_rejects_bad_usage(engines_dir, tiny
     assert "onnx unet_attn: up to date" in r.stderr and "manifest: up to date" in r.stderr
     from faseg_rt.cli.main import main
 
-    assert main(["export", "--model", str(tiny_model_dir), "--out", str(d), "--onnx-only", "--fp16"]) == 2
+    assert main(["export", "--model", str(tiny_model_dir), "--out", str(d), "--onnx-only", "--opset", "16"]) == 2
     assert main(["export", "--model", str(tiny_model_dir), "--out", str(d), "--onnx-only",
                  "--batch-sizes", "0,2"]) == 2
-    with pytest.raises(InvalidInputError, match="--opset"):
-        ex.build(tiny_model_dir, d, onnx_only=True, opset=7)
+    for opset in (7, 16, 21):  # below 17 LayerNorm is decomposed; above 20 the exporter has no symbolic
+        with pytest.raises(InvalidInputError, match="--opset"):
+            ex.build(tiny_model_dir, d, onnx_only=True, opset=opset)
 
 
 # --------------------------------------------------------------------------- TensorRT
@@ -265,14 +275,160 @@ def test_tensorrt_without_cuda_fails_fast(engines_dir, tiny_model_dir, tmp_path)
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU")
 def test_tensorrt_engines_match_torch(engines_dir, tiny_model_dir, parity_cases, tmp_path):
-    pytest.importorskip("tensorrt", reason="tensorrt not installed (pip install -e '.[gpu]')")
+    pytest.importorskip("tensorrt", reason="tensorrt not installed (pip install -e '.[tensorrt]')")
     d = _copy(engines_dir, tmp_path)
     man = ex.build(tiny_model_dir, d, batch_sizes="1,2", log=print)
     assert man["engines"]["gpu"]["name"] == torch.cuda.get_device_name()
-    assert (d / "timing.cache").is_file()
+    assert (d / man["engines"]["timing_cache"]).is_file() and not man["engines"]["tf32"]
+    assert len(man["engines"]["profiles"]["unet"]) == 2  # latency and throughput
     seg = Segmenter.from_pretrained(tiny_model_dir, backend="tensorrt", engines=d, device="cuda",
                                     dtype=torch.float32)
     for c in parity_cases:
         got = seg(c["image"], classes=c["classes"], caption=c["caption"])
         assert float((got.labels == c["fast"].labels).mean()) >= 0.999
         assert float(np.abs(got.scores - c["fast"].scores).max()) <= 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU")
+def test_tensorrt_fp16_engines_match_torch_fp16(engines_dir, tiny_model_dir, parity_cases, tmp_path):
+    """fp16 engines (strongly typed, capture fp32) vs the torch fp16 backend on the same GPU:
+    labels >= 99 % equal, scores within 2e-2 (fp16 kernels of two libraries)."""
+    pytest.importorskip("tensorrt", reason="tensorrt not installed (pip install -e '.[tensorrt]')")
+    d = _copy(engines_dir, tmp_path)
+    ex.build(tiny_model_dir, d, fp16=True, batch_sizes="1,2", log=print)
+    seg = Segmenter.from_pretrained(tiny_model_dir, backend="tensorrt", engines=d, device="cuda",
+                                    dtype=torch.float16)
+    ref = Segmenter.from_pretrained(tiny_model_dir, device="cuda", dtype=torch.float16)
+    for c in parity_cases:
+        got = seg(c["image"], classes=c["classes"], caption=c["caption"])
+        want = ref(c["image"], classes=c["classes"], caption=c["caption"])
+        assert float((got.labels == want.labels).mean()) >= 0.99
+        assert float(np.abs(got.scores - want.scores).max()) <= 2e-2
+
+
+# --------------------------------------------------------------------------- fp16 graphs, checks, golden data
+@pytest.fixture(scope="module")
+def fp16_dir(engines_dir, tiny_model_dir, tmp_path_factory):
+    """engines_dir plus the fp16 unet_attn graph (the one with the attention capture): the fp32
+    graphs are reused, so only that export is paid for (the other fp16 graphs go the same way)."""
+    d = tmp_path_factory.mktemp("fp16") / "engines"
+    shutil.copytree(engines_dir[0], d)
+    lines: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ex, "FP16_GRAPHS", ("unet_attn",))
+        man = ex.build(tiny_model_dir, d, onnx_only=True, fp16=True, log=lines.append)
+    return d, man, lines
+
+
+@pytest.mark.slow
+def test_fp16_graph_keeps_the_capture_fp32(fp16_dir, tiny_model_dir):
+    import onnx
+
+    from faseg_rt.engines.onnx_checks import capture_precision_problems
+
+    d, man, lines = fp16_dir
+    assert sum("up to date" in ln for ln in lines) == len(GRAPHS)  # the fp32 graphs were reused
+    assert json.loads((d / "unet_attn.onnx.json").read_text())["entry"]["dtype"] == "float32"
+    assert sorted(man["graphs"]["unet_attn"]["files"]) == ["unet_attn.onnx"]
+    assert verify_manifest(d, tiny_model_dir, "onnxruntime")  # fp32 and fp16 files all intact
+    g = man["graphs_fp16"]["unet_attn"]
+    assert g["file"] == "unet_attn.fp16.onnx" and g["precision"] == "fp16"
+    assert [t["dtype"] for t in g["inputs"]] == ["float16", "int64", "float16", "float16"]
+    assert {t["dtype"] for t in g["outputs"]} == {"float32"}  # the capture summaries
+    for o, err in g["check"]["max_abs_error"].items():  # vs the fp16 torch module
+        assert err <= g["check"]["tolerance"][o], o
+    assert g["structure"]["fp16_hazards"] == [] and g["structure"]["unknown_dims"] == 0
+    proto = onnx.load(str(d / g["file"]))
+    assert capture_precision_problems(proto) == []
+    # break it: every Cast to float32 becomes a cast to float16, so the capture runs in fp16
+    for n in proto.graph.node:
+        if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT:
+            n.attribute[0].i = onnx.TensorProto.FLOAT16
+    for o in proto.graph.output:
+        o.type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
+    problems = capture_precision_problems(proto)
+    assert any("cross_64 is not float32" in p for p in problems), problems
+
+
+def test_structure_checks_find_what_tensorrt_would_trip_on():
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from faseg_rt.engines.onnx_checks import fp16_hazards, layernorm_report, shape_problems
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])
+    # LayerNorm decomposed the opset-14 way: ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    eps = numpy_helper.from_array(np.array(1e-5, np.float32), "eps")
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[-1]), helper.make_node("Sub", ["x", "m"], ["c"]),
+             helper.make_node("Pow", ["c", "two"], ["p"]), helper.make_node("ReduceMean", ["p"], ["v"], axes=[-1]),
+             helper.make_node("Add", ["v", "eps"], ["ve"]), helper.make_node("Sqrt", ["ve"], ["s"]),
+             helper.make_node("Div", ["c", "s"], ["y"])]
+    ln = helper.make_model(helper.make_graph(nodes, "ln", [x], [y], [two, eps]),
+                           opset_imports=[helper.make_opsetid("", 17)])
+    assert layernorm_report(ln) == {"layernorm": 0, "decomposed": 1}
+    # a batch the trace baked in: Reshape to a constant (2, 8) leaves the output's N underived
+    shape = numpy_helper.from_array(np.array([2, 8], np.int64), "shape")
+    baked = helper.make_model(helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "baked",
+                                                [x], [y], [shape]), opset_imports=[helper.make_opsetid("", 17)])
+    problems, _ = shape_problems(baked, {"outputs": [{"name": "y", "shape": ["N", 8]}]})
+    assert problems and "inferred shape [2, 8]" in problems[0]
+    # fp16 range: an inf fp16 weight, and a float32 -3.4e38 mask cast to fp16
+    big = numpy_helper.from_array(np.array([np.finfo(np.float32).min], np.float32), "mask")
+    inf16 = numpy_helper.from_array(np.array([np.inf], np.float16), "w16")
+    g = helper.make_graph([helper.make_node("Cast", ["mask"], ["m16"], to=TensorProto.FLOAT16),
+                           helper.make_node("Add", ["m16", "w16"], ["z"])], "fp16", [],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT16, [1])], [big, inf16])
+    hazards = fp16_hazards(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    assert any(h.startswith("w16: float16 constant with inf") for h in hazards)
+    assert any(h.startswith("mask: float32 constant of magnitude 3.4e+38") for h in hazards), hazards
+    onnx.checker.check_model(ln)
+
+
+@pytest.mark.slow
+def test_golden_data_and_validation(fp16_dir, tiny_model_dir, tmp_path):
+    """Golden inputs + ORT-CPU outputs saved in polygraphy's formats; a backend validated against
+    them (here onnxruntime fp16 on the CPU, on the GPU TensorRT); a wrong output fails."""
+    from polygraphy.json import load_json, save_json
+
+    from faseg_rt.backends import load_backend
+    from faseg_rt.cli import main
+    from faseg_rt.engines.golden import validate
+
+    d = fp16_dir[0]
+    golden = tmp_path / "golden"
+    assert main(["golden", "--engines", str(d), "--out", str(golden), "--fp16",
+                 "--graphs", "text_encoder,unet_attn"]) == 0
+    rec = json.loads((golden / "golden.json").read_text())
+    assert rec["precision"] == "fp16" and set(rec["graphs"]) == {"text_encoder", "unet_attn"}
+    assert rec["graphs"]["unet_attn"]["file"] == "unet_attn.fp16.onnx"
+    feed = load_json(str(golden / "unet_attn.inputs.json"))[0]
+    assert feed["latents"].dtype == np.float16 and feed["latents"].shape == (2, 4, 64, 64)
+    be = load_backend("onnxruntime", tiny_model_dir, device="cpu", dtype=torch.float16, engines=d)
+    rep = validate(be, golden, log=lambda s: None)
+    assert rep["passed"] and rep["graphs"]["unet_attn"]["passed"]
+    assert rep["graphs"]["unet_attn"]["errors"]["cross_64"]["max_abs"] <= 1e-6  # same graph, same runtime
+    # a golden output off by 1 %: the comparison catches it (exit 1 from the command line)
+    res = load_json(str(golden / "text_encoder.outputs.json"))
+    res[0][1][0]["last_hidden_state"] = res[0][1][0]["last_hidden_state"] * 1.01 + 0.01
+    save_json(res, str(golden / "text_encoder.outputs.json"))
+    assert main(["validate", "--model", str(tiny_model_dir), "--engines", str(d), "--golden", str(golden),
+                 "--backend", "onnxruntime", "--device", "cpu", "--graphs", "text_encoder",
+                 "--report", str(tmp_path / "rep.json")]) == 1
+    bad = json.loads((tmp_path / "rep.json").read_text())
+    assert bad["passed"] is False and bad["graphs"]["text_encoder"]["errors"]["last_hidden_state"]["max_abs"] > 0.01
+
+
+def test_onnxruntime_cpu_fallback_is_refused(engines_dir, tiny_model_dir, monkeypatch):
+    """A CUDA provider that fails to load gives a CPU session without an error: refused."""
+    import onnxruntime as ort
+
+    from faseg_rt.backends import load_backend
+
+    real = ort.get_available_providers()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider"] + real)
+    with pytest.raises(BackendUnavailableError, match=r"session on \['CPUExecutionProvider'\], not on CUDA"):
+        load_backend("onnxruntime", tiny_model_dir, device="cuda", dtype=torch.float32, engines=engines_dir[0])

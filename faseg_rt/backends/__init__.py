@@ -11,13 +11,18 @@ from faseg_rt.backends.base import Backend, Runner
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
-def load_backend(name: str, model, *, device, dtype, engines=None, config=None) -> Backend:
+def load_backend(name: str, model, *, device, dtype, engines=None, config=None, compile=None,
+                 cuda_graphs: bool = False) -> Backend:
+    """compile / cuda_graphs: the torch backend's fast-path switches (backends/fast.py)."""
     from faseg_rt.errors import InvalidInputError
 
     if name == "torch":
         from faseg_rt.backends.torch import TorchBackend
 
-        return TorchBackend.from_pretrained(model, device=device, dtype=dtype, config=config)
+        return TorchBackend.from_pretrained(model, device=device, dtype=dtype, config=config, compile=compile,
+                                            cuda_graphs=cuda_graphs)
+    if compile or cuda_graphs:
+        raise InvalidInputError(f"compile= and cuda_graphs= apply to the torch backend, not {name!r}")
     if name == "onnxruntime":
         from faseg_rt.backends.onnxruntime import OnnxRuntimeBackend
 

@@ -5,8 +5,16 @@ segmenter.py is unchanged: each runner takes and returns torch tensors by the gr
 The engines directory is checked first (engines.verify_manifest): another model, other library
 versions, or a missing / changed file is refused with the rebuild command.
 
-Execution providers: CPU here; on device="cuda" the CUDA provider (onnxruntime-gpu), with IO
-binding so inputs and outputs stay in torch CUDA memory.  The graphs are float32.
+Execution providers: CPU here; on device="cuda" the CUDA provider (onnxruntime-gpu, the `onnx-gpu`
+extra, never installed beside the CPU wheel), with IO binding so inputs and outputs stay in torch
+CUDA memory, on the backend's own CUDA stream (`user_compute_stream`) that waits on the caller's
+stream by event: no host synchronisation before a run.  A CUDA provider that fails to load makes
+onnxruntime fall back to a CPU session without an error; the providers of every session are
+checked after creation and such a fallback is refused.
+
+dtype=torch.float32 runs the fp32 graphs; torch.float16 the fp16 graphs of an `--fp16` export
+(attention capture in fp32 inside them; the text encoder stays fp32).  fp16 on the CPU works,
+slowly: it is there for checks (faseg-rt validate), not for speed.
 """
 
 from __future__ import annotations
@@ -17,8 +25,8 @@ from pathlib import Path
 import torch
 
 from faseg_rt.backends.base import ExportedBackend, check_latent_size
-from faseg_rt.engines.graphs import graph_specs
-from faseg_rt.engines.manifest import dims_from_json, verify_manifest
+from faseg_rt.engines.graphs import GraphSpec, TensorSpec
+from faseg_rt.engines.manifest import dims_from_json, graph_entries, verify_manifest
 from faseg_rt.errors import BackendUnavailableError, EngineError, InvalidInputError
 
 _NP_TYPES = {"float32": "float32", "float16": "float16", "int64": "int64"}
@@ -36,10 +44,11 @@ def _import_ort():
 class OrtRunner:
     """One ONNX Runtime session called with named torch tensors; returns named torch tensors."""
 
-    def __init__(self, session, spec, device: torch.device):
+    def __init__(self, session, spec, device: torch.device, stream=None):
         self.session = session
         self.spec = spec
         self.device = device
+        self.stream = stream  # the session's CUDA compute stream (torch.cuda.Stream) on cuda
 
     def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.device.type == "cuda":
@@ -72,8 +81,10 @@ class OrtRunner:
             o = torch.empty(shape, dtype=getattr(torch, ts.dtype), device=self.device)
             binding.bind_output(ts.name, "cuda", idx, np.dtype(_NP_TYPES[ts.dtype]), shape, o.data_ptr())
             out[ts.name] = o
-        torch.cuda.current_stream(self.device).synchronize()  # inputs written before ORT reads them
-        self.session.run_with_iobinding(binding)
+        caller = torch.cuda.current_stream(self.device)
+        self.stream.wait_stream(caller)  # inputs written before ORT reads them (an event, no host sync)
+        self.session.run_with_iobinding(binding)  # returns once its stream is done
+        caller.wait_stream(self.stream)
         return out
 
 
@@ -87,35 +98,62 @@ class OnnxRuntimeBackend(ExportedBackend):
         ort = _import_ort()
         config = config or FASegConfig()
         device = torch.device(device)
-        if dtype != torch.float32:
-            raise InvalidInputError(f"the onnxruntime backend runs the float32 ONNX graphs; got dtype={dtype}. "
-                                    "Pass dtype=torch.float32 (or use backend='tensorrt' with --fp16 engines)")
+        if dtype not in (torch.float32, torch.float16):
+            raise InvalidInputError(f"the onnxruntime backend runs the fp32 or fp16 ONNX graphs; got dtype={dtype}")
+        if device.type not in ("cpu", "cuda"):
+            raise InvalidInputError(f"the onnxruntime backend runs on cpu or cuda, not {device}")
         manifest = verify_manifest(engines, model, "onnxruntime", device=device)
         dims = check_latent_size(dims_from_json(manifest["dims"]), config, engines)
+        entries = graph_entries(manifest, "fp16" if dtype == torch.float16 else "fp32")
+        stream = None
         if device.type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise BackendUnavailableError(
                     "device='cuda' with the onnxruntime backend needs onnxruntime-gpu (CUDAExecutionProvider "
-                    f"is not among {ort.get_available_providers()}); pip install onnxruntime-gpu, or use device='cpu'")
-            providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
-        elif device.type == "cpu":
-            providers = ["CPUExecutionProvider"]
+                    f"is not among {ort.get_available_providers()}); pip install -e '.[onnx-gpu]' (after "
+                    "pip uninstall onnxruntime), or use device='cpu'")
+            if hasattr(ort, "preload_dlls"):  # CUDA / cuDNN of the torch wheel, before a session needs them
+                ort.preload_dlls()
+            options = {"device_id": device.index or 0}
+            if torch.cuda.is_available():
+                stream = torch.cuda.Stream(device)
+                options["user_compute_stream"] = str(stream.cuda_stream)
+            providers = [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
         else:
-            raise InvalidInputError(f"the onnxruntime backend runs on cpu or cuda, not {device}")
-        specs = graph_specs(dims, "float32")
+            providers = ["CPUExecutionProvider"]
         runners = {}
-        for name, spec in specs.items():
-            path = Path(engines) / manifest["graphs"][name]["file"]
-            try:
-                sess = ort.InferenceSession(str(path), providers=providers)
-            except Exception as e:  # onnxruntime raises its own Fail / InvalidGraph types
-                raise EngineError(f"onnxruntime cannot load {path} ({type(e).__name__}: {e}); rebuild with "
-                                  f"python export/build_engines.py --model {model} --out {engines} "
-                                  "--onnx-only --force") from None
+        for name, entry in entries.items():
+            spec = spec_from_json(name, entry)
+            sess = _session(ort, Path(engines) / entry["file"], providers, device, model, engines)
             got = [i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()]
             if got != (spec.input_names, spec.output_names):
-                raise EngineError(f"{path} has inputs/outputs {got}, expected "
+                raise EngineError(f"{entry['file']} has inputs/outputs {got}, expected "
                                   f"{(spec.input_names, spec.output_names)}; rebuild it with --force")
-            runners[name] = OrtRunner(sess, spec, device)
+            runners[name] = OrtRunner(sess, spec, device, stream)
         return cls(name="onnxruntime", device=device, dtype=dtype, dims=dims, engines=Path(engines),
                    manifest=manifest, **runners)
+
+
+def spec_from_json(name: str, entry: dict) -> GraphSpec:
+    """The GraphSpec of a manifest entry (its own dtypes: fp16 graphs, or the fp32 text encoder)."""
+    def ts(t):
+        return TensorSpec(t["name"], tuple(t["shape"]), t["dtype"])
+
+    return GraphSpec(name, tuple(ts(t) for t in entry["inputs"]), tuple(ts(t) for t in entry["outputs"]))
+
+
+def _session(ort, path: Path, providers: list, device: torch.device, model, engines):
+    """An InferenceSession on `providers`, refused when it silently fell back to the CPU."""
+    try:
+        sess = ort.InferenceSession(str(path), providers=providers)
+    except Exception as e:  # onnxruntime raises its own Fail / InvalidGraph types
+        raise EngineError(f"onnxruntime cannot load {path} ({type(e).__name__}: {e}); rebuild with "
+                          f"python export/build_engines.py --model {model} --out {engines} "
+                          "--onnx-only --force") from None
+    got = sess.get_providers()
+    if device.type == "cuda" and (not got or got[0] != "CUDAExecutionProvider"):
+        raise BackendUnavailableError(
+            f"onnxruntime created the {path.name} session on {got}, not on CUDA: the CUDA provider failed to "
+            "load (CUDA / cuDNN libraries that do not match onnxruntime-gpu; see its log above); fix the "
+            "install or use device='cpu'")
+    return sess

@@ -1,14 +1,26 @@
-"""TensorRT backend: runs the engines that engines/tensorrt_build.py built.
+"""TensorRT backend: runs the engines that engines/tensorrt_build.py built (TensorRT 10.12-11.x).
 
-Run: `TRTEngine` deserialises a plan, and for each call sets the input shapes, points the
-context at torch CUDA tensors (inputs as given, outputs freshly allocated) and enqueues
-execute_async_v3 on the current torch stream: no host round trip between stages.
+Run path (hand-written, zero copy; docs/export.md, "TensorRT at run time"):
+- one non-default CUDA stream per backend: the engine stream waits on the caller's current
+  stream, enqueues, and the caller's stream then waits on it.  Never the legacy default stream,
+  on which TensorRT adds a device-wide synchronisation per call;
+- every engine of a backend enqueues on that one stream under one lock, so no two executions
+  overlap on the GPU: one scratch buffer (the largest need of any engine and profile) is shared
+  by all execution contexts (USER_MANAGED allocation), and two threads cannot overwrite each
+  other's activations;
+- two optimisation profiles per engine, latency (opt = 1 image) and throughput (opt = the
+  largest batch), one execution context each; a call takes the profile whose opt batch is
+  nearest its own;
+- inputs are cast to the engine's own I/O dtypes (fp16 engines have fp16 I/O: no round trip),
+  copied when their address is not 256-byte aligned, and kept for the engine stream
+  (record_stream); every TensorRT status is checked.
 
-Without a CUDA GPU or the tensorrt package, `require_tensorrt` fails at once with what to do.
+Without a CUDA GPU or a supported tensorrt, `require_tensorrt` fails at once with what to do.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,22 +33,30 @@ from faseg_rt.engines.manifest import dims_from_json, rebuild_command, verify_ma
 from faseg_rt.engines.tensorrt_build import require_tensorrt, trt_logger
 from faseg_rt.errors import EngineError, EngineMismatchError, InvalidInputError
 
-# --------------------------------------------------------------------------- build
+#: enqueueV3 / setTensorAddress need 256-byte aligned device pointers (NvInferRuntime.h).
+ALIGNMENT = 256
 
 
-# --------------------------------------------------------------------------- run
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """`t` itself when its data pointer is 256-byte aligned, else an aligned copy."""
+    return t if t.data_ptr() % ALIGNMENT == 0 else t.clone(memory_format=torch.contiguous_format)
+
+
+def nearest_profile(opt_batches: list[int], n: int) -> int:
+    """Index of the profile whose opt batch is nearest to n on a log scale (ties: the smaller)."""
+    return min(range(len(opt_batches)), key=lambda i: (abs(math.log(opt_batches[i] / n)), opt_batches[i]))
+
+
 class TRTEngine:
-    """A deserialised engine run on torch CUDA tensors by I/O name (thread-safe via a lock)."""
+    """A deserialised engine run by I/O name on torch CUDA tensors (see the module doc)."""
 
-    def __init__(self, trt, path: Path, device: torch.device):
-        self.device = device
-        self.path = path
-        self._runtime = trt.Runtime(trt_logger(trt))
+    def __init__(self, trt, path: Path, device: torch.device, stream, lock, runtime):
+        self.device, self.path, self.stream, self._lock = device, path, stream, lock
+        self._runtime = runtime  # outlives the engine
         with torch.cuda.device(device):
-            self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+            self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise EngineError(f"{path} is not a TensorRT engine this TensorRT / GPU can load")
-        self.context = self.engine.create_execution_context()
         dt = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
               trt.int64: torch.int64, trt.bool: torch.bool}
         self.inputs, self.outputs, self.dtypes = [], [], {}
@@ -45,30 +65,61 @@ class TRTEngine:
             self.dtypes[name] = dt[self.engine.get_tensor_dtype(name)]
             is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             (self.inputs if is_input else self.outputs).append(name)
-        self._lock = threading.Lock()
+        self.batch_input = self.inputs[0]  # latents / pixels (N) or input_ids (P): dim 0 is the batch
+        profiles = range(self.engine.num_optimization_profiles)
+        self.opt_batches = [int(self.engine.get_tensor_profile_shape(self.batch_input, p)[1][0]) for p in profiles]
+        #: bytes of activation memory the largest profile needs
+        self.scratch_need = max(self.engine.get_device_memory_size_for_profile_v2(p) for p in profiles)
+        self.contexts: list = []
+        self._trt = trt
+
+    def create_contexts(self, scratch: torch.Tensor) -> None:
+        """One context per profile, all on the backend's shared scratch buffer."""
+        trt = self._trt
+        for p in range(len(self.opt_batches)):
+            ctx = self.engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+            if ctx is None:
+                raise EngineError(f"TensorRT cannot create an execution context for {self.path.name}")
+            ctx.set_device_memory(scratch.data_ptr(), scratch.numel())
+            ctx.set_optimization_profile_async(p, self.stream.cuda_stream)  # raises RuntimeError on failure
+            self.contexts.append(ctx)
+        self._scratch = scratch  # kept alive as long as the contexts that point into it
 
     def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self.contexts:
+            raise EngineError(f"{self.path.name}: create_contexts was not called")
+        caller = torch.cuda.current_stream(self.device)
         with self._lock, torch.cuda.device(self.device):
+            p = nearest_profile(self.opt_batches, max(1, inputs[self.batch_input].shape[0]))
+            ctx = self.contexts[p]
             keep, out = [], {}
             for name in self.inputs:
-                t = inputs[name].to(self.device, self.dtypes[name]).contiguous()
+                t = aligned(inputs[name].to(self.device, self.dtypes[name]).contiguous())
                 keep.append(t)
-                if not self.context.set_input_shape(name, tuple(t.shape)):
+                if not ctx.set_input_shape(name, tuple(t.shape)):
                     raise InvalidInputError(
-                        f"{name} of shape {tuple(t.shape)} is outside the profile of {self.path.name} "
-                        f"(batch too large or too many class-prompt chunks); rebuild with larger "
+                        f"{name} of shape {tuple(t.shape)} is outside the profiles of {self.path.name} "
+                        "(batch too large or too many class-prompt chunks); rebuild with larger "
                         "--batch-sizes / --max-class-chunks, or call with a smaller batch_size")
-                self.context.set_tensor_address(name, t.data_ptr())
+                self._address(ctx, name, t)
+            unset = ctx.infer_shapes()
+            if unset:
+                raise EngineError(f"{self.path.name}: inputs without a shape: {', '.join(unset)}")
             for name in self.outputs:
-                shape = tuple(self.context.get_tensor_shape(name))
-                o = torch.empty(shape, dtype=self.dtypes[name], device=self.device)
-                self.context.set_tensor_address(name, o.data_ptr())
+                o = torch.empty(tuple(ctx.get_tensor_shape(name)), dtype=self.dtypes[name], device=self.device)
+                self._address(ctx, name, o)
                 out[name] = o
-            stream = torch.cuda.current_stream(self.device)
-            if not self.context.execute_async_v3(stream.cuda_stream):
-                raise EngineError(f"TensorRT failed to run {self.path.name}")
-            # `keep` may be freed now: the caching allocator reuses memory in stream order.
+            self.stream.wait_stream(caller)        # inputs written, outputs' memory free
+            if not ctx.execute_async_v3(self.stream.cuda_stream):
+                raise EngineError(f"TensorRT failed to run {self.path.name} (see the log above)")
+            for t in keep:
+                t.record_stream(self.stream)       # not reused by the caller's stream before we read it
+            caller.wait_stream(self.stream)        # the caller sees finished outputs
             return out
+
+    def _address(self, ctx, name: str, t: torch.Tensor) -> None:
+        if not ctx.set_tensor_address(name, t.data_ptr()):
+            raise EngineError(f"TensorRT rejected the address of {name} for {self.path.name}")
 
 
 @dataclass
@@ -93,11 +144,23 @@ class TensorRTBackend(ExportedBackend):
             raise EngineMismatchError(f"the engines in {engines} are {eng['precision']}, dtype={dtype} asks for "
                                       f"{want or 'an unsupported precision'}; pass the matching dtype or "
                                       f"rebuild with:\n  {cmd}")
+        if eng.get("tensorrt") != trt.__version__:  # the imported module's, whatever wheel brought it
+            raise EngineMismatchError(f"the engines in {engines} were built by tensorrt {eng.get('tensorrt')}, "
+                                      f"this is {trt.__version__}; rebuild with --force")
         dims = check_latent_size(dims_from_json(manifest["dims"]), config, engines)
-        specs = graph_specs(dims, "float32")
-        runners = {name: TRTEngine(trt, Path(engines) / eng["graphs"][name]["file"], device) for name in specs}
+        stream = torch.cuda.Stream(device)
+        lock = threading.Lock()
+        runtime = trt.Runtime(trt_logger())
+        runners = {name: TRTEngine(trt, Path(engines) / eng["graphs"][name]["file"], device, stream, lock, runtime)
+                   for name in graph_specs(dims)}
+        with torch.cuda.stream(stream):  # the scratch block belongs to the engine stream, for good
+            scratch = torch.empty(max(max(r.scratch_need for r in runners.values()), 1), dtype=torch.uint8,
+                                  device=device)
+        for r in runners.values():
+            r.create_contexts(scratch)
+        stream.synchronize()  # profile switches done before the first call
         return cls(name="tensorrt", device=device, dtype=dtype, dims=dims, engines=Path(engines),
                    manifest=manifest, **runners)
 
 
-__all__ = ["TRTEngine", "TensorRTBackend"]
+__all__ = ["TRTEngine", "TensorRTBackend", "aligned", "nearest_profile"]

@@ -1,4 +1,7 @@
-"""PyTorch backend: the diffusers / transformers modules, run through the graph wrappers."""
+"""PyTorch backend: the diffusers / transformers modules, run through the graph wrappers.
+
+compile= and cuda_graphs= switch on the fast path of backends/fast.py (both off by default).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import torch
 from torch import nn
 
 from faseg_rt.backends.base import Backend
+from faseg_rt.backends.fast import CudaGraphRunner, check_cuda_graphs, compile_backend, compiled
 from faseg_rt.engines.graphs import (
     GraphSpec,
     TextEncoderGraph,
@@ -38,38 +42,50 @@ class TorchRunner:
 @dataclass
 class TorchBackend(Backend):
     modules: tuple = ()
+    config: object = None
+    compile: str | None = None
+    cuda_graphs: bool = False
+    skip_cross: tuple = ()
 
     @classmethod
-    def from_pretrained(cls, model, *, device, dtype, config=None) -> "TorchBackend":
+    def from_pretrained(cls, model, *, device, dtype, config=None, compile=None,
+                        cuda_graphs: bool = False) -> "TorchBackend":
         vae, text_encoder, unet = load_modules(model, dtype=dtype)
-        return cls.from_modules(vae, text_encoder, unet, device=device, dtype=dtype, config=config)
+        return cls.from_modules(vae, text_encoder, unet, device=device, dtype=dtype, config=config,
+                                compile=compile, cuda_graphs=cuda_graphs)
 
     @classmethod
-    def from_modules(cls, vae, text_encoder, unet, *, device, dtype, config=None,
-                     skip_cross: tuple[int, ...] | None = None) -> "TorchBackend":
+    def from_modules(cls, vae, text_encoder, unet, *, device, dtype, config=None, compile=None,
+                     cuda_graphs: bool = False, skip_cross: tuple[int, ...] | None = None) -> "TorchBackend":
         from faseg_rt.config import FASegConfig
 
         config = config or FASegConfig()
         if skip_cross is None:  # class-aware maps the method weighs by 0 are not computed
             skip_cross = tuple(r for r, w in config.cross_weights.items() if w == 0)
-        install_processors(unet)
         device = torch.device(device)
+        backend = compile_backend(compile)
+        cuda_graphs = check_cuda_graphs(cuda_graphs, device)
+        install_processors(unet)
         for m in (vae, text_encoder, unet):
             if m.dtype != dtype:  # loaded in `dtype` already unless moved later (diffusers warns on casts)
                 m.to(dtype=dtype)
             m.to(device=device)
         dims = model_dims(vae, text_encoder, unet, latent_size=config.latent_size)
         specs = graph_specs(dims, dtype=str(dtype).removeprefix("torch."))
-        return cls(
-            name="torch", device=device, dtype=dtype, dims=dims,
-            vae_encoder=TorchRunner(VaeEncoderGraph(vae), specs["vae_encoder"]),
-            text_encoder=TorchRunner(TextEncoderGraph(text_encoder), specs["text_encoder"]),
-            unet=TorchRunner(UNetGraph(unet), specs["unet"]),
-            unet_attn=TorchRunner(UNetAttnGraph(unet, dims.resolutions, skip_cross), specs["unet_attn"]),
-            modules=(vae, text_encoder, unet))
+        graphs = {"vae_encoder": VaeEncoderGraph(vae), "text_encoder": TextEncoderGraph(text_encoder),
+                  "unet": UNetGraph(unet), "unet_attn": UNetAttnGraph(unet, dims.resolutions, skip_cross)}
+        runners = {}
+        for name, module in graphs.items():
+            runner = TorchRunner(compiled(module, backend), specs[name])
+            runners[name] = CudaGraphRunner(runner, device) if cuda_graphs else runner
+        return cls(name="torch", device=device, dtype=dtype, dims=dims, modules=(vae, text_encoder, unet),
+                   config=config, compile=backend, cuda_graphs=cuda_graphs, skip_cross=tuple(skip_cross),
+                   **runners)
 
     def to(self, device, dtype=None) -> "TorchBackend":
         dtype = dtype or self.dtype
         vae, text_encoder, unet = self.modules
-        return TorchBackend.from_modules(vae, text_encoder, unet, device=device, dtype=dtype,
-                                         skip_cross=self.unet_attn.module.skip_cross)
+        cuda_graphs = self.cuda_graphs and torch.device(device).type == "cuda"
+        return TorchBackend.from_modules(vae, text_encoder, unet, device=device, dtype=dtype, config=self.config,
+                                         compile=self.compile, cuda_graphs=cuda_graphs,
+                                         skip_cross=self.skip_cross)

@@ -92,17 +92,25 @@ def run(args) -> int:
 
 
 def register(subparsers) -> None:
-    """`faseg-rt bench latency|throughput|ablations|profile ...`"""
+    """`faseg-rt bench latency|throughput|ablations|profile|gpu ...`"""
     p = subparsers.add_parser("bench", help="latency / throughput benchmarks (see benchmarks/README.md)",
                               add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda a: run(build_parser().parse_args(a.rest)))
+    p.set_defaults(func=lambda a: _dispatch(a.rest))
+
+
+def _dispatch(rest: list[str]) -> int:
+    if rest[:1] == ["gpu"]:  # its own steps and options (faseg_rt/bench/gpu.py)
+        from faseg_rt.bench.gpu import main as gpu_main
+
+        return gpu_main(rest[1:])
+    return run(build_parser().parse_args(rest))
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    return run(build_parser().parse_args(argv))
+    return _dispatch(sys.argv[1:] if argv is None else list(argv))
 
 
 if __name__ == "__main__":

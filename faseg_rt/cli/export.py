@@ -1,9 +1,12 @@
-"""`faseg-rt export` and `python export/build_engines.py`: the command line of engines/build.py."""
+"""`faseg-rt export` (and `python export/build_engines.py`), `faseg-rt golden`, `faseg-rt validate`:
+the command lines of engines/build.py and engines/golden.py."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from faseg_rt.engines.build import DEFAULT_MAX_CLASS_CHUNKS, DEFAULT_OPSET, build
 
@@ -12,23 +15,83 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="diffusers SD 1.x directory or hub id")
     p.add_argument("--out", required=True, help="engines directory to write (manifest.json last)")
     p.add_argument("--onnx-only", action="store_true", help="stop after the checked ONNX graphs (no GPU needed)")
-    p.add_argument("--fp16", action="store_true", help="TensorRT engines in fp16 (ONNX stays fp32)")
-    p.add_argument("--batch-sizes", default="1,2,4,8", help="images per call the TensorRT profile covers")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--fp16", action="store_true",
+                   help="also export fp16 ONNX graphs (capture kept fp32) and build the engines from them")
+    p.add_argument("--tf32", action="store_true", help="let fp32 TensorRT engines use TF32 (default: off)")
+    p.add_argument("--batch-sizes", default="1,2,4,8", help="images per call the TensorRT profiles cover")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, 17 to 20 (default {DEFAULT_OPSET})")
     p.add_argument("--max-class-chunks", type=int, default=DEFAULT_MAX_CLASS_CHUNKS,
-                   help="class-prompt chunks of 77 tokens per image the TensorRT profile covers")
+                   help="class-prompt chunks of 77 tokens per image the TensorRT profiles cover")
     p.add_argument("--force", action="store_true", help="rebuild everything, even what is up to date")
 
 
 def run_args(args) -> int:
     build(args.model, args.out, onnx_only=args.onnx_only, fp16=args.fp16, batch_sizes=args.batch_sizes,
-          opset=args.opset, force=args.force, max_class_chunks=args.max_class_chunks,
-          log=lambda s: print(s, file=sys.stderr, flush=True))
+          opset=args.opset, force=args.force, max_class_chunks=args.max_class_chunks, tf32=args.tf32,
+          log=_log)
     return 0
 
 
+def _log(s: str) -> None:
+    print(s, file=sys.stderr, flush=True)
+
+
+def _graphs(text):
+    return tuple(x.strip() for x in text.split(",") if x.strip()) if text else None
+
+
+def run_golden(args) -> int:
+    from faseg_rt.engines.golden import SIZES, save_golden
+    from faseg_rt.errors import InvalidInputError
+
+    if args.batch < 1:
+        raise InvalidInputError(f"--batch must be a positive integer, got {args.batch}")
+    save_golden(args.engines, args.out, fp16=args.fp16, sizes=dict(SIZES, N=2 * args.batch),
+                graphs=_graphs(args.graphs), log=_log)
+    return 0
+
+
+def run_validate(args) -> int:
+    from faseg_rt.backends import load_backend
+    from faseg_rt.engines.golden import validate
+    from faseg_rt.engines.manifest import load_manifest
+    from faseg_rt.io import atomic_write_json
+
+    import torch
+
+    load_manifest(args.engines)  # a clear error before loading anything heavy
+    path = Path(args.golden) / "golden.json"
+    rec = json.loads(path.read_text()) if path.is_file() else {"precision": "fp32"}  # validate says what is missing
+    dtype = torch.float16 if rec["precision"] == "fp16" else torch.float32
+    backend = load_backend(args.backend, args.model, device=args.device, dtype=dtype, engines=args.engines)
+    report = validate(backend, args.golden, atol=args.atol, rtol=args.rtol, graphs=_graphs(args.graphs), log=_log)
+    if args.report:
+        atomic_write_json(args.report, report)
+    _log(f"[validate] {args.backend} vs golden onnxruntime-cpu ({rec['precision']}, atol {report['tolerances']['atol']}, "
+         f"rtol {report['tolerances']['rtol']}): {'PASSED' if report['passed'] else 'FAILED'}")
+    return 0 if report["passed"] else 1
+
+
 def register(subparsers) -> None:
-    """Mount `faseg-rt export` on the core CLI."""
+    """Mount `faseg-rt export`, `faseg-rt golden` and `faseg-rt validate` on the core CLI."""
     p = subparsers.add_parser("export", help="export ONNX graphs / TensorRT engines (export/build_engines.py)")
     add_arguments(p)
     p.set_defaults(func=run_args)
+    g = subparsers.add_parser("golden", help="save golden inputs + ONNX Runtime (CPU) outputs of exported graphs")
+    g.add_argument("--engines", required=True, help="engines directory written by faseg-rt export")
+    g.add_argument("--out", required=True, help="folder for the polygraphy JSON files and golden.json")
+    g.add_argument("--fp16", action="store_true", help="the fp16 graphs (export --fp16) instead of the fp32 ones")
+    g.add_argument("--batch", type=int, default=1, help="images per call (N = 2 x batch latents)")
+    g.add_argument("--graphs", default=None, help="comma-separated subset (default: all four)")
+    g.set_defaults(func=run_golden)
+    v = subparsers.add_parser("validate", help="compare a backend with saved golden outputs (polygraphy Comparator)")
+    v.add_argument("--model", required=True, help="the model the engines were built from")
+    v.add_argument("--engines", required=True)
+    v.add_argument("--golden", required=True, help="folder written by faseg-rt golden")
+    v.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime", "torch"])
+    v.add_argument("--device", default="cuda")
+    v.add_argument("--atol", type=float, default=None, help="default: the golden data's, by precision")
+    v.add_argument("--rtol", type=float, default=None)
+    v.add_argument("--graphs", default=None, help="comma-separated subset (bisect one graph at a time)")
+    v.add_argument("--report", default=None, help="write the per-output errors as JSON here")
+    v.set_defaults(func=run_validate)

@@ -43,10 +43,15 @@ from faseg_rt.engines.manifest import (
     spec_to_json,
 )
 from faseg_rt.engines.onnx_export import check_onnx, export_onnx, graph_modules
-from faseg_rt.errors import InvalidInputError
+from faseg_rt.errors import EngineError, InvalidInputError
 from faseg_rt.io import atomic_write_json
 
 DEFAULT_OPSET = 17
+MIN_OPSET, MAX_OPSET = 17, 20
+#: Graphs exported in fp16 too with --fp16.  The text encoder stays fp32: its output is cached
+#: per prompt, its causal mask holds float32's minimum (beyond fp16), and the TorchScript trace
+#: of transformers' fp16 CLIP attention is not valid ONNX (LayerNormalization with mixed types).
+FP16_GRAPHS = ("vae_encoder", "unet", "unet_attn")
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
 #: Class-prompt chunks (77 tokens each) the TensorRT profile accepts per image.
 DEFAULT_MAX_CLASS_CHUNKS = 4
@@ -83,26 +88,25 @@ def parse_batch_sizes(text) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-# --------------------------------------------------------------------------- ONNX
-
-
-# --------------------------------------------------------------------------- records
-
-
 # --------------------------------------------------------------------------- the build
 def build(model, out, *, onnx_only: bool = False, fp16: bool = False, batch_sizes=DEFAULT_BATCH_SIZES,
           opset: int = DEFAULT_OPSET, force: bool = False, max_class_chunks: int = DEFAULT_MAX_CLASS_CHUNKS,
-          log: Callable[[str], None] = print) -> dict:
-    """Export (and with TensorRT, build) everything for `model` into `out`; returns the manifest."""
+          latent_size: int = 64, tf32: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Export (and with TensorRT, build) everything for `model` into `out`; returns the manifest.
+
+    fp16: also export the fp16 graphs (FP16_GRAPHS) and build the engines from them.
+    latent_size: the latent grid the graphs are exported for (64 for 512 px images).
+    tf32: let fp32 TensorRT engines use TF32 (off: they match the fp32 graphs to 1e-4).
+    """
     batch_sizes = parse_batch_sizes(batch_sizes)
-    if not isinstance(opset, int) or not 14 <= opset <= 23:
-        raise InvalidInputError(f"--opset must be an integer from 14 to 23 (scaled dot product attention "
-                                f"and dynamic shapes need >= 14), got {opset!r}")
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise InvalidInputError(f"--opset must be an integer from {MIN_OPSET} (LayerNormalization; below, "
+                                f"LayerNorm is decomposed and overflows in fp16) to {MAX_OPSET} (the "
+                                f"TorchScript exporter's maximum), got {opset!r}")
     if isinstance(max_class_chunks, bool) or not isinstance(max_class_chunks, int) or max_class_chunks < 1:
         raise InvalidInputError(f"--max-class-chunks must be a positive integer, got {max_class_chunks!r}")
-    if fp16 and onnx_only:
-        raise InvalidInputError("--fp16 applies to TensorRT engines (the ONNX graphs are float32); "
-                                "drop --fp16 or --onnx-only")
+    if isinstance(latent_size, bool) or not isinstance(latent_size, int) or latent_size < 8 or latent_size % 8:
+        raise InvalidInputError(f"latent_size must be a positive multiple of 8, got {latent_size!r}")
     trt = None
     if not onnx_only:
         from faseg_rt.engines.tensorrt_build import require_tensorrt
@@ -126,58 +130,44 @@ def build(model, out, *, onnx_only: bool = False, fp16: bool = False, batch_size
     with stage("model: hashing weights"):
         fp = model_fingerprint(model)
     versions = installed_versions()
-    base_key = {"model_sha256": fp["sha256"], "opset": opset,
+    base_key = {"model_sha256": fp["sha256"], "opset": opset, "latent_size": latent_size,
                 "versions": {k: versions[k] for k in ONNX_KEY_VERSIONS}}
     loaded = {}
 
-    def modules():
-        if not loaded:
-            with stage(f"loading {model} in PyTorch (fp32, CPU)"):
-                loaded["mods"], loaded["specs"], loaded["dims"] = graph_modules(model)
-        return loaded["mods"], loaded["specs"], loaded["dims"]
+    def modules(precision):
+        if precision not in loaded:
+            import torch
 
-    graphs = {}
+            dtype = torch.float16 if precision == "fp16" else torch.float32
+            with stage(f"loading {model} in PyTorch ({precision}, CPU)"):
+                loaded[precision] = graph_modules(model, dtype, latent_size)
+        return loaded[precision]
+
     work = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=out))
     try:
-        for name in GRAPHS:
-            file = f"{name}.onnx"
-            key = dict(base_key, graph=name)
-            graphs[name] = reuse(out, file, key, force, log, f"onnx {name}")
-            if graphs[name] is not None:
-                continue
-            invalidate()
-            mods, specs, dims = modules()
-            gdir = work / name
-            gdir.mkdir()
-            with stage(f"onnx {name}: export"):
-                files = export_onnx(mods[name], specs[name], dims, gdir, opset)
-            with stage(f"onnx {name}: check against PyTorch in ONNX Runtime"):
-                check = check_onnx(mods[name], specs[name], dims, files[0])
-            worst = max(check["max_abs_error"].items(), key=lambda kv: kv[1])
-            log(f"[export] onnx {name}: max abs error {worst[1]:.2e} ({worst[0]})")
-            stale = out / f"{file}.data"
-            entry = {"file": file, "files": install(files, out), "opset": opset, "dtype": "float32",
-                     **spec_to_json(specs[name]), "check": check, "dims": _dims_json(dims)}
-            if stale.exists() and stale.name not in entry["files"]:
-                stale.unlink()
-            atomic_write_json(record_path(out, file), {"key": key, "entry": entry, "files": entry["files"]})
-            graphs[name] = entry
+        graphs = {name: _graph(out, work, name, "fp32", base_key, modules, force, stage, invalidate, log)
+                  for name in GRAPHS}
+        graphs_fp16 = None
+        if fp16:
+            graphs_fp16 = {name: _graph(out, work, name, "fp16", base_key, modules, force, stage, invalidate, log)
+                           for name in FP16_GRAPHS}
         dims_json = graphs["unet_attn"]["dims"]
         engines = None
         if not onnx_only:
             from faseg_rt.engines.tensorrt_build import build_engines
 
-            gpu = gpu_info()
-            engines = build_engines(trt, out, work, graphs, dims_json, fp16=fp16, batch_sizes=batch_sizes,
-                                    max_class_chunks=max_class_chunks, gpu=gpu, versions=versions,
-                                    force=force, stage=stage, invalidate=invalidate, log=log)
+            sources = dict(graphs, **(graphs_fp16 or {}))
+            engines = build_engines(trt, out, work, sources, dims_json, fp16=fp16, batch_sizes=batch_sizes,
+                                    max_class_chunks=max_class_chunks, gpu=gpu_info(), versions=versions,
+                                    force=force, stage=stage, invalidate=invalidate, log=log, tf32=tf32)
         manifest = {
             "format": FORMAT,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "build_args": {"model": str(model), "onnx_only": onnx_only, "fp16": fp16,
                            "batch_sizes": list(batch_sizes), "opset": opset,
-                           "max_class_chunks": max_class_chunks},
-            "model": fp, "dims": dims_json, "versions": versions, "graphs": graphs, "engines": engines,
+                           "max_class_chunks": max_class_chunks, "latent_size": latent_size, "tf32": tf32},
+            "model": fp, "dims": dims_json, "versions": versions, "graphs": graphs,
+            "graphs_fp16": graphs_fp16, "engines": engines,
         }
         old = _read_json(manifest_path)
         if old is not None and _same_build(old, manifest):
@@ -190,6 +180,44 @@ def build(model, out, *, onnx_only: bool = False, fp16: bool = False, batch_size
         shutil.rmtree(work, ignore_errors=True)
     log(f"[export] all done in {time.perf_counter() - t_start:.1f} s")
     return manifest
+
+
+def _graph(out: Path, work: Path, name: str, precision: str, base_key: dict, modules, force, stage,
+           invalidate, log) -> dict:
+    """One checked graph in `out` (reused when up to date): export, check against PyTorch in
+    ONNX Runtime, structure checks (engines/onnx_checks.py); its manifest entry."""
+    from faseg_rt.engines.onnx_checks import check_structure
+
+    file = f"{name}.onnx" if precision == "fp32" else f"{name}.fp16.onnx"
+    label = name if precision == "fp32" else f"{name} (fp16)"
+    key = dict(base_key, graph=name, precision=precision)
+    entry = reuse(out, file, key, force, log, f"onnx {label}")
+    if entry is not None:
+        return entry
+    invalidate()
+    mods, specs, dims = modules(precision)
+    gdir = work / f"{name}-{precision}"
+    gdir.mkdir()
+    with stage(f"onnx {label}: export"):
+        files = export_onnx(mods[name], specs[name], dims, gdir, base_key["opset"], file=file)
+    with stage(f"onnx {label}: check against PyTorch in ONNX Runtime"):
+        check = check_onnx(mods[name], specs[name], dims, files[0])
+    worst = max(check["max_abs_error"].items(), key=lambda kv: kv[1])
+    log(f"[export] onnx {label}: max abs error {worst[1]:.2e} ({worst[0]})")
+    spec_json = spec_to_json(specs[name])
+    with stage(f"onnx {label}: structure checks"):
+        structure, problems = check_structure(files[0], spec_json, precision)
+    if problems:
+        raise EngineError(f"the exported {name} graph ({precision}) fails the structure checks: "
+                          + "; ".join(problems) + ". Nothing was installed.")
+    stale = out / f"{file}.data"
+    entry = {"file": file, "files": install(files, out), "opset": base_key["opset"],
+             "dtype": "float16" if precision == "fp16" else "float32", "precision": precision,
+             **spec_json, "check": check, "structure": structure, "dims": _dims_json(dims)}
+    if stale.exists() and stale.name not in entry["files"]:
+        stale.unlink()
+    atomic_write_json(record_path(out, file), {"key": key, "entry": entry, "files": entry["files"]})
+    return entry
 
 
 def _dims_json(dims) -> dict:

@@ -9,15 +9,17 @@ answer.
 This module is imported at run time, so it must not import `onnx` (only hashlib / json).
 
 Manifest layout (format 1; see docs/export.md):
-    format, created, build_args {model, onnx_only, fp16, batch_sizes, opset}
+    format, created, build_args {model, onnx_only, fp16, batch_sizes, opset, max_class_chunks,
+             latent_size, tf32}
     model   {id, sha256, files {relative path: sha256}}
     dims    ModelDims fields (graph shapes)
     versions {faseg_rt, torch, diffusers, transformers, onnx, onnxruntime, tensorrt}
-    graphs  {name: {file, files {name: sha256}, opset, inputs, outputs, check {max_abs_error,
-             tolerance, batch}}}
-    engines null | {precision, gpu {name, compute_capability}, batch_sizes, max_class_chunks,
-             profiles {graph: {input: [min, opt, max] shapes}}, timing_cache,
-             graphs {name: {file, files {name: sha256}, inputs, outputs}}}
+    graphs  {name: {file, files {name: sha256}, opset, dtype, precision, inputs, outputs,
+             check {max_abs_error, tolerance, sizes}, structure {unknown_dims, attention, ...}}}
+    graphs_fp16 null | the same for the fp16 graphs (vae_encoder, unet, unet_attn)
+    engines null | {precision, gpu {name, compute_capability}, tensorrt, batch_sizes,
+             max_class_chunks, profiles {graph: [latency, throughput] {input: [min, opt, max]}},
+             tf32, timing_cache, graphs {name: {file, files {name: sha256}, onnx, inputs, outputs}}}
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def installed_versions() -> dict:
         except metadata.PackageNotFoundError:
             pass
     if out["tensorrt"] is None:  # tensorrt-cu12 etc. install the module without the meta-package
-        for dist in ("tensorrt-cu12", "tensorrt-cu11", "tensorrt_cu12"):
+        for dist in ("tensorrt-cu12", "tensorrt-cu13", "tensorrt-cu11", "tensorrt_cu12", "tensorrt_cu13"):
             try:
                 out["tensorrt"] = metadata.version(dist)
                 break
@@ -167,6 +169,18 @@ def rebuild_command(model, out, *, onnx_only: bool = True, fp16: bool = False, b
 
 
 # --------------------------------------------------------------------------- reading / checking
+def graph_entries(manifest: dict, precision: str) -> dict:
+    """{graph: manifest entry} of the ONNX graphs a `precision` (fp32 / fp16) backend runs: the
+    fp16 graphs, and the fp32 ones of the graphs exported in fp32 only (the text encoder)."""
+    if precision == "fp32":
+        return manifest["graphs"]
+    fp16 = manifest.get("graphs_fp16")
+    if not fp16:
+        raise EngineMismatchError("these engines have no fp16 graphs: export them with --fp16 (add --onnx-only "
+                                  "for ONNX Runtime)")
+    return {name: fp16.get(name) or manifest["graphs"][name] for name in manifest["graphs"]}
+
+
 def load_manifest(engines_dir) -> dict:
     """Read DIR/manifest.json; EngineError when it is missing, unreadable or not ours."""
     if engines_dir is None:
@@ -244,6 +258,8 @@ def verify_manifest(engines_dir, model, backend: str, *, device=None, fingerprin
             problems.append(f"{pkg}: built with {man['versions'].get(pkg)}, installed {here.get(pkg)}")
     if backend == "onnxruntime":
         problems += _check_entries(engines_dir, man["graphs"], "graph")
+        for name, entry in (man.get("graphs_fp16") or {}).items():
+            problems += check_files(engines_dir, entry)
     else:
         eng = man.get("engines")
         if not eng:
