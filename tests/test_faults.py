@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from faseg_rt.testing import synthetic_image
+from faseg_rt.testing import write_synthetic_images
 
 ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'faseg_rt[ray]'")
 
@@ -29,20 +29,14 @@ from ray_cluster import RayCluster, cli_command, kill_tree, label_env, small_env
 
 pytestmark = pytest.mark.slow
 CLASSES = ["cat", "sky"]
-N = 8
+N = 10
 JOB_TIMEOUT_S = 240  # a bound on every driver run (a hang fails the test instead of CI)
 
 
 # ------------------------------------------------------------------ shared inputs and reference
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> list[Path]:
-    d = tmp_path_factory.mktemp("fault_in")
-    paths = []
-    for i in range(N):
-        p = d / f"img{i:02d}.png"
-        synthetic_image(36 + 5 * i, 28 + 3 * (i % 3), seed=200 + i).save(p)
-        paths.append(p)
-    return paths
+    return write_synthetic_images(tmp_path_factory.mktemp("fault_in"), N, seed=200)
 
 
 @pytest.fixture(scope="module")
@@ -302,6 +296,7 @@ def test_worker_node_killed_mid_job_the_job_finishes_or_resumes(cluster, images,
     proc = start(cli_command(*args), label_env(), log)
     wait_for(proc, lambda: count_lines(out / "manifest.jsonl") >= 1, log)
     cluster.nodes[1].kill(signal.SIGKILL)  # the node's raylet, its workers and agents at once
+    assert count_lines(out / "manifest.jsonl") < N, "the kill must land mid-job"
     rc, text = finish(proc, log)
     if rc != 0:  # allowed: one clear line, then the rerun (on the head alone) completes
         errors = [ln for ln in text.splitlines() if ln.startswith("faseg-rt:")]
