@@ -80,6 +80,11 @@ def cli_command(*args: str, threads: int = 1) -> list[str]:
     return [sys.executable, "-c", code, *args]
 
 
+def label_command(*args: str) -> list[str]:
+    """The real `faseg-rt label` driver (it loads no model: the workers do, see label_env)."""
+    return [sys.executable, "-m", "faseg_rt.cli", "label", *args]
+
+
 def label_env(**extra) -> dict:
     """Environment for a `faseg-rt label` driver: every Ray worker of its job runs the hook."""
     job = {"runtime_env": {"worker_process_setup_hook": "ray_cluster.use_small_config"}}

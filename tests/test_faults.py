@@ -25,7 +25,7 @@ from faseg_rt.testing import write_synthetic_images
 
 ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'faseg_rt[ray]'")
 
-from ray_cluster import RayCluster, cli_command, kill_tree, label_env, small_env  # noqa: E402
+from ray_cluster import RayCluster, cli_command, kill_tree, label_command, label_env, small_env  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CLASSES = ["cat", "sky"]
@@ -76,7 +76,7 @@ def small_in_process(small_segmenter, monkeypatch):
 
 # ------------------------------------------------------------------ helpers
 def label_args(images, out, model, cluster, workers=2) -> list[str]:
-    return ["label", str(images[0].parent), "--classes", ",".join(CLASSES), "--out", str(out),
+    return [str(images[0].parent), "--classes", ",".join(CLASSES), "--out", str(out),
             "--model", str(model), "--device", "cpu", "--dtype", "float32", "--quiet",
             "--ray-address", cluster.address, "--num-workers", str(workers)]
 
@@ -150,7 +150,7 @@ def test_label_driver_killed_halfway_then_rerun_completes(cluster, images, refer
                                                            tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     args = label_args(images, out, tiny_model_dir, cluster)
-    proc = start(cli_command(*args), label_env(), tmp_path / "run1.log")
+    proc = start(label_command(*args), label_env(), tmp_path / "run1.log")
     wait_for(proc, lambda: count_lines(out / "manifest.jsonl") >= 2, tmp_path / "run1.log")
     os.kill(proc.pid, signal.SIGKILL)  # the driver alone: Ray ends its job's actors itself
     proc.wait(timeout=30)
@@ -159,7 +159,7 @@ def test_label_driver_killed_halfway_then_rerun_completes(cluster, images, refer
     for r in done:
         assert (out / r["output"]).read_bytes() == reference[r["output"]]
 
-    rc, log = run(cli_command(*args), label_env(), tmp_path / "run2.log")
+    rc, log = run(label_command(*args), label_env(), tmp_path / "run2.log")
     assert rc == 0, log
     assert f"labelled {N - len(done)} image(s), 0 failed, {len(done)} skipped" in log
     check_label_outputs(out, images, reference)
@@ -185,7 +185,7 @@ def test_label_on_a_full_disk_fails_clearly_then_resumes(cluster, images, refere
                                                          tiny_model_dir, small_disk, tmp_path):
     out = small_disk / "out"
     args = label_args(images, out, tiny_model_dir, cluster)
-    rc, log = run(cli_command(*args), label_env(), tmp_path / "full.log")
+    rc, log = run(label_command(*args), label_env(), tmp_path / "full.log")
     assert rc == 2, log
     errors = [ln for ln in log.splitlines() if ln.startswith("faseg-rt:")]
     assert len(errors) == 1 and "No space left on device" in log, log
@@ -200,10 +200,24 @@ def test_label_on_a_full_disk_fails_clearly_then_resumes(cluster, images, refere
     assert ok < N
 
     subprocess.run(["mount", "-o", "remount,size=1m", str(small_disk)], check=True)
-    rc, log = run(cli_command(*args), label_env(), tmp_path / "resume.log")
+    rc, log = run(label_command(*args), label_env(), tmp_path / "resume.log")
     assert rc == 0, log
     assert f"labelled {N - ok} image(s), 0 failed, {ok} skipped" in log
     check_label_outputs(out, images, reference)
+
+
+def test_segment_on_a_full_disk_stops_with_one_line(images, reference, tiny_model_dir, small_disk,
+                                                    small_in_process, capsys):
+    from faseg_rt.cli import main
+
+    out = small_disk / "seg"
+    rc = main(["segment", *map(str, images), "--classes", ",".join(CLASSES), "--out", str(out),
+               "--model", str(tiny_model_dir), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "No space left on device" in err[0], err
+    written = {f.name for f in out.iterdir()}
+    assert 0 < len(written) < N
+    check_segment_files(out, reference, written)  # complete masks only, no temporaries
 
 
 def test_manifest_on_a_full_disk_is_one_clear_error(small_disk):
@@ -293,7 +307,7 @@ def test_worker_node_killed_mid_job_the_job_finishes_or_resumes(cluster, images,
     out = tmp_path / "out"
     args = label_args(images, out, tiny_model_dir, cluster)
     log = tmp_path / "run1.log"
-    proc = start(cli_command(*args), label_env(), log)
+    proc = start(label_command(*args), label_env(), log)
     wait_for(proc, lambda: count_lines(out / "manifest.jsonl") >= 1, log)
     cluster.nodes[1].kill(signal.SIGKILL)  # the node's raylet, its workers and agents at once
     assert count_lines(out / "manifest.jsonl") < N, "the kill must land mid-job"
@@ -301,7 +315,7 @@ def test_worker_node_killed_mid_job_the_job_finishes_or_resumes(cluster, images,
     if rc != 0:  # allowed: one clear line, then the rerun (on the head alone) completes
         errors = [ln for ln in text.splitlines() if ln.startswith("faseg-rt:")]
         assert len(errors) == 1 and "rerun the same command to resume" in errors[0], text
-        rc, text = run(cli_command(*label_args(images, out, tiny_model_dir, cluster, workers=1)),
+        rc, text = run(label_command(*label_args(images, out, tiny_model_dir, cluster, workers=1)),
                        label_env(), tmp_path / "run2.log")
         assert rc == 0, text
     check_label_outputs(out, images, reference)
