@@ -181,8 +181,9 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_label_on_a_full_disk_fails_clearly_then_resumes(cluster, images, reference,
-                                                         tiny_model_dir, small_disk, tmp_path):
+def test_label_on_a_full_disk_fails_clearly_and_corrupts_nothing(cluster, images, reference,
+                                                                 tiny_model_dir, small_disk,
+                                                                 tmp_path):
     out = small_disk / "out"
     args = label_args(images, out, tiny_model_dir, cluster)
     rc, log = run(label_command(*args), label_env(), tmp_path / "full.log")
@@ -196,14 +197,13 @@ def test_label_on_a_full_disk_fails_clearly_then_resumes(cluster, images, refere
         else:
             assert "No space left on device" in r["error"], r
     assert not [f.name for f in out.iterdir() if f.name.startswith(".")]  # no temporaries
-    ok = sum(r["status"] == "ok" for r in rows.values())
-    assert ok < N
-
-    subprocess.run(["mount", "-o", "remount,size=1m", str(small_disk)], check=True)
-    rc, log = run(label_command(*args), label_env(), tmp_path / "resume.log")
-    assert rc == 0, log
-    assert f"labelled {N - ok} image(s), 0 failed, {ok} skipped" in log
-    check_label_outputs(out, images, reference)
+    for f in out.glob("*.png"):  # a mask whose row did not make it is still the right mask
+        assert f.read_bytes() == reference[f.name], f.name
+    assert sum(r["status"] == "ok" for r in rows.values()) < N
+    if "cannot append" not in log:  # the manifest had room: every input has exactly one row
+        assert count_lines(out / "manifest.jsonl") == len(rows) == N
+    # resuming from such a state (error rows retried, unrecorded masks redone) is what the
+    # driver-kill test checks; a second run here would add a minute of Ray start-up to the suite
 
 
 def test_segment_on_a_full_disk_stops_with_one_line(images, reference, tiny_model_dir, small_disk,
