@@ -4,8 +4,9 @@
 its own temp dir, ports picked free on 127.0.0.1, one CPU each) and stops them by the process ids
 it recorded: every process of a node is a descendant of its `ray start --block` process (Ray
 starts them with fate sharing), so killing that tree is a node dying (SIGKILL) or being shut
-down (SIGTERM, then SIGKILL for anything left).  Nothing here touches Ray processes it did not
-start.
+down (SIGTERM, then SIGKILL for anything left).  A watchdog per node kills the node's process
+group if the test process dies without stopping it (a CI timeout), so no Ray process outlives the
+run.  Nothing here touches Ray processes it did not start.
 
 Authentication: Ray 2.60 turns token authentication on by itself when ~/.ray/auth_token exists
 (which any local `ray.init()` creates), and a node that disagrees with the head cannot join; so
@@ -149,6 +150,27 @@ def kill_tree(proc: subprocess.Popen, sig: int, grace_s: float = 10.0) -> None:
         proc.wait()
 
 
+#: Run beside each node in a session of its own: when the process that started the node dies
+#: without stopping it (a CI timeout kills the test run), SIGKILL the node's whole process group
+#: (`ray start`, GCS, raylet, agents; workers die with their raylet).  Ends by itself once the
+#: group is gone.  argv: parent pid, node process group id.
+WATCHDOG = """
+import os, signal, sys, time
+parent, group = int(sys.argv[1]), int(sys.argv[2])
+def exists(kill):
+    try:
+        kill(0)
+        return True
+    except ProcessLookupError:
+        return False
+while exists(lambda s: os.killpg(group, s)):
+    if not exists(lambda s: os.kill(parent, s)):
+        os.killpg(group, signal.SIGKILL)
+        break
+    time.sleep(1)
+"""
+
+
 class RayNode:
     """One `ray start --block` process (head or worker) and its log."""
 
@@ -156,6 +178,9 @@ class RayNode:
         self.log = log
         self.proc = subprocess.Popen(["ray", "start", "--block", *args], stdout=open(log, "wb"),
                                      stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG, str(os.getpid()),
+                                          str(self.proc.pid)], start_new_session=True,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def wait_started(self, timeout_s: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
@@ -170,6 +195,15 @@ class RayNode:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         kill_tree(self.proc, sig)
+        try:  # anything of the node's own process group that was not found as a descendant
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:  # the group is gone, so the watchdog ends within a second
+            self.watchdog.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.watchdog.kill()
+            self.watchdog.wait()
 
 
 class RayCluster:
