@@ -30,6 +30,7 @@ from ray_cluster import RayCluster, cli_command, kill_tree, label_command, label
 pytestmark = pytest.mark.slow
 CLASSES = ["cat", "sky"]
 N = 10
+N_KILL = 30  # the node-kill job: long enough that the head still has work after the kill
 JOB_TIMEOUT_S = 240  # a bound on every driver run (a hang fails the test instead of CI)
 
 
@@ -40,13 +41,20 @@ def images(tmp_path_factory) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def reference(images, small_segmenter, tmp_path_factory) -> dict[str, bytes]:
-    """Mask bytes per output name from one in-process pass at 1 torch thread."""
+def kill_images(tmp_path_factory) -> list[Path]:
+    """N_KILL images; the first N are the same files as `images` (same seeds and sizes)."""
+    return write_synthetic_images(tmp_path_factory.mktemp("kill_in"), N_KILL, seed=200)
+
+
+@pytest.fixture(scope="module")
+def reference(kill_images, small_segmenter, tmp_path_factory) -> dict[str, bytes]:
+    """Mask bytes per output name from one in-process pass at 1 torch thread (the images of
+    `images` are the first N of `kill_images`)."""
     d = tmp_path_factory.mktemp("fault_ref")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for p in images:
+        for p in kill_images:
             small_segmenter(p, classes=CLASSES).save(d / f"{p.stem}.png")
     finally:
         torch.set_num_threads(before)
@@ -301,21 +309,21 @@ def test_eval_killed_then_resumed_matches_a_clean_run(tiny_model_dir, tmp_path, 
 
 
 # ------------------------------------------------------------------ (a) a worker node killed
-def test_worker_node_killed_mid_job_the_job_finishes_or_resumes(cluster, images, reference,
+def test_worker_node_killed_mid_job_the_job_finishes_or_resumes(cluster, kill_images, reference,
                                                                 tiny_model_dir, tmp_path):
     """Runs last: the worker node stays down (nothing after this needs it)."""
     out = tmp_path / "out"
-    args = label_args(images, out, tiny_model_dir, cluster)
+    args = label_args(kill_images, out, tiny_model_dir, cluster)
     log = tmp_path / "run1.log"
     proc = start(label_command(*args), label_env(), log)
     wait_for(proc, lambda: count_lines(out / "manifest.jsonl") >= 1, log)
     cluster.nodes[1].kill(signal.SIGKILL)  # the node's raylet, its workers and agents at once
-    assert count_lines(out / "manifest.jsonl") < N, "the kill must land mid-job"
+    assert count_lines(out / "manifest.jsonl") < N_KILL, "the kill must land mid-job"
     rc, text = finish(proc, log)
     if rc != 0:  # allowed: one clear line, then the rerun (on the head alone) completes
         errors = [ln for ln in text.splitlines() if ln.startswith("faseg-rt:")]
         assert len(errors) == 1 and "rerun the same command to resume" in errors[0], text
-        rc, text = run(label_command(*label_args(images, out, tiny_model_dir, cluster, workers=1)),
-                       label_env(), tmp_path / "run2.log")
+        rc, text = run(label_command(*label_args(kill_images, out, tiny_model_dir, cluster,
+                                                 workers=1)), label_env(), tmp_path / "run2.log")
         assert rc == 0, text
-    check_label_outputs(out, images, reference)
+    check_label_outputs(out, kill_images, reference)
