@@ -38,6 +38,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def remove_stale_temps(directory: str | os.PathLike, names) -> list[Path]:
+    """Delete the temporary files `atomic_path` left in `directory` for the files `names`.
+
+    A process killed between creating its temporary file and renaming it (SIGKILL, a lost node,
+    power) leaves `.<name>.<random>.tmp` behind; a rerun that is about to write `name` again
+    calls this first, so a resumed run leaves no temporary files.  Only temporaries of the
+    given names are touched (never another program's files).  Returns the paths removed.
+    """
+    directory, wanted, removed = Path(directory), set(names), []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        n = entry.name
+        if n.startswith(".") and n.endswith(".tmp") and n[1:-4].rpartition(".")[0] in wanted:
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except FileNotFoundError:
+                pass
+    return removed
+
+
 def _umask() -> int:
     """The process umask: from /proc on Linux (no side effect), else by setting and restoring it."""
     try:

@@ -19,7 +19,7 @@ from faseg_rt.errors import InvalidInputError
 from faseg_rt.scale.inputs import check_collisions, output_name, resolve_inputs
 from faseg_rt.scale.label import RAY_MISSING, RayUnavailableError, label
 from faseg_rt.scale.manifest import Manifest
-from faseg_rt.testing import synthetic_image
+from faseg_rt.testing import synthetic_image, write_synthetic_images
 
 pytestmark = pytest.mark.slow  # starts Ray: the slow tier (CI runs it)
 
@@ -79,6 +79,28 @@ def test_manifest_ignores_a_torn_line_and_compacts(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_a_cpu_worker_never_asks_for_more_cpus_than_one_node_has():
+    # two 1-CPU `ray start` nodes: 2 CPUs in all, but a worker asking for 2 fits on no node
+    from faseg_rt.scale.label import _plan_resources
+
+    class FakeRay:
+        def __init__(self, per_node):
+            self.per_node = per_node
+
+        def cluster_resources(self):
+            return {"CPU": float(sum(self.per_node))}
+
+        def nodes(self):
+            return [{"Alive": True, "Resources": {"CPU": float(c)}} for c in self.per_node] + \
+                   [{"Alive": False, "Resources": {"CPU": 64.0}}]  # a dead node counts for nothing
+
+    assert _plan_resources(FakeRay([1, 1]), 1, "cpu") == (1, 1.0, 0.0)
+    assert _plan_resources(FakeRay([1, 1]), 2, "cpu") == (2, 1.0, 0.0)
+    assert _plan_resources(FakeRay([4]), 2, "cpu") == (2, 2.0, 0.0)
+    assert _plan_resources(FakeRay([2, 8]), 1, None) == (1, 8.0, 0.0)
+    assert _plan_resources(FakeRay([1]), 2, "cpu") == (2, 0.5, 0.0)
+
+
 def test_classes_file_errors(tmp_path, capsys):
     bad = tmp_path / "classes.json"
     bad.write_text('{"cat": 1}')
@@ -116,11 +138,7 @@ def ray_local():
 def labelled(ray_local, tiny_model_dir, tmp_path_factory):
     """A dozen images (11 good of varied sizes, 1 corrupt) labelled by 2 Ray workers."""
     d = tmp_path_factory.mktemp("label_in")
-    good = []
-    for i in range(N_GOOD):
-        p = d / f"img{i:02d}.png"
-        synthetic_image(40 + 6 * i, 30 + 3 * (i % 4), seed=100 + i).save(p)
-        good.append(p)
+    good = write_synthetic_images(d, N_GOOD, seed=100, width=40, height=30)
     png = io.BytesIO()
     synthetic_image(64, 48, seed=7).save(png, format="PNG")
     (d / "broken.png").write_bytes(png.getvalue()[:120])  # a truncated PNG

@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from faseg_rt.io import atomic_path, atomic_write_bytes
+from faseg_rt.io import atomic_path, atomic_write_bytes, remove_stale_temps
 
 
 def test_written_file_has_umask_permissions_not_private(tmp_path):
@@ -28,3 +28,15 @@ def test_failure_keeps_the_old_file_and_leaves_no_temp(tmp_path):
             raise RuntimeError("writer died")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.png"]
+
+
+def test_stale_temporaries_of_named_files_are_removed_and_nothing_else(tmp_path):
+    # what a writer killed between mkstemp and rename leaves: .<name>.<random>.tmp
+    stale = [tmp_path / ".a.png.x1y2z3.tmp", tmp_path / ".a.png.other.tmp", tmp_path / ".b.json.q9.tmp"]
+    keep = [tmp_path / ".c.png.r4.tmp", tmp_path / "a.png", tmp_path / ".hidden", tmp_path / "x.tmp"]
+    for f in stale + keep:
+        f.write_bytes(b"half")
+    removed = remove_stale_temps(tmp_path, {"a.png", "b.json"})
+    assert sorted(removed) == sorted(stale)
+    assert sorted(tmp_path.iterdir()) == sorted(keep)
+    assert remove_stale_temps(tmp_path / "missing", {"a.png"}) == []

@@ -35,7 +35,7 @@ from faseg_rt.eval.inputs import read_id_string_json, resolve_candidates, resolv
 from faseg_rt.eval.metrics import ConfusionMatrix
 from faseg_rt.eval.presence import class_presence
 from faseg_rt.eval.report import write_report
-from faseg_rt.io import atomic_write_json, load_label_png, save_label_png
+from faseg_rt.io import atomic_write_json, load_label_png, remove_stale_temps, save_label_png
 
 StrMap = Mapping[str, str]
 
@@ -183,6 +183,9 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
     cm = ConfusionMatrix(dataset.num_classes, ignore_index=dataset.ignore_index)
     done = [i for i in ids if (masks_dir / f"{i}.png").exists()]
     todo = [i for i in ids if not (masks_dir / f"{i}.png").exists()]
+    # a run killed mid-write leaves temporaries next to the masks it redoes now
+    remove_stale_temps(masks_dir, {f"{i}.png" for i in todo})
+    remove_stale_temps(out_dir, {"metrics.json", "report.png", "run.json"})
     for i in done:
         cm.update(dataset.load_label(i), load_label_png(masks_dir / f"{i}.png"))
 

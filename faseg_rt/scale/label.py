@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faseg_rt.errors import FASegError, InvalidInputError
+from faseg_rt.io import remove_stale_temps
 from faseg_rt.scale.inputs import check_collisions, is_uri, output_name, path_key, resolve_inputs
 from faseg_rt.scale.manifest import MANIFEST_NAME, Manifest, is_done, job_settings
 
@@ -177,6 +178,21 @@ def manifest_fields(row) -> dict:
 
 
 # ---------------------------------------------------------------------------------- driver
+#: Ray's own fault tolerance for the worker actors, stated here although these are Ray Data's
+#: defaults for actor pools, because resuming after a lost node rests on them (docs/ray.md):
+#: - max_restarts=-1: an actor lost with its node (preemption, OOM kill) is recreated on any node
+#:   with room, as often as nodes are lost (a long job on spot nodes may lose many).
+#: - max_task_retries=-1: the batches it held are resubmitted until a live actor runs them.  Not
+#:   a small bound: until Ray declares a killed node dead (its health check, ~30 s by default)
+#:   every submission to its actor fails as "temporarily unavailable" and counts as one retry
+#:   (a dozen were seen in one node loss here), so a bound of 3 would fail the job on the very
+#:   fault it is meant to survive.
+#: Application errors are not retried (Ray Data's actor_task_retry_on_errors stays False): the
+#: worker turns every exception of an image into an error row, and a retry would fail the same
+#: way.  Read tasks keep Ray's default of 3 retries when their node is lost.
+RETRIES = {"max_restarts": -1, "max_task_retries": -1}
+
+
 def _connect(ray, address: str | None) -> bool:
     """Connect to / start Ray; returns True when this call started it (so we shut it down)."""
     if ray.is_initialized():
@@ -194,7 +210,12 @@ def _connect(ray, address: str | None) -> bool:
 
 
 def _plan_resources(ray, num_workers, device) -> tuple[int, float, float]:
-    """(workers, CPUs per worker, GPUs per worker) from the cluster's resources."""
+    """(workers, CPUs per worker, GPUs per worker) from the cluster's resources.
+
+    A worker runs on one node, so it never asks for more CPUs than the largest alive node has:
+    two 1-CPU nodes hold 2 CPUs in all, yet a single worker asking for 2 could be placed nowhere
+    and the job would wait forever (seen with `ray start` nodes before this check).
+    """
     res = ray.cluster_resources()
     gpus, cpus = float(res.get("GPU", 0)), float(res.get("CPU", 1))
     use_gpu = gpus >= 1 and not (device and str(device).startswith("cpu"))
@@ -205,9 +226,11 @@ def _plan_resources(ray, num_workers, device) -> tuple[int, float, float]:
             raise InvalidInputError(f"--num-workers {num_workers} asks for more GPUs than the cluster "
                                     f"has ({int(gpus)}); one worker runs per GPU")
         return num_workers, 1.0, 1.0
-    # CPU workers split the cluster's CPUs (whole CPUs when there are enough)
+    node_cpus = [float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+    largest = max(node_cpus, default=cpus) or cpus
+    # CPU workers split the cluster's CPUs (whole CPUs when there are enough), at most one node's
     per = max(1.0, float(int(cpus // num_workers))) if cpus >= num_workers else cpus / num_workers
-    return num_workers, per, 0.0
+    return num_workers, min(per, largest), 0.0
 
 
 def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, caption=None,
@@ -296,6 +319,8 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
                 return LabelReport(ok, failed, skipped, manifest.path, out, time.perf_counter() - start)
             by_key = {path_key(item): item for item in todo}
             ds = None
+            # temporaries of masks a killed worker was writing (they are redone now)
+            remove_stale_temps(out, {output_name(item) for item in todo})
 
         started = _connect(ray, ray_address)
         ctx = ray.data.DataContext.get_current()
@@ -316,7 +341,8 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
                                        num_threads=int(cpus) if gpus == 0 else None,
                                        candidates=candidates, frontend=frontend),
             batch_size=batch_size, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus, num_gpus=gpus)
+            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus, num_gpus=gpus,
+            **RETRIES)
         outputs_seen: dict[str, str] = {}
         try:
             for row in ds.iter_rows():
@@ -344,6 +370,10 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
                 f"{manifest.path}: rerun the same command to resume") from None
     finally:
         manifest.close()
+        try:  # one row per input again: a retried error row no longer stands beside its new row
+            manifest.compact()
+        except OSError:  # a full disk: the appended rows stay valid, the next run compacts
+            pass
         if started:
             ray.shutdown()
     return LabelReport(ok, failed, skipped, manifest.path, out, time.perf_counter() - start)

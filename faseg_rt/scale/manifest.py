@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+from faseg_rt.errors import FASegError
+
 MANIFEST_NAME = "manifest.jsonl"
 
 
@@ -46,18 +48,30 @@ class Manifest:
             atomic_write_bytes(self.path, data.encode("utf-8"))
 
     def append(self, row: dict) -> None:
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")
-        self._fh.write(json.dumps(row, sort_keys=True) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        """Append one row durably; a full disk or lost permission is one clear FASegError."""
+        try:
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "a", encoding="utf-8")
+            self._fh.write(json.dumps(row, sort_keys=True) + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as e:
+            self.close()
+            raise FASegError(f"cannot append to {self.path} ({e.strerror or e}); the masks and rows "
+                             "written so far are intact: free space or fix permissions, then rerun "
+                             "the same command to resume") from None
         self.rows[row["input"]] = row
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        """Close the file; a flush that fails here (disk full) leaves at most a torn last line,
+        which `load` skips."""
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            try:
+                fh.close()
+            except OSError:
+                pass
 
 
 def job_settings(classes, caption, threshold, model) -> dict:

@@ -127,3 +127,19 @@ def synthetic_image(width: int = 96, height: int = 64, seed: int = 0):
         color = tuple(int(c) for c in rng.integers(0, 255, 3))
         (d.ellipse if rng.random() < 0.5 else d.rectangle)([x0, y0, x1, y1], fill=color)
     return img
+
+
+def write_synthetic_images(directory, n: int, *, seed: int = 0, width: int = 36, height: int = 28):
+    """n synthetic PNGs directory/img00.png ... of varied sizes (width + 5 * (i % 9), height +
+    3 * (i % 3)), seeds seed, seed + 1, ...: the inputs of the Ray tests and benchmark.
+    Returns their paths in order."""
+    from pathlib import Path
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = directory / f"img{i:02d}.png"
+        synthetic_image(width + 5 * (i % 9), height + 3 * (i % 3), seed=seed + i).save(path)
+        paths.append(path)
+    return paths
