@@ -81,8 +81,12 @@ def test_per_image_class_lists_and_captions_in_one_batch(segmenter, parity_cases
         assert agree(r.labels, c["fast"].labels) >= 0.999
 
 
-def test_vocabulary_over_77_tokens_matches_reference(segmenter, reference32):
-    """Classes split over several class prompts, all captured in one reconstruction pass."""
+def test_vocabulary_over_77_tokens_matches_reference(segmenter, reference64):
+    """Classes split over several class prompts, all captured in one reconstruction pass.
+
+    Compared with the float64 oracle: with 24 near-tied random classes the float32 reference's
+    own rounding flips ~0.1 % of the labels (it agrees with float64 on 99.90 %, the fast path on
+    99.97 %), so a float32-vs-float32 comparison would measure the reference's error."""
     from faseg_rt.testing import synthetic_image
 
     classes = [f"thing {i} of the scene" for i in range(24)]   # ~100+ tokens: 2 chunks
@@ -90,7 +94,7 @@ def test_vocabulary_over_77_tokens_matches_reference(segmenter, reference32):
     text = segmenter.encode_text(classes)
     assert len(text.prompts.chunks) >= 2
     fast = segmenter(img, classes=classes)
-    s32, l32 = reference32(img, classes)
+    s64, l64 = reference64(img, classes)
     assert fast.scores.shape == (24, 512, 512)
-    assert np.abs(fast.scores - s32).max() <= 5e-4
-    assert agree(fast.labels, l32) >= 0.999
+    assert np.abs(fast.scores - s64).max() <= 5e-4
+    assert agree(fast.labels, l64) >= 0.999
