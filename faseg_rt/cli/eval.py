@@ -93,6 +93,14 @@ def register(subparsers) -> None:
     q.set_defaults(func=run_eval_masks)
 
 
+def _open(args: argparse.Namespace):
+    """The dataset reader for --dataset / --root; names the folder when it was found below --root."""
+    dataset = open_dataset(args.dataset, args.root)
+    if dataset.root != args.root:
+        print(dataset.root_note, file=sys.stderr)
+    return dataset
+
+
 def _fail(command: str, err: Exception) -> int:
     print(f"faseg-rt {command}: error: {err}", file=sys.stderr)
     return 2
@@ -106,9 +114,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from faseg_rt.eval.presence import presence_markdown
 
     try:
-        dataset = open_dataset(args.dataset, args.root)
-        if dataset.root != args.root:  # found below --root: say which folder is read
-            print(dataset.root_note, file=sys.stderr)
+        dataset = _open(args)
         # read the inputs once before loading the model, so a bad file fails in a second
         for path, what in ((args.candidates, "candidates"), (args.captions, "captions"),
                            (args.published_candidates, "published candidates")):
@@ -146,9 +152,7 @@ def run_eval_masks(args: argparse.Namespace) -> int:
     from faseg_rt.eval.metrics import metrics_markdown
 
     try:
-        dataset = open_dataset(args.dataset, args.root)
-        if dataset.root != args.root:  # found below --root: say which folder is read
-            print(dataset.root_note, file=sys.stderr)
+        dataset = _open(args)
         metrics = evaluate_masks(dataset, args.pred, out_dir=args.out, limit=args.limit,
                                  report_images=args.report_images if args.out else 0)
     except FASegError as e:
