@@ -71,26 +71,33 @@ def _fix(model: str) -> str:
             f"`hf download {model} --local-dir DIR` (or copy ~/.cache/huggingface) and pass DIR")
 
 
+def _has(root: Path, entry: str) -> bool:
+    """Whether `root` holds `entry` (a folder when it ends with "/", else any path)."""
+    return (root / entry).is_dir() if entry.endswith("/") else (root / entry).exists()
+
+
 def locate(model, what: str = "model", required: Iterable[str] = ()) -> str:
     """A local directory holding `model`, or its hub id when the hub can serve it now.
 
     Args:
         model: a directory or a hub id 'owner/name'.
         what: what it is, for messages ("SD model", "captioner", "recogniser").
-        required: paths (files or folders) a usable copy contains; a cached copy without them
+        required: paths a usable copy contains (a trailing "/" asks for a folder); a cached copy without them
             is not used (it was downloaded in part), and a local directory without them is refused.
     Raises:
         ModelLoadError: one line naming `model` and what to do.
     """
     text = str(model)
+    required = tuple(required)
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_dir():
             raise ModelLoadError(f"{what} {text} is a file; pass a model directory or a hub id 'owner/name'")
-        missing = [r for r in required if not (path / r).exists()]
+        missing = [r for r in required if not _has(path, r)]
         if missing:
-            raise ModelLoadError(f"{what} directory {text} lacks {', '.join(missing)}; pass a directory "
-                                 "saved with save_pretrained (or a hub id)")
+            raise ModelLoadError(f"{what} directory {text} is incomplete: missing {', '.join(missing)} "
+                                 f"(expected {', '.join(required)}); pass a directory saved with "
+                                 "save_pretrained (or a hub id)")
         return str(path)
     if not is_hub_id(text):
         raise ModelLoadError(f"{what} {text} is neither an existing directory nor a hub id 'owner/name'")
@@ -99,7 +106,7 @@ def locate(model, what: str = "model", required: Iterable[str] = ()) -> str:
 
     try:
         cached = Path(snapshot_download(text, local_files_only=True))
-        if all((cached / r).exists() for r in required):
+        if all(_has(cached, r) for r in required):
             return str(cached)
     except (LocalEntryNotFoundError, OSError, ValueError):
         pass

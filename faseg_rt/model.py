@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import torch
 
@@ -22,14 +21,7 @@ def resolve_model(model: str | os.PathLike) -> str:
 
     Fails fast, in one line, for a directory missing a component, an unknown or gated id, or a
     model that cannot be downloaded here (see faseg_rt.hub.locate)."""
-    path = Path(model)
-    if path.is_dir():
-        missing = [c for c in COMPONENTS if not (path / c).is_dir()]
-        if missing:
-            raise ModelLoadError(
-                f"{model} is not an SD 1.x diffusers directory: missing {', '.join(m + '/' for m in missing)} "
-                f"(expected subfolders {', '.join(COMPONENTS)})")
-    return locate(model, "SD model", required=COMPONENTS)
+    return locate(model, "SD model", required=tuple(f"{c}/" for c in COMPONENTS))
 
 
 def check_model_dir(model: str | os.PathLike) -> None:
