@@ -99,7 +99,8 @@ def test_json_is_written_atomically(auto_segmenter, photos, tmp_path, monkeypatc
 
 def test_label_worker_records_the_front_end(tiny_model_dir, frontend_dirs, photos, tmp_path):
     """The Ray worker's rows (run in-process here) carry what the manifest records."""
-    from faseg_rt.scale.label import _SegmentWorker, manifest_fields
+    from faseg_rt.scale.label import _SegmentWorker
+    from faseg_rt.scale.manifest import manifest_fields
 
     worker = _SegmentWorker(str(tiny_model_dir), str(tmp_path), ["cat", "sky"], "auto", None,
                             device="cpu", candidates="auto",

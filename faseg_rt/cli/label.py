@@ -52,8 +52,8 @@ def cmd_label(args) -> int:
     print(f"labelled {report.ok} image(s), {report.failed} failed, {report.skipped} skipped "
           f"(already done) in {report.seconds:.1f} s; manifest: {report.manifest}", file=sys.stderr)
     if report.failed:
-        print(f"faseg-rt: {report.failed} image(s) failed: see the rows with \"status\": \"error\" "
-              f"in {report.manifest}", file=sys.stderr)
+        print(f"faseg-rt: {report.failed} image(s) failed (the first: {report.first_error}); see the "
+              f"rows with \"status\": \"error\" in {report.manifest}", file=sys.stderr)
         return 2
     return 0
 

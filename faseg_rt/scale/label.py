@@ -33,7 +33,8 @@ from pathlib import Path
 from faseg_rt.errors import FASegError, InvalidInputError
 from faseg_rt.io import remove_stale_temps
 from faseg_rt.scale.inputs import check_collisions, is_uri, output_name, path_key, resolve_inputs
-from faseg_rt.scale.manifest import MANIFEST_NAME, Manifest, is_done, job_settings
+from faseg_rt.scale.manifest import (MANIFEST_NAME, Manifest, frontend_record, is_done,
+                                     job_settings, manifest_fields)
 
 #: One line for users without Ray (the CLI prints it and exits 2).
 RAY_MISSING = "faseg-rt label needs Ray: pip install 'faseg_rt[ray]'"
@@ -63,16 +64,11 @@ class LabelReport:
     manifest: Path
     out: Path
     seconds: float
+    first_error: str | None = None  # the error of this run's first failed image, if any
 
     @property
     def total(self) -> int:
         return self.ok + self.failed + self.skipped
-
-
-# ---------------------------------------------------------------------------------- inputs
-
-
-# ---------------------------------------------------------------------------------- manifest
 
 
 # ---------------------------------------------------------------------------------- worker
@@ -160,23 +156,6 @@ class _SegmentWorker:
         return done
 
 
-def frontend_record(res) -> str:
-    """The manifest's "frontend" field of one result (JSON text: Ray rows carry strings)."""
-    import json
-
-    side = res.sidecar()
-    side.pop("classes")  # the job's classes are already a field of every row
-    return json.dumps(side, sort_keys=True)
-
-
-def manifest_fields(row) -> dict:
-    """Extra manifest fields from a worker row: {"frontend": {...}} for a finished image."""
-    import json
-
-    text = str(row.get("frontend") or "")
-    return {"frontend": json.loads(text)} if text else {}
-
-
 # ---------------------------------------------------------------------------------- driver
 #: Ray's own fault tolerance for the worker actors, stated here although these are Ray Data's
 #: defaults for actor pools, because resuming after a lost node rests on them (docs/ray.md):
@@ -191,6 +170,14 @@ def manifest_fields(row) -> dict:
 #: worker turns every exception of an image into an error row, and a retry would fail the same
 #: way.  Read tasks keep Ray's default of 3 retries when their node is lost.
 RETRIES = {"max_restarts": -1, "max_task_retries": -1}
+
+
+def retry_args(ray_version: str) -> dict:
+    """RETRIES for map_batches where Ray needs them; {} from Ray 2.60, whose actor pool applies
+    exactly these when none are given and warns that passing them (`ray_remote_args`) is
+    deprecated (a warning every `faseg-rt label` run printed)."""
+    major, minor = (int(x) for x in ray_version.split(".")[:2])
+    return {} if (major, minor) >= (2, 60) else dict(RETRIES)
 
 
 def _connect(ray, address: str | None) -> bool:
@@ -231,6 +218,22 @@ def _plan_resources(ray, num_workers, device) -> tuple[int, float, float]:
     # CPU workers split the cluster's CPUs (whole CPUs when there are enough), at most one node's
     per = max(1.0, float(int(cpus // num_workers))) if cpus >= num_workers else cpus / num_workers
     return num_workers, min(per, largest), 0.0
+
+
+#: At most this many read blocks per job (one Ray task each), however many images it has.
+MAX_READ_BLOCKS = 100_000
+
+
+def read_blocks(n_images: int, batch_size: int) -> int:
+    """How many blocks to read `n_images` files into: one per worker batch (at most
+    MAX_READ_BLOCKS).  A worker returns one output block per input block, so this is the grain at
+    which finished rows reach the manifest and at which a lost node's work is redone.  Ray Data's
+    default (a few hundred blocks per dataset) would put thousands of images in one block of a
+    large job: rows would arrive in bursts, a killed driver would lose the rows of every image
+    finished in unreturned blocks, and a lost node would take a whole block's work with it.
+    Read tasks run at most max(2, workers) at a time: they ask for no CPU, and unbounded they
+    would start one Ray worker process per block."""
+    return max(1, min(-(-n_images // batch_size), MAX_READ_BLOCKS))
 
 
 def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, caption=None,
@@ -291,6 +294,7 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
     manifest.compact()
 
     ok = failed = skipped = 0
+    first_error = None
     started = False
     try:
         if is_dataset:
@@ -313,10 +317,12 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
                     manifest.append(dict(settings, input=item, output=output_name(item),
                                          status="error", error=f"image {item} does not exist"))
                     failed += 1
+                    first_error = first_error or f"image {item} does not exist"
                 else:
                     todo.append(item)
             if not todo:
-                return LabelReport(ok, failed, skipped, manifest.path, out, time.perf_counter() - start)
+                return LabelReport(ok, failed, skipped, manifest.path, out, time.perf_counter() - start,
+                               first_error)
             by_key = {path_key(item): item for item in todo}
             ds = None
             # temporaries of masks a killed worker was writing (they are redone now)
@@ -329,9 +335,11 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
             import logging
 
             logging.getLogger("ray.data").setLevel(logging.WARNING)
-        if ds is None:
-            ds = ray.data.read_binary_files(todo, include_paths=True, num_cpus=0)
         workers, cpus, gpus = _plan_resources(ray, num_workers, device)
+        if ds is None:
+            ds = ray.data.read_binary_files(todo, include_paths=True, num_cpus=0,
+                                            override_num_blocks=read_blocks(len(todo), batch_size),
+                                            concurrency=max(2, workers))
         ds = ds.map_batches(
             _SegmentWorker,
             fn_constructor_kwargs=dict(model=str(model), out=str(out.resolve()), classes=classes,
@@ -342,7 +350,7 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
                                        candidates=candidates, frontend=frontend),
             batch_size=batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus, num_gpus=gpus,
-            **RETRIES)
+            **retry_args(ray.__version__))
         outputs_seen: dict[str, str] = {}
         try:
             for row in ds.iter_rows():
@@ -361,6 +369,7 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
                     ok += 1
                 else:
                     failed += 1
+                    first_error = first_error or f"{item}: {error}"
         except FASegError:
             raise
         except Exception as e:
@@ -376,4 +385,5 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
             pass
         if started:
             ray.shutdown()
-    return LabelReport(ok, failed, skipped, manifest.path, out, time.perf_counter() - start)
+    return LabelReport(ok, failed, skipped, manifest.path, out, time.perf_counter() - start,
+                               first_error)

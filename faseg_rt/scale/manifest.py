@@ -85,3 +85,16 @@ def is_done(row: dict | None, settings: dict, out: Path) -> bool:
     if any(row.get(k) != v for k, v in settings.items()):
         return False
     return bool(row.get("output")) and (out / row["output"]).is_file()
+
+
+def frontend_record(res) -> str:
+    """The manifest's "frontend" field of one result (JSON text: Ray rows carry strings)."""
+    side = res.sidecar()
+    side.pop("classes")  # the job's classes are already a field of every row
+    return json.dumps(side, sort_keys=True)
+
+
+def manifest_fields(row) -> dict:
+    """Extra manifest fields from a worker row: {"frontend": {...}} for a finished image."""
+    text = str(row.get("frontend") or "")
+    return {"frontend": json.loads(text)} if text else {}
