@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -98,9 +97,7 @@ def test_rerun_is_up_to_date(engines_dir, tiny_model_dir):
     out, _ = engines_dir
     before = (out / MANIFEST).read_bytes()
     lines: list[str] = []
-    t0 = time.perf_counter()
-    ex.build(tiny_model_dir, out, onnx_only=True, log=lines.append)
-    assert time.perf_counter() - t0 < 15
+    ex.build(tiny_model_dir, out, onnx_only=True, log=lines.append)  # nothing exported again:
     assert sum("up to date" in ln for ln in lines) == len(GRAPHS) + 1, lines
     assert not any(": export ..." in ln for ln in lines)
     assert (out / MANIFEST).read_bytes() == before
@@ -263,10 +260,9 @@ def test_build_engines_script_reuses_and_cli_rejects_bad_usage(engines_dir, tiny
 @pytest.mark.skipif(HAS_CUDA, reason="checks the refusal without a CUDA GPU")
 def test_tensorrt_without_cuda_fails_fast(engines_dir, tiny_model_dir, tmp_path):
     out = tmp_path / "trt"
-    t0 = time.perf_counter()
     with pytest.raises(BackendUnavailableError, match="TensorRT needs a CUDA GPU.*--onnx-only.*onnxruntime"):
         ex.build(tiny_model_dir, out, fp16=True)
-    assert time.perf_counter() - t0 < 5 and not out.exists()
+    assert not out.exists()  # refused before any export work
     with pytest.raises(BackendUnavailableError, match="TensorRT needs a CUDA GPU"):
         Segmenter.from_pretrained(tiny_model_dir, backend="tensorrt", engines=engines_dir[0], device="cpu",
                                   dtype=torch.float32)

@@ -14,7 +14,6 @@ import dataclasses
 import os
 import time
 
-import numpy as np
 import pytest
 import torch
 

@@ -9,7 +9,6 @@ Tolerances (stated, measured headroom in brackets):
 """
 
 import numpy as np
-import pytest
 import torch
 
 from faseg_rt.images import preprocess
