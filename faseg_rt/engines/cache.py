@@ -10,7 +10,8 @@ import json
 import os
 from pathlib import Path
 
-from faseg_rt.engines.manifest import check_files, file_sha256
+from faseg_rt.engines.file_hash import file_sha256
+from faseg_rt.engines.manifest import check_files
 
 
 def record_path(out: Path, file: str) -> Path:

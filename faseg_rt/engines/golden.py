@@ -22,7 +22,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from faseg_rt.engines.manifest import file_sha256, graph_entries, load_manifest
+from faseg_rt.engines.file_hash import file_sha256
+from faseg_rt.engines.manifest import graph_entries, load_manifest
 from faseg_rt.errors import EngineError, InvalidInputError
 from faseg_rt.io import atomic_path, atomic_write_json
 

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shlex
 from dataclasses import fields
 from importlib import metadata
 from pathlib import Path
 
+from faseg_rt.engines.file_hash import file_sha256
 from faseg_rt.engines.graphs import GraphSpec, ModelDims
 from faseg_rt.errors import EngineError, EngineMismatchError
 
@@ -51,15 +51,6 @@ CHECKED_VERSIONS = {
 
 
 # --------------------------------------------------------------------------- facts about here
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """sha256 of a file's bytes, streamed (weights and graphs can be several GB)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_root(model) -> Path:
     """The local directory holding `model`: itself, or the hub cache snapshot of a hub id."""
     path = Path(model)
