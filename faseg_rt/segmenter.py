@@ -4,8 +4,8 @@
     res = seg("street.jpg", classes=["car", "person"], caption="a busy street")
     res = seg("street.jpg", classes=VOCAB, caption="auto", candidates="auto")   # raw photos
 
-With "auto" the front end (faseg_rt.frontend: a BLIP captioner, a SigLIP / CLIP recogniser,
-loaded on first use) supplies the caption and the classes to segment; labels still index
+With "auto" the front end (faseg_rt.frontend: a BLIP captioner, a SigLIP / SigLIP 2 / CLIP
+recogniser, loaded on first use) supplies the caption and the classes to segment; labels still index
 `classes` (label k = classes[k - 1]) whatever subset was segmented.
 
 Stages (spec steps 1-8): prompts -> encode -> invert -> reconstruct -> hard -> ttf -> labels.
@@ -105,8 +105,8 @@ class Segmenter:
         (faseg_rt/backends/fast.py); compile also compiles HARD and TTF.  Both off by default.
 
         Front end (used only by caption="auto" / candidates="auto", loaded on first use on this
-        segmenter's device and dtype): captioner=ID_OR_DIR (BLIP), recognizer=ID_OR_DIR (SigLIP
-        or CLIP), candidate_threshold, max_candidates, generation; see faseg_rt.frontend.plan.
+        segmenter's device and dtype): captioner=ID_OR_DIR (BLIP), recognizer=ID_OR_DIR (SigLIP,
+        SigLIP 2 or CLIP), candidate_threshold, max_candidates, generation; see faseg_rt.frontend.plan.
         """
         from faseg_rt.backends.fast import compile_backend, compiled
         from faseg_rt.model import load_tokenizer

@@ -42,7 +42,8 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def frontend_dirs(tmp_path_factory):
-    """Tiny random BLIP, SigLIP and CLIP checkpoints (issue 12): {"blip", "siglip", "clip"} -> dir."""
+    """Tiny random BLIP, SigLIP, SigLIP 2 and CLIP checkpoints (issue 12):
+    {"blip", "siglip", "siglip2" (NaFlex), "siglip2-fixres", "clip"} -> dir."""
     from faseg_rt.testing.tiny_frontend import build_tiny_frontend
 
     return build_tiny_frontend(tmp_path_factory.mktemp("frontend"))

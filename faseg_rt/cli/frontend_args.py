@@ -3,8 +3,9 @@
     --caption auto            BLIP caption per image (eval spells it --captions; both work there)
     --candidates auto         the recogniser's kept classes per image
     --captioner ID_OR_DIR     default Salesforce/blip-image-captioning-large
-    --recognizer ID_OR_DIR    default google/siglip-base-patch16-224 (SigLIP or CLIP checkpoints)
-    --candidate-threshold X   in [0, 1]; default per recogniser family (SigLIP 0.05, CLIP 0.10)
+    --recognizer ID_OR_DIR    default google/siglip-base-patch16-224 (SigLIP, SigLIP 2 or CLIP)
+    --candidate-threshold X   in [0, 1]; default per recogniser family (SigLIP / SigLIP 2 0.05,
+                              CLIP 0.10)
     --max-candidates N        >= 1; default 6
 
 The models load only when "auto" is asked for, so the flags cost nothing otherwise.
@@ -31,9 +32,9 @@ def add_frontend_args(p: argparse.ArgumentParser, *, candidates: bool = True) ->
     p.add_argument("--captioner", default=DEFAULT_CAPTIONER, metavar="ID_OR_DIR",
                    help=f"BLIP captioning checkpoint for --caption auto (default {DEFAULT_CAPTIONER})")
     p.add_argument("--recognizer", default=DEFAULT_RECOGNIZER, metavar="ID_OR_DIR",
-                   help=f"SigLIP or CLIP checkpoint for --candidates auto (default {DEFAULT_RECOGNIZER})")
+                   help=f"SigLIP, SigLIP 2 or CLIP checkpoint for --candidates auto (default {DEFAULT_RECOGNIZER})")
     p.add_argument("--candidate-threshold", type=threshold_arg, default=None, metavar="X",
-                   help="keep classes whose probability is >= X (default: SigLIP 0.05, CLIP 0.10)")
+                   help="keep classes whose probability is >= X (default: SigLIP / SigLIP 2 0.05, CLIP 0.10)")
     p.add_argument("--max-candidates", type=positive_int_arg, default=None, metavar="N",
                    help=f"keep at most N classes per image (default {DEFAULT_MAX_CANDIDATES})")
 

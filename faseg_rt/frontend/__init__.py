@@ -1,5 +1,5 @@
 """What FA-Seg needs before it runs, for raw photos: a caption (BLIP) and the candidate classes
-present in each image (a SigLIP or CLIP recogniser), loaded on first use by the Segmenter."""
+present in each image (a SigLIP, SigLIP 2 or CLIP recogniser), loaded on first use by the Segmenter."""
 
 from faseg_rt.frontend.captioner import DEFAULT_CAPTIONER, Captioner
 from faseg_rt.frontend.recognizer import DEFAULT_RECOGNIZER, Recognition, Recognizer

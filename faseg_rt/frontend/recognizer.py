@@ -8,11 +8,22 @@ FA-Seg segments only the classes it is told are there: a class absent from the i
 a map that min-max normalisation lifts to 1 somewhere, and it steals pixels.  The published
 results rely on per-image candidate lists from an external recogniser; this module makes them.
 
-Decision rules (a score per class, then the same selection for both families):
-- SigLIP (default): p_k = sigmoid(exp(s) * cos(image, class_k) + b) with the checkpoint's learnt
-  scale s and bias b.  SigLIP was trained with exactly this sigmoid as an independent
-  per-pair probability, so p_k is a multi-label presence probability and several classes can be
-  near 1 at once.
+Families (from the checkpoint's config.json model_type; faseg_rt.frontend.encoding feeds each
+the inputs it was trained on):
+- "siglip": SigLIP (SiglipModel), and the fixed-resolution SigLIP 2 checkpoints
+  (google/siglip2-base-patch16-224, ...), which reuse SiglipModel and model_type "siglip".  Those
+  are told apart by their tokenizer (Gemma, not SigLIP's SentencePiece): `is_siglip2` is then
+  True and prompts are lower-cased first, as SigLIP 2 was trained.
+- "siglip2": SigLIP 2 NaFlex (Siglip2Model, e.g. google/siglip2-base-patch16-naflex): each image
+  keeps its aspect ratio, resized to at most `max_num_patches` patches (the checkpoint's setting,
+  256, unless given) and padded to that count, so images of any sizes share a batch.
+- "clip": CLIP (CLIPModel).
+
+Decision rules (a score per class, then the same selection for every family):
+- SigLIP and SigLIP 2 (default): p_k = sigmoid(exp(s) * cos(image, class_k) + b) with the
+  checkpoint's learnt scale s and bias b.  Both were trained with exactly this sigmoid as an
+  independent per-pair probability, so p_k is a multi-label presence probability and several
+  classes can be near 1 at once.
 - CLIP: p_k = softmax_k(exp(s) * cos(image, class_k)) over the vocabulary.  CLIP was trained with
   this softmax, so its scores sum to 1 over the vocabulary: one dominant class gets most of the
   mass and two present classes share it.  Its default threshold is therefore lower, and it
@@ -42,6 +53,8 @@ from faseg_rt.images import load_image
 from faseg_rt.method.prompts import normalize_classes
 from faseg_rt.frontend.base import FrontEndModel
 from faseg_rt.frontend.checkpoints import checkpoint_dir, load, model_type
+from faseg_rt.frontend.encoding import (FAMILIES, check_max_num_patches, image_inputs, model_class,
+                                        text_inputs, text_rule)
 from faseg_rt.frontend.templates import check_templates, fill
 
 #: SigLIP base, 224 px, patch 16: the smallest SigLIP (203 M parameters), transformers' default
@@ -53,13 +66,15 @@ DEFAULT_RECOGNIZER = "google/siglip-base-patch16-224"
 #: 0.05 keeps secondary objects while leaving absent classes, which sit orders of magnitude
 #: lower.  CLIP: a softmax share; 0.10 keeps a class that holds a tenth of the mass.  Both are
 #: starting points: `faseg-rt eval --candidates auto` prints precision and recall per threshold
-#: so a user can pick one on their data (README, "How to choose the threshold").
-DEFAULT_THRESHOLD = {"siglip": 0.05, "clip": 0.10}
+#: so a user can pick one on their data (README, "How to choose the threshold").  SigLIP 2 (NaFlex
+#: "siglip2", and fixed-resolution checkpoints, which are "siglip"): 0.05 for the same reason, as
+#: it is trained with the same sigmoid loss and learnt bias (not yet measured on real checkpoints).
+DEFAULT_THRESHOLD = {"siglip": 0.05, "siglip2": 0.05, "clip": 0.10}
 
 #: The published candidate lists hold at most 6 classes per image (mean 1.4 on VOC).
 DEFAULT_MAX_CANDIDATES = 6
 
-_SUPPORTED = {"siglip": "SigLIP (SiglipModel)", "clip": "CLIP (CLIPModel)"}
+_SUPPORTED = {family: label for family, (_, label) in FAMILIES.items()}
 
 
 @dataclass(frozen=True)
@@ -113,21 +128,25 @@ def select(scores: np.ndarray, threshold: float, max_candidates: int) -> np.ndar
 
 
 class Recognizer(FrontEndModel):
-    """Zero-shot multi-label class presence with a SigLIP or CLIP checkpoint.
+    """Zero-shot multi-label class presence with a SigLIP, SigLIP 2 or CLIP checkpoint.
 
-    model: a SiglipModel or CLIPModel in eval mode; processor: its processor; family: "siglip" or
-    "clip"; templates: prompt templates (None: the default ensemble); threshold, max_candidates:
-    the default selection (None threshold: the family's default).
+    model: a SiglipModel, Siglip2Model or CLIPModel in eval mode; processor: its processor;
+    family: "siglip", "siglip2" or "clip" (module docstring); templates: prompt templates (None:
+    the default ensemble); threshold, max_candidates: the default selection (None threshold: the
+    family's default); max_num_patches: NaFlex ("siglip2") only, the patch budget per image
+    (None: the checkpoint's image processor setting).
     """
 
     def __init__(self, model, processor, family: str, *, templates: Sequence[str] | None = None,
                  threshold: float | None = None, max_candidates: int = DEFAULT_MAX_CANDIDATES,
-                 name: str | None = None, cache_size: int = 8):
+                 max_num_patches: int | None = None, name: str | None = None, cache_size: int = 8):
         if family not in _SUPPORTED:
             raise InvalidInputError(f"recogniser family must be one of {', '.join(_SUPPORTED)}, got {family!r}")
         self.model = model.eval().requires_grad_(False)
         self.processor = processor
         self.family = family
+        self.text_rule = text_rule(family, model, processor.tokenizer)
+        self.max_num_patches = check_max_num_patches(max_num_patches, family)
         self.templates = check_templates(templates)
         self.threshold = check_candidate_threshold(
             DEFAULT_THRESHOLD[family] if threshold is None else threshold)
@@ -140,24 +159,31 @@ class Recognizer(FrontEndModel):
     @classmethod
     def from_pretrained(cls, id_or_dir: str | os.PathLike = DEFAULT_RECOGNIZER, *, device=None,
                         dtype=None, **kw) -> "Recognizer":
-        """Load a SigLIP or CLIP checkpoint (hub id or save_pretrained directory).
+        """Load a SigLIP, SigLIP 2 or CLIP checkpoint (hub id or save_pretrained directory).
 
         The family comes from the checkpoint's config (model_type); anything else is refused.
-        Keyword arguments go to the constructor (templates, threshold, max_candidates).
+        Keyword arguments go to the constructor (templates, threshold, max_candidates,
+        max_num_patches).
         """
-        from transformers import AutoProcessor, CLIPModel, SiglipModel
+        from transformers import AutoProcessor
 
         device, dtype = default_device_dtype(device, dtype)
         path = checkpoint_dir(id_or_dir, "recogniser")
         family = model_type(path, "recogniser", _SUPPORTED)
+        check_max_num_patches(kw.get("max_num_patches"), family)  # before the weights load
         processor = load(AutoProcessor, path, "recogniser processor")
-        cls_ = SiglipModel if family == "siglip" else CLIPModel
-        model = load(cls_, path, "recogniser", dtype=dtype)
+        model = load(model_class(family), path, "recogniser", dtype=dtype)
         return cls(model.to(device), processor, family, name=str(id_or_dir), **kw)
+
+    @property
+    def is_siglip2(self) -> bool:
+        """True for SigLIP 2: NaFlex, or a "siglip" checkpoint with a Gemma tokenizer."""
+        return self.family == "siglip2" or (self.family == "siglip" and self.text_rule.lowercase)
 
     @staticmethod
     def check(id_or_dir) -> str:
-        """The family of a reachable SigLIP / CLIP checkpoint, else ModelLoadError (config only)."""
+        """The family ("siglip", "siglip2" or "clip") of a reachable recogniser checkpoint, else
+        ModelLoadError (reads config.json only, so a fixed-resolution SigLIP 2 says "siglip")."""
         return model_type(checkpoint_dir(id_or_dir, "recogniser"), "recogniser", _SUPPORTED)
 
     def _moved(self) -> None:
@@ -185,31 +211,27 @@ class Recognizer(FrontEndModel):
         return emb
 
     def _encode_text(self, texts: list[str]) -> torch.Tensor:
-        tok = self.processor.tokenizer
-        # SigLIP was trained on text padded to its full length: other padding changes the embedding
-        padding = "max_length" if self.family == "siglip" else True
+        # padding, mask and case as the family was trained (faseg_rt.frontend.encoding)
         with self._lock:
-            inputs = tok(texts, padding=padding, truncation=True, return_tensors="pt")
-        keep = ("input_ids",) if self.family == "siglip" else ("input_ids", "attention_mask")
-        # SigLIP was trained without a text mask (its pooled token is the last, a pad token):
-        # passing the tokenizer's attention_mask would give embeddings it never saw
-        inputs = {k: v.to(self.device) for k, v in inputs.items() if k in keep}
+            inputs = text_inputs(self.processor.tokenizer, texts, self.text_rule)
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
         with torch.inference_mode():
             return _features(self.model.get_text_features(**inputs)).float()
 
     def image_embeddings(self, images: Sequence) -> torch.Tensor:
         """(B, D) float32 unit image embeddings (one vision-encoder pass for the batch)."""
         pil = [load_image(x) for x in images]
-        pixels = self.processor.image_processor(images=pil, return_tensors="pt")["pixel_values"]
+        inputs = image_inputs(self.processor.image_processor, self.family, pil, self.device,
+                              self.dtype, self.max_num_patches)
         with torch.inference_mode():
-            out = self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype))
+            out = self.model.get_image_features(**inputs)
         return _unit(_features(out).float())
 
     # ------------------------------------------------------------------ scores
     def probabilities(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         """(B, K) probabilities from (B, D) and (K, D) unit embeddings (rule per family)."""
         logits = image_emb @ text_emb.T * self.model.logit_scale.float().exp()  # (B, K)
-        if self.family == "siglip":
+        if self.family != "clip":  # SigLIP and SigLIP 2
             return torch.sigmoid(logits + self.model.logit_bias.float())
         return torch.softmax(logits, dim=-1)
 

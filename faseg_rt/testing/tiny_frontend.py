@@ -1,10 +1,11 @@
-"""Tiny random front-end models (BLIP captioner, SigLIP and CLIP recognisers), built offline.
+"""Tiny random front-end models (BLIP captioner, SigLIP, SigLIP 2 and CLIP recognisers), built
+offline.
 
 Each is the real transformers architecture (BlipForConditionalGeneration, SiglipModel,
-CLIPModel) with tiny widths (hidden 32, 2 layers, 32 px images in 8 px patches), its processor
-and a tokenizer made here without a download, saved with `save_pretrained` into a directory
-that loads through the same `from_pretrained` path as a real checkpoint.  `make_blip` and
-`make_siglip` with `real=True` give the real sizes instead (BLIP-large; transformers' default
+Siglip2Model, CLIPModel) with tiny widths (hidden 32, 2 layers, 32 px images in 8 px patches),
+its processor and a tokenizer made here without a download, saved with `save_pretrained` into a
+directory that loads through the same `from_pretrained` path as a real checkpoint.  `make_blip`
+and `make_siglip` with `real=True` give the real sizes instead (BLIP-large; transformers' default
 SigLIP, i.e. siglip-base-patch16-224) with random weights, in memory, for latency benchmarks.
 
 Tokenizers:
@@ -12,11 +13,22 @@ Tokenizers:
   BOS token (the decoder's start token, as in the Salesforce checkpoints).
 - SigLIP: a SentencePiece model trained here on a few lines of captions (the `sentencepiece`
   package), wrapped in transformers' SiglipTokenizer like the real checkpoints.
+- SigLIP 2: a SentencePiece BPE model with byte fallback and Gemma's special pieces (<pad> 0,
+  <eos> 1, <bos> 2, <unk> 3, <mask> 4) trained here on the same lines, loaded as transformers'
+  GemmaTokenizer with the settings transformers' SigLIP 2 conversion gives the real checkpoints
+  (no BOS, EOS appended, right padding, input_ids only).  Like theirs it does not lower-case.
 - CLIP: the project's CLIP BPE tokenizer writer (tiny_sd.write_clip_tokenizer).
 
-SigLIP's logit scale and bias are set to exp(s) = 20, b = -2 (random init would give s = b = 0
-and every probability ~0.5), so the tiny recogniser's scores spread over (0, 1) and the
-threshold and max-count rules have something to select.
+SigLIP 2 comes in both shapes: NaFlex (Siglip2Model + Siglip2Processor, model_type "siglip2") and
+fixed resolution (SiglipModel + SiglipProcessor with the Gemma tokenizer, model_type "siglip",
+as google/siglip2-base-patch16-224 ships).  Their text length (64) and the NaFlex patch size and
+budget (16 px, 256 patches) are the real ones, so that transformers used as documented (the
+model card's max_length=64; Siglip2Processor.__call__, which imposes 256 patches of 16 px
+whatever the checkpoint says) is a valid reference in the tests; widths stay tiny.
+
+SigLIP's (and SigLIP 2's) logit scale and bias are set to exp(s) = 20, b = -2 (random init would
+give s = b = 0 and every probability ~0.5), so the tiny recogniser's scores spread over (0, 1)
+and the threshold and max-count rules have something to select.
 """
 
 from __future__ import annotations
@@ -164,6 +176,49 @@ def make_siglip(work_dir: Path, *, seed: int = 0, real: bool = False):
     return model.eval(), processor
 
 
+def gemma_tokenizer(out_dir: Path):
+    """A SentencePiece BPE model trained on CAPTION_LINES, as a SigLIP 2 style GemmaTokenizer."""
+    import sentencepiece as spm
+    from transformers import GemmaTokenizer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    corpus = out_dir / "corpus.txt"
+    corpus.write_text("\n".join(CAPTION_LINES * 4) + "\n")
+    # Gemma's layout: byte fallback (256 byte pieces, so vocab >= 260), no dummy prefix, raw spaces
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(out_dir / "tokenizer"), vocab_size=400, model_type="bpe",
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>",
+        bos_piece="<bos>", unk_piece="<unk>", user_defined_symbols=["<mask>"], byte_fallback=True,
+        split_digits=True, add_dummy_prefix=False, remove_extra_whitespaces=False,
+        normalization_rule_name="identity", hard_vocab_limit=False, minloglevel=2, num_threads=1)
+    return GemmaTokenizer.from_pretrained(out_dir, add_bos_token=False, add_eos_token=True,
+                                          padding_side="right", model_input_names=["input_ids"])
+
+
+def make_siglip2(work_dir: Path, *, seed: int = 0, naflex: bool = True):
+    """(Siglip2Model, Siglip2Processor) for NaFlex, else (SiglipModel, SiglipProcessor) with the
+    Gemma tokenizer (fixed-resolution SigLIP 2); tiny, random weights, in memory."""
+    import transformers as tf
+
+    tok = gemma_tokenizer(work_dir)
+    text = dict(TINY_TOWER, vocab_size=len(tok), max_position_embeddings=64,
+                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None)
+    torch.manual_seed(seed)
+    if naflex:
+        vision = dict(TINY_TOWER, patch_size=16, num_patches=256)
+        model = tf.Siglip2Model(tf.Siglip2Config(text_config=text, vision_config=vision))
+        processor = tf.Siglip2Processor(tf.Siglip2ImageProcessor(patch_size=16, max_num_patches=256), tok)
+    else:
+        model = tf.SiglipModel(tf.SiglipConfig(text_config=text, vision_config=dict(TINY_TOWER, **TINY_IMAGE)))
+        size = TINY_IMAGE["image_size"]
+        processor = tf.SiglipProcessor(tf.SiglipImageProcessor(size={"height": size, "width": size}), tok)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(20.0))
+        model.logit_bias.fill_(-2.0)
+    return model.eval(), processor
+
+
 def make_clip(work_dir: Path, *, seed: int = 0):
     """(CLIPModel, CLIPProcessor), tiny, random weights, the real CLIP BPE tokenizer."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
@@ -204,14 +259,23 @@ def build_tiny_siglip(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     return _build(make_siglip, out_dir, seed=seed)
 
 
+def build_tiny_siglip2(out_dir: str | os.PathLike, *, seed: int = 0, naflex: bool = True) -> Path:
+    """A tiny SigLIP 2 checkpoint (random weights) under out_dir: NaFlex (model_type "siglip2"),
+    or with naflex=False fixed resolution (model_type "siglip", Gemma tokenizer)."""
+    return _build(make_siglip2, out_dir, seed=seed, naflex=naflex)
+
+
 def build_tiny_clip(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
     """A tiny CLIP checkpoint (random weights, the real CLIP BPE tokenizer) under out_dir."""
     return _build(make_clip, out_dir, seed=seed)
 
 
 def build_tiny_frontend(root: str | os.PathLike, *, seed: int = 0) -> dict[str, Path]:
-    """All three tiny checkpoints under root/{blip,siglip,clip}; idempotent."""
+    """All tiny checkpoints under root/tiny-{blip,siglip,siglip2,siglip2-fixres,clip}, keyed by
+    those names; idempotent.  The two SigLIP 2 ones add ~0.2 s to the ~5 s of the others."""
     root = Path(root)
     return {"blip": build_tiny_blip(root / "tiny-blip", seed=seed),
             "siglip": build_tiny_siglip(root / "tiny-siglip", seed=seed),
+            "siglip2": build_tiny_siglip2(root / "tiny-siglip2", seed=seed),
+            "siglip2-fixres": build_tiny_siglip2(root / "tiny-siglip2-fixres", seed=seed, naflex=False),
             "clip": build_tiny_clip(root / "tiny-clip", seed=seed)}
