@@ -147,6 +147,9 @@ def test_text_is_padded_right_to_the_models_length(frontend_dirs):
     n = ids.index(tok.pad_token_id)
     assert ids[n - 1] == tok.eos_token_id and set(ids[n:]) == {tok.pad_token_id}  # right padding
     assert ids[:n] == tok("a photo of a cat.")["input_ids"]                       # lower-cased
+    tok.padding_side = "left"  # a tokenizer set up otherwise still pads right, and is left as it was
+    assert text_inputs(tok, ["A Photo of a CAT."], rec.text_rule)["input_ids"][0].tolist() == ids
+    assert tok.padding_side == "left"
 
 
 def test_cli_accepts_a_siglip2_recognizer(tiny_model_dir, frontend_dirs, tmp_path, capsys):

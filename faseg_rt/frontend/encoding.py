@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from faseg_rt.errors import InvalidInputError
+from faseg_rt.errors import InvalidInputError, ModelLoadError
 
 #: model_type -> (transformers model class, the name users see in messages).
 FAMILIES = {
@@ -51,7 +51,11 @@ def model_class(family: str):
     """The transformers class that loads a checkpoint of `family`."""
     import transformers
 
-    return getattr(transformers, FAMILIES[family][0])
+    cls = getattr(transformers, FAMILIES[family][0], None)
+    if cls is None:  # Siglip2Model came with transformers 4.49
+        raise ModelLoadError(f"{FAMILIES[family][1]} needs a newer transformers than "
+                             f"{transformers.__version__}: pip install -U 'transformers>=4.49'")
+    return cls
 
 
 def has_siglip2_tokenizer(tokenizer) -> bool:
@@ -86,9 +90,14 @@ def text_inputs(tokenizer, texts: list[str], rule: TextRule) -> dict[str, torch.
         texts = [t.lower() for t in texts]
     if rule.length is None:
         enc = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-    else:
-        enc = tokenizer(texts, padding="max_length", max_length=rule.length, truncation=True,
-                        padding_side="right", return_tensors="pt")
+    else:  # right padding set on the tokenizer, not as a call argument (transformers < 4.46)
+        side = getattr(tokenizer, "padding_side", "right")
+        tokenizer.padding_side = "right"
+        try:
+            enc = tokenizer(texts, padding="max_length", max_length=rule.length, truncation=True,
+                            return_tensors="pt")
+        finally:
+            tokenizer.padding_side = side
     keep = ("input_ids", "attention_mask") if rule.mask else ("input_ids",)
     return {k: enc[k] for k in keep}
 
