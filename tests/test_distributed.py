@@ -101,17 +101,6 @@ def test_a_cpu_worker_never_asks_for_more_cpus_than_one_node_has():
     assert _plan_resources(FakeRay([1]), 2, "cpu") == (2, 0.5, 0.0)
 
 
-def test_files_are_read_one_block_per_worker_batch():
-    # rows reach the manifest block by block: Ray's default of ~4 blocks for 30 files made the
-    # whole job's rows arrive in a few bursts (a killed driver lost every unreturned block's rows)
-    from faseg_rt.scale.label import MAX_READ_BLOCKS, read_blocks
-
-    assert read_blocks(30, 1) == 30
-    assert read_blocks(30, 4) == 8  # the last block holds the remaining 2
-    assert read_blocks(1, 16) == 1
-    assert read_blocks(10 * MAX_READ_BLOCKS, 1) == MAX_READ_BLOCKS
-
-
 def test_classes_file_errors(tmp_path, capsys):
     bad = tmp_path / "classes.json"
     bad.write_text('{"cat": 1}')

@@ -220,22 +220,6 @@ def _plan_resources(ray, num_workers, device) -> tuple[int, float, float]:
     return num_workers, min(per, largest), 0.0
 
 
-#: At most this many read blocks per job (one Ray task each), however many images it has.
-MAX_READ_BLOCKS = 100_000
-
-
-def read_blocks(n_images: int, batch_size: int) -> int:
-    """How many blocks to read `n_images` files into: one per worker batch (at most
-    MAX_READ_BLOCKS).  A worker returns one output block per input block, so this is the grain at
-    which finished rows reach the manifest and at which a lost node's work is redone.  Ray Data's
-    default (a few hundred blocks per dataset) would put thousands of images in one block of a
-    large job: rows would arrive in bursts, a killed driver would lose the rows of every image
-    finished in unreturned blocks, and a lost node would take a whole block's work with it.
-    Read tasks run at most max(2, workers) at a time: they ask for no CPU, and unbounded they
-    would start one Ray worker process per block."""
-    return max(1, min(-(-n_images // batch_size), MAX_READ_BLOCKS))
-
-
 def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, caption=None,
           threshold=None, num_workers: int | None = None, batch_size: int = 1, ray_address=None,
           device=None, dtype=None, overwrite: bool = False, progress: bool = False,
@@ -337,9 +321,7 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
             logging.getLogger("ray.data").setLevel(logging.WARNING)
         workers, cpus, gpus = _plan_resources(ray, num_workers, device)
         if ds is None:
-            ds = ray.data.read_binary_files(todo, include_paths=True, num_cpus=0,
-                                            override_num_blocks=read_blocks(len(todo), batch_size),
-                                            concurrency=max(2, workers))
+            ds = ray.data.read_binary_files(todo, include_paths=True, num_cpus=0)
         ds = ds.map_batches(
             _SegmentWorker,
             fn_constructor_kwargs=dict(model=str(model), out=str(out.resolve()), classes=classes,
