@@ -7,6 +7,7 @@ assert different things about the same runs.
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 
 import pytest
@@ -16,8 +17,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # the engines' sha256 cache (faseg_rt.engines.file_hash) goes to a directory of this run, not ~/.cache
-os.environ["FASEG_RT_CACHE_DIR"] = os.path.join(
-    __import__("tempfile").mkdtemp(prefix="faseg_rt_test_cache_"), "cache")
+os.environ["FASEG_RT_CACHE_DIR"] = os.path.join(tempfile.mkdtemp(prefix="faseg_rt_test_cache_"), "cache")
 warnings.filterwarnings("ignore", message=".*accelerate.*")
 torch.set_num_threads(max(1, os.cpu_count() or 1))
 

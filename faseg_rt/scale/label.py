@@ -298,15 +298,16 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
                     skipped += 1
                 elif not is_uri(item) and not os.path.isfile(item):
                     # a missing local file would fail the whole Ray read: record it here instead
+                    error = f"image {item} does not exist"
                     manifest.append(dict(settings, input=item, output=output_name(item),
-                                         status="error", error=f"image {item} does not exist"))
+                                         status="error", error=error))
                     failed += 1
-                    first_error = first_error or f"image {item} does not exist"
+                    first_error = first_error or error
                 else:
                     todo.append(item)
             if not todo:
-                return LabelReport(ok, failed, skipped, manifest.path, out, time.perf_counter() - start,
-                               first_error)
+                return LabelReport(ok, failed, skipped, manifest.path, out,
+                                   time.perf_counter() - start, first_error)
             by_key = {path_key(item): item for item in todo}
             ds = None
             # temporaries of masks a killed worker was writing (they are redone now)
@@ -319,9 +320,9 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
             import logging
 
             logging.getLogger("ray.data").setLevel(logging.WARNING)
-        workers, cpus, gpus = _plan_resources(ray, num_workers, device)
         if ds is None:
             ds = ray.data.read_binary_files(todo, include_paths=True, num_cpus=0)
+        workers, cpus, gpus = _plan_resources(ray, num_workers, device)
         ds = ds.map_batches(
             _SegmentWorker,
             fn_constructor_kwargs=dict(model=str(model), out=str(out.resolve()), classes=classes,
@@ -368,4 +369,4 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
         if started:
             ray.shutdown()
     return LabelReport(ok, failed, skipped, manifest.path, out, time.perf_counter() - start,
-                               first_error)
+                       first_error)

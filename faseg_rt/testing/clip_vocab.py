@@ -88,12 +88,11 @@ def dataset_words() -> list[str]:
     """
     import re
 
-    from faseg_rt.eval.datasets import (ade20k, ade20k_full, coco_object, coco_stuff, context,
-                                        context459, voc)
+    from faseg_rt.eval.datasets.registry import READERS
 
     found: set[str] = set()
-    for module in (voc, context, coco_object, ade20k, context459, coco_stuff, ade20k_full):
-        for name in module.CLASSES:
+    for reader in READERS:
+        for name in reader.class_names:
             found.update(re.findall(r"[a-z]+", name.lower()))
     return sorted(found - set(WORDS) - MULTI_TOKEN)
 
