@@ -77,10 +77,11 @@ class Segmenter:
     def __init__(self, backend: Backend, tokenizer, config: FASegConfig | None = None,
                  text_cache_size: int = 64, text_cache_mb: float = 512, max_class_chunks: int = 256,
                  frontend: FrontEnd | None = None):
-        self.backend = backend
+        self.config = config or FASegConfig()
+        # a shared backend computes what this config reads (torch), or refuses it (exported graphs)
+        self.backend = backend = backend.for_config(self.config)
         self.frontend = frontend if frontend is not None else FrontEnd()
         self.tokenizer = tokenizer
-        self.config = config or FASegConfig()
         if tokenizer.model_max_length != backend.dims.text_len:
             raise InvalidInputError(
                 f"tokenizer length {tokenizer.model_max_length} != text encoder length {backend.dims.text_len}")

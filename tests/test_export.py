@@ -135,6 +135,28 @@ def test_onnxruntime_matches_torch(engines_dir, tiny_model_dir, parity_cases):
         assert len(np.unique(got.labels)) >= 3  # not a degenerate all-one-label answer
 
 
+def test_onnxruntime_backend_honours_or_refuses_a_segmenters_config(engines_dir, tiny_model_dir, parity_cases):
+    """The exported unet_attn computes every cross map, so any fusion weights are honoured (scores
+    match torch loaded with that config); its latent grid is fixed, so another size is refused."""
+    import dataclasses
+
+    from conftest import small_config
+    from faseg_rt.config import FASegConfig
+
+    rs = FASegConfig().resolutions
+    cfg = dataclasses.replace(FASegConfig(), cross_weights=dict(zip(rs, (0.15, 0.5, 0.15, 0.2))))
+    ort = Segmenter.from_pretrained(tiny_model_dir, backend="onnxruntime", engines=engines_dir[0],
+                                    device="cpu", dtype=torch.float32)
+    torch_cfg = Segmenter.from_pretrained(tiny_model_dir, device="cpu", dtype=torch.float32, config=cfg)
+    c = parity_cases[0]
+    got = Segmenter(ort.backend, ort.tokenizer, cfg)(c["image"], classes=c["classes"], caption=c["caption"])
+    want = torch_cfg(c["image"], classes=c["classes"], caption=c["caption"])
+    assert float(np.abs(got.scores - want.scores).max()) <= 1e-3
+    assert float(np.abs(got.scores - c["fast"].scores).max()) > 1e-2  # the weight on cross_64 matters
+    with pytest.raises(InvalidInputError, match="latent size 64.*asks for 8"):
+        Segmenter(ort.backend, ort.tokenizer, small_config())
+
+
 # --------------------------------------------------------------------------- refusals
 def test_refuses_other_model(engines_dir, tiny_model_dir, tmp_path):
     from safetensors.torch import load_file, save_file

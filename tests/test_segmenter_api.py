@@ -107,3 +107,53 @@ def test_device_and_dtype_names_are_checked():
             default_device_dtype("cpu", bad)
     with pytest.raises(InvalidInputError, match="device"):
         default_device_dtype("gpu0", None)
+
+
+# --------------------------------------------------------------------------- one config per segmenter
+def _weights_64(latent: int, w64: float):
+    """small_config with weight w64 on the class-aware maps at full latent resolution."""
+    import dataclasses
+
+    from conftest import small_config
+
+    cfg = small_config(latent)
+    rs = cfg.resolutions
+    return dataclasses.replace(cfg, cross_weights=dict(zip(rs, (0.15, 0.70 - w64, 0.15, w64))))
+
+
+def test_shared_torch_backend_computes_with_the_segmenters_config(small_segmenter, tiny_model_dir):
+    """small_segmenter's backend skips cross_8 (weight 0); a segmenter on it whose config weighs
+    cross_8 scores like one loaded with that config, not from zeros."""
+    from faseg_rt.testing import synthetic_image
+
+    cfg = _weights_64(8, 0.2)
+    img, classes = synthetic_image(40, 30, seed=3), ["cat", "sky"]
+    shared = Segmenter(small_segmenter.backend, small_segmenter.tokenizer, cfg)
+    loaded = Segmenter.from_pretrained(tiny_model_dir, device="cpu", dtype=torch.float32, config=cfg)
+    assert 8 in small_segmenter.backend.skip_cross and 8 not in shared.backend.skip_cross
+    assert shared.backend.modules[2] is small_segmenter.backend.modules[2]  # weights shared, not copied
+    got, want = shared(img, classes), loaded(img, classes)
+    base = small_segmenter(img, classes)
+    np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=1e-5)
+    assert float(np.abs(got.scores - base.scores).max()) > 1e-3  # the weight on cross_8 matters
+    again = Segmenter(small_segmenter.backend, small_segmenter.tokenizer, small_segmenter.config)
+    assert again.backend is small_segmenter.backend  # same config: the backend itself
+
+
+def test_backend_refuses_a_config_it_cannot_compute(small_segmenter):
+    """Exported graphs are fixed at export: a backend that skips maps, or runs another latent
+    grid, refuses a config that needs them (one line, before any work)."""
+    import dataclasses
+
+    from conftest import small_config
+    from faseg_rt.backends.base import Backend
+
+    be = small_segmenter.backend
+    fixed = Backend(name="fixed", device=be.device, dtype=be.dtype, dims=be.dims,
+                    vae_encoder=be.vae_encoder, text_encoder=be.text_encoder, unet=be.unet,
+                    unet_attn=be.unet_attn, skip_cross=be.skip_cross)
+    assert Segmenter(fixed, small_segmenter.tokenizer, small_segmenter.config).backend is fixed
+    with pytest.raises(InvalidInputError, match=r"does not compute .* resolution\(s\) \[8\]"):
+        Segmenter(fixed, small_segmenter.tokenizer, _weights_64(8, 0.2))
+    with pytest.raises(InvalidInputError, match="latent size 8.*asks for 16"):
+        Segmenter(dataclasses.replace(fixed, skip_cross=()), small_segmenter.tokenizer, small_config(16))

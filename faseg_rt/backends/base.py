@@ -36,9 +36,28 @@ class Backend:
     text_encoder: Runner
     unet: Runner
     unet_attn: Runner
+    #: latent resolutions whose class-aware maps `unet_attn` returns as zeros (not computed)
+    skip_cross: tuple = ()
 
     def to(self, device, dtype=None) -> "Backend":
         raise NotImplementedError(f"the {self.name} backend cannot move after loading; load it again")
+
+    def for_config(self, config) -> "Backend":
+        """A backend that computes every output `config` reads: this one, or InvalidInputError.
+
+        A segmenter calls it with its own config, so a shared backend never hands it zeros in
+        place of maps its weights need, nor a latent grid of another size."""
+        if self.dims.latent_size != config.latent_size:
+            raise InvalidInputError(
+                f"the {self.name} backend was loaded for latent size {self.dims.latent_size}, the "
+                f"segmenter's config asks for {config.latent_size}: load the backend with this config")
+        needed = sorted(r for r in self.skip_cross if config.cross_weights.get(r, 0))
+        if needed:
+            raise InvalidInputError(
+                f"the {self.name} backend does not compute the class-aware maps at resolution(s) "
+                f"{needed}, which the segmenter's config weighs by "
+                f"{[config.cross_weights[r] for r in needed]}: load the backend with this config")
+        return self
 
 
 @dataclass

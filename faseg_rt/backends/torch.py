@@ -39,13 +39,17 @@ class TorchRunner:
         return dict(zip(self.spec.output_names, out))
 
 
+def skip_cross_for(config) -> tuple[int, ...]:
+    """Resolutions whose class-aware maps `config` weighs by 0: the torch backend skips them."""
+    return tuple(r for r, w in config.cross_weights.items() if w == 0)
+
+
 @dataclass
 class TorchBackend(Backend):
     modules: tuple = ()
     config: object = None
     compile: str | None = None
     cuda_graphs: bool = False
-    skip_cross: tuple = ()
 
     @classmethod
     def from_pretrained(cls, model, *, device, dtype, config=None, compile=None,
@@ -56,12 +60,11 @@ class TorchBackend(Backend):
 
     @classmethod
     def from_modules(cls, vae, text_encoder, unet, *, device, dtype, config=None, compile=None,
-                     cuda_graphs: bool = False, skip_cross: tuple[int, ...] | None = None) -> "TorchBackend":
+                     cuda_graphs: bool = False) -> "TorchBackend":
         from faseg_rt.config import FASegConfig
 
         config = config or FASegConfig()
-        if skip_cross is None:  # class-aware maps the method weighs by 0 are not computed
-            skip_cross = tuple(r for r, w in config.cross_weights.items() if w == 0)
+        skip_cross = skip_cross_for(config)
         device = torch.device(device)
         backend = compile_backend(compile)
         cuda_graphs = check_cuda_graphs(cuda_graphs, device)
@@ -79,13 +82,22 @@ class TorchBackend(Backend):
             runner = TorchRunner(compiled(module, backend), specs[name])
             runners[name] = CudaGraphRunner(runner, device) if cuda_graphs else runner
         return cls(name="torch", device=device, dtype=dtype, dims=dims, modules=(vae, text_encoder, unet),
-                   config=config, compile=backend, cuda_graphs=cuda_graphs, skip_cross=tuple(skip_cross),
+                   config=config, compile=backend, cuda_graphs=cuda_graphs, skip_cross=skip_cross,
                    **runners)
+
+    def for_config(self, config) -> "TorchBackend":
+        """This backend if it was built for `config`'s latent size and zero cross weights, else a
+        sibling on the same modules (no weights copied) that computes exactly what `config` reads."""
+        if (self.dims.latent_size == config.latent_size and
+                set(self.skip_cross) == set(skip_cross_for(config))):
+            return self
+        vae, text_encoder, unet = self.modules
+        return TorchBackend.from_modules(vae, text_encoder, unet, device=self.device, dtype=self.dtype,
+                                         config=config, compile=self.compile, cuda_graphs=self.cuda_graphs)
 
     def to(self, device, dtype=None) -> "TorchBackend":
         dtype = dtype or self.dtype
         vae, text_encoder, unet = self.modules
         cuda_graphs = self.cuda_graphs and torch.device(device).type == "cuda"
         return TorchBackend.from_modules(vae, text_encoder, unet, device=device, dtype=dtype, config=self.config,
-                                         compile=self.compile, cuda_graphs=cuda_graphs,
-                                         skip_cross=self.skip_cross)
+                                         compile=self.compile, cuda_graphs=cuda_graphs)
