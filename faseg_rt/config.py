@@ -14,6 +14,8 @@ from typing import Mapping
 
 import numpy as np
 
+from faseg_rt import rules
+
 
 def _frozen(d: dict) -> Mapping:
     return MappingProxyType(dict(d))
@@ -51,8 +53,7 @@ class FASegConfig:
     def __post_init__(self):
         if self.latent_size * 8 != self.image_size:
             raise ValueError("latent_size must be image_size / 8 (the SD VAE downsamples by 8)")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must lie in [0, 1], got {self.threshold}")
+        object.__setattr__(self, "threshold", rules.threshold(self.threshold))
         for name in ("cross_weights", "self_weights"):
             w = getattr(self, name)
             if not isinstance(w, MappingProxyType):

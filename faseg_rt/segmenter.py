@@ -20,9 +20,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 
+from faseg_rt import rules
 from faseg_rt.backends import Backend, load_backend
 from faseg_rt.config import FASegConfig
 from faseg_rt.devices import default_device_dtype  # noqa: F401  (public here too)
@@ -48,15 +48,6 @@ class TextEmbeddings:
     prompts: DualPrompts
     full: torch.Tensor
     chunks: torch.Tensor
-
-
-def check_threshold(threshold) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
-        raise InvalidInputError(f"threshold must be a number in [0, 1], got {threshold!r}")
-    threshold = float(threshold)
-    if not (0.0 <= threshold <= 1.0):  # also rejects NaN
-        raise InvalidInputError(f"threshold must lie in [0, 1], got {threshold}")
-    return threshold
 
 
 class Segmenter:
@@ -124,8 +115,9 @@ class Segmenter:
 
     def to(self, device, dtype: torch.dtype | None = None) -> "Segmenter":
         """Move to another device / dtype (torch backend); returns self, like nn.Module.to."""
+        device = rules.device(device)
         device, dtype = default_device_dtype(device, dtype or (
-            self.dtype if torch.device(device).type == self.device.type else None))
+            self.dtype if device.type == self.device.type else None))
         self.backend = self.backend.to(device, dtype)
         self._timestep = self._timestep.to(self.backend.device)
         self.clear_text_cache()
@@ -291,9 +283,8 @@ class Segmenter:
             scores).
         """
         images = list(images)
-        threshold = check_threshold(self.config.threshold if threshold is None else threshold)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        threshold = rules.threshold(self.config.threshold if threshold is None else threshold)
+        batch_size = rules.batch_size(batch_size)
         vocabularies = [normalize_classes(c) for c in _per_image_classes(classes, len(images))]
         captions = per_image(captions, len(images), "captions")
         candidates = per_image(candidates, len(images), "candidates")

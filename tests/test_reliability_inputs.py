@@ -2,14 +2,14 @@
 
 Each case either checks the converted 8-bit RGB pixels against a conversion computed here
 independently of PIL's convert(), or checks that the package's InvalidInputError names the
-problem (never a PIL / torch exception).  Most cases call load_image / build_dual_prompts /
-check_threshold directly (fast); one case runs the whole segmenter.
+problem (never a PIL / torch exception).  Most cases call load_image / build_dual_prompts
+directly (fast); one case runs the whole segmenter.
 
 Already covered elsewhere and not repeated here: missing file, directory, 0-byte file, text file
 named .jpg, truncated JPEG (test_images.test_bad_files); zero-size / 2-channel / NaN / float
 arrays (test_images.test_bad_arrays); empty, duplicate, whitespace-only, non-string class names,
 one over-long class name (test_prompts); caption truncation warning (test_prompts); threshold
-outside [0, 1] on a Segmenter call and in the CLI (test_segmenter_api, test_cli).
+values (test_rules) and outside [0, 1] on a Segmenter call and in the CLI (test_segmenter_api, test_cli).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from PIL import Image
 from faseg_rt.errors import InvalidInputError
 from faseg_rt.images import MAX_IMAGE_PIXELS, load_image
 from faseg_rt.method.prompts import build_dual_prompts
-from faseg_rt.segmenter import check_threshold
 
 
 # ----------------------------------------------------------------------------- file makers
@@ -330,18 +329,6 @@ def test_thousand_class_vocabulary_is_chunked_quietly(tiny_model_dir):
     assert all(c.spans[-1][1] <= 76 for c in p.chunks)
     assert not [r for r in records if "longer than the specified maximum" in r.getMessage()]
     assert len(w) == 1 and "full prompt" in str(w[0].message)   # the one truncation warning
-
-
-@pytest.mark.parametrize("value, ok", [
-    (float("inf"), False), (-float("inf"), False), (1.0000001, False), (None, False),
-    (np.float32(0.5), True), (0, True), (1, True), (np.int64(1), True),
-])
-def test_threshold_values(value, ok):
-    if ok:
-        assert check_threshold(value) == float(value)
-    else:
-        with pytest.raises(InvalidInputError, match="threshold"):
-            check_threshold(value)
 
 
 # ----------------------------------------------------------------------------- end to end

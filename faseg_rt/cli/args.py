@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from faseg_rt import rules
+from faseg_rt.errors import InvalidInputError
+
 DEFAULT_MODEL = "XCLIU/2_rectified_flow_from_sd_1_5"
 
 
@@ -17,7 +20,7 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str | None = DEFAU
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
     p.add_argument("--engines", default=None, help="directory written by export/build_engines.py")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=["float32", "fp32", "float16", "fp16"])
+    p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES)
 
 
 def load_segmenter(args):
@@ -35,22 +38,26 @@ def frontend_kwargs(args) -> dict:
 
 
 def threshold_arg(text: str) -> float:
-    """argparse type for --threshold: a number in [0, 1]."""
+    """argparse type for --threshold, --candidate-threshold: rules.threshold of the number.
+
+    argparse puts the flag in front of the message ("argument --threshold: the value must ...")."""
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"threshold must be a number, got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"threshold must lie in [0, 1], got {v}")
-    return v
+        raise argparse.ArgumentTypeError(f"the value must be a number in [0, 1], got {text!r}") from None
+    try:
+        return rules.threshold(v, "the value")
+    except InvalidInputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def positive_int_arg(text: str) -> int:
-    """argparse type for counts (--batch-size, --limit, ...): an integer >= 1."""
+    """argparse type for counts (--batch-size, --limit, ...): rules.positive_int of the integer."""
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+        raise argparse.ArgumentTypeError(f"the value must be an integer >= 1, got {text!r}") from None
+    try:
+        return rules.positive_int(v, "the value")
+    except InvalidInputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

@@ -9,6 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from faseg_rt import rules
 from faseg_rt.bench.ablations import ablations, ablations_table
 from faseg_rt.bench.latency import latency, latency_table
 from faseg_rt.bench.profile import profile, profile_table
@@ -20,7 +21,7 @@ from faseg_rt.io import atomic_write_json
 def add_common(p):
     p.add_argument("--model", default="tiny", help="'tiny', 'full' (random SD 1.5 widths) or a model dir/id")
     p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None, choices=["fp32", "fp16"])
+    p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES)
     p.add_argument("--engines", default=None)
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "faseg_rt_bench_models"))
     p.add_argument("--out", default="benchmarks/results")

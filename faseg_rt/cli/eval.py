@@ -22,6 +22,7 @@ from pathlib import Path
 
 from faseg_rt.cli.args import frontend_kwargs, positive_int_arg, threshold_arg
 from faseg_rt.cli.frontend_args import add_frontend_args, check_frontend, frontend_meta, path_or_auto
+from faseg_rt import rules
 from faseg_rt.errors import FASegError
 from faseg_rt.eval.datasets.registry import DATASETS, open_dataset
 
@@ -69,7 +70,7 @@ def register(subparsers) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help="SD 1.x hub id or directory")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
     p.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
-    p.add_argument("--dtype", default=None, choices=["float32", "fp32", "float16", "fp16"])
+    p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES)
     p.add_argument("--engines", default=None, help="directory of exported graphs / engines")
     p.add_argument("--batch-size", type=positive_int_arg, default=8)
     p.add_argument("--threshold", type=threshold_arg, default=None,

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from faseg_rt import rules
 from faseg_rt.errors import FASegError, InvalidInputError
 from faseg_rt.eval.datasets.base import SegDataset
 from faseg_rt.eval.inputs import read_id_string_json, resolve_candidates, resolve_captions
@@ -145,13 +146,9 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
         meta: extra settings (model id, backend, ...) recorded in run.json and metrics.json.
         published_candidates: candidate lists scored for class presence only (beside "auto").
     """
-    if batch_size < 1:
-        raise InvalidInputError("batch_size must be >= 1")
-    if limit is not None and limit < 1:
-        raise InvalidInputError("limit must be >= 1")
-    thr = dataset.default_threshold if threshold is None else float(threshold)
-    if not 0.0 <= thr <= 1.0:
-        raise InvalidInputError(f"threshold must lie in [0, 1], got {thr}")
+    batch_size = rules.batch_size(batch_size)
+    limit = None if limit is None else rules.positive_int(limit, "limit")
+    thr = rules.threshold(dataset.default_threshold if threshold is None else threshold)
     out_dir = Path(out_dir)
     masks_dir = out_dir / "masks"
     ids = dataset.ids[:limit] if limit else dataset.ids
@@ -254,8 +251,7 @@ def evaluate_masks(dataset: SegDataset, pred_dir: str | os.PathLike,
     With `out_dir`, metrics.json (and report.png when report_images > 0) are written there.
     """
     pred_dir = Path(pred_dir)
-    if limit is not None and limit < 1:
-        raise InvalidInputError("limit must be >= 1")
+    limit = None if limit is None else rules.positive_int(limit, "limit")
     ids = dataset.ids[:limit] if limit else dataset.ids
     missing = [i for i in ids if not (pred_dir / f"{i}.png").exists()]
     if missing:

@@ -7,6 +7,7 @@ import os
 
 import torch
 
+from faseg_rt import rules
 from faseg_rt.devices import default_device_dtype
 from faseg_rt.errors import InvalidInputError
 
@@ -39,6 +40,5 @@ class FrontEndModel:
         """`images` as a list; refuses a lone image and a batch size that is not an int >= 1."""
         if isinstance(images, (str, os.PathLike, bytes)) or not hasattr(images, "__len__"):
             raise InvalidInputError(f"{who} takes a list of images; wrap one image in [ ]")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        rules.batch_size(batch_size)
         return list(images)

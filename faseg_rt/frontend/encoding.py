@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
+from faseg_rt import rules
 from faseg_rt.errors import InvalidInputError, ModelLoadError
 
 #: model_type -> (transformers model class, the name users see in messages).
@@ -109,9 +110,7 @@ def check_max_num_patches(value, family: str) -> int | None:
     if family != "siglip2":
         raise InvalidInputError(f"max_num_patches applies to SigLIP 2 NaFlex checkpoints only, "
                                 f"not to a {family!r} recogniser")
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInputError(f"max_num_patches must be an integer >= 1, got {value!r}")
-    return value
+    return rules.positive_int(value, "max_num_patches")
 
 
 def image_inputs(image_processor, family: str, images: list, device, dtype,

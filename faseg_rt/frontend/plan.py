@@ -25,12 +25,12 @@ from typing import Sequence
 
 import numpy as np
 
+from faseg_rt import rules
 from faseg_rt.errors import InvalidInputError
 from faseg_rt.profiling import stage
 from faseg_rt.results import SegmentationResult
 from faseg_rt.frontend.captioner import DEFAULT_CAPTIONER, Captioner
-from faseg_rt.frontend.recognizer import (DEFAULT_RECOGNIZER, Recognizer, check_candidate_threshold,
-                         check_max_candidates)
+from faseg_rt.frontend.recognizer import DEFAULT_RECOGNIZER, Recognizer
 
 AUTO = "auto"
 
@@ -90,8 +90,8 @@ class FrontEnd:
                  generation: dict | None = None):
         self._specs = {"captioner": captioner, "recognizer": recognizer}
         self.candidate_threshold = (None if candidate_threshold is None
-                                    else check_candidate_threshold(candidate_threshold))
-        self.max_candidates = None if max_candidates is None else check_max_candidates(max_candidates)
+                                    else rules.threshold(candidate_threshold, "candidate_threshold"))
+        self.max_candidates = None if max_candidates is None else rules.max_candidates(max_candidates)
         self.generation = generation
         self._loaded: dict = {k: v for k, v in self._specs.items()
                               if isinstance(v, (Captioner, Recognizer))}

@@ -47,6 +47,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from faseg_rt import rules
 from faseg_rt.devices import default_device_dtype
 from faseg_rt.errors import InvalidInputError
 from faseg_rt.images import load_image
@@ -99,21 +100,6 @@ class Recognition:
         return {c: float(s) for c, s in zip(self.classes, self.scores)}
 
 
-def check_candidate_threshold(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidInputError(f"candidate threshold must be a number in [0, 1], got {value!r}")
-    value = float(value)
-    if not 0.0 <= value <= 1.0:  # also refuses NaN
-        raise InvalidInputError(f"candidate threshold must lie in [0, 1], got {value}")
-    return value
-
-
-def check_max_candidates(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidInputError(f"max candidates must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
 def select(scores: np.ndarray, threshold: float, max_candidates: int) -> np.ndarray:
     """Kept indices (ascending) of one image's (K,) scores: >= threshold, the best max_candidates.
 
@@ -148,9 +134,8 @@ class Recognizer(FrontEndModel):
         self.text_rule = text_rule(family, model, processor.tokenizer)
         self.max_num_patches = check_max_num_patches(max_num_patches, family)
         self.templates = check_templates(templates)
-        self.threshold = check_candidate_threshold(
-            DEFAULT_THRESHOLD[family] if threshold is None else threshold)
-        self.max_candidates = check_max_candidates(max_candidates)
+        self.threshold = rules.threshold(DEFAULT_THRESHOLD[family] if threshold is None else threshold)
+        self.max_candidates = rules.max_candidates(max_candidates)
         self.name = name
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = cache_size
@@ -246,8 +231,8 @@ class Recognizer(FrontEndModel):
                  max_candidates: int | None = None, batch_size: int = 8) -> list[Recognition]:
         """Scores and kept candidates for each image (paths, PIL images, arrays or bytes)."""
         images = self._check_batch(images, batch_size, "Recognizer")
-        thr = self.threshold if threshold is None else check_candidate_threshold(threshold)
-        top = self.max_candidates if max_candidates is None else check_max_candidates(max_candidates)
+        thr = self.threshold if threshold is None else rules.threshold(threshold)
+        top = self.max_candidates if max_candidates is None else rules.max_candidates(max_candidates)
         classes = normalize_classes(classes)
         probs = self.scores(images, classes, batch_size)
         return [Recognition(classes, p, tuple(classes[i] for i in select(p, thr, top))) for p in probs]

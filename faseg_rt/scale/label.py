@@ -241,22 +241,17 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
     Returns a LabelReport (ok / failed / skipped counts); a bad image is a failed row, not an error.
     """
     from faseg_rt.method.prompts import normalize_classes
-    from faseg_rt.segmenter import check_threshold
+    from faseg_rt import rules
 
     ray = import_ray()
     classes = list(normalize_classes(classes))
     if threshold is not None:
-        threshold = check_threshold(threshold)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int)
-                                    or num_workers < 1):
-        raise InvalidInputError(f"num_workers must be a positive integer, got {num_workers!r}")
-    if dtype is not None:
-        dtype = {"fp32": "float32", "fp16": "float16"}.get(str(dtype).replace("torch.", ""),
-                                                         str(dtype).replace("torch.", ""))
-        if dtype not in ("float32", "float16"):
-            raise InvalidInputError(f"dtype must be float32 or float16, got {dtype!r}")
+        threshold = rules.threshold(threshold)
+    batch_size = rules.batch_size(batch_size)
+    if num_workers is not None:
+        num_workers = rules.positive_int(num_workers, "num_workers")
+    if dtype is not None:  # workers get the name: a torch.dtype does not travel in the job settings
+        dtype = str(rules.dtype(dtype)).removeprefix("torch.")
     if isinstance(model, (str, os.PathLike)) and Path(model).exists():
         from faseg_rt.model import check_model_dir
 

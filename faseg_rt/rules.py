@@ -1,0 +1,116 @@
+"""Input rules: every check on a caller's value, written once.
+
+The Python API (Segmenter, FrontEnd, Recognizer, Captioner), the CLI, eval and label all check
+their inputs here, so one value is accepted or refused the same way everywhere and the command
+line's choices cannot drift from what the library takes.
+
+Each rule takes the value as the caller gave it and returns it in canonical form, or raises
+InvalidInputError with one line that names the parameter, what was given and what is allowed:
+
+    threshold(value, name="threshold") -> float    a number in [0, 1]; bools, NaN, strings refused
+    positive_int(value, name) -> int                an int (or numpy int) >= 1; bools refused
+    batch_size(value) -> int                        positive_int named "batch_size"
+    max_candidates(value) -> int                    positive_int named "max_candidates"
+    dtype(value) -> torch.dtype                     a torch.dtype or a name of DTYPE_NAMES
+    device(value) -> torch.device                   a device this machine has (checked before any
+                                                    model loads)
+
+Messages name parameters as the Python API spells them, never a command-line flag: the CLI
+parses text (float(text), int(text)) and hands the result to the same rule (cli/args.py), and
+reports the one line as its usage error.
+
+Extending: a new rule is a function here returning the canonical value; keep this module low in
+the layering (it imports only torch, numpy and faseg_rt.errors) so any layer may use it.  A new
+precision is one row of _DTYPES (its names reach DTYPE_NAMES, and DTYPE_CHOICES when the dtype
+is in CLI_DTYPES); which device runs which precision is decided in faseg_rt.devices.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from faseg_rt.errors import InvalidInputError
+
+#: (dtype, short name, long name, other accepted names); the first row is the CPU default.
+_DTYPES = (
+    (torch.float32, "fp32", "float32", ("float",)),
+    (torch.float16, "fp16", "float16", ("half",)),
+    (torch.float64, "fp64", "float64", ("double",)),
+)
+
+#: Every name `dtype` accepts (also with a "torch." prefix) -> its torch dtype.
+DTYPE_NAMES: dict[str, torch.dtype] = {
+    name: dt for dt, short, long, other in _DTYPES for name in (short, long, *other)}
+
+#: The precisions the command line offers (float64 serves parity checks from Python).
+CLI_DTYPES = (torch.float32, torch.float16)
+
+#: argparse choices of every --dtype flag: the short and long name of each CLI dtype.
+DTYPE_CHOICES: tuple[str, ...] = tuple(
+    name for dt, short, long, _ in _DTYPES if dt in CLI_DTYPES for name in (short, long))
+
+
+def threshold(value, name: str = "threshold") -> float:
+    """A probability cut: a real number in [0, 1] (int, float or numpy scalar), as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidInputError(f"{name} must be a number in [0, 1], got {value!r}")
+    value = float(value)
+    if math.isnan(value) or not 0.0 <= value <= 1.0:
+        raise InvalidInputError(f"{name} must lie in [0, 1], got {value}")
+    return value
+
+
+def positive_int(value, name: str) -> int:
+    """A count: an int (or numpy integer) >= 1, as an int; True / 1.0 / "2" are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def batch_size(value) -> int:
+    """Images (or prompts) per network call."""
+    return positive_int(value, "batch_size")
+
+
+def max_candidates(value) -> int:
+    """The most classes the recogniser keeps per image."""
+    return positive_int(value, "max_candidates")
+
+
+def dtype(value) -> torch.dtype:
+    """A torch float dtype from a torch.dtype or a name ("fp16", "float16", "torch.float16")."""
+    if isinstance(value, torch.dtype):
+        if value in DTYPE_NAMES.values():
+            return value
+    elif isinstance(value, str) and value.removeprefix("torch.") in DTYPE_NAMES:
+        return DTYPE_NAMES[value.removeprefix("torch.")]
+    names = ", ".join(n for dt, short, long, _ in _DTYPES for n in (short, long))
+    raise InvalidInputError(f"unknown dtype {value!r}; use one of {names} (or a torch.dtype of those)")
+
+
+def available_devices() -> list[str]:
+    """The devices this process can run on: "cpu" and one "cuda:i" per visible GPU."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ["cpu"] + [f"cuda:{i}" for i in range(count)]
+
+
+def device(value) -> torch.device:
+    """A torch.device this machine has: "cpu", "cuda" / "cuda:i" with that GPU present."""
+    have = available_devices()
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise InvalidInputError(f"unknown device {value!r}; available: {', '.join(have)}") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise InvalidInputError(f"device {value!r} is not supported; available: {', '.join(have)}")
+    if len(have) == 1:
+        raise InvalidInputError(f"device {value!r} needs a CUDA GPU and this machine has none (or torch "
+                                "was built without CUDA); available: cpu")
+    if dev.index is not None and f"cuda:{dev.index}" not in have:
+        raise InvalidInputError(f"device {value!r} does not exist; available: {', '.join(have)}")
+    return dev

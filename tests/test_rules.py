@@ -1,0 +1,110 @@
+"""faseg_rt.rules: each input rule accepts what it should, refuses the rest in one line, and the
+command line's choices are the library's (fast tier, no model)."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+from faseg_rt import rules
+from faseg_rt.errors import InvalidInputError
+
+
+def _refused(rule, value, match, *args):
+    with pytest.raises(InvalidInputError, match=match) as e:
+        rule(value, *args)
+    assert "\n" not in str(e.value) and "--" not in str(e.value)  # one line, no CLI flag named
+    return str(e.value)
+
+
+@pytest.mark.parametrize("value", [0, 1, 0.55, np.float32(0.5), np.int64(1), np.float64(0.0)])
+def test_threshold_accepts_numbers_in_the_unit_interval(value):
+    got = rules.threshold(value)
+    assert type(got) is float and got == float(value)
+
+
+@pytest.mark.parametrize("value, match", [
+    (True, "number"), (False, "number"), (np.bool_(True), "number"), ("0.5", "number"), (None, "number"),
+    ([0.5], "number"), (float("nan"), "lie in"), (np.float32("nan"), "lie in"), (-0.1, "lie in"),
+    (1.0000001, "lie in"), (float("inf"), "lie in"), (-float("inf"), "lie in"), (2, "lie in"),
+])
+def test_threshold_refuses(value, match):
+    assert _refused(rules.threshold, value, match).startswith("threshold must")
+
+
+def test_threshold_names_the_parameter():
+    assert _refused(rules.threshold, 1.5, "lie in", "candidate_threshold").startswith("candidate_threshold")
+
+
+@pytest.mark.parametrize("rule, name", [(rules.batch_size, "batch_size"),
+                                        (rules.max_candidates, "max_candidates"),
+                                        (lambda v: rules.positive_int(v, "limit"), "limit")])
+def test_counts(rule, name):
+    assert rule(1) == 1 and rule(np.int32(7)) == 7 and type(rule(np.int64(3))) is int
+    for bad in (0, -1, True, False, 2.0, 2.5, "2", None, float("nan")):
+        assert _refused(rule, bad, "integer >= 1").startswith(name)
+
+
+def test_dtype_names_and_torch_dtypes():
+    for name, want in [("fp32", torch.float32), ("float32", torch.float32), ("torch.float32", torch.float32),
+                       ("fp16", torch.float16), ("float16", torch.float16), ("half", torch.float16),
+                       ("fp64", torch.float64), ("double", torch.float64)]:
+        assert rules.dtype(name) is want
+    assert rules.dtype(torch.float16) is torch.float16
+    assert set(rules.DTYPE_NAMES.values()) == {torch.float32, torch.float16, torch.float64}
+    for bad in ("int8", "FP16", "", torch.int64, torch.bool, None, 16, True):
+        assert "unknown dtype" in _refused(rules.dtype, bad, "dtype")
+
+
+def test_dtype_choices_are_names_of_the_table():
+    assert set(rules.DTYPE_CHOICES) == {"fp32", "float32", "fp16", "float16"}
+    assert all(rules.DTYPE_NAMES[n] in rules.CLI_DTYPES for n in rules.DTYPE_CHOICES)
+
+
+def test_devices():
+    assert rules.device("cpu") == torch.device("cpu") and rules.device(torch.device("cpu")).type == "cpu"
+    assert rules.available_devices()[0] == "cpu"
+    for bad in ("gpu0", "", None, 3.5):
+        assert "available: cpu" in _refused(rules.device, bad, "device")
+    assert "not supported" in _refused(rules.device, "meta", "device")
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n:
+        assert rules.device("cuda").type == "cuda" and rules.device(f"cuda:{n - 1}").index == n - 1
+        assert "does not exist" in _refused(rules.device, f"cuda:{n}", "device")
+    else:
+        for name in ("cuda", "cuda:1"):
+            assert "needs a CUDA GPU" in _refused(rules.device, name, "device")
+
+
+def _dtype_choices(parser: argparse.ArgumentParser):
+    """choices of every --dtype option in the parser and its subparsers."""
+    found = []
+    for action in parser._actions:
+        if "--dtype" in action.option_strings:
+            found.append(tuple(action.choices))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _dtype_choices(sub)
+    return found
+
+
+def test_cli_dtype_choices_come_from_the_rules():
+    from faseg_rt.cli.bench import build_parser as bench_parser
+    from faseg_rt.cli.main import build_parser
+
+    found = _dtype_choices(build_parser()) + _dtype_choices(bench_parser())
+    assert len(found) >= 4  # segment, label, eval, bench subcommands
+    assert set(found) == {rules.DTYPE_CHOICES}
+
+
+def test_cli_types_apply_the_rules_and_the_flag_is_argparse_s():
+    from faseg_rt.cli.args import positive_int_arg, threshold_arg
+
+    assert threshold_arg("0.25") == 0.25 and positive_int_arg("3") == 3
+    for typ, bad in [(threshold_arg, "nan"), (threshold_arg, "1.5"), (threshold_arg, "x"),
+                     (positive_int_arg, "0"), (positive_int_arg, "2.5")]:
+        with pytest.raises(argparse.ArgumentTypeError, match="the value must"):
+            typ(bad)
