@@ -81,7 +81,7 @@ class Segmenter:
         self._text_cache: OrderedDict = OrderedDict()
         self._text_cache_size = text_cache_size
         self._vocab_cache = VocabularyCache(int(text_cache_mb * 2**20))
-        self.max_class_chunks = max_class_chunks
+        self.max_class_chunks = rules.positive_int(max_class_chunks, "max_class_chunks")
         self._lock = threading.Lock()
         self._hard, self._ttf = hard, ttf  # torch.compile-d by from_pretrained(compile=...)
 

@@ -108,3 +108,24 @@ def test_cli_types_apply_the_rules_and_the_flag_is_argparse_s():
                      (positive_int_arg, "0"), (positive_int_arg, "2.5")]:
         with pytest.raises(argparse.ArgumentTypeError, match="the value must"):
             typ(bad)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(max_class_chunks=True), "^max_class_chunks must be an integer >= 1"),
+    (dict(batch_sizes="0,2"), "^batch_sizes must be integers >= 1"),
+    (dict(opset=16), "^opset must"),
+])
+def test_export_settings_are_refused_before_any_work_by_parameter_name(tmp_path, kw, match):
+    from faseg_rt.engines.build import build
+
+    with pytest.raises(InvalidInputError, match=match):
+        build(tmp_path / "no-model", tmp_path / "out", onnx_only=True, **kw)
+    assert not (tmp_path / "out").exists()
+
+
+def test_segmenter_max_class_chunks_is_a_count(small_segmenter):
+    from faseg_rt import Segmenter
+
+    with pytest.raises(InvalidInputError, match="^max_class_chunks must be an integer >= 1"):
+        Segmenter(small_segmenter.backend, small_segmenter.tokenizer, small_segmenter.config,
+                  max_class_chunks=0)

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from faseg_rt import rules
 from faseg_rt.engines.cache import install, record_path, reuse
 from faseg_rt.engines.manifest import (
     FORMAT,
@@ -82,9 +83,9 @@ def parse_batch_sizes(text) -> tuple[int, ...]:
     try:
         sizes = sorted({int(x) for x in items})
     except (TypeError, ValueError):
-        raise InvalidInputError(f"--batch-sizes must be comma-separated positive integers, got {text!r}") from None
+        raise InvalidInputError(f"batch_sizes must be integers >= 1 ('1,2,4' or [1, 2, 4]), got {text!r}") from None
     if not sizes or sizes[0] < 1:
-        raise InvalidInputError(f"--batch-sizes must be comma-separated positive integers, got {text!r}")
+        raise InvalidInputError(f"batch_sizes must be integers >= 1 ('1,2,4' or [1, 2, 4]), got {text!r}")
     return tuple(sizes)
 
 
@@ -100,11 +101,10 @@ def build(model, out, *, onnx_only: bool = False, fp16: bool = False, batch_size
     """
     batch_sizes = parse_batch_sizes(batch_sizes)
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
-        raise InvalidInputError(f"--opset must be an integer from {MIN_OPSET} (LayerNormalization; below, "
+        raise InvalidInputError(f"opset must be an integer from {MIN_OPSET} (LayerNormalization; below, "
                                 f"LayerNorm is decomposed and overflows in fp16) to {MAX_OPSET} (the "
                                 f"TorchScript exporter's maximum), got {opset!r}")
-    if isinstance(max_class_chunks, bool) or not isinstance(max_class_chunks, int) or max_class_chunks < 1:
-        raise InvalidInputError(f"--max-class-chunks must be a positive integer, got {max_class_chunks!r}")
+    max_class_chunks = rules.positive_int(max_class_chunks, "max_class_chunks")
     if isinstance(latent_size, bool) or not isinstance(latent_size, int) or latent_size < 8 or latent_size % 8:
         raise InvalidInputError(f"latent_size must be a positive multiple of 8, got {latent_size!r}")
     trt = None
