@@ -129,3 +129,16 @@ def test_segmenter_max_class_chunks_is_a_count(small_segmenter):
     with pytest.raises(InvalidInputError, match="^max_class_chunks must be an integer >= 1"):
         Segmenter(small_segmenter.backend, small_segmenter.tokenizer, small_segmenter.config,
                   max_class_chunks=0)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(threshold=True), "^threshold must be a number"), (dict(batch_size=True), "^batch_size must"),
+    (dict(num_workers=0), "^num_workers must"), (dict(dtype="int8"), "^unknown dtype"),
+])
+def test_label_checks_its_settings_by_the_same_rules(tmp_path, kw, match):
+    pytest.importorskip("ray", reason="label needs Ray (the [scale] extra)")
+    from faseg_rt.scale.label import label
+
+    with pytest.raises(InvalidInputError, match=match):
+        label(tmp_path, ["cat"], tmp_path / "out", model="unused", **kw)
+    assert not (tmp_path / "out").exists()
