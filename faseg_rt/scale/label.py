@@ -240,8 +240,8 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
     overwrite: label everything again, ignoring the manifest.
     Returns a LabelReport (ok / failed / skipped counts); a bad image is a failed row, not an error.
     """
-    from faseg_rt.method.prompts import normalize_classes
     from faseg_rt import rules
+    from faseg_rt.method.prompts import normalize_classes
 
     ray = import_ray()
     classes = list(normalize_classes(classes))
