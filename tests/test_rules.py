@@ -142,3 +142,10 @@ def test_label_checks_its_settings_by_the_same_rules(tmp_path, kw, match):
     with pytest.raises(InvalidInputError, match=match):
         label(tmp_path, ["cat"], tmp_path / "out", model="unused", **kw)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_device_is_refused_before_the_model_loads(tmp_path):
+    from faseg_rt import Segmenter
+
+    with pytest.raises(InvalidInputError, match="device 'cuda:99'.*available: cpu"):
+        Segmenter.from_pretrained(tmp_path / "not-a-model", device="cuda:99")
