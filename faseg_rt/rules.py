@@ -12,17 +12,23 @@ InvalidInputError with one line that names the parameter, what was given and wha
     batch_size(value) -> int                        positive_int named "batch_size"
     max_candidates(value) -> int                    positive_int named "max_candidates"
     dtype(value) -> torch.dtype                     a torch.dtype or a name of DTYPE_NAMES
-    device(value) -> torch.device                   a device this machine has (checked before any
-                                                    model loads)
+    device(value) -> torch.device                   "cpu" or a CUDA device this machine has
+                                                    (available_devices() lists them); the API
+                                                    checks it before any model loads
+
+Tables: DTYPE_NAMES (every accepted dtype name -> torch dtype), CLI_DTYPES (the precisions the
+command line offers) and DTYPE_CHOICES (the argparse choices of every --dtype flag).
 
 Messages name parameters as the Python API spells them, never a command-line flag: the CLI
 parses text (float(text), int(text)) and hands the result to the same rule (cli/args.py), and
 reports the one line as its usage error.
 
-Extending: a new rule is a function here returning the canonical value; keep this module low in
-the layering (it imports only torch, numpy and faseg_rt.errors) so any layer may use it.  A new
-precision is one row of _DTYPES (its names reach DTYPE_NAMES, and DTYPE_CHOICES when the dtype
-is in CLI_DTYPES); which device runs which precision is decided in faseg_rt.devices.
+Extending: a new rule is a function here returning the canonical value, with a test in
+tests/test_rules.py; keep this module low in the layering (it imports only torch, numpy and
+faseg_rt.errors) so any layer may use it.  A new precision (bfloat16, say) is one row of _DTYPES
+(its names reach DTYPE_NAMES, and DTYPE_CHOICES once the dtype is in CLI_DTYPES) plus the
+device / precision pairing in faseg_rt.devices.default_device_dtype (today it refuses float16 on
+the CPU) and each exported backend's own precision check.
 """
 
 from __future__ import annotations
