@@ -18,10 +18,12 @@ Matching is leftmost-longest over the caption's words: at each word the longest 
 something wins and its words are consumed, so "fire hydrant" names the hydrant, not a "fire"
 class, "dining table" names the dining table before "table" can, and "computer monitor" names
 the monitor class only.  A phrase can name several classes ("cyclist": person and bicycle); when
-phrases clash, the strongest kind of evidence wins, in this order: a class's own name, a lexicon
-word (user or built-in), an inflected own name, an inflected lexicon word.  So in a vocabulary
-holding both "desk" and "table", "desk" names the desk only, though the built-in lexicon lists
-"desk" under "table" for vocabularies without a desk class.  BLIP's artefact tokens ("araffe",
+phrases clash, the strongest kind of evidence wins, in this order: a class's own name, a word the
+lexicon (user or built-in) lists under the class's name, a word listed under a shorter form of
+the name ("floor" for "floor-other"), then the same three inflected.  So in a vocabulary holding
+both "desk" and "table", "desk" names the desk only, though the lexicon lists "desk" under
+"table" for vocabularies without a desk class; and COCO-Stuff's "wooden floor" names
+"floor-wood", not also "floor-other".  BLIP's artefact tokens ("araffe",
 "arafed", "arafly": a learnt "a rafter"-like prefix) name nothing and are skipped.
 """
 
@@ -42,8 +44,9 @@ _WORD = re.compile(r"[a-z0-9]+")
 _ARTEFACT = re.compile(r"^ar+af")
 #: Suffixes COCO-Stuff adds to tell stuff from things of the same name.
 _STUFF_SUFFIXES = ("other", "stuff")
-#: Evidence ranks, strongest first (see the module docstring).
-_OWN, _LEXICON, _OWN_INFLECTED, _LEXICON_INFLECTED = range(4)
+#: Evidence ranks, strongest first (see the module docstring); an inflected form ranks
+#: _INFLECTED below its phrase, after every uninflected one.
+_OWN, _LEXICON, _DERIVED, _INFLECTED = range(4)
 
 
 def _words(text: str) -> list[str]:
@@ -126,12 +129,13 @@ def _phrase_table(classes: tuple[str, ...], user: tuple[tuple[str, tuple[str, ..
     user_words = dict(user)
     for cls in classes:
         own = name_phrases(cls)
-        lex = [w for p in own for w in builtin.get(_key(p), ())] + list(user_words.get(cls, ()))
-        for rank, phrases in ((_OWN, own), (_LEXICON, lex)):
+        lex = list(builtin.get(_key(cls), ())) + list(user_words.get(cls, ()))
+        derived = [w for p in own[1:] for w in builtin.get(_key(p), ())]
+        for rank, phrases in ((_OWN, own), (_LEXICON, lex), (_DERIVED, derived)):
             for p in phrases:
                 add(p, cls, rank)
                 for f in number_forms(p):
-                    add(f, cls, rank + 2)
+                    add(f, cls, rank + _INFLECTED)
     return {w: tuple(names) for w, (_, names) in best.items()}
 
 
