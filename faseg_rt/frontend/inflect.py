@@ -74,7 +74,7 @@ def singulars(word: str) -> tuple[str, ...]:
     "skis", "leaves"); () when it does not look plural."""
     if word in IRREGULAR_SINGULARS:
         return IRREGULAR_SINGULARS[word]
-    if not word.isalpha() or len(word) < 3 or not word.endswith("s") or word.endswith(("ss", "us", "is")):
+    if not word.isalpha() or len(word) < 3 or not word.endswith("s") or word.endswith(("ss", "us")):
         return ()
     out = []
     if word.endswith("ies") and len(word) > 4:
