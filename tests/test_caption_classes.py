@@ -195,7 +195,8 @@ def test_caption_presence_by_hand():
 
 def test_eval_candidates_command(tmp_path, capsys):
     files = {}
-    for name, data in (("captions", CAPTIONS), ("gt", TRUTH), ("published", PUBLISHED)):
+    truth = dict(TRUTH, e="cow")  # an image without a caption is left out of every source
+    for name, data in (("captions", CAPTIONS), ("gt", truth), ("published", PUBLISHED)):
         files[name] = tmp_path / f"{name}.json"
         files[name].write_text(json.dumps(data))
     out = tmp_path / "presence.json"
@@ -203,7 +204,8 @@ def test_eval_candidates_command(tmp_path, capsys):
                "--groundtruth", str(files["gt"]), "--published", str(files["published"]),
                "--json", str(out)])
     assert rc == 0
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
+    assert "1 of the 5 ground-truth images have no caption" in err
     assert "| voc | caption | 0.857 | 0.857 | 1.750 | 4 |" in printed
     assert "| voc | union | 0.750 | 0.857 | 2.000 | 4 |" in printed
     assert json.loads(out.read_text())["voc"]["published"]["recall"] == 0.4286

@@ -62,6 +62,10 @@ def run_eval_candidates(args: argparse.Namespace) -> int:
     except FASegError as e:
         print(f"faseg-rt eval-candidates: error: {e}", file=sys.stderr)
         return 2
+    uncaptioned = sum(1 for i in truth if i not in captions)
+    if uncaptioned:
+        print(f"note: {uncaptioned} of the {len(truth)} ground-truth images have no caption in "
+              f"{args.captions} and are not scored", file=sys.stderr)
     if unknown:
         print(f"note: words matching no {args.dataset} class were left out of the class lists: "
               f"{', '.join(sorted(unknown))}", file=sys.stderr)

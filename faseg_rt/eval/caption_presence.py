@@ -10,7 +10,9 @@ with `PresenceCounts` (micro-averaged precision / recall over (image, class) pai
     published  the published candidate lists
     union      both, as a caption route united with a tagger would give
 
-Images are those of the ground-truth file; a missing caption or list counts as empty.  Class
+Images are those both the ground-truth and the captions file name (a captions file may cover a
+subset: the published Gemini captions cover 252 VOC images); a missing published list counts as
+empty, so the three sources are always scored on the same images.  Class
 lists may spell names as the devkits do ("tvmonitor", "diningtable"): every name's compact
 spelling is accepted next to the dataset's aliases.
 """
@@ -59,13 +61,15 @@ def caption_presence(captions: Mapping[str, str], truth: Mapping[str, Sequence[s
                      lexicon: Mapping[str, Sequence[str]] | None = None) -> dict[str, dict]:
     """Presence summaries per source (SOURCES; "published" and "union" only with `published`).
 
-    captions: image id -> caption; truth: image id -> classes present; published: image id ->
-    candidate classes.  Each summary is `PresenceCounts.summary()` (precision, recall,
+    captions: image id -> caption; truth: image id -> classes present (only ids in both are
+    scored); published: image id -> candidate classes.  Each summary is `PresenceCounts.summary()` (precision, recall,
     images, mean_candidates, max_candidates, mean_true_classes).
     """
     counts = {s: PresenceCounts() for s in (SOURCES if published is not None else SOURCES[:1])}
     for image_id, true in truth.items():
-        named = classes_in_caption(captions.get(image_id) or "", classes, lexicon)
+        if image_id not in captions:
+            continue
+        named = classes_in_caption(captions[image_id], classes, lexicon)
         counts["caption"].update(named, true)
         if published is not None:
             listed = published.get(image_id, ())

@@ -23,8 +23,9 @@ lexicon (user or built-in) lists under the class's name, a word listed under a s
 the name ("floor" for "floor-other"), then the same three inflected.  So in a vocabulary holding
 both "desk" and "table", "desk" names the desk only, though the lexicon lists "desk" under
 "table" for vocabularies without a desk class; and COCO-Stuff's "wooden floor" names
-"floor-wood", not also "floor-other".  BLIP's artefact tokens ("araffe",
-"arafed", "arafly": a learnt "a rafter"-like prefix) name nothing and are skipped.
+"floor-wood", not also "floor-other".  BLIP-large's artefact tokens ("araffe", "arafed",
+"arafly", "araflane": a caption's first word garbled) name nothing and are skipped, even when a
+lexicon lists them.
 """
 
 from __future__ import annotations
@@ -111,8 +112,8 @@ def _check_user_lexicon(lexicon: Mapping[str, Sequence[str]],
 
 @functools.lru_cache(maxsize=16)
 def _phrase_table(classes: tuple[str, ...], user: tuple[tuple[str, tuple[str, ...]], ...]
-                  ) -> dict[tuple[str, ...], tuple[str, ...]]:
-    """Word tuple -> the classes it names (vocabulary order), the strongest evidence kept."""
+                  ) -> tuple[dict[tuple[str, ...], tuple[str, ...]], int]:
+    """(word tuple -> the classes it names, strongest evidence kept; longest phrase in words)."""
     builtin = builtin_lexicon()
     best: dict[tuple[str, ...], tuple[int, list[str]]] = {}
 
@@ -136,7 +137,7 @@ def _phrase_table(classes: tuple[str, ...], user: tuple[tuple[str, tuple[str, ..
                 add(p, cls, rank)
                 for f in number_forms(p):
                     add(f, cls, rank + _INFLECTED)
-    return {w: tuple(names) for w, (_, names) in best.items()}
+    return {w: tuple(names) for w, (_, names) in best.items()}, max(map(len, best), default=1)
 
 
 def classes_in_caption(caption: str, classes: Sequence[str],
@@ -153,8 +154,7 @@ def classes_in_caption(caption: str, classes: Sequence[str],
     """
     classes = tuple(str(c) for c in classes)
     user = _check_user_lexicon(lexicon, classes) if lexicon else {}
-    table = _phrase_table(classes, tuple(sorted(user.items())))
-    longest = max((len(k) for k in table), default=1)
+    table, longest = _phrase_table(classes, tuple(sorted(user.items())))
     words = _words(caption or "")
     found: list[str] = []
     i = 0
