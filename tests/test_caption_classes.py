@@ -96,6 +96,11 @@ def test_order_of_first_mention_without_repeats():
         "dog", "cat", "car"]
 
 
+def test_negated_phrases_name_nothing():
+    assert classes_in_caption("an empty street with no cars and no people", CONTEXT) == ["road"]
+    assert classes_in_caption("a room without chairs, a no parking sign", CONTEXT) == ["sign"]
+
+
 def test_one_word_can_name_two_classes():
     assert classes_in_caption("a cyclist on the road", VOC) == ["bicycle", "person"]
     lex = {"cat": ["pets"], "dog": ["pets"]}

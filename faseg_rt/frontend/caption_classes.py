@@ -25,7 +25,8 @@ both "desk" and "table", "desk" names the desk only, though the lexicon lists "d
 "table" for vocabularies without a desk class; and COCO-Stuff's "wooden floor" names
 "floor-wood", not also "floor-other".  BLIP-large's artefact tokens ("araffe", "arafed",
 "arafly", "araflane": a caption's first word garbled) name nothing and are skipped, even when a
-lexicon lists them.
+lexicon lists them.  A phrase right after "no" or "without" names nothing ("an empty street with
+no cars"), though it is still consumed.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from faseg_rt.frontend.inflect import number_forms
 _WORD = re.compile(r"[a-z0-9]+")
 #: BLIP-large's artefact words: "araffe", "arafed", "arafly", "arrafed", "araflane", ...
 _ARTEFACT = re.compile(r"^ar+af")
+#: A phrase right after one of these is absent: "a street with no cars", "a room without people".
+_NEGATIONS = frozenset({"no", "without"})
 #: Suffixes COCO-Stuff adds to tell stuff from things of the same name.
 _STUFF_SUFFIXES = ("other", "stuff")
 #: Evidence ranks, strongest first (see the module docstring); an inflected form ranks
@@ -162,7 +165,8 @@ def classes_in_caption(caption: str, classes: Sequence[str],
         for n in range(min(longest, len(words) - i), 0, -1):
             names = table.get(tuple(words[i:i + n]))
             if names:
-                found += [c for c in names if c not in found]
+                if i == 0 or words[i - 1] not in _NEGATIONS:
+                    found += [c for c in names if c not in found]
                 i += n
                 break
         else:
