@@ -99,6 +99,8 @@ def test_order_of_first_mention_without_repeats():
 def test_negated_phrases_name_nothing():
     assert classes_in_caption("an empty street with no cars and no people", CONTEXT) == ["road"]
     assert classes_in_caption("a room without chairs, a no parking sign", CONTEXT) == ["sign"]
+    assert classes_in_caption("a couple of cows", VOC) == ["cow"]
+    assert classes_in_caption("a couple walking a dog", VOC) == ["person", "dog"]
 
 
 def test_one_word_can_name_two_classes():

@@ -26,7 +26,7 @@ both "desk" and "table", "desk" names the desk only, though the lexicon lists "d
 "floor-wood", not also "floor-other".  BLIP-large's artefact tokens ("araffe", "arafed",
 "arafly", "araflane": a caption's first word garbled) name nothing and are skipped, even when a
 lexicon lists them.  A phrase right after "no" or "without" names nothing ("an empty street with
-no cars"), though it is still consumed.
+no cars"), though it is still consumed; so does "couple of" ("a couple of dogs": no person).
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ _WORD = re.compile(r"[a-z0-9]+")
 _ARTEFACT = re.compile(r"^ar+af")
 #: A phrase right after one of these is absent: "a street with no cars", "a room without people".
 _NEGATIONS = frozenset({"no", "without"})
+#: Phrases that read like a class word but only count things: "a couple of dogs" has no person.
+_QUANTIFIERS = (("couple", "of"), ("couples", "of"))
 #: Suffixes COCO-Stuff adds to tell stuff from things of the same name.
 _STUFF_SUFFIXES = ("other", "stuff")
 #: Evidence ranks, strongest first (see the module docstring); an inflected form ranks
@@ -140,7 +142,9 @@ def _phrase_table(classes: tuple[str, ...], user: tuple[tuple[str, tuple[str, ..
                 add(p, cls, rank)
                 for f in number_forms(p):
                     add(f, cls, rank + _INFLECTED)
-    return {w: tuple(names) for w, (_, names) in best.items()}, max(map(len, best), default=1)
+    table = {w: tuple(names) for w, (_, names) in best.items()}
+    table.update(dict.fromkeys(_QUANTIFIERS, ()))
+    return table, max(map(len, table), default=1)
 
 
 def classes_in_caption(caption: str, classes: Sequence[str],
@@ -164,7 +168,7 @@ def classes_in_caption(caption: str, classes: Sequence[str],
     while i < len(words):
         for n in range(min(longest, len(words) - i), 0, -1):
             names = table.get(tuple(words[i:i + n]))
-            if names:
+            if names is not None:
                 if i == 0 or words[i - 1] not in _NEGATIONS:
                     found += [c for c in names if c not in found]
                 i += n
