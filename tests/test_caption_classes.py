@@ -136,8 +136,9 @@ def test_user_lexicon_extends_and_checks_classes():
     assert classes_in_caption("a couch", VOC, lexicon={"sofa": ["chesterfield"]}) == ["sofa"]
     with pytest.raises(InvalidInputError, match="'zebra', which is not in the vocabulary"):
         classes_in_caption("a zebra", VOC, lexicon={"zebra": ["zebra"]})
-    with pytest.raises(InvalidInputError, match="list of words"):
-        classes_in_caption("a cat", VOC, lexicon={"cat": [1, 2]})
+    for bad in ([1, 2], 3, None):
+        with pytest.raises(InvalidInputError, match="list of words"):
+            classes_in_caption("a cat", VOC, lexicon={"cat": bad})
 
 
 def test_every_builtin_lexicon_key_is_a_class_of_some_dataset():

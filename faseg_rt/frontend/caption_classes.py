@@ -109,7 +109,7 @@ def _check_user_lexicon(lexicon: Mapping[str, Sequence[str]],
                                     f"({shown}); key each entry by one of the vocabulary's names")
         if isinstance(words, str):
             words = [words]
-        if not all(isinstance(w, str) for w in words):
+        if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words):
             raise InvalidInputError(f"lexicon entry {name!r} must be a list of words (strings)")
         out[cls] = out.get(cls, ()) + tuple(words)
     return out
