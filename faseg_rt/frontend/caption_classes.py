@@ -164,18 +164,33 @@ def classes_in_caption(caption: str, classes: Sequence[str],
     table, longest = _phrase_table(classes, tuple(sorted(user.items())))
     words = _words(caption or "")
     found: list[str] = []
+    for start, _, names in longest_matches(words, table, longest):
+        if names is not None and (start == 0 or words[start - 1] not in _NEGATIONS):
+            found += [c for c in names if c not in found]
+    return found
+
+
+def longest_matches(words: Sequence[str], table: Mapping[tuple[str, ...], object],
+                    longest: int | None = None):
+    """Leftmost-longest matching of `words` against phrase `table` (word tuple -> value).
+
+    Yields (start, length, value) for each matched phrase, in order, and (start, 1, None) for a
+    word that starts no phrase; a matched phrase's words are consumed.  `longest`: the most
+    words in a phrase (None: computed from the table).
+    """
+    if longest is None:
+        longest = max(map(len, table), default=1)
     i = 0
     while i < len(words):
         for n in range(min(longest, len(words) - i), 0, -1):
-            names = table.get(tuple(words[i:i + n]))
-            if names is not None:
-                if i == 0 or words[i - 1] not in _NEGATIONS:
-                    found += [c for c in names if c not in found]
+            value = table.get(tuple(words[i:i + n]))
+            if value is not None:
+                yield i, n, value
                 i += n
                 break
         else:
+            yield i, 1, None
             i += 1
-    return found
 
 
 def load_lexicon(path: str | Path) -> dict[str, list[str]]:
