@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from faseg_rt.errors import InvalidInputError
 from faseg_rt.eval.datasets.registry import READERS
 from faseg_rt.eval.inputs import build_vocabulary, parse_candidates
 from faseg_rt.eval.presence import PresenceCounts
-from faseg_rt.errors import InvalidInputError
 from faseg_rt.frontend.caption_classes import classes_in_caption
 
 SOURCES = ("caption", "published", "union")
