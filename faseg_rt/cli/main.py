@@ -32,9 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands():
     """One module per subcommand; each imports its heavy dependencies (onnx, tensorrt, Ray) only
     when it runs."""
-    from faseg_rt.cli import bench, eval, export, label, segment
+    from faseg_rt.cli import bench, candidates, eval, export, label, segment
 
-    return [segment.register, eval.register, export.register, bench.register, label.register]
+    return [segment.register, eval.register, candidates.register, export.register, bench.register,
+            label.register]
 
 
 def main(argv=None) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from faseg_rt.errors import InvalidInputError
+from faseg_rt.frontend.caption_classes import longest_matches
 
 _STRIP = ",;"
 _EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -48,22 +49,14 @@ def parse_candidates(text: str, vocabulary: Mapping[tuple[str, ...], str]
     """
     words = [w.strip(_STRIP).lower() for w in text.split()]
     words = [w for w in words if w]
-    longest = max((len(k) for k in vocabulary), default=1)
     known: list[str] = []
     unknown: list[str] = []
-    i = 0
-    while i < len(words):
-        for n in range(min(longest, len(words) - i), 0, -1):
-            name = vocabulary.get(tuple(words[i:i + n]))
-            if name is not None:
-                if name not in known:
-                    known.append(name)
-                i += n
-                break
-        else:
-            if words[i] not in unknown:
-                unknown.append(words[i])
-            i += 1
+    for start, _, name in longest_matches(words, vocabulary):
+        if name is None:
+            if words[start] not in unknown:
+                unknown.append(words[start])
+        elif name not in known:
+            known.append(name)
     return tuple(known), tuple(unknown)
 
 

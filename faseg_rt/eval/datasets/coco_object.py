@@ -33,10 +33,14 @@ CLASSES: tuple[str, ...] = (
 # Published background threshold for COCO-Object.
 THRESHOLD = 0.60
 
-# CLIP word-piece respellings of the published class list.
+# CLIP word-piece respellings of the published class list, the published ground-truth lists'
+# VOC-style names ("sofa", "diningtable", "pottedplant") and other common spellings.
 ALIASES: dict[str, str] = {
     "fire hydr ant": "fire hydrant",
     "surf board": "surfboard",
+    "sofa": "couch", "diningtable": "dining table", "pottedplant": "potted plant",
+    "television": "tv", "tv monitor": "tv", "tvmonitor": "tv", "aeroplane": "airplane",
+    "motorbike": "motorcycle",
 }
 
 ANNOTATION_DIRS = ("annotation_object", "annotation_object_p")

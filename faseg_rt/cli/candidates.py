@@ -1,0 +1,75 @@
+"""The `eval-candidates` subcommand: class presence of caption-named candidates, from files alone.
+
+    faseg-rt eval-candidates --dataset voc|context|coco-object|... --captions FILE.json
+                             --groundtruth FILE.json [--published FILE.json]
+                             [--lexicon FILE.json|yaml] [--json OUT.json]
+
+Every file is a JSON object image id -> string (a caption, or space-separated class names as in
+the published FA-Seg repository's json/ folder).  Prints precision / recall / classes per image of
+the caption route, the published lists and their union against the ground-truth lists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from faseg_rt.errors import FASegError
+from faseg_rt.eval.datasets.registry import DATASETS
+
+
+def register(subparsers) -> None:
+    """Add `eval-candidates` to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "eval-candidates", help="score caption-named candidates against ground-truth class lists",
+        description="Precision / recall of class presence of the classes each caption names "
+                    "(and of published candidate lists, and of both united) against per-image "
+                    "ground-truth class lists; no images or model needed.")
+    p.add_argument("--dataset", required=True, choices=DATASETS,
+                   help="whose vocabulary the class lists and captions are matched against")
+    p.add_argument("--captions", required=True, type=Path, help="JSON image id -> caption")
+    p.add_argument("--groundtruth", required=True, type=Path,
+                   help="JSON image id -> space-separated classes present (the images scored)")
+    p.add_argument("--published", type=Path, default=None,
+                   help="JSON image id -> space-separated candidate classes to score beside")
+    p.add_argument("--lexicon", type=Path, default=None,
+                   help="JSON or YAML {class: [words]} extending the built-in lexicon")
+    p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    p.set_defaults(func=run_eval_candidates)
+
+
+def run_eval_candidates(args: argparse.Namespace) -> int:
+    """Handler of `faseg-rt eval-candidates`."""
+    from faseg_rt.eval.caption_presence import (caption_presence, dataset_vocabulary,
+                                                parse_class_lists, presence_table)
+    from faseg_rt.eval.inputs import read_id_string_json
+    from faseg_rt.frontend.caption_classes import load_lexicon
+    from faseg_rt.io import atomic_write_json
+
+    try:
+        classes, aliases = dataset_vocabulary(args.dataset)
+        captions = read_id_string_json(args.captions, "captions")
+        truth, unknown = parse_class_lists(read_id_string_json(args.groundtruth, "ground truth"),
+                                           classes, aliases)
+        published = None
+        if args.published is not None:
+            published, bad = parse_class_lists(read_id_string_json(args.published, "published"),
+                                               classes, aliases)
+            unknown |= bad
+        lexicon = load_lexicon(args.lexicon) if args.lexicon is not None else None
+        result = caption_presence(captions, truth, classes, published, lexicon)
+    except FASegError as e:
+        print(f"faseg-rt eval-candidates: error: {e}", file=sys.stderr)
+        return 2
+    uncaptioned = sum(1 for i in truth if i not in captions)
+    if uncaptioned:
+        print(f"note: {uncaptioned} of the {len(truth)} ground-truth images have no caption in "
+              f"{args.captions} and are not scored", file=sys.stderr)
+    if unknown:
+        print(f"note: words matching no {args.dataset} class were left out of the class lists: "
+              f"{', '.join(sorted(unknown))}", file=sys.stderr)
+    print(presence_table({args.dataset: result}))
+    if args.json is not None:
+        atomic_write_json(args.json, {args.dataset: result})
+    return 0
