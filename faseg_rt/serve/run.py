@@ -94,6 +94,8 @@ def serve_forever(model, *, host="127.0.0.1", port=8000, address=None, load_time
     started = deployed = False
     try:
         started = start_ray(ray, address)
+        for s in old:  # ray.init installs its own SIGTERM handler (a stack dump, then death)
+            signal.signal(s, _raise_interrupt)
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
         for k, v in replica_resources(ray, settings.get("replicas") or 1,
                                       settings.get("device")).items():
@@ -121,12 +123,13 @@ def serve_forever(model, *, host="127.0.0.1", port=8000, address=None, load_time
 
 
 def _shutdown(ray, serve, started: bool, deployed: bool) -> None:
+    """Delete the application (its replicas finish what they hold), then stop the Ray this
+    process started (Serve's controller and proxy go with it)."""
     try:
-        if started:
-            serve.shutdown()
-        elif deployed:
+        if deployed:
             serve.delete(APP_NAME)
     except Exception as e:  # the cluster may already be gone; Ray's own shutdown follows
-        print(f"faseg-rt serve: while stopping Serve: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"faseg-rt serve: while deleting the application: {type(e).__name__}: {e}",
+              file=sys.stderr)
     if started:
         ray.shutdown()
