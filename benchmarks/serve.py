@@ -3,7 +3,8 @@ concurrent clients and --max-batch-size, beside the same images through `segment
 process (the service's overhead).
 
 Usage: python benchmarks/serve.py [--model tiny|full|DIR] [--latent 16] [--batch-sizes 1,4]
-       [--concurrency 1,4,8] [--requests 16] [--threads 2] [--out benchmarks/results/serve-tiny-cpu.json]
+       [--concurrency 1,4,8] [--requests 16] [--threads 2] [--device cpu|cuda] [--dtype float16]
+       [--out benchmarks/results/serve-tiny-cpu.json]
 
 Starts a local Ray (--threads CPUs) and Serve on 127.0.0.1 only (a free port), deploys the
 application once per max batch size (one replica, --threads torch threads) and drives it with a
@@ -89,15 +90,17 @@ def service_points(args, model, config, bodies) -> list[dict]:
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False,
+    ray.init(num_cpus=max(args.threads, 2), include_dashboard=False, log_to_driver=False,
              logging_level="WARNING")
     rows = []
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         for b in args.batch_sizes:
-            app = build_app(str(model), config=config, device="cpu", dtype="float32",
+            gpu = args.device.startswith("cuda")
+            app = build_app(str(model), config=config, device=args.device, dtype=args.dtype,
                             max_batch_size=b, batch_wait_ms=args.batch_wait_ms, max_queued=10_000,
-                            num_threads=args.threads, num_cpus=float(args.threads))
+                            num_threads=args.threads, num_cpus=1.0 if gpu else float(args.threads),
+                            num_gpus=1.0 if gpu else 0.0)
             wait_loaded(serve.run(app, name="faseg-bench", route_prefix="/", blocking=False), 1800)
             asyncio.run(drive(url, bodies[:2], 1, args.timeout_s))  # warm-up
             for c in args.concurrency:
@@ -121,7 +124,7 @@ def in_process_points(args, model, config, images) -> list[dict]:
     from faseg_rt.segmenter import Segmenter
 
     torch.set_num_threads(args.threads)
-    seg = Segmenter.from_pretrained(model, device="cpu", dtype=torch.float32, config=config)
+    seg = Segmenter.from_pretrained(model, device=args.device, dtype=args.dtype, config=config)
     seg.segment_batch(images[:2], CLASSES.split(","), batch_size=1, return_scores=False)  # warm-up
     rows = []
     for b in args.batch_sizes:
@@ -156,6 +159,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-wait-ms", type=float, default=50.0)
     p.add_argument("--timeout-s", type=float, default=3600.0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (one replica on one GPU)")
+    p.add_argument("--dtype", default="float32", help="float32 or float16 (cuda)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
@@ -172,13 +177,14 @@ def main(argv=None) -> int:
         buf = io.BytesIO()
         im.save(buf, format="PNG")
         bodies.append(buf.getvalue())
-    res = {"args": vars(args), "machine": machine_info("cpu"), "load_avg_before": os.getloadavg(),
+    res = {"args": vars(args), "machine": machine_info(args.device), "load_avg_before": os.getloadavg(),
            "service": service_points(args, model, config, bodies)}
     res["in_process"] = in_process_points(args, model, config, images)
     res["load_avg_after"] = os.getloadavg()
     res["markdown"] = table(res)
     print(res["markdown"])
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"serve-{args.model}-cpu.json")
+    where = "gpu" if args.device.startswith("cuda") else "cpu"
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"serve-{args.model}-{where}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
     return 0
