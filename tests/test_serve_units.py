@@ -126,6 +126,7 @@ def test_settings_are_checked_before_anything_deploys(tiny_model_dir, tmp_path):
                     ({"max_queued": -1}, "max_queued must be an integer >= 0"),
                     ({"max_request_mb": 0}, "max_request_mb must be above 0"),
                     ({"batch_wait_ms": "soon"}, "batch_wait_ms must be a number"),
+                    ({"dtype": "int8"}, "unknown dtype"),
                     ({"colour": 1}, "unknown service setting")]:
         with pytest.raises(InvalidInputError, match=msg):
             ServeSettings.make(str(tiny_model_dir), **kw)

@@ -1,7 +1,7 @@
 """One segmentation request of the service: form fields checked into a `SegmentRequest`, and a
 result turned into the answer (JSON fields and the label PNG).
 
-Checks use the package's own rules (normalize_classes, check_threshold, load_image's pixel
+Checks use the package's own rules (normalize_classes, faseg_rt.rules, load_image's pixel
 limit and decoding), so the service refuses exactly what the Python API and the CLI refuse, with
 the same one-line messages; nothing here needs Ray.
 """
@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from faseg_rt import rules
 from faseg_rt.errors import InvalidInputError
 from faseg_rt.frontend.plan import AUTO
 from faseg_rt.images import load_image
 from faseg_rt.io import label_png_bytes
 from faseg_rt.method.prompts import normalize_classes
 from faseg_rt.results import SegmentationResult
-from faseg_rt.segmenter import check_threshold
 
 #: The form fields POST /v1/segment reads; any other field is refused (a typo would be ignored).
 FIELDS = ("image", "classes", "caption", "candidates", "threshold")
@@ -76,7 +76,7 @@ def parse_threshold(text: str | None) -> float | None:
         value = float(text)
     except ValueError:
         raise InvalidInputError(f"threshold must be a number in [0, 1], got {text[:80]!r}") from None
-    return check_threshold(value)
+    return rules.threshold(value)
 
 
 def _json_list(text: str, what: str) -> list[str]:

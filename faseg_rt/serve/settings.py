@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from faseg_rt import rules
 from faseg_rt.config import FASegConfig
 from faseg_rt.errors import InvalidInputError
 
@@ -56,9 +57,14 @@ class ServeSettings:
             model = str(Path(model).resolve())  # replicas may run in another directory
         elif not isinstance(model, str) or not model:
             raise InvalidInputError(f"model must be a directory or a hub id, got {model!r}")
-        for name in ("replicas", "max_batch_size", "max_queued", "num_threads"):
-            if kw.get(name) is not None:
-                kw[name] = _number(name, kw[name], int, 0 if name == "max_queued" else 1)
+        for name in ("replicas", "max_batch_size", "num_threads"):
+            if kw.get(name) is not None:  # "4" from a Serve config file is 4
+                kw[name] = rules.positive_int(_number(name, kw[name], int, 1), name)
+        if kw.get("max_queued") is not None:
+            kw["max_queued"] = _number("max_queued", kw["max_queued"], int, 0)
+        if kw.get("dtype") is not None:  # the name travels; the replica makes the torch dtype
+            rules.dtype(kw["dtype"])
+            kw["dtype"] = str(kw["dtype"]).removeprefix("torch.")
         for name in ("batch_wait_ms", "max_request_mb", "num_cpus", "num_gpus"):
             if kw.get(name) is not None:
                 kw[name] = _number(name, kw[name], float, 0)
