@@ -143,3 +143,29 @@ def test_without_ray_serve_the_command_says_how_to_install(monkeypatch, capsys, 
     rc = main(["serve", "--model", str(tiny_model_dir)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err == [f"faseg-rt: error: {SERVE_MISSING}"]
+
+
+def test_healthz_is_503_until_the_model_is_loaded(tiny_model_dir):
+    """The replica's routes as plain methods (no Serve running): 503 + Retry-After while
+    loading, 503 with the error if loading failed, 200 with the model's description after."""
+    pytest.importorskip("ray.serve", reason="Ray Serve is not installed: pip install 'faseg_rt[serve]'")
+    import torch
+
+    from faseg_rt.serve.app import FASegService
+
+    cls = FASegService.func_or_class
+    replica = cls.__new__(cls)  # the state __init__ sets, without its background load
+    replica.settings, replica._seg, replica._load_error = ServeSettings.make(str(tiny_model_dir)), None, None
+    r = replica.healthz()
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert json.loads(r.body) == {"error": "the model is loading; retry shortly"}
+    replica._load_error = "ModelLoadError: no unet/ in the model directory"
+    r = replica.healthz()
+    assert r.status_code == 503 and "failed to load: ModelLoadError" in json.loads(r.body)["error"]
+
+    class Loaded:  # what healthz reads of a Segmenter
+        device, dtype = torch.device("cpu"), torch.float32
+
+    replica._seg = Loaded()
+    assert replica.healthz() == {"status": "ok", "model": str(tiny_model_dir.resolve()),
+                                 "backend": "torch", "device": "cpu", "dtype": "float32"}
