@@ -7,6 +7,7 @@ so a crash or Ctrl-C never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
@@ -112,13 +113,11 @@ PALETTE_MAX_LABEL = 255
 MAX_LABEL = 65535
 
 
-def save_label_png(labels: np.ndarray, path: str | os.PathLike) -> None:
-    """Write an (H, W) integer label map as a PNG, atomically.
-
-    Values 0..255: a palette PNG (VOC colours, pixel value = label), as the benchmarks' masks.
-    Values up to 65535 (vocabularies past 255 classes): a 16-bit grayscale PNG (mode "I;16"),
-    pixel value = label; `load_label_png` reads both.
-    """
+def label_png_bytes(labels: np.ndarray) -> bytes:
+    """An (H, W) integer label map encoded as a PNG: a palette PNG (VOC colours, pixel value =
+    label) for values 0..255, as the benchmarks' masks; a 16-bit grayscale PNG (mode "I;16",
+    pixel value = label) up to 65535 (vocabularies past 255 classes).  `load_label_png` reads both;
+    the mask files and the service's answers are these bytes."""
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"label map must be 2-D (H, W), got shape {labels.shape}")
@@ -129,8 +128,14 @@ def save_label_png(labels: np.ndarray, path: str | os.PathLike) -> None:
         img.putpalette(color_palette().reshape(-1).tolist())
     else:
         img = Image.fromarray(labels.astype(np.uint16))
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_label_png(labels: np.ndarray, path: str | os.PathLike) -> None:
+    """Write an (H, W) integer label map as a PNG (`label_png_bytes`), atomically."""
+    atomic_write_bytes(path, label_png_bytes(labels))
 
 
 def load_label_png(path: str | os.PathLike) -> np.ndarray:

@@ -42,7 +42,8 @@ START_TIMEOUT_S = 90.0
 
 
 def use_small_config() -> None:
-    """Segmenter.from_pretrained(..., config=None) -> the 64 px small_config (tests only)."""
+    """Segmenter.from_pretrained(..., config=None) -> the 64 px small_config (tests only); the
+    environment variable FASEG_TEST_LATENT picks another latent grid (16: 128 px)."""
     from conftest import small_config
 
     from faseg_rt.segmenter import Segmenter
@@ -50,9 +51,10 @@ def use_small_config() -> None:
     if getattr(Segmenter.from_pretrained, "_small", False):
         return
     original = Segmenter.from_pretrained.__func__
+    latent = int(os.environ.get("FASEG_TEST_LATENT", "8"))
 
     def from_pretrained(cls, model, *, config=None, **kw):
-        return original(cls, model, config=config or small_config(), **kw)
+        return original(cls, model, config=config or small_config(latent), **kw)
 
     from_pretrained._small = True
     Segmenter.from_pretrained = classmethod(from_pretrained)

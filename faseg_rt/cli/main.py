@@ -1,4 +1,4 @@
-"""`faseg-rt`: segment images, run the offline demo, evaluate, export, benchmark.
+"""`faseg-rt`: segment images, run the offline demo, evaluate, export, benchmark, serve.
 
 Exit codes: 0 success; 1 internal or I/O error; 2 bad usage or input (one line on stderr;
 FASEG_DEBUG=1 adds the traceback of an internal error).
@@ -32,10 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands():
     """One module per subcommand; each imports its heavy dependencies (onnx, tensorrt, Ray) only
     when it runs."""
-    from faseg_rt.cli import bench, candidates, eval, export, label, segment
+    from faseg_rt.cli import bench, candidates, eval, export, label, segment, serve
 
     return [segment.register, eval.register, candidates.register, export.register, bench.register,
-            label.register]
+            label.register, serve.register]
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,79 @@
+"""HTTP plumbing of the service that needs no model: bounded body reading, the multipart form,
+content negotiation and the one-line error answers."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from faseg_rt.errors import InvalidInputError
+from faseg_rt.serve.request import FIELDS
+
+
+class RequestTooLarge(Exception):
+    """The request body is over the service's cap (HTTP 413)."""
+
+
+def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    """{"error": one line} with the status (400, 413, 500, 503)."""
+    return JSONResponse({"error": " ".join(str(message).split())}, status_code=status, headers=headers)
+
+
+async def read_body(request: Request, cap: int) -> bytes:
+    """The whole body, refused as soon as it is known to exceed `cap` bytes (Content-Length up
+    front; a chunked body while it streams), so an oversized upload is never held whole."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > cap:
+        raise RequestTooLarge(f"the request is {int(length)} bytes, over the limit of {cap} bytes")
+    parts, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise RequestTooLarge(f"the request is over the limit of {cap} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def read_form(request: Request, body: bytes) -> tuple[bytes, dict[str, str]]:
+    """Parse the multipart form of an already read body -> (image bytes, text fields)."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidInputError("send the request as multipart/form-data with an 'image' file and "
+                                "a 'classes' field (curl -F image=@photo.jpg -F classes=cat,dog)")
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=len(FIELDS))
+    except Exception as e:  # starlette's MultiPartException / HTTPException: a malformed form
+        detail = getattr(e, "message", None) or getattr(e, "detail", None) or str(e)
+        raise InvalidInputError(f"malformed multipart form: {detail}") from None
+    try:
+        image, fields = None, {}
+        for key, value in form.multi_items():
+            if key in fields or (key == "image" and image is not None):
+                raise InvalidInputError(f"the form field {key!r} is given twice")
+            if key == "image":
+                if isinstance(value, str):
+                    raise InvalidInputError("'image' must be a file upload (curl -F image=@photo.jpg)")
+                image = await value.read()
+            elif isinstance(value, str):
+                fields[key] = value
+            else:
+                raise InvalidInputError(f"the form field {key!r} must be text, not a file")
+        if image is None:
+            raise InvalidInputError("the form has no 'image' file (curl -F image=@photo.jpg)")
+        return image, fields
+    finally:
+        await form.close()
+
+
+def wants_png(request: Request) -> bool:
+    """Accept: image/png (and not application/json): the PNG as the body, fields in a header."""
+    accept = request.headers.get("accept", "")
+    return "image/png" in accept and "application/json" not in accept

@@ -1,0 +1,95 @@
+"""GET /: a page to try the service by hand. Plain HTML and script, no front-end framework.
+
+It posts the form to the same POST /v1/segment as any client, decodes the returned label PNG
+(a palette PNG, so the browser sees VOC colours, background black) and draws it at half opacity
+over the photo, with a legend of the classes found (pixel counts, largest first).
+"""
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>FA-Seg</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+ body { font: 15px system-ui, sans-serif; margin: 2em auto; max-width: 60em; padding: 0 1em; }
+ form { display: grid; grid-template-columns: 9em 1fr; gap: .5em; max-width: 40em; }
+ #status { margin: 1em 0; min-height: 1.2em; } .error { color: #b00; }
+ canvas { max-width: 100%; border: 1px solid #ccc; }
+ #legend { list-style: none; padding: 0; } #legend li { margin: .2em 0; }
+ .swatch { display: inline-block; width: 1em; height: 1em; margin-right: .5em; vertical-align: middle; }
+</style></head>
+<body>
+<h1>FA-Seg: open-vocabulary segmentation</h1>
+<form id="form">
+ <label for="image">Photo</label><input id="image" name="image" type="file" accept="image/*" required>
+ <label for="classes">Classes</label><input id="classes" name="classes" placeholder="cat, dog, sofa" required>
+ <label for="caption">Caption</label><input id="caption" name="caption" placeholder="optional; 'auto' for a BLIP caption">
+ <label for="threshold">Threshold</label><input id="threshold" name="threshold" placeholder="optional, in [0, 1]">
+ <span></span><button id="submit" type="submit">Segment</button>
+</form>
+<p id="status"></p>
+<canvas id="overlay" width="0" height="0"></canvas>
+<ul id="legend"></ul>
+<p><a href="/docs">API documentation (OpenAPI)</a></p>
+<script>
+function voc(k) {  // the PASCAL VOC colour of label k (faseg_rt.io.color_palette)
+  let r = 0, g = 0, b = 0;
+  for (let j = 0; j < 8; j++) {
+    r |= ((k >> (3 * j)) & 1) << (7 - j); g |= ((k >> (3 * j + 1)) & 1) << (7 - j);
+    b |= ((k >> (3 * j + 2)) & 1) << (7 - j);
+  }
+  return [r, g, b];
+}
+function loadImage(src) {
+  return new Promise((ok, fail) => { const im = new Image(); im.onload = () => ok(im);
+    im.onerror = () => fail(new Error("the browser cannot show this file")); im.src = src; });
+}
+function draw(photo, mask, classes) {
+  const canvas = document.getElementById("overlay"), w = mask.width, h = mask.height;
+  canvas.width = w; canvas.height = h;
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(mask, 0, 0);
+  const m = ctx.getImageData(0, 0, w, h).data;
+  ctx.drawImage(photo, 0, 0, w, h);
+  const out = ctx.getImageData(0, 0, w, h), p = out.data, counts = new Map();
+  const colour = classes.map((_, i) => voc(i + 1)).map(c => c.join(","));
+  for (let i = 0; i < m.length; i += 4) {
+    if (m[i] === 0 && m[i + 1] === 0 && m[i + 2] === 0) continue;  // background
+    for (let c = 0; c < 3; c++) p[i + c] = Math.round(0.5 * p[i + c] + 0.5 * m[i + c]);
+    const key = m[i] + "," + m[i + 1] + "," + m[i + 2];
+    counts.set(key, (counts.get(key) || 0) + 1);
+  }
+  ctx.putImageData(out, 0, 0);
+  const legend = document.getElementById("legend");
+  legend.replaceChildren();
+  const found = classes.map((name, i) => [name, colour[i], counts.get(colour[i]) || 0])
+    .filter(e => e[2] > 0).sort((a, b) => b[2] - a[2]);
+  for (const [name, rgb, n] of found) {
+    const li = document.createElement("li"), sw = document.createElement("span");
+    sw.className = "swatch"; sw.style.background = "rgb(" + rgb + ")";
+    li.append(sw, name + " (" + (100 * n / (w * h)).toFixed(1) + "%)");
+    li.dataset.pixels = n; legend.append(li);
+  }
+  canvas.dataset.labelled = [...counts.values()].reduce((a, b) => a + b, 0);
+  return found.length;
+}
+document.getElementById("form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const status = document.getElementById("status"), form = new FormData(ev.target);
+  for (const k of ["caption", "threshold"]) if (!form.get(k)) form.delete(k);
+  status.className = ""; status.textContent = "segmenting ...";
+  try {
+    const r = await fetch("/v1/segment", { method: "POST", body: form });
+    const body = await r.json();
+    if (!r.ok) throw new Error(body.error || ("HTTP " + r.status));
+    const photo = await loadImage(URL.createObjectURL(form.get("image")));
+    const mask = await loadImage("data:image/png;base64," + body.labels_png);
+    const n = draw(photo, mask, body.classes);
+    status.textContent = body.width + " x " + body.height + ", " + n + " class(es) found" +
+      (body.caption ? ", caption: " + body.caption : "");
+    status.dataset.done = "1";
+  } catch (e) {
+    status.className = "error"; status.textContent = e.message; status.dataset.done = "1";
+  }
+});
+</script>
+</body></html>
+"""

@@ -1,0 +1,135 @@
+"""`faseg-rt serve`: start or join Ray, deploy the application, block until SIGINT / SIGTERM.
+
+On a signal (or any error) the application is deleted, Serve is shut down when this process
+started it, and a Ray instance this process started is shut down with every process it
+launched (raylet, GCS, Serve's controller, proxy and replicas), so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+
+from faseg_rt.errors import FASegError
+
+APP_NAME = "faseg"
+#: One line for users without Ray Serve (the CLI prints it and exits 2).
+SERVE_MISSING = "faseg-rt serve needs Ray Serve: pip install 'faseg_rt[serve]'"
+
+
+class ServeUnavailableError(FASegError):
+    """Ray Serve (the optional `serve` extra) is not installed."""
+
+
+def import_serve():
+    """(ray, ray.serve), or one clear error saying how to install them."""
+    try:
+        import ray
+        import ray.serve
+        import fastapi  # noqa: F401
+        import multipart  # noqa: F401  (starlette's form parser)
+    except ImportError:
+        raise ServeUnavailableError(SERVE_MISSING) from None
+    return ray, ray.serve
+
+
+def start_ray(ray, address: str | None) -> bool:
+    """Join the cluster at `address` or start a local Ray; True when started here."""
+    if ray.is_initialized():
+        return False
+    quiet = dict(log_to_driver=False, logging_level="WARNING")
+    # no address joins RAY_ADDRESS's cluster when that is set: only a fresh local Ray is ours
+    local = address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
+    try:
+        ray.init(address=address, include_dashboard=False if local else None, **quiet)
+    except Exception as e:  # ConnectionError, ValueError, RuntimeError from ray.init
+        where = "a local Ray instance" if local else f"the Ray cluster at {address}"
+        raise FASegError(f"cannot start or reach {where}: {type(e).__name__}: {e}") from None
+    return local
+
+
+def replica_resources(ray, replicas: int, device: str | None) -> dict:
+    """num_cpus / num_gpus / num_threads of one replica from the cluster's resources: a GPU
+    each when the cluster has enough and device is not cpu, else the CPUs split evenly."""
+    res = ray.cluster_resources()
+    gpus, cpus = float(res.get("GPU", 0)), float(res.get("CPU", 1))
+    if gpus >= replicas and not (device and str(device).startswith("cpu")):
+        return {"num_cpus": 1.0, "num_gpus": 1.0}
+    per = max(1, int(cpus // replicas))
+    return {"num_cpus": float(per), "num_gpus": 0.0, "num_threads": per}
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def wait_loaded(handle, timeout_s: float) -> None:
+    """Block until every replica has its model (or one failed: FASegError with its error)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = handle.load_state.remote().result(timeout_s=max(1.0, deadline - time.monotonic()))
+        if state["error"]:
+            raise FASegError(f"the model failed to load: {state['error']}")
+        if state["loaded"]:
+            return
+        if time.monotonic() > deadline:
+            raise FASegError(f"the model did not load within {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
+def serve_forever(model, *, host="127.0.0.1", port=8000, address=None, load_timeout_s=1800.0,
+                  out=sys.stderr, **settings) -> int:
+    """Deploy build_app(model, **settings) behind http://host:port and block until SIGINT /
+    SIGTERM; returns 0 after a clean shutdown.  Replica resources default from the cluster
+    (replica_resources) where settings do not give them."""
+    ray, serve = import_serve()
+    from faseg_rt.serve.app import build_app
+    from faseg_rt.serve.settings import ServeSettings
+
+    ServeSettings.make(model, **settings)  # bad settings fail before Ray starts
+    old = {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    started = deployed = False
+    try:
+        started = start_ray(ray, address)
+        for s in old:  # ray.init installs its own SIGTERM handler (a stack dump, then death)
+            signal.signal(s, _raise_interrupt)
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+        for k, v in replica_resources(ray, settings.get("replicas") or 1,
+                                      settings.get("device")).items():
+            if settings.get(k) is None:
+                settings[k] = v
+        app = build_app(model, **settings)
+        serve.start(http_options={"host": host, "port": int(port)})
+        handle = serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        deployed = True
+        print(f"faseg-rt serve: loading {model} ...", file=out, flush=True)
+        wait_loaded(handle, load_timeout_s)
+        print(f"faseg-rt serve: ready on http://{host}:{port}/ (Ctrl-C or SIGTERM to stop)",
+              file=out, flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("faseg-rt serve: stopping", file=out, flush=True)
+        return 0
+    finally:
+        for s in old:  # a second signal during the shutdown must not cut it short
+            signal.signal(s, signal.SIG_IGN)
+        _shutdown(ray, serve, started, deployed)
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _shutdown(ray, serve, started: bool, deployed: bool) -> None:
+    """Delete the application (its replicas finish what they hold), then stop the Ray this
+    process started (Serve's controller and proxy go with it)."""
+    try:
+        if deployed:
+            serve.delete(APP_NAME)
+    except Exception as e:  # the cluster may already be gone; Ray's own shutdown follows
+        print(f"faseg-rt serve: while deleting the application: {type(e).__name__}: {e}",
+              file=sys.stderr)
+    if started:
+        ray.shutdown()

@@ -1,0 +1,293 @@
+"""`faseg-rt serve` end to end: ONE real service process shared by the module, on loopback.
+
+The fixture runs the CLI itself (a fresh local Ray, Serve, one replica on the 128 px small config
+with one torch thread).  A request served alone is compared byte for byte with `faseg-rt segment`
+at the same thread count; requests served in one batch with single Python API calls, to the
+project's batch tolerance (labels >= 99.9 % equal: a batched convolution may round differently;
+they were identical in every run here).  At 64 px the random tiny model's scores are near-ties
+everywhere and a batch flips ~7 % of the labels, so this module uses 128 px (score differences
+~1e-5).  The last test sends it SIGTERM and checks
+that every process it started is gone.  Requests go to 127.0.0.1 only, in bounded loops.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faseg_rt.testing import synthetic_image
+
+pytestmark = pytest.mark.slow  # starts Ray and Serve: the slow tier (CI runs it)
+pytest.importorskip("ray.serve", reason="Ray Serve is not installed: pip install 'faseg_rt[serve]'")
+requests = pytest.importorskip("requests", reason="requests is not installed")
+
+from ray_cluster import alive, cli_command, descendants, free_port, kill_tree, label_env  # noqa: E402
+
+# max queued: above any test's concurrency but the flood's (Serve's router may refuse a few more
+# than the queue holds while simultaneous requests race for it)
+MAX_BATCH, MAX_QUEUED, MAX_MB = 4, 8, 1
+LATENT = 16  # the replica's and the reference's small_config grid
+READY_TIMEOUT_S = 300
+HTTP_TIMEOUT_S = 120
+
+
+class Service:
+    def __init__(self, proc: subprocess.Popen, port: int, log: Path):
+        self.proc, self.url, self.log = proc, f"http://127.0.0.1:{port}", log
+        self.tree: list[int] = []
+
+    def post(self, image: bytes, headers=None, timeout=HTTP_TIMEOUT_S, **fields):
+        return requests.post(self.url + "/v1/segment", files={"image": ("x.png", image)},
+                             data=fields, headers=headers, timeout=timeout)
+
+
+def _wait_ready(svc: Service) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        text = svc.log.read_text(errors="replace")
+        if "ready on" in text:
+            return
+        if svc.proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    pytest.fail(f"faseg-rt serve did not become ready (rc {svc.proc.poll()}):\n"
+                f"{svc.log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def service(tiny_model_dir, tmp_path_factory):
+    """`faseg-rt serve` on the tiny model; every Ray worker runs the small-config hook."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    cmd = cli_command("serve", "--model", str(tiny_model_dir), "--device", "cpu", "--port", str(port),
+                      "--address", "local", "--max-batch-size", str(MAX_BATCH), "--batch-wait-ms",
+                      "400", "--max-queued", str(MAX_QUEUED), "--max-request-mb", str(MAX_MB),
+                      "--num-threads", "1")
+    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            env=label_env(FASEG_TEST_LATENT=str(LATENT)),
+                            start_new_session=True)
+    svc = Service(proc, port, log)
+    try:
+        _wait_ready(svc)
+        svc.tree = descendants(proc.pid)
+        yield svc
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc, signal.SIGTERM, grace_s=60)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir):
+    """The in-process Segmenter the replica runs (same model, config and thread count)."""
+    import torch
+    from conftest import small_config
+
+    from faseg_rt import Segmenter
+
+    return Segmenter.from_pretrained(tiny_model_dir, device="cpu", dtype=torch.float32,
+                                     config=small_config(LATENT))
+
+
+def _agree(png: bytes, ref: bytes) -> float:
+    a, b = _labels(png), _labels(ref)
+    return float((a == b).mean()) if a.shape == b.shape else 0.0
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _labels(png: bytes) -> np.ndarray:
+    return np.array(Image.open(io.BytesIO(png)))
+
+
+def _reference(seg, img, classes, **kw) -> bytes:
+    from faseg_rt.io import label_png_bytes
+
+    return label_png_bytes(seg(img, classes=classes, **kw).labels)
+
+
+def test_health_page_and_openapi(service):
+    r = requests.get(service.url + "/healthz", timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "model": str(Path(r.json()["model"])), "backend": "torch",
+                        "device": "cpu", "dtype": "float32"}
+    page = requests.get(service.url + "/", timeout=HTTP_TIMEOUT_S)
+    assert page.status_code == 200 and 'id="overlay"' in page.text and "/v1/segment" in page.text
+    spec = requests.get(service.url + "/openapi.json", timeout=HTTP_TIMEOUT_S).json()
+    body = spec["paths"]["/v1/segment"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert set(body["schema"]["required"]) == {"image", "classes"}
+    assert {"/healthz", "/v1/stats", "/"} <= set(spec["paths"])
+
+
+def test_answer_equals_the_cli_mask_file(service, reference, one_thread, tmp_path):
+    from faseg_rt.cli.segment import segment_files
+
+    img = synthetic_image(96, 64, seed=1)
+    (tmp_path / "a.png").write_bytes(_png(img))
+    r = service.post(_png(img), classes="cat, potted plant,sky", caption="a photo of a room",
+                     threshold="0.5")
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert segment_files(reference, [str(tmp_path / "a.png")], ["cat", "potted plant", "sky"],
+                         tmp_path / "out", caption="a photo of a room", threshold=0.5,
+                         progress=False) == []
+    assert base64.b64decode(got["labels_png"]) == (tmp_path / "out" / "a.png").read_bytes()
+    side = json.loads((tmp_path / "out" / "a.json").read_text())
+    assert {k: got[k] for k in ("classes", "caption", "candidates", "scores")} == \
+        {k: side[k] for k in ("classes", "caption", "candidates", "scores")}
+    assert (got["width"], got["height"]) == (96, 64)
+    png = service.post(_png(img), headers={"Accept": "image/png"}, classes='["cat", "sky"]')
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert png.content == _reference(reference, img, ["cat", "sky"])
+    assert json.loads(png.headers["x-faseg-result"])["classes"] == ["cat", "sky"]
+
+
+def test_concurrent_requests_are_batched_and_never_swapped(service, reference, one_thread):
+    """Distinct images (and two vocabularies) at once: each answer is its own image's single
+    call, and the replica's stats show batches of more than one request."""
+    vocab = [["cat", "sky"], ["dog", "grass", "car"]]
+    imgs = [synthetic_image(40 + 8 * i, 32 + 4 * i, seed=200 + i) for i in range(MAX_BATCH)]
+    before = requests.get(service.url + "/v1/stats", timeout=HTTP_TIMEOUT_S).json()
+    for _ in range(3):  # bounded: a loaded machine may split one round over two batches
+        with ThreadPoolExecutor(len(imgs)) as pool:
+            answers = list(pool.map(lambda i: service.post(_png(imgs[i]), classes=",".join(vocab[i % 2])),
+                                    range(len(imgs))))
+        for i, r in enumerate(answers):
+            assert r.status_code == 200, r.text
+            assert _agree(base64.b64decode(r.json()["labels_png"]),
+                          _reference(reference, imgs[i], vocab[i % 2])) >= 0.999, f"request {i}"
+        stats = requests.get(service.url + "/v1/stats", timeout=HTTP_TIMEOUT_S).json()
+        if stats["largest_batch"] > 1:
+            break
+    assert stats["requests"] > before["requests"] and stats["largest_batch"] > 1, stats
+
+
+@pytest.mark.parametrize("fields, image, status, message", [
+    ({"classes": "cat,cat"}, "ok", 400, "appears twice"),
+    ({"classes": ""}, "ok", 400, "class list is empty"),
+    ({"classes": "cat", "threshold": "2"}, "ok", 400, "[0, 1]"),
+    ({"classes": "cat"}, b"not an image at all", 400, "not an image"),
+    ({"classes": "cat"}, "bomb", 400, "over the limit of"),
+    ({"classes": "cat"}, "big", 413, "over the limit of"),
+])
+def test_bad_requests_get_one_line_errors_and_the_service_keeps_serving(service, fields, image,
+                                                                         status, message):
+    from test_reliability_inputs import png_bytes
+
+    data = {"ok": _png(synthetic_image(32, 32, seed=5)), "bomb": png_bytes(12000, 12000, b"\0" * 10),
+            "big": np.random.default_rng(0).bytes(MAX_MB * 2**20 + 1)}.get(image, image)
+    r = service.post(data, **fields)
+    assert r.status_code == status and set(r.json()) == {"error"}
+    assert message in r.json()["error"] and "\n" not in r.json()["error"]
+    assert requests.get(service.url + "/healthz", timeout=HTTP_TIMEOUT_S).status_code == 200
+
+
+def test_not_multipart_is_a_400(service):
+    r = requests.post(service.url + "/v1/segment", json={"classes": "cat"}, timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 400 and "multipart/form-data" in r.json()["error"]
+
+
+def test_a_client_that_hangs_up_does_not_poison_its_batch(service, reference, one_thread):
+    imgs = [synthetic_image(48, 40, seed=300 + i) for i in range(3)]
+
+    def hang_up():
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            service.post(_png(synthetic_image(48, 40, seed=399)), classes="cat,sky", timeout=(10, 0.2))
+
+    with ThreadPoolExecutor(4) as pool:
+        gone = pool.submit(hang_up)
+        answers = list(pool.map(lambda im: service.post(_png(im), classes="cat,sky"), imgs))
+        gone.result()
+    for im, r in zip(imgs, answers):
+        assert r.status_code == 200, r.text
+        assert _agree(base64.b64decode(r.json()["labels_png"]),
+                      _reference(reference, im, ["cat", "sky"])) >= 0.999
+
+
+def test_beyond_max_queued_the_service_answers_503_with_retry_after(service):
+    """More requests at once than the replica takes (2 batches + 4) plus the queue: the rest are
+    refused at once with Retry-After; the accepted ones are answered."""
+    n = 2 * MAX_BATCH + 4 + MAX_QUEUED + 8
+    image = _png(synthetic_image(32, 32, seed=9))
+    with ThreadPoolExecutor(n) as pool:
+        answers = list(pool.map(lambda _: service.post(image, classes="cat"), range(n)))
+    codes = [r.status_code for r in answers]
+    assert set(codes) <= {200, 503} and codes.count(503) >= 1 and codes.count(200) >= 1, codes
+    assert all(r.headers.get("retry-after", "").isdigit() for r in answers if r.status_code == 503)
+    assert requests.get(service.url + "/healthz", timeout=HTTP_TIMEOUT_S).status_code == 200
+
+
+def test_the_page_form_shows_an_overlay_in_a_headless_browser(service, tmp_path):
+    driver = _chromium()
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(_png(synthetic_image(64, 48, seed=11)))
+    try:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        driver.get(service.url + "/")
+        driver.find_element(By.ID, "image").send_keys(str(photo))
+        driver.find_element(By.ID, "classes").send_keys("cat, sky, box")
+        driver.find_element(By.ID, "submit").click()
+        WebDriverWait(driver, HTTP_TIMEOUT_S).until(
+            lambda d: d.find_element(By.ID, "status").get_attribute("data-done") == "1")
+        status = driver.find_element(By.ID, "status")
+        assert "error" not in (status.get_attribute("class") or ""), status.text
+        canvas = driver.find_element(By.ID, "overlay")
+        assert (canvas.get_attribute("width"), canvas.get_attribute("height")) == ("64", "48")
+        legend = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#legend li")]
+        labelled = int(canvas.get_attribute("data-labelled"))
+        assert "64 x 48" in status.text
+        assert all(t.split(" (")[0] in ("cat", "sky", "box") for t in legend)
+        assert (labelled > 0) == bool(legend)  # the legend lists what the overlay coloured
+    finally:
+        driver.quit()
+
+
+def _chromium():
+    """A headless system Chromium via selenium, or a skip saying what is missing."""
+    import shutil
+
+    try:
+        from selenium import webdriver
+    except ImportError:
+        pytest.skip("selenium is not installed (pip install selenium)")
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not binary or not driver_path:
+        pytest.skip("no system Chromium and chromedriver (apt-get install chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=DriverService(driver_path), options=opts)
+
+
+def test_sigterm_stops_the_service_and_its_ray(service):
+    """Last: SIGTERM to `faseg-rt serve` ends it and every process it started (Ray's too)."""
+    tree = set(service.tree) | set(descendants(service.proc.pid))
+    assert len(tree) > 3  # the CLI, Ray's GCS and raylet, Serve's actors ...
+    service.proc.send_signal(signal.SIGTERM)
+    rc = service.proc.wait(timeout=120)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(alive(p) for p in tree):
+        time.sleep(0.2)
+    left = [p for p in tree if alive(p)]
+    assert rc == 0 and not left, (rc, left, service.log.read_text(errors="replace")[-2000:])
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(service.url + "/healthz", timeout=5)

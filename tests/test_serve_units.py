@@ -1,0 +1,171 @@
+"""The service's parts that need no Ray: form checks, one dynamic batch, settings, the label PNG.
+
+The batch runner is checked against single `Segmenter.__call__` calls (the answer a request must
+equal), on the 64 px small segmenter at one torch thread (identical reduction order).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from faseg_rt.errors import InvalidInputError
+from faseg_rt.io import label_png_bytes, save_label_png
+from faseg_rt.serve.batcher import BatchStats, run_batch
+from faseg_rt.serve.request import SegmentRequest, answer, build_request
+from faseg_rt.serve.settings import ServeSettings
+from faseg_rt.testing import synthetic_image
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"classes": "cat,,dog"}, "class #1 is empty"),
+    ({"classes": "cat, Cat"}, "appears twice"),
+    ({"classes": ""}, "the class list is empty"),
+    ({"classes": "[1, 2]"}, "JSON list of strings"),
+    ({"classes": "[\"cat\""}, "not valid JSON"),
+    ({"classes": "cat", "threshold": "1.5"}, "must lie in [0, 1]"),
+    ({"classes": "cat", "threshold": "nan"}, "must lie in [0, 1]"),
+    ({"classes": "cat", "threshold": "high"}, "must be a number"),
+    ({"classes": "cat", "candidates": "some"}, "'auto' or a JSON list"),
+    ({"classes": "cat", "colour": "red"}, "unknown form field"),
+    ({}, "no 'classes' field"),
+])
+def test_bad_fields_are_one_line_errors(fields, message):
+    with pytest.raises(InvalidInputError, match=message.replace("[", r"\[").replace("]", r"\]")) as e:
+        build_request(_png(synthetic_image(24, 20)), fields)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_images_are_refused_with_the_package_messages():
+    with pytest.raises(InvalidInputError, match="not an image"):
+        build_request(b"GIF89a but not really", {"classes": "cat"})
+    with pytest.raises(InvalidInputError, match="empty"):
+        build_request(b"", {"classes": "cat"})
+    from test_reliability_inputs import png_bytes
+
+    from faseg_rt.images import MAX_IMAGE_PIXELS
+
+    with pytest.raises(InvalidInputError, match=f"over the limit of {MAX_IMAGE_PIXELS}"):
+        build_request(png_bytes(12000, 12000, b"\0" * 10), {"classes": "cat"})
+
+
+def test_fields_are_parsed_like_the_cli():
+    r = build_request(_png(synthetic_image(24, 20)),
+                      {"classes": " cat , potted  plant", "caption": "  ", "threshold": "0.4",
+                       "candidates": '["cat"]'})
+    assert r.classes == ("cat", "potted plant") and r.caption is None and r.threshold == 0.4
+    assert r.candidates == ("cat",) and r.image.size == (24, 20)
+    r = build_request(_png(synthetic_image(24, 20)), {"classes": '["a, b", "c"]', "candidates": "auto"})
+    assert r.classes == ("a, b", "c") and r.candidates == "auto"
+
+
+def test_label_png_bytes_are_the_mask_file(tmp_path):
+    for top in (3, 300):  # palette PNG and 16-bit PNG
+        labels = np.random.default_rng(top).integers(0, top + 1, (7, 9)).astype(np.int32)
+        save_label_png(labels, tmp_path / "m.png")
+        assert label_png_bytes(labels) == (tmp_path / "m.png").read_bytes()
+
+
+def test_a_batch_answers_each_request_as_a_single_call(small_segmenter, one_thread):
+    """Two vocabularies, two thresholds, a caption and a request the package refuses (an unknown
+    candidate): each good request equals its own __call__, the bad one gets its own error."""
+    imgs = [synthetic_image(40 + 8 * i, 30 + 4 * i, seed=50 + i) for i in range(5)]
+    reqs = [SegmentRequest(imgs[0], ("cat", "sky")),
+            SegmentRequest(imgs[1], ("dog", "grass", "car"), caption="a street"),
+            SegmentRequest(imgs[2], ("cat", "sky"), threshold=0.3),
+            SegmentRequest(imgs[3], ("cat", "sky"), candidates=("horse",)),
+            SegmentRequest(imgs[4], ("cat", "sky"))]
+    stats = BatchStats()
+    out = run_batch(small_segmenter, reqs, stats)
+    assert isinstance(out[3], InvalidInputError) and "horse" in str(out[3])
+    for i in (0, 1, 2, 4):
+        r = reqs[i]
+        ref = small_segmenter(r.image, classes=list(r.classes), caption=r.caption,
+                              threshold=r.threshold)
+        got = out[i].json()
+        assert got["classes"] == list(r.classes) and (got["width"], got["height"]) == imgs[i].size
+        assert got["caption"] == r.caption and got["scores"] is None
+        assert base64.b64decode(got["labels_png"]) == label_png_bytes(ref.labels), i
+    snap = stats.snapshot()
+    # 3 groups (the 3-class vocabulary, cat/sky at 0.55 and at 0.3), then the refused group of
+    # three (images 0, 3, 4) once more request by request
+    assert snap["batches"] == 1 and snap["requests"] == 5 and snap["largest_batch"] == 5
+    assert snap["segment_batch_calls"] == 3 + 3
+
+
+def test_answer_fields_and_header():
+    from faseg_rt.results import SegmentationResult
+
+    res = SegmentationResult(labels=np.array([[0, 2], [1, 1]], np.int32), scores=None,
+                             classes=("cät", "dog"), threshold=0.5, caption="x",
+                             class_scores=np.array([0.9, 0.1], np.float32))
+    a = answer(res)
+    assert a.fields == {"classes": ["cät", "dog"], "width": 2, "height": 2, "caption": "x",
+                        "candidates": ["cät", "dog"], "scores": {"cät": 0.9, "dog": 0.1}}
+    header = a.header()
+    assert header.isascii() and json.loads(header) == a.fields
+
+
+def test_settings_are_checked_before_anything_deploys(tiny_model_dir, tmp_path):
+    s = ServeSettings.make(str(tiny_model_dir), max_batch_size="4", batch_wait_ms=0)
+    assert s.max_batch_size == 4 and s.batch_wait_ms == 0.0 and s.model == str(tiny_model_dir.resolve())
+    for kw, msg in [({"max_batch_size": 0}, "max_batch_size must be an integer >= 1"),
+                    ({"replicas": 1.5}, "replicas must be an integer"),
+                    ({"max_queued": -1}, "max_queued must be an integer >= 0"),
+                    ({"max_request_mb": 0}, "max_request_mb must be above 0"),
+                    ({"batch_wait_ms": "soon"}, "batch_wait_ms must be a number"),
+                    ({"dtype": "int8"}, "unknown dtype"),
+                    ({"colour": 1}, "unknown service setting")]:
+        with pytest.raises(InvalidInputError, match=msg):
+            ServeSettings.make(str(tiny_model_dir), **kw)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Exception, match="empty"):
+        ServeSettings.make(str(tmp_path / "empty"))
+
+
+def test_without_ray_serve_the_command_says_how_to_install(monkeypatch, capsys, tiny_model_dir):
+    from faseg_rt.cli.main import main
+    from faseg_rt.serve.run import SERVE_MISSING
+
+    monkeypatch.setitem(sys.modules, "ray.serve", None)  # makes the import raise ImportError
+    rc = main(["serve", "--model", str(tiny_model_dir)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == [f"faseg-rt: error: {SERVE_MISSING}"]
+
+
+def test_healthz_is_503_until_the_model_is_loaded(tiny_model_dir):
+    """The replica's routes as plain methods (no Serve running): 503 + Retry-After while
+    loading, 503 with the error if loading failed, 200 with the model's description after."""
+    pytest.importorskip("ray.serve", reason="Ray Serve is not installed: pip install 'faseg_rt[serve]'")
+    import torch
+
+    from faseg_rt.serve.app import FASegService
+
+    cls = FASegService.func_or_class
+    replica = cls.__new__(cls)  # the state __init__ sets, without its background load
+    replica.settings, replica._seg, replica._load_error = ServeSettings.make(str(tiny_model_dir)), None, None
+    r = replica.healthz()
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert json.loads(r.body) == {"error": "the model is loading; retry shortly"}
+    replica._load_error = "ModelLoadError: no unet/ in the model directory"
+    r = replica.healthz()
+    assert r.status_code == 503 and "failed to load: ModelLoadError" in json.loads(r.body)["error"]
+
+    class Loaded:  # what healthz reads of a Segmenter
+        device, dtype = torch.device("cpu"), torch.float32
+
+    replica._seg = Loaded()
+    assert replica.healthz() == {"status": "ok", "model": str(tiny_model_dir.resolve()),
+                                 "backend": "torch", "device": "cpu", "dtype": "float32"}
