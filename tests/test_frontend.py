@@ -56,9 +56,13 @@ def _generate(model, processor, images, **kw):
 # ---------------------------------------------------------------------------------- captioner
 def test_caption_equals_transformers_generate(captioner, blip_reference, images):
     model, processor = blip_reference
-    # the checkpoint's generation_config.json (max_length 12, 2 beams) is what both use
-    assert (captioner.generation_config.max_length, captioner.generation_config.num_beams) == (12, 2)
-    expected = _generate(model, processor, images)
+    # explicit settings over the checkpoint's generation_config.json (max_length 12, 2 beams):
+    # greedy, 20 new tokens
+    config = captioner.generation_config
+    assert (config.num_beams, config.do_sample, config.max_new_tokens) == (1, False, 20)
+    assert model.generation_config.num_beams == 2
+    expected = _generate(model, processor, images, num_beams=1, max_new_tokens=20)
+    assert expected != _generate(model, processor, images), "the settings should matter here"
     assert captioner(images, batch_size=2) == expected
     assert [captioner([im])[0] for im in images] == expected  # batching changes nothing
     assert len(set(expected)) > 1, "captions should depend on the image"
@@ -74,7 +78,8 @@ def test_caption_overrides_and_prompt(frontend_dirs, blip_reference, images):
     ids = processor.tokenizer(["a photo of"], return_tensors="pt")["input_ids"].repeat(len(images), 1)
     with torch.no_grad():
         out = model.generate(pixel_values=processor(images=images, return_tensors="pt")["pixel_values"],
-                             input_ids=ids, generation_config=model.generation_config)
+                             input_ids=ids, generation_config=model.generation_config, num_beams=1,
+                             max_new_tokens=20)
     full = [" ".join(t.split()) for t in processor.batch_decode(out, skip_special_tokens=True)]
     assert all(t.startswith("a photo of") for t in full)
     assert prompted(images) == [t[len("a photo of"):].strip() for t in full]
@@ -85,6 +90,14 @@ def test_captioner_refuses_bad_settings(frontend_dirs, captioner):
         Captioner.from_pretrained(frontend_dirs["blip"], device="cpu", generation={"do_sample": True})
     with pytest.raises(InvalidInputError, match="unknown generation setting"):
         Captioner.from_pretrained(frontend_dirs["blip"], device="cpu", generation={"beams": 3})
+    with pytest.raises(InvalidInputError, match="one caption per image: num_return_sequences"):
+        Captioner.from_pretrained(frontend_dirs["blip"], device="cpu",
+                                  generation={"num_beams": 3, "num_return_sequences": 3})
+    with pytest.raises(InvalidInputError, match="leaves no room for a caption"):
+        Captioner.from_pretrained(frontend_dirs["blip"], device="cpu", prompt="a photo of",
+                                  generation={"max_length": 3})
+    short = Captioner.from_pretrained(frontend_dirs["blip"], device="cpu", generation={"max_length": 4})
+    assert (short.generation_config.max_length, short.generation_config.max_new_tokens) == (4, None)
     with pytest.raises(InvalidInputError, match="list of images"):
         captioner("photo.jpg")
 
