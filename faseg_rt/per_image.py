@@ -75,7 +75,13 @@ def image_key(key: str) -> str:
     return base
 
 
-def read_id_string_json(path: str | os.PathLike, what: str, lists: bool = False) -> dict:
+class FileMapping(dict):
+    """A dict read from a file, which error messages name (`source`)."""
+
+    source: str = "the given mapping"
+
+
+def read_id_string_json(path: str | os.PathLike, what: str, lists: bool = False) -> FileMapping:
     """Load a JSON object image id -> string (or, with `lists`, -> list of strings too); ids may
     carry a path or an image suffix.  A null value reads as ""."""
     try:
@@ -91,7 +97,8 @@ def read_id_string_json(path: str | os.PathLike, what: str, lists: bool = False)
     shape = "image -> string" + (" or list of strings" if lists else "")
     if not isinstance(data, dict):
         raise InvalidInputError(f"{what} file {path} must hold a JSON object: {shape}")
-    out: dict = {}
+    out = FileMapping()
+    out.source = str(path)
     for k, v in data.items():
         if v is None:
             v = ""
@@ -103,36 +110,35 @@ def read_id_string_json(path: str | os.PathLike, what: str, lists: bool = False)
     return out
 
 
-def _check_names(raw: dict, images: Sequence[str], path, what: str, strict: bool) -> list[str]:
+def _check_names(raw: Mapping, images: Sequence[str], source, what: str, strict: bool) -> list[str]:
     """The file's key of each image; refuses an image it does not name (and, `strict`, a key
     naming no image of the run)."""
     keys = [image_key(p) for p in images]
     missing = [p for p, k in zip(images, keys) if k not in raw]
     if missing:
-        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise InvalidInputError(f"{what} file {path} does not name image {missing[0]}{more}; add "
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise InvalidInputError(f"{what} file {source} does not name image {missing[0]}{more}; add "
                                 "it (keyed by file name or stem) or leave the image out")
     if strict:
         extra = sorted(set(raw) - set(keys))
         if extra:
-            raise InvalidInputError(f"{what} file {path} names {extra[0]!r}, which is not among "
+            raise InvalidInputError(f"{what} file {source} names {extra[0]!r}, which is not among "
                                     "the images being segmented; fix the key or drop it")
     return keys
 
 
-def read_captions(path, images: Sequence[str]) -> list[str | None]:
-    """One caption per image from a captions file ("" or null: no caption)."""
-    raw = read_id_string_json(path, "captions")
-    return [raw[k].strip() or None for k in _check_names(raw, images, path, "captions", False)]
+def captions_for(raw: Mapping[str, str], images: Sequence[str], source) -> list[str | None]:
+    """One caption per image from a read captions file ("" or null: no caption)."""
+    return [raw[k].strip() or None for k in _check_names(raw, images, source, "captions", False)]
 
 
-def read_candidates(path, images: Sequence[str], classes: Sequence[str]) -> list[tuple[str, ...]]:
-    """One candidate list per image from a candidates file, in the file's order; a name that is
-    not one of `classes` is refused (it could never be segmented)."""
-    raw = read_id_string_json(path, "candidates", lists=True)
+def candidates_for(raw: Mapping, images: Sequence[str], classes: Sequence[str],
+                   source) -> list[tuple[str, ...]]:
+    """One candidate list per image from a read candidates file, in the file's order; a name
+    that is not one of `classes` is refused (it could never be segmented)."""
     vocab = build_vocabulary(classes)
     out = []
-    for image, key in zip(images, _check_names(raw, images, path, "candidates", True)):
+    for image, key in zip(images, _check_names(raw, images, source, "candidates", True)):
         value = raw[key]
         if isinstance(value, list):
             known = tuple(vocab.get(tuple(n.lower().split()), "") for n in value)
@@ -140,8 +146,18 @@ def read_candidates(path, images: Sequence[str], classes: Sequence[str]) -> list
         else:
             known, unknown = parse_candidates(value, vocab)
         if unknown:
-            raise InvalidInputError(f"candidates file {path}: {unknown[0]!r} (for {image}) is not "
-                                    "a class of the vocabulary; candidates must be names from "
+            raise InvalidInputError(f"candidates file {source}: {unknown[0]!r} (for {image}) is "
+                                    "not a class of the vocabulary; candidates must be names from "
                                     "--classes")
         out.append(tuple(dict.fromkeys(known)))
     return out
+
+
+def read_captions(path, images: Sequence[str]) -> list[str | None]:
+    """captions_for a captions file."""
+    return captions_for(read_id_string_json(path, "captions"), images, path)
+
+
+def read_candidates(path, images: Sequence[str], classes: Sequence[str]) -> list[tuple[str, ...]]:
+    """candidates_for a candidates file (values: candidate strings or lists of names)."""
+    return candidates_for(read_id_string_json(path, "candidates", lists=True), images, classes, path)
