@@ -15,35 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faseg_rt import Segmenter
 from faseg_rt.cli import main
 from faseg_rt.cli.segment import segment_files
-from faseg_rt.errors import InvalidInputError
-from faseg_rt.frontend import Captioner, Recognizer
-from faseg_rt.frontend.plan import FrontEnd
 from faseg_rt.per_image import read_candidates, read_captions
 from faseg_rt.testing import synthetic_image
 
 VOCAB = ["cat", "dog", "potted plant", "sky", "red car"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    d = tmp_path_factory.mktemp("photos")
-    synthetic_image(96, 64, seed=4).save(d / "a.png")
-    synthetic_image(50, 70, seed=5).save(d / "b.png")
-    return d
-
-
-@pytest.fixture(scope="module")
-def front_segmenter(small_segmenter, frontend_dirs):
-    front = FrontEnd(Captioner.from_pretrained(frontend_dirs["blip"], device="cpu"),
-                     Recognizer.from_pretrained(frontend_dirs["siglip"], device="cpu"),
-                     candidate_threshold=0.3)
-    return Segmenter(small_segmenter.backend, small_segmenter.tokenizer, small_segmenter.config,
-                     frontend=front)
 
 
 def _write(path, obj):
@@ -190,7 +169,7 @@ def test_exif_transpose_turns_the_image_first(small_segmenter, tmp_path):
     assert load_label_png(tmp_path / "o" / "phone.png").shape == (96, 64) and buf.getvalue()
 
 
-def test_eval_caption_mode_scores_each_source(front_segmenter, tmp_path):
+def test_eval_caption_mode_scores_each_source(auto_segmenter, tmp_path):
     from faseg_rt.eval.datasets.registry import open_dataset
     from faseg_rt.eval.datasets.synthetic import make_voc
     from faseg_rt.eval.loop import evaluate
@@ -198,7 +177,7 @@ def test_eval_caption_mode_scores_each_source(front_segmenter, tmp_path):
     split = make_voc(tmp_path / "VOC2012", n_images=2, size=(40, 56))
     ds = open_dataset("voc", split.root)
     captions = {split.ids[0]: "a cat on a sofa", split.ids[1]: "two people and a dog"}
-    m = evaluate(front_segmenter, ds, tmp_path / "e", candidates="caption", captions=captions,
+    m = evaluate(auto_segmenter, ds, tmp_path / "e", candidates="caption", captions=captions,
                  progress=False, report_images=0)
     sides = [json.loads((tmp_path / "e" / "masks" / f"{i}.json").read_text()) for i in split.ids]
     assert [s["candidates"] for s in sides] == [["cat", "sofa"], ["person", "dog"]]

@@ -15,34 +15,13 @@ import pathlib
 import numpy as np
 import pytest
 
-from faseg_rt import Segmenter
 from faseg_rt.cli import main
 from faseg_rt.cli.segment import segment_files
 from faseg_rt.frontend import Captioner, Recognizer
-from faseg_rt.frontend.plan import FrontEnd
-from faseg_rt.testing import synthetic_image
 
 VOCAB = "cat,dog,potted plant,sky,red car"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    d = tmp_path_factory.mktemp("photos")
-    synthetic_image(96, 64, seed=4).save(d / "a.png")
-    synthetic_image(50, 70, seed=5).save(d / "b.png")
-    return d
-
-
-@pytest.fixture(scope="module")
-def auto_segmenter(small_segmenter, frontend_dirs):
-    """The 64 px model with the tiny front end, keeping the classes scoring >= 0.3."""
-    front = FrontEnd(Captioner.from_pretrained(frontend_dirs["blip"], device="cpu"),
-                     Recognizer.from_pretrained(frontend_dirs["siglip"], device="cpu"),
-                     candidate_threshold=0.3)
-    return Segmenter(small_segmenter.backend, small_segmenter.tokenizer, small_segmenter.config,
-                     frontend=front)
 
 
 def _front_flags(dirs, *extra, mode="auto"):
