@@ -169,7 +169,32 @@ def test_exif_transpose_turns_the_image_first(small_segmenter, tmp_path):
     assert load_label_png(tmp_path / "o" / "phone.png").shape == (96, 64) and buf.getvalue()
 
 
-def test_eval_caption_mode_scores_each_source(auto_segmenter, tmp_path):
+def test_segment_and_label_take_the_modes(tiny_model_dir, frontend_dirs, photos, tmp_path, capsys):
+    """caption from `segment`, auto from the label worker: wiring and records (the caption names
+    no class and the threshold is 1, so the SD model loads but never runs)."""
+    from faseg_rt.scale.label import _SegmentWorker
+    from faseg_rt.scale.manifest import manifest_fields
+
+    out = tmp_path / "out"
+    rc = main(["segment", str(photos / "a.png"), "--classes", ",".join(VOCAB), "--device", "cpu",
+               "--model", str(tiny_model_dir), "--out", str(out), "--quiet",
+               "--caption", "an empty room", "--candidates", "caption"])
+    assert rc == 0, capsys.readouterr().err
+    side = json.loads((out / "a.json").read_text())
+    assert side["candidates"] == [] and side["sources"] == {} and side["captioner"] is None
+    assert side["recognizer"] is None and "candidate_threshold" not in side
+    worker = _SegmentWorker(str(tiny_model_dir), str(tmp_path), VOCAB, "an empty room", None,
+                            device="cpu", candidates="auto",
+                            frontend={"recognizer": frontend_dirs["siglip"], "candidate_threshold": 1.0})
+    path = str(photos / "b.png")
+    rows = worker({"bytes": [open(path, "rb").read()], "path": [path]})
+    fields = manifest_fields({"frontend": rows["frontend"][0]})["frontend"]
+    assert list(rows["status"]) == ["ok"] and fields["candidates"] == []
+    assert fields["candidate_threshold"] == 1.0 and fields["recognizer"] == str(frontend_dirs["siglip"])
+
+
+@pytest.mark.parametrize("mode", ["caption", "recognizer", "auto"])
+def test_eval_modes_score_each_source(auto_segmenter, tmp_path, mode):
     from faseg_rt.eval.datasets.registry import open_dataset
     from faseg_rt.eval.datasets.synthetic import make_voc
     from faseg_rt.eval.loop import evaluate
@@ -177,10 +202,19 @@ def test_eval_caption_mode_scores_each_source(auto_segmenter, tmp_path):
     split = make_voc(tmp_path / "VOC2012", n_images=2, size=(40, 56))
     ds = open_dataset("voc", split.root)
     captions = {split.ids[0]: "a cat on a sofa", split.ids[1]: "two people and a dog"}
-    m = evaluate(auto_segmenter, ds, tmp_path / "e", candidates="caption", captions=captions,
+    m = evaluate(auto_segmenter, ds, tmp_path / "e", candidates=mode, captions=captions,
                  progress=False, report_images=0)
     sides = [json.loads((tmp_path / "e" / "masks" / f"{i}.json").read_text()) for i in split.ids]
-    assert [s["candidates"] for s in sides] == [["cat", "sofa"], ["person", "dog"]]
-    assert m["candidates"] == "caption" and "caption" in m["presence"]
-    assert "recogniser" not in m["presence"] and "candidate_threshold" not in m
-    assert m["presence"]["caption"]["mean_candidates"] == 2.0
+    named = [["cat", "sofa"], ["person", "dog"]]
+    for side, names in zip(sides, named):
+        recognised = sorted((c for c, s in side["sources"].items() if "recognizer" in s),
+                            key=lambda c: -side["scores"][c])             # by decreasing score
+        want = {"caption": names, "recognizer": recognised,
+                "auto": list(dict.fromkeys(names + recognised))}[mode]
+        assert side["candidates"] == want
+    assert m["candidates"] == mode and m["presence"]["front_end"]["images"] == 2
+    assert ("caption" in m["presence"]) == (mode != "recognizer")
+    if mode == "caption":
+        assert "candidate_threshold" not in m and m["presence"]["caption"]["mean_candidates"] == 2.0
+    else:   # the threshold actually used is recorded, the sweep made from the stored scores
+        assert (m["candidate_threshold"], m["max_candidates"]) == (0.3, 6) and "sweep" in m["presence"]
