@@ -160,7 +160,7 @@ def test_cli_accepts_a_siglip2_recognizer(tiny_model_dir, frontend_dirs, tmp_pat
     synthetic_image(96, 64, seed=4).save(tmp_path / "a.png")
     out = tmp_path / "out"
     rc = main(["segment", str(tmp_path / "a.png"), "--classes", ",".join(VOCAB),
-               "--model", str(tiny_model_dir), "--out", str(out), "--quiet", "--candidates", "auto",
+               "--model", str(tiny_model_dir), "--out", str(out), "--quiet", "--candidates", "recognizer",
                "--recognizer", str(frontend_dirs["siglip2"]), "--candidate-threshold", "1"])
     assert rc == 0, capsys.readouterr().err
     side = json.loads((out / "a.json").read_text())
