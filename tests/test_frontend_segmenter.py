@@ -64,7 +64,9 @@ def test_auto_equals_manual_with_labels_over_the_vocabulary(small_segmenter, loa
     answers = rec(images, VOCAB, threshold=0.01, max_candidates=3)
     captions = cap(images)
     assert any(0 < len(a.candidates) < len(VOCAB) for a in answers), "need a strict subset"
-    auto = seg.segment_batch(images, VOCAB, captions="auto", candidates=mode, batch_size=2)
+    # one image per network call, as the manual runs below: on random weights the score maps
+    # are near-flat, and a batch of 2 moves pixels near the threshold by float rounding
+    auto = seg.segment_batch(images, VOCAB, captions="auto", candidates=mode, batch_size=1)
     for img, a, caption, res in zip(images, answers, captions, auto):
         named = tuple(classes_in_caption(caption, VOCAB)) if mode == "auto" else ()
         found = _by_score(a)
@@ -76,8 +78,9 @@ def test_auto_equals_manual_with_labels_over_the_vocabulary(small_segmenter, loa
                                         if c in g) for c in expected}
         assert res.selection == {"candidate_threshold": 0.01, "max_candidates": 3}
         _check_against_manual(small_segmenter, img, res, caption, expected)
-    single = seg(images[0], classes=VOCAB, caption="auto", candidates=mode)
-    np.testing.assert_array_equal(single.labels, auto[0].labels)           # batch = one at a time
+    batched = seg.segment_batch(images, VOCAB, captions="auto", candidates=mode, batch_size=2)
+    assert [(r.caption, r.candidates, r.sources) for r in batched] == \
+        [(r.caption, r.candidates, r.sources) for r in auto]                # the front end batched
     emb = rec.text_embeddings(VOCAB)
     seg(images[1], classes=VOCAB, candidates="recognizer")
     assert rec.text_embeddings(VOCAB) is emb   # no move per call: the class embeddings stay cached
