@@ -17,7 +17,7 @@ from PIL import Image
 
 from faseg_rt.cli import main
 from faseg_rt.cli.segment import segment_files
-from faseg_rt.per_image import read_candidates, read_captions
+from faseg_rt.frontend.per_image import read_candidates, read_captions
 from faseg_rt.testing import synthetic_image
 
 VOCAB = ["cat", "dog", "potted plant", "sky", "red car"]

@@ -42,7 +42,7 @@ def cmd_label(args) -> int:
     from faseg_rt.scale.label import import_ray, label
 
     from faseg_rt.method.prompts import normalize_classes
-    from faseg_rt.per_image import read_id_string_json
+    from faseg_rt.frontend.per_image import read_id_string_json
 
     import_ray()  # the install hint comes before any other work
     classes = read_classes_file(args.classes_file) if args.classes_file else parse_classes(args.classes)

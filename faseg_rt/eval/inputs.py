@@ -1,9 +1,9 @@
 """The published per-image inputs: candidate class strings and captions (JSON: image id -> string).
 
-The file reader and the candidate-string parser live in faseg_rt.per_image (segment and label
-read the same files); here they resolve a dataset's ids.  Names that match no class are
-returned separately: a prediction index must always map back to a dataset class, so they can
-never be segmented.
+The file reader and the candidate-string parser live in faseg_rt.frontend.per_image (segment
+and label read the same files); here they resolve a dataset's ids.  Names that match no class
+are returned separately: a prediction index must always map back to a dataset class, so they
+can never be segmented.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from typing import Iterable, Mapping
 
-from faseg_rt.per_image import build_vocabulary, parse_candidates, read_id_string_json
+from faseg_rt.frontend.per_image import build_vocabulary, parse_candidates, read_id_string_json
 
 __all__ = ["build_vocabulary", "parse_candidates", "read_id_string_json", "resolve_candidates",
            "resolve_captions"]
