@@ -72,7 +72,9 @@ def test_json_is_written_atomically(auto_segmenter, photos, tmp_path, monkeypatc
     """A write that dies half-way leaves neither a torn <stem>.json nor a temporary file."""
     real = pathlib.Path.write_bytes
 
-    def torn(self, data):
+    def torn(self, data):   # the mask (also written as bytes) goes through; the JSON is torn
+        if ".a.json." not in self.name:
+            return real(self, data)
         real(self, data[: len(data) // 2])
         raise OSError("disk full")
 
