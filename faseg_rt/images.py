@@ -3,9 +3,11 @@
 Policy (documented in README "Errors and limits"):
 - any PIL mode is converted to 8-bit RGB; 16-bit and 32-bit gray are scaled (>> 8), not clipped;
   alpha is dropped; palette images use their palette;
-- EXIF orientation is NOT applied: the masks align with the stored pixel array, as dataset
-  annotations (COCO, VOC) do and as the published code does; pass an
-  `ImageOps.exif_transpose(img)` yourself for the displayed orientation;
+- EXIF orientation is applied only when asked for (`exif_transpose=True`): by default the masks
+  align with the stored pixel array, as dataset annotations (COCO, VOC) do and as the published
+  code does; with it, the image is turned as a viewer displays it before anything else (caption,
+  recogniser, segmentation), so a phone photo stored sideways is read upright and its mask
+  follows the displayed image;
 - images over MAX_IMAGE_PIXELS are refused before decoding (decompression-bomb guard), whether
   they come as files, PIL images or arrays; PIL's own DecompressionBombError (raised by
   Image.open above 2 x PIL.Image.MAX_IMAGE_PIXELS) is turned into the same clear error;
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from faseg_rt.errors import InvalidInputError
 
@@ -38,7 +40,7 @@ def _describe(x) -> str:
     return str(x) if isinstance(x, (str, os.PathLike)) else type(x).__name__
 
 
-def _open_path(path: Path) -> Image.Image:
+def _open_path(path: Path, transpose: bool = False) -> Image.Image:
     """Open, check, decode and convert one file; the file is closed when this returns."""
     if not path.exists():
         raise InvalidInputError(f"image {path} does not exist")
@@ -46,10 +48,10 @@ def _open_path(path: Path) -> Image.Image:
         raise InvalidInputError(f"image {path} is a directory, not an image file")
     if path.stat().st_size == 0:
         raise InvalidInputError(f"image {path} is an empty (0-byte) file")
-    return _open_file(path, str(path))
+    return _open_file(path, str(path), transpose)
 
 
-def _open_bytes(data) -> Image.Image:
+def _open_bytes(data, transpose: bool = False) -> Image.Image:
     """Encoded image bytes (e.g. read by Ray Data in a worker) -> decoded PIL image.
 
     A BytesIO with a `name` attribute (the file it came from) is named so in error messages.
@@ -60,10 +62,10 @@ def _open_bytes(data) -> Image.Image:
     data = bytes(data)
     if not data:
         raise InvalidInputError(f"image {what} is empty (0 bytes)")
-    return _open_file(io.BytesIO(data), what)
+    return _open_file(io.BytesIO(data), what, transpose)
 
 
-def _open_file(fp, what: str) -> Image.Image:
+def _open_file(fp, what: str, transpose: bool = False) -> Image.Image:
     """Open, size-check and fully decode a path or file object (`what` names it in errors)."""
     try:
         img = Image.open(fp)
@@ -77,13 +79,16 @@ def _open_file(fp, what: str) -> Image.Image:
         raise InvalidInputError(f"cannot open image {what}: {e}") from None
     with img:
         _check_size(img, what)
-        return _decode(img, f"image {what}")
+        return _decode(img, f"image {what}", transpose)
 
 
-def _decode(img: Image.Image, what: str) -> Image.Image:
-    """Decode all pixels now and convert to RGB: a broken file fails here, with our error type."""
+def _decode(img: Image.Image, what: str, transpose: bool = False) -> Image.Image:
+    """Decode all pixels now and convert to RGB: a broken file fails here, with our error type.
+    transpose: apply the EXIF orientation first (module docstring)."""
     try:
         img.load()
+        if transpose:
+            img = ImageOps.exif_transpose(img)
         return to_rgb(img)
     except InvalidInputError:
         raise
@@ -143,15 +148,16 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(image) -> Image.Image:
-    """A path, encoded bytes, PIL image or uint8 array -> 8-bit RGB PIL image (see module doc for the policy)."""
+def load_image(image, exif_transpose: bool = False) -> Image.Image:
+    """A path, encoded bytes, PIL image or uint8 array -> 8-bit RGB PIL image (see module doc for
+    the policy); exif_transpose: turn it as its EXIF orientation says (arrays carry none)."""
     if isinstance(image, (str, os.PathLike)):
-        return _open_path(Path(image))
+        return _open_path(Path(image), exif_transpose)
     if isinstance(image, (bytes, bytearray, memoryview, io.BytesIO)):
-        return _open_bytes(image)
+        return _open_bytes(image, exif_transpose)
     if isinstance(image, Image.Image):
         _check_size(image, "given as a PIL image")
-        return _decode(image, "the PIL image")
+        return _decode(image, "the PIL image", exif_transpose)
     if isinstance(image, np.ndarray):
         return to_rgb(_from_array(image))
     raise InvalidInputError(

@@ -41,6 +41,10 @@ class SegmentationResult:
     class_scores: (K,) float32 recogniser probability of each class; None when it did not run.
     captioner, recognizer: ids / directories of the models that made the caption and the
              candidates; None when not used.
+    sources: candidate -> the routes that found it ("caption", "recognizer", or "given" for a
+             caller's list); None when the whole vocabulary was segmented.
+    selection: the recogniser's candidate_threshold and max_candidates actually applied; None
+             when it did not run.
     """
 
     labels: np.ndarray
@@ -53,6 +57,8 @@ class SegmentationResult:
     class_scores: np.ndarray | None = field(default=None, compare=False)
     captioner: str | None = None
     recognizer: str | None = None
+    sources: dict | None = field(default=None, compare=False)
+    selection: dict | None = field(default=None, compare=False)
 
     @property
     def segmented(self) -> tuple[str, ...]:
@@ -60,12 +66,18 @@ class SegmentationResult:
         return self.classes if self.candidates is None else self.candidates
 
     def sidecar(self) -> dict:
-        """What `faseg-rt segment` writes beside each mask as <stem>.json (and `label` records)."""
+        """What `faseg-rt segment` writes beside each mask as <stem>.json (and `label` records).
+
+        Scores keep their full float32 value (JSON's shortest repr of the float): SigLIP's
+        probabilities of absent classes are small, and rounding would turn them into 0.
+        """
         scores = None if self.class_scores is None else {
-            c: round(float(s), 6) for c, s in zip(self.classes, self.class_scores)}
+            c: float(s) for c, s in zip(self.classes, self.class_scores)}
+        sources = None if self.sources is None else {c: list(s) for c, s in self.sources.items()}
         return {"classes": list(self.classes), "caption": self.caption,
-                "candidates": list(self.segmented), "scores": scores,
-                "captioner": self.captioner, "recognizer": self.recognizer}
+                "candidates": list(self.segmented), "scores": scores, "sources": sources,
+                "captioner": self.captioner, "recognizer": self.recognizer,
+                **(dict(self.selection) if self.selection else {})}
 
     @property
     def size(self) -> tuple[int, int]:

@@ -27,6 +27,7 @@ from faseg_rt.backends import Backend, load_backend
 from faseg_rt.config import FASegConfig
 from faseg_rt.devices import default_device_dtype  # noqa: F401  (public here too)
 from faseg_rt.errors import InvalidInputError
+from faseg_rt.frontend.candidates import MODES
 from faseg_rt.frontend.plan import FrontEnd, ImagePlan, per_image
 from faseg_rt.images import load_image, pair_pixels, preprocess
 from faseg_rt.method.hard import class_maps_fused, hard
@@ -96,9 +97,10 @@ class Segmenter:
         compile (True / a torch.compile backend name) and cuda_graphs: the torch fast path
         (faseg_rt/backends/fast.py); compile also compiles HARD and TTF.  Both off by default.
 
-        Front end (used only by caption="auto" / candidates="auto", loaded on first use on this
-        segmenter's device and dtype): captioner=ID_OR_DIR (BLIP), recognizer=ID_OR_DIR (SigLIP,
-        SigLIP 2 or CLIP), candidate_threshold, max_candidates, generation; see faseg_rt.frontend.plan.
+        Front end (used only by caption="auto" and the candidate modes, loaded on first use on
+        this segmenter's device and dtype): captioner=ID_OR_DIR (BLIP), recognizer=ID_OR_DIR
+        (SigLIP, SigLIP 2 or CLIP), candidate_threshold, max_candidates, generation, lexicon
+        ({class: [words]} naming classes in captions); see faseg_rt.frontend.plan.
         """
         from faseg_rt.backends.fast import compile_backend, compiled
         from faseg_rt.model import load_tokenizer
@@ -252,31 +254,39 @@ class Segmenter:
     # ------------------------------------------------------------------ user API
     def __call__(self, image, classes: Sequence[str], caption: str | None = None,
                  threshold: float | None = None, candidates=None,
-                 return_scores: bool | None = None) -> SegmentationResult:
+                 return_scores: bool | None = None, exif_transpose: bool = False
+                 ) -> SegmentationResult:
         """Segment one image (path, PIL image or uint8 array) into `classes` (+ background).
 
         caption: a string, None, or "auto" (the captioner's caption of the image).
-        candidates: None (segment every class), "auto" (the classes the recogniser keeps) or a
-        list of names from `classes`; labels index `classes` either way, and no candidate
-        gives an all-background mask.
+        candidates: None (segment every class); "auto" (the classes the caption names united
+        with the recogniser's); "caption" (the caption's only); "recognizer" (the recogniser's
+        only); or a list of names from `classes`, segmented in the given order.  A caption mode
+        on an image without a caption has the captioner write one (also used as the prompt).
+        Labels index `classes` whatever was kept; no candidate gives an all-background mask;
+        result.sources says which route found each class (faseg_rt.frontend.candidates).
         return_scores: see segment_batch.
+        exif_transpose: turn the image as its EXIF orientation says before anything else (a
+        phone photo); the default keeps the stored pixels, as datasets' annotations do.
         """
         return self.segment_batch([image], classes, captions=[caption], batch_size=1,
                                   threshold=threshold, candidates=[candidates],
-                                  return_scores=return_scores)[0]
+                                  return_scores=return_scores, exif_transpose=exif_transpose)[0]
 
     segment = __call__
 
     def segment_batch(self, images: Sequence, classes, captions: Sequence[str | None] | None = None,
                       batch_size: int = 8, threshold: float | None = None,
-                      progress: bool = False, candidates=None, return_scores: bool | None = None
-                      ) -> list[SegmentationResult]:
+                      progress: bool = False, candidates=None, return_scores: bool | None = None,
+                      exif_transpose: bool = False) -> list[SegmentationResult]:
         """Segment many images, `batch_size` per network call; same results as one at a time.
 
         classes: one class list for all images, or one list per image.
         captions: None, "auto", or one caption (a string, None or "auto") per image.
-        candidates: None, "auto", or one entry (None, "auto" or a list of names) per image;
-            see __call__.  Captioner and recogniser run batched on each chunk of images.
+        candidates: None, a mode ("auto", "caption", "recognizer"), or one entry (None, a mode
+            or a list of names) per image; see __call__.  Captioner and recogniser run batched
+            on each chunk of images.
+        exif_transpose: see __call__.
         return_scores: keep the (K, 512, 512) score maps in each result. None (default): only
             up to SCORES_DEFAULT_MAX_CLASSES classes. Without them, labels are computed over
             class chunks with memory independent of K (and bit-identical to thresholding the
@@ -287,7 +297,7 @@ class Segmenter:
         batch_size = rules.batch_size(batch_size)
         vocabularies = [normalize_classes(c) for c in _per_image_classes(classes, len(images))]
         captions = per_image(captions, len(images), "captions")
-        candidates = per_image(candidates, len(images), "candidates")
+        candidates = per_image(candidates, len(images), "candidates", MODES)
         for vocab in {tuple(v) for v, c in zip(vocabularies, candidates) if c is None}:
             if self._vocab_cache.get(vocab) is None:  # new vocabulary: too large fails before any work
                 self.check_vocabulary(build_dual_prompts(self.tokenizer, vocab))
@@ -301,7 +311,7 @@ class Segmenter:
         for start in range(0, len(images), batch_size):
             chunk = slice(start, start + batch_size)
             with stage("load_image"):
-                pil = [load_image(x) for x in images[chunk]]
+                pil = [load_image(x, exif_transpose) for x in images[chunk]]
             plans = self.frontend.plan(pil, vocabularies[chunk], captions[chunk], candidates[chunk],
                                        device=self.device, dtype=self.dtype, batch_size=batch_size)
             results += self._segment_planned(pil, plans, threshold, return_scores)

@@ -124,6 +124,31 @@ def small_segmenter(tiny_model_dir):
                                      config=small_config())
 
 
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory):
+    """Two small photos of different sizes: a.png (96 x 64) and b.png (50 x 70)."""
+    from faseg_rt.testing import synthetic_image
+
+    d = tmp_path_factory.mktemp("photos")
+    synthetic_image(96, 64, seed=4).save(d / "a.png")
+    synthetic_image(50, 70, seed=5).save(d / "b.png")
+    return d
+
+
+@pytest.fixture(scope="session")
+def auto_segmenter(small_segmenter, frontend_dirs):
+    """The 64 px model with the tiny front end (BLIP, SigLIP), keeping classes scoring >= 0.3."""
+    from faseg_rt import Segmenter
+    from faseg_rt.frontend import Captioner, Recognizer
+    from faseg_rt.frontend.plan import FrontEnd
+
+    front = FrontEnd(Captioner.from_pretrained(frontend_dirs["blip"], device="cpu"),
+                     Recognizer.from_pretrained(frontend_dirs["siglip"], device="cpu"),
+                     candidate_threshold=0.3)
+    return Segmenter(small_segmenter.backend, small_segmenter.tokenizer, small_segmenter.config,
+                     frontend=front)
+
+
 @pytest.fixture
 def one_thread():
     """Run the test with torch on one thread (byte-identical results need a fixed thread count)."""

@@ -3,8 +3,8 @@ checkpoints built offline and loaded through the same from_pretrained path as re
 
 Parity: captions are compared with transformers' own generate() + decode on a separately loaded
 copy of the same checkpoint; recogniser scores with the model's own forward (one template) and
-with a plain re-computation of the template ensemble written out below.  Tolerances: 1e-5
-absolute on probabilities (float32, same kernels, different summation order).
+with a float64 re-computation of the template ensemble written out below.  Tolerances: 1e-5
+absolute on probabilities (float32 against float32 or float64, different summation order).
 """
 
 from __future__ import annotations
@@ -56,9 +56,13 @@ def _generate(model, processor, images, **kw):
 # ---------------------------------------------------------------------------------- captioner
 def test_caption_equals_transformers_generate(captioner, blip_reference, images):
     model, processor = blip_reference
-    # the checkpoint's generation_config.json (max_length 12, 2 beams) is what both use
-    assert (captioner.generation_config.max_length, captioner.generation_config.num_beams) == (12, 2)
-    expected = _generate(model, processor, images)
+    # explicit settings over the checkpoint's generation_config.json (max_length 12, 2 beams):
+    # greedy, 20 new tokens
+    config = captioner.generation_config
+    assert (config.num_beams, config.do_sample, config.max_new_tokens) == (1, False, 20)
+    assert model.generation_config.num_beams == 2
+    expected = _generate(model, processor, images, num_beams=1, max_new_tokens=20)
+    assert expected != _generate(model, processor, images), "the settings should matter here"
     assert captioner(images, batch_size=2) == expected
     assert [captioner([im])[0] for im in images] == expected  # batching changes nothing
     assert len(set(expected)) > 1, "captions should depend on the image"
@@ -74,7 +78,8 @@ def test_caption_overrides_and_prompt(frontend_dirs, blip_reference, images):
     ids = processor.tokenizer(["a photo of"], return_tensors="pt")["input_ids"].repeat(len(images), 1)
     with torch.no_grad():
         out = model.generate(pixel_values=processor(images=images, return_tensors="pt")["pixel_values"],
-                             input_ids=ids, generation_config=model.generation_config)
+                             input_ids=ids, generation_config=model.generation_config, num_beams=1,
+                             max_new_tokens=20)
     full = [" ".join(t.split()) for t in processor.batch_decode(out, skip_special_tokens=True)]
     assert all(t.startswith("a photo of") for t in full)
     assert prompted(images) == [t[len("a photo of"):].strip() for t in full]
@@ -85,6 +90,14 @@ def test_captioner_refuses_bad_settings(frontend_dirs, captioner):
         Captioner.from_pretrained(frontend_dirs["blip"], device="cpu", generation={"do_sample": True})
     with pytest.raises(InvalidInputError, match="unknown generation setting"):
         Captioner.from_pretrained(frontend_dirs["blip"], device="cpu", generation={"beams": 3})
+    with pytest.raises(InvalidInputError, match="one caption per image: num_return_sequences"):
+        Captioner.from_pretrained(frontend_dirs["blip"], device="cpu",
+                                  generation={"num_beams": 3, "num_return_sequences": 3})
+    with pytest.raises(InvalidInputError, match="leaves no room for a caption"):
+        Captioner.from_pretrained(frontend_dirs["blip"], device="cpu", prompt="a photo of",
+                                  generation={"max_length": 3})
+    short = Captioner.from_pretrained(frontend_dirs["blip"], device="cpu", generation={"max_length": 4})
+    assert (short.generation_config.max_length, short.generation_config.max_new_tokens) == (4, None)
     with pytest.raises(InvalidInputError, match="list of images"):
         captioner("photo.jpg")
 
@@ -114,39 +127,75 @@ def _single_template_reference(path, family, images, prompts):
 
 @pytest.mark.parametrize("family", ["siglip", "clip"])
 def test_scores_equal_model_forward_with_one_template(frontend_dirs, family, images):
-    rec = Recognizer.from_pretrained(frontend_dirs[family], device="cpu", templates=["a photo of a {}."])
+    """CLIP with one null prompt: its "none" option is that prompt's column of the softmax."""
+    null = "a photo."
+    rec = Recognizer.from_pretrained(frontend_dirs[family], device="cpu", templates=["a photo of a {}."],
+                                     null_prompts=[null])
     got = np.stack([r.scores for r in rec(images, VOCAB)])
-    want = _single_template_reference(frontend_dirs[family], family, images,
-                                      [f"a photo of a {c}." for c in VOCAB])
-    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    prompts = [f"a photo of a {c}." for c in VOCAB] + ([null] if family == "clip" else [])
+    want = _single_template_reference(frontend_dirs[family], family, images, prompts)
+    np.testing.assert_allclose(got, want[:, :len(VOCAB)], atol=1e-5, rtol=0)
     if family == "clip":
-        np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)  # a softmax over the vocabulary
+        assert (got.sum(1) < 1.0 - 1e-4).all()   # the rest is the "none" share
 
 
-def test_siglip_ensemble_equals_plain_computation(frontend_dirs, siglip, images):
-    from transformers import AutoProcessor, SiglipModel
+def _float64_embeddings(frontend_dirs, family, images, prompt_rows):
+    """Unit image embeddings (B, D) and, per row of prompts, unit prompt embeddings (T, D),
+    from the model run in float64."""
+    from transformers import AutoProcessor, CLIPModel, SiglipModel
 
-    model = SiglipModel.from_pretrained(frontend_dirs["siglip"]).eval()
-    processor = AutoProcessor.from_pretrained(frontend_dirs["siglip"])
-    templates = siglip.templates
+    model = (SiglipModel if family == "siglip" else CLIPModel).from_pretrained(frontend_dirs[family])
+    model = model.eval().double()
+    processor = AutoProcessor.from_pretrained(frontend_dirs[family])
+    pad = dict(padding="max_length", truncation=True) if family == "siglip" else dict(padding=True)
     with torch.no_grad():
-        pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
-        img = model.vision_model(pixel_values=pixels).pooler_output.numpy().astype(np.float64)
-        img /= np.linalg.norm(img, axis=1, keepdims=True)
-        class_emb = []
-        for c in VOCAB:
-            ids = processor.tokenizer([t.format(c) for t in templates], padding="max_length", truncation=True,
-                                      return_tensors="pt")["input_ids"]
-            t = model.text_model(input_ids=ids).pooler_output.numpy().astype(np.float64)
-            t /= np.linalg.norm(t, axis=1, keepdims=True)
-            mean = t.mean(0)
-            class_emb.append(mean / np.linalg.norm(mean))
-        scale, bias = float(model.logit_scale.exp()), float(model.logit_bias)
-    logits = img @ np.stack(class_emb).T * scale + bias
+        pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"].double()
+        img = model.vision_model(pixel_values=pixels).pooler_output
+        if family == "clip":
+            img = model.visual_projection(img)
+        img = img.numpy()
+        rows = []
+        for prompts in prompt_rows:
+            enc = processor.tokenizer(prompts, return_tensors="pt", **pad)
+            if family == "siglip":
+                t = model.text_model(input_ids=enc["input_ids"]).pooler_output.numpy()
+            else:
+                t = model.text_projection(model.text_model(**enc).pooler_output).numpy()
+            rows.append(t / np.linalg.norm(t, axis=1, keepdims=True))
+    return img / np.linalg.norm(img, axis=1, keepdims=True), rows, model
+
+
+def test_siglip_averages_template_logits(frontend_dirs, siglip, images):
+    templates = siglip.templates
+    img, rows, model = _float64_embeddings(frontend_dirs, "siglip", images,
+                                           [[t.format(c) for t in templates] for c in VOCAB])
+    scale, bias = float(model.logit_scale.detach().exp()), float(model.logit_bias.detach())
+    logits = np.stack([(img @ t.T * scale + bias).mean(1) for t in rows], 1)   # (B, K): mean over T
     want = 1 / (1 + np.exp(-logits))
     got = np.stack([r.scores for r in siglip(images, VOCAB)])
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
     assert got.min() < 0.05 < got.max(), "the tiny model's scores should straddle the threshold"
+    # the renormalised mean embedding (CLIP's ensembling) gives other probabilities
+    renorm = [t.mean(0) / np.linalg.norm(t.mean(0)) for t in rows]
+    other = 1 / (1 + np.exp(-(img @ np.stack(renorm).T * scale + bias)))
+    assert np.abs(other - got).max() > 100 * 1e-5
+
+
+def test_clip_can_say_none(frontend_dirs):
+    """A black image and a vocabulary of one class: not 1.0 (the softmax has a "none" option)."""
+    clip = Recognizer.from_pretrained(frontend_dirs["clip"], device="cpu")
+    black = np.zeros((64, 64, 3), np.uint8)
+    [r] = clip([black], ["dog"])
+    img, rows, model = _float64_embeddings(
+        frontend_dirs, "clip", [black], [[t.format("dog") for t in clip.templates],
+                                         list(clip.null_prompts)])
+    emb = [t.mean(0) / np.linalg.norm(t.mean(0)) for t in rows]             # dog, none
+    logits = img[0] @ np.stack(emb).T * float(model.logit_scale.detach().exp())
+    want = np.exp(logits[0] - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert r.scores.shape == (1,) and r.scores[0] < 1.0
+    np.testing.assert_allclose(r.scores[0], want, atol=1e-5, rtol=0)
+    [low] = clip([black], ["dog"], threshold=float(r.scores[0]) + 1e-3)
+    assert low.candidates == ()                                           # "none" is an answer
 
 
 def test_kept_candidates_follow_threshold_and_count(siglip, images):
@@ -167,12 +216,32 @@ def test_select_rule():
     assert select(s, 0.0, 1).tolist() == [0]
 
 
-def test_text_embeddings_cached_per_vocabulary(siglip):
-    a = siglip.text_embeddings(VOCAB)
-    assert siglip.text_embeddings(list(VOCAB)) is a
+def test_text_embeddings_cached_per_vocabulary_device_and_dtype(frontend_dirs):
+    rec = Recognizer.from_pretrained(frontend_dirs["siglip"], device="cpu")
+    a = rec.text_embeddings(VOCAB)
+    assert rec.text_embeddings(list(VOCAB)) is a
     assert a.shape[0] == len(VOCAB)
-    assert torch.allclose(a.norm(dim=1), torch.ones(len(VOCAB)), atol=1e-5)
-    assert siglip.text_embeddings(VOCAB[:2]) is not a
+    assert (a.norm(dim=1) < 1.0).all()    # SigLIP: the mean of unit prompt embeddings (logit mean)
+    assert rec.text_embeddings(VOCAB[:2]) is not a
+    assert set(rec._cache) >= {(tuple(VOCAB), rec.templates, "cpu", torch.float32)}
+    rec.to("cpu", torch.float64)
+    b = rec.text_embeddings(VOCAB)
+    assert b is not a and list(rec._cache) == [(tuple(VOCAB), rec.templates, "cpu", torch.float64)]
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+
+
+def test_unknown_tokens_warn_once_naming_them(frontend_dirs, images):
+    rec = Recognizer.from_pretrained(frontend_dirs["siglip"], device="cpu")
+    names = ["cat", "猫", "собака"]
+    with pytest.warns(UserWarning, match="2 class name.*'猫', 'собака'.*SigLIP 2") as got:
+        rec(images[:1], names)
+    assert len([w for w in got if "unknown tokens" in str(w.message)]) == 1
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rec(images[:1], names)                       # cached: no second warning
+        Recognizer.from_pretrained(frontend_dirs["siglip2"], device="cpu")(images[:1], names)
 
 
 @pytest.mark.parametrize("kw, match", [

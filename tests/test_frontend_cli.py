@@ -15,38 +15,17 @@ import pathlib
 import numpy as np
 import pytest
 
-from faseg_rt import Segmenter
 from faseg_rt.cli import main
 from faseg_rt.cli.segment import segment_files
 from faseg_rt.frontend import Captioner, Recognizer
-from faseg_rt.frontend.plan import FrontEnd
-from faseg_rt.testing import synthetic_image
 
 VOCAB = "cat,dog,potted plant,sky,red car"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    d = tmp_path_factory.mktemp("photos")
-    synthetic_image(96, 64, seed=4).save(d / "a.png")
-    synthetic_image(50, 70, seed=5).save(d / "b.png")
-    return d
-
-
-@pytest.fixture(scope="module")
-def auto_segmenter(small_segmenter, frontend_dirs):
-    """The 64 px model with the tiny front end, keeping the classes scoring >= 0.3."""
-    front = FrontEnd(Captioner.from_pretrained(frontend_dirs["blip"], device="cpu"),
-                     Recognizer.from_pretrained(frontend_dirs["siglip"], device="cpu"),
-                     candidate_threshold=0.3)
-    return Segmenter(small_segmenter.backend, small_segmenter.tokenizer, small_segmenter.config,
-                     frontend=front)
-
-
-def _front_flags(dirs, *extra):
-    return ["--caption", "auto", "--candidates", "auto", "--captioner", str(dirs["blip"]),
+def _front_flags(dirs, *extra, mode="auto"):
+    return ["--caption", "auto", "--candidates", mode, "--captioner", str(dirs["blip"]),
             "--recognizer", str(dirs["siglip"]), *extra]
 
 
@@ -54,16 +33,20 @@ def test_segment_command_writes_the_json_beside_the_mask(tiny_model_dir, fronten
                                                          tmp_path, capsys):
     out = tmp_path / "out"
     rc = main(["segment", str(photos / "a.png"), "--classes", VOCAB, "--model", str(tiny_model_dir),
-               "--out", str(out), "--quiet", *_front_flags(frontend_dirs, "--candidate-threshold", "1")])
+               "--out", str(out), "--quiet", *_front_flags(frontend_dirs, "--candidate-threshold", "1",
+                                                           mode="recognizer")])
     assert rc == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png"]
     side = json.loads((out / "a.json").read_text())
     caption = Captioner.from_pretrained(frontend_dirs["blip"], device="cpu")([photos / "a.png"])[0]
     rec = Recognizer.from_pretrained(frontend_dirs["siglip"], device="cpu")([photos / "a.png"],
                                                                              VOCAB.split(","))[0]
-    assert side == {"classes": VOCAB.split(","), "caption": caption, "candidates": [],
+    assert side == {"classes": VOCAB.split(","), "caption": caption, "candidates": [], "sources": {},
                     "scores": {c: pytest.approx(float(s), abs=1e-6) for c, s in rec.score_dict().items()},
-                    "captioner": str(frontend_dirs["blip"]), "recognizer": str(frontend_dirs["siglip"])}
+                    "captioner": str(frontend_dirs["blip"]), "recognizer": str(frontend_dirs["siglip"]),
+                    "candidate_threshold": 1.0, "max_candidates": 6}
+    assert any(0 < abs(v) < 5e-7 or len(repr(v)) > 10 for v in side["scores"].values()), \
+        "scores keep their float precision (no rounding to 6 decimals)"
 
 
 def test_segment_files_with_kept_candidates(auto_segmenter, photos, tmp_path):
@@ -75,7 +58,10 @@ def test_segment_files_with_kept_candidates(auto_segmenter, photos, tmp_path):
         stem = pathlib.Path(f).stem
         side = json.loads((out / f"{stem}.json").read_text())
         res = auto_segmenter(f, classes=VOCAB.split(","), caption="auto", candidates="auto")
-        assert side == json.loads(json.dumps(res.sidecar()))
+        want = json.loads(json.dumps(res.sidecar()))
+        # full float precision: a batch of 2 and of 1 differ in the last bits
+        want["scores"] = {c: pytest.approx(v, abs=1e-6) for c, v in want["scores"].items()}
+        assert side == want
         from faseg_rt.io import load_label_png
 
         np.testing.assert_array_equal(load_label_png(out / f"{stem}.png"), res.labels)
@@ -86,7 +72,9 @@ def test_json_is_written_atomically(auto_segmenter, photos, tmp_path, monkeypatc
     """A write that dies half-way leaves neither a torn <stem>.json nor a temporary file."""
     real = pathlib.Path.write_bytes
 
-    def torn(self, data):
+    def torn(self, data):   # the mask (also written as bytes) goes through; the JSON is torn
+        if ".a.json." not in self.name:
+            return real(self, data)
         real(self, data[: len(data) // 2])
         raise OSError("disk full")
 
@@ -103,7 +91,7 @@ def test_label_worker_records_the_front_end(tiny_model_dir, frontend_dirs, photo
     from faseg_rt.scale.manifest import manifest_fields
 
     worker = _SegmentWorker(str(tiny_model_dir), str(tmp_path), ["cat", "sky"], "auto", None,
-                            device="cpu", candidates="auto",
+                            device="cpu", candidates="recognizer",
                             frontend={"captioner": frontend_dirs["blip"], "recognizer": frontend_dirs["siglip"],
                                       "candidate_threshold": 1.0})
     path = str(photos / "a.png")
@@ -134,7 +122,7 @@ def test_eval_auto_reports_presence(auto_segmenter, tiny_model_dir, frontend_dir
                              threshold=ds.default_threshold)
         truth = true_classes(split.labels[i], ds.class_names)
         kept, tp, true = kept + len(res.candidates), tp + len(truth & set(res.candidates)), true + len(truth)
-    rec = m["presence"]["recogniser"]
+    rec = m["presence"]["front_end"]
     assert (rec["precision"], rec["recall"]) == (round(tp / kept, 4) if kept else None, round(tp / true, 4))
     assert m["presence"]["published"]["recall"] == 1.0 and m["presence"]["published"]["precision"] == 1.0
     assert [s["threshold"] for s in m["presence"]["sweep"]][:2] == [0.001, 0.002]
@@ -145,11 +133,16 @@ def test_eval_auto_reports_presence(auto_segmenter, tiny_model_dir, frontend_dir
                "--model", str(tiny_model_dir), "--device", "cpu", "--limit", "2", "--no-progress",
                "--report-images", "0", "--captions", "auto", "--candidates", "auto",
                "--captioner", str(frontend_dirs["blip"]), "--recognizer", str(frontend_dirs["clip"]),
-               "--candidate-threshold", "1"])
+               "--max-candidates", "1"])
     out = capsys.readouterr().out
-    assert rc == 0 and "class presence" in out and "| recogniser |" in out
+    assert rc == 0 and "class presence" in out and "| front end |" in out
     run = json.loads((tmp_path / "c" / "run.json").read_text())
     assert run["candidates"] == "auto" and run["recognizer"] == str(frontend_dirs["clip"])
+    # the thresholds actually used: CLIP's default, not null
+    assert (run["candidate_threshold"], run["max_candidates"]) == (0.10, 1)
+    metrics = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert (metrics["candidate_threshold"], metrics["max_candidates"], metrics["threshold"]) == \
+        (0.10, 1, ds.default_threshold)
     assert sorted(p.name for p in (tmp_path / "c" / "masks").iterdir())[:2] == [f"{split.ids[0]}.json",
                                                                               f"{split.ids[0]}.png"]
 
@@ -158,8 +151,9 @@ def test_eval_auto_reports_presence(auto_segmenter, tiny_model_dir, frontend_dir
     (["--classes", "cat,cat", "--candidates", "auto"], "appears twice"),
     (["--classes", ",", "--candidates", "auto"], "empty"),
     (["--classes", "cat", "--caption", "auto", "--captioner", "{missing}"], "captioner"),
-    (["--classes", "cat", "--candidates", "auto", "--recognizer", "{blip}"],
+    (["--classes", "cat", "--candidates", "recognizer", "--recognizer", "{blip}"],
      "'blip' checkpoint; the recogniser supports"),
+    (["--classes", "cat", "--candidates", "caption", "--captioner", "{missing}"], "captioner"),
     (["--classes", "cat", "--caption", "auto"],   # the default hub captioner, offline, not cached
      "captioner Salesforce/blip-image-captioning-large is not in the local Hugging Face cache"),
 ])

@@ -70,22 +70,22 @@ def test_scores_equal_transformers_forward_with_one_template(frontend_dirs, imag
 def test_naflex_ensemble_equals_plain_computation(frontend_dirs, naflex, images):
     from transformers import AutoProcessor, Siglip2Model
 
-    model = Siglip2Model.from_pretrained(frontend_dirs["siglip2"]).eval()
+    model = Siglip2Model.from_pretrained(frontend_dirs["siglip2"]).eval().double()
     processor = AutoProcessor.from_pretrained(frontend_dirs["siglip2"])
-    with torch.no_grad():
+    with torch.no_grad():   # float64 throughout; the per-template logits averaged, then sigmoid
         img_in = processor.image_processor(images=images, return_tensors="pt")
-        img = model.vision_model(**img_in).pooler_output.numpy().astype(np.float64)
+        img_in["pixel_values"] = img_in["pixel_values"].double()
+        img = model.vision_model(**img_in).pooler_output.numpy()
         img /= np.linalg.norm(img, axis=1, keepdims=True)
-        class_emb = []
+        scale, bias = float(model.logit_scale.exp()), float(model.logit_bias)
+        logits = []
         for c in VOCAB:
             ids = processor.tokenizer([t.format(c).lower() for t in naflex.templates], padding="max_length",
                                       max_length=64, truncation=True, return_tensors="pt")["input_ids"]
-            t = model.text_model(input_ids=ids).pooler_output.numpy().astype(np.float64)
+            t = model.text_model(input_ids=ids).pooler_output.numpy()
             t /= np.linalg.norm(t, axis=1, keepdims=True)
-            mean = t.mean(0)
-            class_emb.append(mean / np.linalg.norm(mean))
-        scale, bias = float(model.logit_scale.exp()), float(model.logit_bias)
-    want = 1 / (1 + np.exp(-(img @ np.stack(class_emb).T * scale + bias)))
+            logits.append((img @ t.T * scale + bias).mean(1))                 # (B,) over T
+    want = 1 / (1 + np.exp(-np.stack(logits, 1)))
     got = np.stack([r.scores for r in naflex(images, VOCAB)])
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
 
@@ -160,7 +160,7 @@ def test_cli_accepts_a_siglip2_recognizer(tiny_model_dir, frontend_dirs, tmp_pat
     synthetic_image(96, 64, seed=4).save(tmp_path / "a.png")
     out = tmp_path / "out"
     rc = main(["segment", str(tmp_path / "a.png"), "--classes", ",".join(VOCAB),
-               "--model", str(tiny_model_dir), "--out", str(out), "--quiet", "--candidates", "auto",
+               "--model", str(tiny_model_dir), "--out", str(out), "--quiet", "--candidates", "recognizer",
                "--recognizer", str(frontend_dirs["siglip2"]), "--candidate-threshold", "1"])
     assert rc == 0, capsys.readouterr().err
     side = json.loads((out / "a.json").read_text())

@@ -38,7 +38,7 @@ def _png(img: Image.Image) -> bytes:
     ({"classes": "cat", "threshold": "1.5"}, "must lie in [0, 1]"),
     ({"classes": "cat", "threshold": "nan"}, "must lie in [0, 1]"),
     ({"classes": "cat", "threshold": "high"}, "must be a number"),
-    ({"classes": "cat", "candidates": "some"}, "'auto' or a JSON list"),
+    ({"classes": "cat", "candidates": "some"}, "'recognizer' or a JSON list"),
     ({"classes": "cat", "colour": "red"}, "unknown form field"),
     ({}, "no 'classes' field"),
 ])
@@ -113,7 +113,8 @@ def test_answer_fields_and_header():
                              class_scores=np.array([0.9, 0.1], np.float32))
     a = answer(res)
     assert a.fields == {"classes": ["cät", "dog"], "width": 2, "height": 2, "caption": "x",
-                        "candidates": ["cät", "dog"], "scores": {"cät": 0.9, "dog": 0.1}}
+                        "candidates": ["cät", "dog"], "sources": None,
+                        "scores": {"cät": float(np.float32(0.9)), "dog": float(np.float32(0.1))}}
     header = a.header()
     assert header.isascii() and json.loads(header) == a.fields
 

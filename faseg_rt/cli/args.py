@@ -34,7 +34,12 @@ def load_segmenter(args):
 def frontend_kwargs(args) -> dict:
     """Segmenter.from_pretrained's front-end settings from the parsed flags (cli.frontend_args)."""
     names = ("captioner", "recognizer", "candidate_threshold", "max_candidates")
-    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    kw = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    if getattr(args, "lexicon", None) is not None:
+        from faseg_rt.frontend.caption_classes import load_lexicon
+
+        kw["lexicon"] = load_lexicon(args.lexicon)
+    return kw
 
 
 def threshold_arg(text: str) -> float:

@@ -31,8 +31,10 @@ DEFAULT_MODEL = "XCLIU/2_rectified_flow_from_sd_1_5"
 
 
 def candidates_arg(text: str):
-    """argparse type for eval's --candidates: 'auto', 'gt' (the ground-truth oracle) or a JSON file."""
-    return text if text in ("auto", "gt") else Path(text)
+    """argparse type for eval's --candidates: a mode, 'gt' (the ground-truth oracle) or a JSON file."""
+    from faseg_rt.frontend.candidates import MODES
+
+    return text if text in (*MODES, "gt") else Path(text)
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
@@ -58,15 +60,16 @@ def register(subparsers) -> None:
     _dataset_args(p)
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--candidates", type=candidates_arg, default=None,
-                   help="JSON image id -> space-separated candidate class names; 'auto' (the "
-                        "recogniser picks them); or 'gt': the oracle, each image's ground-truth "
-                        "classes (labelled as such in the report). Default: every image gets all "
+                   help="JSON image id -> space-separated candidate class names; a mode: 'auto' "
+                        "(the classes the caption names plus the recogniser's), 'caption', "
+                        "'recognizer'; or 'gt': the oracle, each image's ground-truth classes "
+                        "(labelled as such in the report). Default: every image gets all "
                         "dataset classes")
     p.add_argument("--captions", "--caption", type=path_or_auto, default=None,
                    help="JSON image id -> caption, or 'auto' (BLIP captions; default: none)")
     p.add_argument("--published-candidates", type=Path, default=None, metavar="FILE",
-                   help="with --candidates auto: score these lists' precision / recall of class "
-                        "presence beside the recogniser's (they are not used to segment)")
+                   help="with a --candidates mode: score these lists' precision / recall of class "
+                        "presence beside the front end's (they are not used to segment)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="SD 1.x hub id or directory")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
     p.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
@@ -110,7 +113,7 @@ def _fail(command: str, err: Exception) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     """Handler of `faseg-rt eval`."""
     from faseg_rt.eval.inputs import read_id_string_json
-    from faseg_rt.eval.loop import GT_CANDIDATES, evaluate
+    from faseg_rt.eval.loop import evaluate
     from faseg_rt.eval.metrics import metrics_markdown
     from faseg_rt.eval.presence import presence_markdown
 
@@ -119,9 +122,9 @@ def run_eval(args: argparse.Namespace) -> int:
         # read the inputs once before loading the model, so a bad file fails in a second
         for path, what in ((args.candidates, "candidates"), (args.captions, "captions"),
                            (args.published_candidates, "published candidates")):
-            if path is not None and path not in ("auto", GT_CANDIDATES):
+            if isinstance(path, Path):
                 read_id_string_json(path, what)
-        check_frontend(args, caption_attr="captions")
+        check_frontend(args, caption_attr="captions", classes=dataset.class_names)
         try:
             from faseg_rt import Segmenter
         except ImportError as e:  # the core runtime is missing or broken in this install

@@ -2,7 +2,8 @@
 
     faseg-rt label INPUT (--classes 'cat,dog' | --classes-file classes.json) --out DIR
                    [--model ...] [--backend ...] [--ray-address auto|local|ADDRESS]
-                   [--num-workers N] [--batch-size B] [--caption ...] [--threshold X] [--overwrite]
+                   [--num-workers N] [--batch-size B] [--caption ... | --captions FILE]
+                   [--candidates MODE|FILE] [--threshold X] [--overwrite] [--exif-transpose]
 
 Ray is optional: without it the command prints how to install it and exits 2.  Exit codes as for
 `segment`: 0 all done, 2 when some image failed (listed in OUT/manifest.jsonl) or on bad input.
@@ -40,15 +41,25 @@ def cmd_label(args) -> int:
     from faseg_rt.cli.frontend_args import check_frontend
     from faseg_rt.scale.label import import_ray, label
 
+    from faseg_rt.method.prompts import normalize_classes
+    from faseg_rt.frontend.per_image import read_id_string_json
+
     import_ray()  # the install hint comes before any other work
     classes = read_classes_file(args.classes_file) if args.classes_file else parse_classes(args.classes)
-    check_frontend(args)  # a missing captioner / recogniser fails here, not in every worker
+    classes = list(normalize_classes(classes))
+    # per-image files are read here and checked against the inputs by label, before any writing
+    caption = read_id_string_json(args.captions, "captions") if args.captions else args.caption
+    candidates = args.candidates
+    if isinstance(candidates, Path):
+        candidates = read_id_string_json(candidates, "candidates", lists=True)
+    check_frontend(args, classes=classes)  # a missing captioner / recogniser fails here, not in every worker
     report = label(args.input, classes, args.out, model=args.model, backend=args.backend,
-                   engines=args.engines, caption=args.caption, threshold=args.threshold,
+                   engines=args.engines, caption=caption, threshold=args.threshold,
                    num_workers=args.num_workers, batch_size=args.batch_size,
                    ray_address=args.ray_address, device=args.device, dtype=args.dtype,
                    overwrite=args.overwrite, progress=not args.quiet,
-                   candidates=args.candidates, frontend=frontend_kwargs(args))
+                   candidates=candidates, frontend=frontend_kwargs(args),
+                   exif_transpose=args.exif_transpose)
     print(f"labelled {report.ok} image(s), {report.failed} failed, {report.skipped} skipped "
           f"(already done) in {report.seconds:.1f} s; manifest: {report.manifest}", file=sys.stderr)
     if report.failed:
@@ -61,7 +72,7 @@ def cmd_label(args) -> int:
 def register(subparsers) -> None:
     """Add `label` to the faseg-rt subparsers."""
     from faseg_rt.cli.args import add_model_args, positive_int_arg, threshold_arg
-    from faseg_rt.cli.frontend_args import add_frontend_args
+    from faseg_rt.cli.frontend_args import add_frontend_args, add_image_file_args
 
     p = subparsers.add_parser(
         "label", help="label many images on a Ray cluster (needs faseg_rt[ray])",
@@ -72,8 +83,9 @@ def register(subparsers) -> None:
     g.add_argument("--classes", help="comma-separated class names, e.g. 'cat,dog'")
     g.add_argument("--classes-file", help="JSON list of class names")
     p.add_argument("--out", required=True, help="output directory (masks + manifest.jsonl)")
-    p.add_argument("--caption", default=None,
-                   help="caption for every image, or 'auto' for a BLIP caption of each image")
+    caption = p.add_mutually_exclusive_group()
+    caption.add_argument("--caption", default=None,
+                         help="caption for every image, or 'auto' for a BLIP caption of each image")
     p.add_argument("--threshold", type=threshold_arg, default=None, help="background threshold in [0, 1]")
     p.add_argument("--ray-address", default=None,
                    help="auto (running cluster), local (new local instance) or host:port / ray://...; "
@@ -85,4 +97,5 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no Ray Data progress bars")
     add_model_args(p)
     add_frontend_args(p)
+    add_image_file_args(p, caption)
     p.set_defaults(func=cmd_label)

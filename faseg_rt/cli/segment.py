@@ -14,19 +14,26 @@ from faseg_rt.cli.args import (
     positive_int_arg,
     threshold_arg,
 )
-from faseg_rt.cli.frontend_args import add_frontend_args, check_frontend
+from faseg_rt.cli.frontend_args import add_frontend_args, add_image_file_args, check_frontend
 from faseg_rt.errors import FASegError
+
+
+def _for_image(value, path):
+    """A per-image value: value[path] for a dict (from a file), else the value itself."""
+    return value[path] if isinstance(value, dict) else value
 
 
 def segment_files(seg, images: list[str], classes: list[str], out: Path, caption=None,
                   threshold=None, overlay=False, batch_size=1, progress=True,
-                  candidates=None) -> list[tuple[str, str]]:
+                  candidates=None, exif_transpose=False) -> list[tuple[str, str]]:
     """Segment image files into out/<stem>.png + out/<stem>.json (+ <stem>_overlay.png);
     returns [(image, error)].
 
     <stem>.json (SegmentationResult.sidecar): the vocabulary the labels index, the caption used,
-    the segmented candidates, the recogniser's score of every class and the front-end model ids.
-    caption / candidates: as for Segmenter.segment_batch ("auto" runs the front end).
+    the segmented candidates and their sources, the recogniser's score of every class and the
+    front-end model ids.  caption / candidates: one value for every image, as for
+    Segmenter.segment_batch (a mode runs the front end), or a dict image path -> value (from
+    --captions / --candidates files).
 
     Images are loaded `batch_size` at a time (memory stays bounded however many files are
     given); an image that cannot be read, or a batch the package refuses, is recorded and
@@ -50,13 +57,14 @@ def segment_files(seg, images: list[str], classes: list[str], out: Path, caption
         group = []
         for path in images[start:start + batch_size]:
             try:
-                group.append((path, load_image(path)))
+                group.append((path, load_image(path, exif_transpose)))
             except FASegError as e:
                 failures.append((path, str(e)))
         try:
             results = seg.segment_batch([img for _, img in group], classes,
-                                        captions=[caption] * len(group), batch_size=batch_size,
-                                        threshold=threshold, candidates=candidates,
+                                        captions=[_for_image(caption, p) for p, _ in group],
+                                        batch_size=batch_size, threshold=threshold,
+                                        candidates=[_for_image(candidates, p) for p, _ in group],
                                         return_scores=False) if group else []
         except FASegError as e:
             failures += [(path, str(e)) for path, _ in group]
@@ -77,6 +85,19 @@ def segment_files(seg, images: list[str], classes: list[str], out: Path, caption
     return failures
 
 
+def per_image_args(args, images: list[str], classes: list[str]):
+    """(caption, candidates) for segment_files: the flags' value, or a dict image -> value read
+    from --captions / --candidates files (every image named, every class known; else one line)."""
+    from faseg_rt.frontend.per_image import read_candidates, read_captions
+
+    caption, candidates = args.caption, args.candidates
+    if args.captions is not None:
+        caption = dict(zip(images, read_captions(args.captions, images)))
+    if isinstance(candidates, Path):
+        candidates = dict(zip(images, read_candidates(candidates, images, classes)))
+    return caption, candidates
+
+
 def cmd_segment(args) -> int:
     from faseg_rt.method.prompts import normalize_classes
 
@@ -84,12 +105,13 @@ def cmd_segment(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise FASegError(f"--out {out} is a file; give a directory (it is created if missing)")
-    check_frontend(args)  # a missing captioner / recogniser fails before the SD model loads
+    caption, candidates = per_image_args(args, args.images, classes)  # bad files: nothing written
+    check_frontend(args, classes=classes)  # a missing captioner / recogniser fails before the SD model
     seg = load_segmenter(args)
-    failures = segment_files(seg, args.images, classes, out, caption=args.caption,
+    failures = segment_files(seg, args.images, classes, out, caption=caption,
                              threshold=args.threshold, overlay=args.overlay,
                              batch_size=args.batch_size, progress=not args.quiet,
-                             candidates=args.candidates)
+                             candidates=candidates, exif_transpose=args.exif_transpose)
     done = len(args.images) - len(failures)
     print(f"wrote {done} mask(s) to {out}", file=sys.stderr)
     if failures:
@@ -136,8 +158,9 @@ def register(sub) -> None:
     s = sub.add_parser("segment", help="segment image files into palette PNG masks")
     s.add_argument("images", nargs="+", help="image files")
     s.add_argument("--classes", required=True, help="comma-separated class names, e.g. 'cat,dog'")
-    s.add_argument("--caption", default=None,
-                   help="caption of the image(s), or 'auto' for a BLIP caption of each image")
+    caption = s.add_mutually_exclusive_group()
+    caption.add_argument("--caption", default=None,
+                         help="caption of the image(s), or 'auto' for a BLIP caption of each image")
     s.add_argument("--threshold", type=threshold_arg, default=None, help="background threshold in [0, 1] (0.55)")
     s.add_argument("--out", default=".", help="output directory (default: current)")
     s.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
@@ -145,6 +168,7 @@ def register(sub) -> None:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(s)
     add_frontend_args(s)
+    add_image_file_args(s, caption)
     s.set_defaults(func=cmd_segment)
 
     d = sub.add_parser("demo", help="run end to end offline on a tiny random model")

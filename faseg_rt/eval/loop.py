@@ -7,7 +7,8 @@ of the tests alike. Output directory:
 
     masks/<id>.png   palette PNG of dataset class ids at the original image size (16-bit PNG
                      for benchmarks with ids past 255: ADE20K-847, Context-459)
-    masks/<id>.json  with captions / candidates "auto": caption, kept candidates, class scores
+    masks/<id>.json  with captions "auto" or a candidate mode: caption, kept candidates and
+                     their sources, class scores
     run.json         the settings the masks were made with (checked when resuming)
     metrics.json     mIoU and per-class IoU in percent, plus how they were obtained
     report.png       image | ground truth | prediction for the first images
@@ -22,6 +23,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -36,6 +38,7 @@ from faseg_rt.eval.inputs import read_id_string_json, resolve_candidates, resolv
 from faseg_rt.eval.metrics import ConfusionMatrix
 from faseg_rt.eval.presence import class_presence
 from faseg_rt.eval.report import write_report
+from faseg_rt.frontend.candidates import MODES
 from faseg_rt.io import atomic_write_json, load_label_png, remove_stale_temps, save_label_png
 
 StrMap = Mapping[str, str]
@@ -117,6 +120,92 @@ def _report(out_dir: Path, dataset: SegDataset, ids: list[str], masks_dir: Path,
         write_report(out_dir / "report.png", rows, dataset.class_names)
 
 
+@dataclass
+class _Inputs:
+    """What each image of the split is segmented with, and how the run describes it."""
+
+    cands: dict            # id -> candidate names (all classes, a file's, or the oracle's)
+    caps: dict             # id -> caption, None or "auto"
+    mode: str | None       # a candidate mode of the front end, or None
+    settings: dict         # recorded in run.json (resume check)
+    described: dict        # recorded in metrics.json
+    published: dict | None  # lists scored for class presence only
+
+
+def _inputs(dataset: SegDataset, ids: list[str], candidates, captions, published_candidates,
+            thr: float, meta) -> _Inputs:
+    """Resolve --candidates / --captions (files, modes, the oracle) for the split's ids."""
+    oracle = isinstance(candidates, str) and candidates == GT_CANDIDATES
+    mode = candidates if isinstance(candidates, str) and candidates in MODES else None
+    auto_caps = _is_auto(captions)
+    raw_cands, cand_src = ((None, GT_DESCRIPTION) if oracle else
+                           _load_inputs(None if mode else candidates, "candidates"))
+    raw_caps, cap_src = _load_inputs(None if auto_caps else captions, "captions")
+    if oracle:
+        cands, unknown = gt_candidates(dataset, ids), {}
+    else:
+        cands, unknown = resolve_candidates(raw_cands, ids, dataset.class_names, dataset.aliases,
+                                            background=dataset.background)
+    caps = {i: "auto" for i in ids} if auto_caps else resolve_captions(raw_caps, ids)
+    published = cands if raw_cands is not None else None
+    if published_candidates is not None:
+        published = resolve_candidates(_load_inputs(published_candidates, "published candidates")[0],
+                                       ids, dataset.class_names, dataset.aliases,
+                                       background=dataset.background)[0]
+    settings = {"dataset": dataset.name, "threshold": thr,
+                "candidates": mode or (GT_CANDIDATES if oracle else
+                                       _digest(dict(raw_cands)) if raw_cands is not None else None),
+                "captions": "auto" if auto_caps else _digest(raw_caps) if raw_caps is not None else None,
+                **dict(meta or {})}
+    described = {"candidates": mode or cand_src, "captions": "auto" if auto_caps else cap_src,
+                 "unknown_candidate_names": unknown}
+    return _Inputs(cands, caps, mode, settings, described, published)
+
+
+def _segment_chunk(segmenter, dataset, chunk, inp: _Inputs, thr, batch_size) -> dict:
+    """{id: result} for the ids of `chunk` with candidates (segment_batch in one call)."""
+    run_ids = [i for i in chunk if inp.cands[i]]
+    if not run_ids:
+        return {}
+    run_caps = [inp.caps[i] for i in run_ids]
+    out = segmenter.segment_batch(
+        [str(dataset.image_path(i)) for i in run_ids], [list(inp.cands[i]) for i in run_ids],
+        captions=run_caps if any(c is not None for c in run_caps) else None,
+        batch_size=batch_size, threshold=thr, progress=False,
+        **({"candidates": inp.mode} if inp.mode else {}))
+    if len(out) != len(run_ids):
+        raise FASegError(f"segmenter returned {len(out)} results for {len(run_ids)} images")
+    return dict(zip(run_ids, out))
+
+
+def _run(segmenter, dataset, todo, inp: _Inputs, masks_dir, cm, thr, batch_size, progress) -> dict:
+    """Segment `todo`, write masks (and sidecars with the front end), update cm; returns the
+    front end's selection rule as applied ({} when the recogniser did not run)."""
+    selection: dict = {}
+    sidecars = inp.mode is not None or any(c == "auto" for c in inp.caps.values())
+    with tqdm(total=len(todo), unit="img", desc=f"eval {dataset.name}", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            results = _segment_chunk(segmenter, dataset, chunk, inp, thr, batch_size)
+            for i in chunk:
+                size = dataset.image_size(i)
+                if i in results:
+                    pred = to_dataset_ids(results[i].labels, inp.cands[i], dataset)
+                    if pred.shape != size:
+                        raise FASegError(f"{i}: segmenter returned labels of shape {pred.shape}, "
+                                         f"the image is {size}")
+                    selection = getattr(results[i], "selection", None) or selection
+                else:
+                    pred = np.full(size, dataset.no_class_label, dtype=_id_dtype(dataset))
+                cm.update(dataset.load_label(i), pred)
+                if sidecars and i in results:  # before the mask: resume needs both
+                    atomic_write_json(masks_dir / f"{i}.json", results[i].sidecar())
+                save_label_png(pred, masks_dir / f"{i}.png")
+            bar.update(len(chunk))
+    return dict(selection)
+
+
 def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
              candidates: StrMap | str | os.PathLike | None = None,
              captions: StrMap | str | os.PathLike | None = None,
@@ -134,8 +223,8 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
             each image's ground-truth classes. None: every image gets all dataset classes
             except background. An image with no known candidate gets an all-background (or,
             without a background class, all "no class") mask without calling the segmenter.
-            "auto": the segmenter's recogniser picks them per image (metrics["presence"] scores
-            it against the truth).
+            A mode ("auto", "caption", "recognizer"): the segmenter's front end picks them per
+            image (metrics["presence"] scores it, per source, against the truth).
         captions: image id -> caption (mapping or JSON file). None: no captions. "auto": the
             segmenter's captioner writes them.
         limit: score only the first `limit` ids of the split.
@@ -144,7 +233,9 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
         report_images: rows in report.png (0: no report).
         progress: show a tqdm bar (images/s).
         meta: extra settings (model id, backend, ...) recorded in run.json and metrics.json.
-        published_candidates: candidate lists scored for class presence only (beside "auto").
+        published_candidates: candidate lists scored for class presence only (beside a mode).
+    Every threshold is recorded as used: the background threshold (the dataset's default when
+    none was given) and, when the recogniser ran, its candidate_threshold and max_candidates.
     """
     batch_size = rules.batch_size(batch_size)
     limit = None if limit is None else rules.positive_int(limit, "limit")
@@ -152,30 +243,9 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
     out_dir = Path(out_dir)
     masks_dir = out_dir / "masks"
     ids = dataset.ids[:limit] if limit else dataset.ids
-    oracle = isinstance(candidates, str) and candidates == GT_CANDIDATES
-    auto_cands, auto_caps = _is_auto(candidates), _is_auto(captions)
-    raw_cands, cand_src = ((None, GT_DESCRIPTION) if oracle else
-                           _load_inputs(None if auto_cands else candidates, "candidates"))
-    raw_caps, cap_src = _load_inputs(None if auto_caps else captions, "captions")
-    if oracle:
-        cands, unknown = gt_candidates(dataset, ids), {}
-    else:
-        cands, unknown = resolve_candidates(raw_cands, ids, dataset.class_names, dataset.aliases,
-                                            background=dataset.background)
-    caps = {i: "auto" for i in ids} if auto_caps else resolve_captions(raw_caps, ids)
-    published = cands if raw_cands is not None else None
-    if published_candidates is not None:
-        published = resolve_candidates(_load_inputs(published_candidates, "published candidates")[0],
-                                       ids, dataset.class_names, dataset.aliases,
-                                       background=dataset.background)[0]
-
-    settings = {"dataset": dataset.name, "threshold": thr,
-                "candidates": "auto" if auto_cands else GT_CANDIDATES if oracle else
-                (_digest(dict(raw_cands)) if raw_cands is not None else None),
-                "captions": "auto" if auto_caps else _digest(raw_caps) if raw_caps is not None else None,
-                **dict(meta or {})}
+    inp = _inputs(dataset, ids, candidates, captions, published_candidates, thr, meta)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_run(out_dir, settings)
+    _check_run(out_dir, inp.settings)
 
     cm = ConfusionMatrix(dataset.num_classes, ignore_index=dataset.ignore_index)
     done = [i for i in ids if (masks_dir / f"{i}.png").exists()]
@@ -185,39 +255,8 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
     remove_stale_temps(out_dir, {"metrics.json", "report.png", "run.json"})
     for i in done:
         cm.update(dataset.load_label(i), load_label_png(masks_dir / f"{i}.png"))
-
     t0 = time.perf_counter()
-    with tqdm(total=len(todo), unit="img", desc=f"eval {dataset.name}", disable=not progress,
-              dynamic_ncols=True) as bar:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            run_ids = [i for i in chunk if cands[i]]
-            results = {}
-            if run_ids:
-                run_caps = [caps[i] for i in run_ids]
-                out = segmenter.segment_batch(
-                    [str(dataset.image_path(i)) for i in run_ids],
-                    [list(cands[i]) for i in run_ids],
-                    captions=run_caps if any(c is not None for c in run_caps) else None,
-                    batch_size=batch_size, threshold=thr, progress=False,
-                    **({"candidates": "auto"} if auto_cands else {}))
-                if len(out) != len(run_ids):
-                    raise FASegError(f"segmenter returned {len(out)} results for {len(run_ids)} images")
-                results = dict(zip(run_ids, out))
-            for i in chunk:
-                size = dataset.image_size(i)
-                if i in results:
-                    pred = to_dataset_ids(results[i].labels, cands[i], dataset)
-                    if pred.shape != size:
-                        raise FASegError(f"{i}: segmenter returned labels of shape {pred.shape}, "
-                                         f"the image is {size}")
-                else:
-                    pred = np.full(size, dataset.no_class_label, dtype=_id_dtype(dataset))
-                cm.update(dataset.load_label(i), pred)
-                if (auto_cands or auto_caps) and i in results:  # before the mask: resume needs both
-                    atomic_write_json(masks_dir / f"{i}.json", results[i].sidecar())
-                save_label_png(pred, masks_dir / f"{i}.png")
-            bar.update(len(chunk))
+    selection = _run(segmenter, dataset, todo, inp, masks_dir, cm, thr, batch_size, progress)
     seconds = time.perf_counter() - t0
 
     metrics = cm.summary(dataset.class_names)
@@ -226,15 +265,13 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
         "predicted_this_run": len(todo), "reused_masks": len(done),
         "seconds_this_run": round(seconds, 3),
         "images_per_second": round(len(todo) / seconds, 3) if todo and seconds > 0 else None,
-        "candidates": cand_src, "captions": cap_src,
-        "images_without_candidates": sum(1 for i in ids if not cands[i]),
-        "unknown_candidate_names": unknown,
-        "masks": str(masks_dir), **dict(meta or {}),
+        **inp.described, "images_without_candidates": sum(1 for i in ids if not inp.cands[i]),
+        "masks": str(masks_dir), **dict(meta or {}), **selection,
     })
-    if auto_cands or published is not None:
+    if inp.mode or inp.published is not None:
         front = getattr(segmenter, "frontend", None)
-        metrics["presence"] = class_presence(dataset, ids, masks_dir if auto_cands else None,
-                                             published, getattr(front, "max_candidates", None))
+        metrics["presence"] = class_presence(dataset, ids, masks_dir if inp.mode else None,
+                                             inp.published, getattr(front, "max_candidates", None))
     atomic_write_json(out_dir / "metrics.json", metrics)
     if report_images > 0:
         _report(out_dir, dataset, ids, masks_dir, report_images)

@@ -89,10 +89,10 @@ def presence_markdown(presence: dict) -> str:
     def fmt(v):
         return "-" if v is None else f"{v:.3f}"
 
-    for name in ("recogniser", "published"):
+    for name in ("front_end", "caption", "recogniser", "published"):
         s = presence.get(name)
         if s:
-            lines.append(f"| {name} | {fmt(s['precision'])} | {fmt(s['recall'])} | "
+            lines.append(f"| {name.replace('_', ' ')} | {fmt(s['precision'])} | {fmt(s['recall'])} | "
                          f"{fmt(s['mean_candidates'])} | {s['max_candidates']} |")
     sweep = presence.get("sweep")
     if sweep:
@@ -102,35 +102,51 @@ def presence_markdown(presence: dict) -> str:
     return "\n".join(lines)
 
 
+def _sidecar_presence(ids, sidecars: Path, truth: dict, max_candidates: int | None) -> dict:
+    """Presence counts of the front end's candidates (all, and per source: a source's row is
+    there when some image has a class from it) and the recogniser's threshold sweep, from the
+    <id>.json files."""
+    counts = {"front_end": PresenceCounts(), "caption": PresenceCounts(),
+              "recogniser": PresenceCounts()}
+    seen, sweep, missing = set(), None, 0
+    for i in ids:
+        path = Path(sidecars) / f"{i}.json"
+        if not path.exists():
+            missing += 1
+            continue
+        side = json.loads(path.read_text())
+        counts["front_end"].update(side["candidates"], truth[i])
+        sources = side.get("sources") or {}
+        for name, source in (("caption", "caption"), ("recogniser", "recognizer")):
+            counts[name].update((c for c, s in sources.items() if source in s), truth[i])
+            seen.update(name for s in sources.values() if source in s)
+        if side.get("scores") is not None:
+            vocab = tuple(side["classes"])
+            if sweep is None:
+                sweep = ScoreSweep(vocab, max_candidates or DEFAULT_MAX_CANDIDATES)
+            sweep.update(np.array([side["scores"][c] for c in vocab], dtype=np.float32), truth[i])
+    out = {"front_end": dict(counts["front_end"].summary(), images_without_record=missing)}
+    out.update({name: counts[name].summary() for name in ("caption", "recogniser") if name in seen})
+    if sweep is not None:
+        out["sweep"] = sweep.summary()
+    return out
+
+
 def class_presence(dataset, ids: Sequence[str], sidecars: Path | None,
                    published: Mapping[str, Sequence[str]] | None,
                    max_candidates: int | None = None) -> dict:
-    """Precision / recall of class presence for the recogniser and the published lists.
+    """Precision / recall of class presence for the front end's candidates (all of them, and
+    those each source found: "caption", "recogniser") and the published lists.
 
-    sidecars: the masks directory holding <id>.json files written with candidates "auto"
-    (their kept candidates and every class's score), or None; published: image id -> candidate
-    names, or None.  The recogniser's threshold sweep re-selects from the stored scores with
-    `max_candidates` (None: the recogniser's default).
+    sidecars: the masks directory holding <id>.json files written with a candidate mode (kept
+    candidates, their sources and every class's score), or None; published: image id ->
+    candidate names, or None.  The recogniser's threshold sweep re-selects from the stored
+    scores with `max_candidates` (None: the recogniser's default).
     """
     out: dict = {"definition": "micro-averaged over (image, class) pairs; background excluded"}
     truth = {i: true_classes(dataset.load_label(i), dataset.class_names) for i in ids}
     if sidecars is not None:
-        counts, sweep, missing = PresenceCounts(), None, 0
-        for i in ids:
-            path = Path(sidecars) / f"{i}.json"
-            if not path.exists():
-                missing += 1
-                continue
-            side = json.loads(path.read_text())
-            counts.update(side["candidates"], truth[i])
-            if side.get("scores") is not None:
-                vocab = tuple(side["classes"])
-                if sweep is None:
-                    sweep = ScoreSweep(vocab, max_candidates or DEFAULT_MAX_CANDIDATES)
-                sweep.update(np.array([side["scores"][c] for c in vocab], dtype=np.float32), truth[i])
-        out["recogniser"] = dict(counts.summary(), images_without_record=missing)
-        if sweep is not None:
-            out["sweep"] = sweep.summary()
+        out.update(_sidecar_presence(ids, sidecars, truth, max_candidates))
     if published is not None:
         counts = PresenceCounts()
         for i in ids:

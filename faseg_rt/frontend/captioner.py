@@ -5,9 +5,12 @@
 
 The published FA-Seg results use BLIP (version 1) captions, so the default is the large BLIP
 captioning checkpoint, run through transformers' `BlipForConditionalGeneration.generate`.
-Generation settings are the checkpoint's own `generation_config` (what its authors shipped),
-with any field overridable (`generation={"num_beams": 3, "max_new_tokens": 30}`); sampling is
-refused, so a caption is a function of the image and the settings alone (deterministic).
+Generation settings are explicit (CAPTION_SETTINGS: greedy search, 20 new tokens, one caption
+per image: what BLIP-large gives through transformers' defaults and what the published captions
+show), set over the checkpoint's `generation_config`, so neither a transformers upgrade nor a
+checkpoint's shipped config changes the captions.  Any field is overridable
+(`generation={"num_beams": 3, "max_new_tokens": 30}`); sampling and more than one caption per
+image are refused, so a caption is a function of the image and the settings alone.
 Images are captioned `batch_size` at a time on one device; every image gets the same
 (unpadded) decoder prompt, so a batch gives the captions it would give one image at a time.
 """
@@ -32,6 +35,10 @@ DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-large"
 
 _SUPPORTED = {"blip": "BLIP (BlipForConditionalGeneration)"}
 
+#: The generation settings every caption is made with unless overridden (module docstring).
+CAPTION_SETTINGS = {"do_sample": False, "num_beams": 1, "max_new_tokens": 20,
+                    "num_return_sequences": 1}
+
 
 class Captioner(FrontEndModel):
     """BLIP image captioning on one device, batched, deterministic.
@@ -51,6 +58,19 @@ class Captioner(FrontEndModel):
         self.prompt = " ".join(prompt.split()) if prompt else None
         self.generation_config = _generation_config(model.generation_config, generation or {})
         self._lock = threading.Lock()  # the tokenizer is not thread-safe (shared padding state)
+        if self.prompt:
+            self._check_prompt_length()
+
+    def _check_prompt_length(self) -> None:
+        """A prompt as long as max_length (with no max_new_tokens) leaves no room for a caption."""
+        config = self.generation_config
+        if config.max_new_tokens is not None:
+            return
+        n = len(self.processor.tokenizer([self.prompt])["input_ids"][0])
+        if n >= config.max_length:
+            raise InvalidInputError(
+                f"the caption prompt {self.prompt!r} is {n} tokens, max_length {config.max_length} "
+                "leaves no room for a caption: raise max_length or set max_new_tokens instead")
 
     @classmethod
     def from_pretrained(cls, id_or_dir: str | os.PathLike = DEFAULT_CAPTIONER, *, device=None,
@@ -109,7 +129,9 @@ class Captioner(FrontEndModel):
 
 
 def _generation_config(base, overrides: Mapping):
-    """The checkpoint's generation config with `overrides` applied; sampling is refused."""
+    """The checkpoint's generation config with CAPTION_SETTINGS, then `overrides`, applied;
+    sampling and several captions per image are refused.  An override of max_length alone
+    replaces the default max_new_tokens (which would take precedence over it)."""
     from transformers import GenerationConfig
 
     if not isinstance(overrides, Mapping):
@@ -123,7 +145,14 @@ def _generation_config(base, overrides: Mapping):
     if overrides.get("do_sample"):
         raise InvalidInputError("the captioner is deterministic: do_sample=True is not supported "
                                 "(use num_beams for a wider search)")
+    if overrides.get("num_return_sequences", 1) != 1:
+        raise InvalidInputError("the captioner gives one caption per image: num_return_sequences "
+                                f"must be 1, got {overrides['num_return_sequences']!r} (num_beams "
+                                "widens the search and still returns the best one)")
+    settings = dict(CAPTION_SETTINGS)
+    if "max_length" in overrides and "max_new_tokens" not in overrides:
+        settings["max_new_tokens"] = None
+    settings.update(overrides)
     config = copy.deepcopy(base)
-    config.update(**dict(overrides))
-    config.do_sample = False  # a checkpoint that ships sampling settings is made deterministic
+    config.update(**settings)
     return config

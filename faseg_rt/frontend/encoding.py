@@ -103,6 +103,17 @@ def text_inputs(tokenizer, texts: list[str], rule: TextRule) -> dict[str, torch.
     return {k: enc[k] for k in keep}
 
 
+def unknown_token_names(tokenizer, names, rule: TextRule) -> list[str]:
+    """The names whose tokens include the tokenizer's unknown token (all pieces it cannot read
+    share that one token, so such names cannot be told apart)."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None or not names:
+        return []
+    texts = [n.lower() for n in names] if rule.lowercase else list(names)
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [n for n, row in zip(names, ids) if unk in row]
+
+
 def check_max_num_patches(value, family: str) -> int | None:
     """None (the checkpoint's setting) or an integer >= 1, for NaFlex checkpoints only."""
     if value is None:

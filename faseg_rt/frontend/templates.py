@@ -28,6 +28,17 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
     "a photo of a scene with {}.",
 )
 
+#: CLIP's "none of these" option (faseg_rt.frontend.recognizer): texts that describe a photo
+#: without naming anything in it, ensembled like a class.  An image where no class matches
+#: better than these puts its softmax mass on "none".
+NULL_PROMPTS: tuple[str, ...] = (
+    "a photo.",
+    "an empty photo.",
+    "a blank image.",
+    "a photo of nothing in particular.",
+    "a blurry photo of a background.",
+)
+
 
 def check_templates(templates: Sequence[str] | None) -> tuple[str, ...]:
     """Validate a template list: non-empty strings each holding exactly one '{}'."""

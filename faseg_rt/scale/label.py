@@ -24,7 +24,8 @@ every CPU a read task needing one could never be scheduled and the job would sta
 
 from __future__ import annotations
 
-import io
+import hashlib
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -33,8 +34,9 @@ from pathlib import Path
 from faseg_rt.errors import FASegError, InvalidInputError
 from faseg_rt.io import remove_stale_temps
 from faseg_rt.scale.inputs import check_collisions, is_uri, output_name, path_key, resolve_inputs
-from faseg_rt.scale.manifest import (MANIFEST_NAME, Manifest, frontend_record, is_done,
-                                     job_settings, manifest_fields)
+from faseg_rt.scale.manifest import (MANIFEST_NAME, Manifest, is_done, job_settings,
+                                     manifest_fields)
+from faseg_rt.scale.worker import _SegmentWorker
 
 #: One line for users without Ray (the CLI prints it and exits 2).
 RAY_MISSING = "faseg-rt label needs Ray: pip install 'faseg_rt[ray]'"
@@ -69,91 +71,6 @@ class LabelReport:
     @property
     def total(self) -> int:
         return self.ok + self.failed + self.skipped
-
-
-# ---------------------------------------------------------------------------------- worker
-class _SegmentWorker:
-    """Ray Data stateful callable: loads one Segmenter per worker, labels batches of image bytes.
-
-    A batch is {"bytes": [...], "path": [...]} (numpy format); the returned batch has one row per
-    image: path, output (file name under OUT), status, error ("" when ok), frontend (JSON of the
-    caption used, candidates, class scores and front-end ids; "" on error).  Bad images and
-    failures are rows, never exceptions, so one image cannot stop the job.
-    """
-
-    def __init__(self, model, out, classes, caption, threshold, backend="torch", engines=None,
-                 device=None, dtype=None, batch_size=1, num_threads=None, candidates=None,
-                 frontend=None):
-        import torch
-
-        from faseg_rt.hub import quiet_libraries
-        from faseg_rt.segmenter import Segmenter
-
-        quiet_libraries()
-        if num_threads:
-            torch.set_num_threads(int(num_threads))
-        # dtype: a name ("float32", "fp16", ...) or None; from_pretrained parses and checks it
-        self.seg = Segmenter.from_pretrained(model, backend=backend, device=device, dtype=dtype,
-                                             engines=engines, **(frontend or {}))
-        self.candidates = candidates
-        self.out = Path(out)
-        self.classes = list(classes)
-        self.caption = caption
-        self.threshold = threshold
-        self.batch_size = batch_size
-
-    def __call__(self, batch: dict) -> dict:
-        import numpy as np
-
-        from faseg_rt.images import load_image
-
-        paths = [str(p) for p in batch["path"]]
-        status = ["error"] * len(paths)
-        errors = [""] * len(paths)
-        front = [""] * len(paths)
-        decoded = []  # (index, path, image)
-        for i, data in enumerate(batch["bytes"]):
-            buf = io.BytesIO(bytes(data))
-            buf.name = paths[i]  # error messages name the file
-            try:
-                decoded.append((i, paths[i], load_image(buf)))
-            except FASegError as e:
-                errors[i] = str(e)
-        for i, err, record in self._segment(decoded):
-            if err is None:
-                status[i], front[i] = "ok", record
-            else:
-                errors[i] = err
-        return {"path": np.array(paths, dtype=object),
-                "output": np.array([output_name(p) for p in paths], dtype=object),
-                "status": np.array(status, dtype=object),
-                "error": np.array(errors, dtype=object),
-                "frontend": np.array(front, dtype=object)}
-
-    def _segment(self, decoded):
-        """Segment and save -> [(index, error or None, frontend record)]; a failing batch is
-        retried image by image to find the culprit."""
-        if not decoded:
-            return []
-        try:
-            results = self.seg.segment_batch([img for _, _, img in decoded], self.classes,
-                                             captions=[self.caption] * len(decoded),
-                                             batch_size=self.batch_size, threshold=self.threshold,
-                                             candidates=self.candidates,
-                                             return_scores=False)
-        except Exception as e:
-            if len(decoded) > 1:
-                return [r for item in decoded for r in self._segment([item])]
-            return [(decoded[0][0], f"{type(e).__name__}: {e}", "")]
-        done = []
-        for (i, path, _), res in zip(decoded, results):
-            name = output_name(path)
-            try:
-                res.save(self.out / name)
-                done.append((i, None, frontend_record(res)))
-            except Exception as e:
-                done.append((i, f"cannot write {self.out / name}: {type(e).__name__}: {e}", ""))
-        return done
 
 
 # ---------------------------------------------------------------------------------- driver
@@ -220,30 +137,12 @@ def _plan_resources(ray, num_workers, device) -> tuple[int, float, float]:
     return num_workers, min(per, largest), 0.0
 
 
-def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, caption=None,
-          threshold=None, num_workers: int | None = None, batch_size: int = 1, ray_address=None,
-          device=None, dtype=None, overwrite: bool = False, progress: bool = False,
-          candidates=None, frontend: dict | None = None) -> LabelReport:
-    """Label images with FA-Seg on Ray; writes OUT/<stem>.png masks and OUT/manifest.jsonl.
-
-    inputs: a directory, a glob, a text file listing paths/URIs, an image, a list of paths/URIs,
-        or a ray.data.Dataset with "bytes" and "path" columns (as read_binary_files(...,
-        include_paths=True) makes).
-    classes: class names (as for Segmenter); caption ("auto" too), threshold, candidates (None or
-        "auto"): as for Segmenter; frontend: Segmenter.from_pretrained's front-end settings
-        (captioner, recognizer, candidate_threshold, max_candidates).  Each finished row records
-        the caption used, the kept candidates and every class's score under "frontend".
-    num_workers: model replicas (default: one per GPU, or 1 on a CPU-only cluster).
-    batch_size: images per worker call (and per network batch).
-    ray_address: None (Ray's default: RAY_ADDRESS or a new local instance), "local" (always a new
-        local instance), "auto" (the running cluster) or "ray://host:port" / "host:port".
-    overwrite: label everything again, ignoring the manifest.
-    Returns a LabelReport (ok / failed / skipped counts); a bad image is a failed row, not an error.
-    """
+def _check_settings(classes, threshold, batch_size, num_workers, dtype, model):
+    """(classes, threshold, batch_size, num_workers, dtype name, model) checked by the shared
+    rules once in the driver, not in every worker."""
     from faseg_rt import rules
     from faseg_rt.method.prompts import normalize_classes
 
-    ray = import_ray()
     classes = list(normalize_classes(classes))
     if threshold is not None:
         threshold = rules.threshold(threshold)
@@ -257,65 +156,195 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
 
         check_model_dir(model)  # a bad local model fails here once, not in every worker
         model = str(Path(model).resolve())
-    out = Path(out)
-    settings = job_settings(classes, caption, threshold, model)
-    if candidates is not None or caption == "auto":  # a row made with other front-end settings is not done
-        settings.update(candidates=candidates, **{k: str(v) if isinstance(v, os.PathLike) else v
-                                                  for k, v in (frontend or {}).items()})
-    start = time.perf_counter()
+    return classes, threshold, batch_size, num_workers, dtype, model
 
+
+def _digest(value) -> str:
+    """A per-image mapping (or a lexicon) as it goes into every manifest row: a short hash."""
+    text = json.dumps(value, sort_keys=True, default=list)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _job_settings(classes, caption, threshold, model, candidates, frontend, exif_transpose) -> dict:
+    """The settings a finished row must match to be skipped; per-image files by their digest."""
+    settings = job_settings(classes, _digest(caption) if isinstance(caption, dict) else caption,
+                            threshold, model)
+    if candidates is not None or caption == "auto":  # a row made with other front-end settings is not done
+        settings["candidates"] = _digest(candidates) if isinstance(candidates, dict) else candidates
+        settings.update({k: (_digest(v) if isinstance(v, dict) else
+                             str(v) if isinstance(v, os.PathLike) else v)
+                         for k, v in (frontend or {}).items()})
+    if exif_transpose:
+        settings["exif_transpose"] = True
+    return settings
+
+
+def _per_image_inputs(caption, candidates, items, classes):
+    """caption / candidates as the workers take them: one value, or a dict image stem -> value.
+
+    A mapping (a --captions / --candidates file) is checked against the listed inputs up front:
+    every image named, candidates only of `classes` (faseg_rt.frontend.per_image); with a
+    Dataset input the workers report an image it lacks as an error row."""
+    from faseg_rt.frontend.per_image import candidates_for, captions_for, image_key
+
+    if isinstance(caption, dict):
+        source = getattr(caption, "source", "the caption mapping")
+        raw = {image_key(k): v for k, v in caption.items()}
+        if items is not None:
+            raw = dict(zip(map(image_key, items), captions_for(raw, items, source)))
+        caption = raw
+    if isinstance(candidates, dict):
+        source = getattr(candidates, "source", "the candidates mapping")
+        raw = {image_key(k): v for k, v in candidates.items()}
+        keys = items if items is not None else list(raw)
+        candidates = {image_key(k): list(v)
+                      for k, v in zip(keys, candidates_for(raw, keys, classes, source))}
+    return caption, candidates
+
+
+@dataclass
+class _Tally:
+    """Running counts of one run (LabelReport's fields)."""
+
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    first_error: str | None = None
+
+    def add(self, status: str, error: str | None) -> None:
+        if status == "ok":
+            self.ok += 1
+        else:
+            self.failed += 1
+            self.first_error = self.first_error or error
+
+
+def _todo_items(items, manifest, settings, out, overwrite, tally) -> list[str]:
+    """The listed inputs still to label: done ones skipped, missing local files recorded as
+    error rows here (they would fail the whole Ray read)."""
+    todo = []
+    for item in items:
+        if not overwrite and is_done(manifest.rows.get(item), settings, out):
+            tally.skipped += 1
+        elif not is_uri(item) and not os.path.isfile(item):
+            error = f"image {item} does not exist"
+            manifest.append(dict(settings, input=item, output=output_name(item),
+                                 status="error", error=error))
+            tally.add("error", error)
+        else:
+            todo.append(item)
+    return todo
+
+
+def _dataset_todo(ds, manifest, settings, out, overwrite):
+    """A user's ray.data.Dataset less the rows already done (it must have bytes and path)."""
+    missing = {"bytes", "path"} - set(ds.columns())
+    if missing:
+        raise InvalidInputError(
+            f"the dataset lacks column(s) {sorted(missing)}; make it with "
+            "ray.data.read_binary_files(paths, include_paths=True)")
+    done = set() if overwrite else {path_key(k) for k, r in manifest.rows.items()
+                                    if is_done(r, settings, out)}
+    return ds.filter(lambda row: row["path"] not in done) if done else ds
+
+
+def _quiet_ray(ray, progress: bool) -> None:
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = bool(progress)
+    if not progress:  # quiet: keep Ray Data's per-dataset INFO lines off the terminal
+        import logging
+
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def _collect(ds, manifest, settings, by_key, tally) -> None:
+    """Append each returned row to the manifest; a user Dataset's stem collisions show up here."""
+    outputs_seen: dict[str, str] = {}
+    try:
+        for row in ds.iter_rows():
+            path = str(row["path"])
+            item = by_key.get(path, path) if by_key is not None else path
+            status, error = str(row["status"]), str(row["error"]) or None
+            name = str(row["output"])
+            if by_key is None:  # a user Dataset: collisions only show up now
+                if name in outputs_seen and outputs_seen[name] != item:
+                    status, error = "error", (f"{item} and {outputs_seen[name]} both write {name}; "
+                                              "the later one overwrote it: use distinct file stems")
+                outputs_seen[name] = item
+            manifest.append(dict(settings, input=item, output=name, status=status, error=error,
+                                 **manifest_fields(row)))
+            tally.add(status, f"{item}: {error}")
+    except FASegError:
+        raise
+    except Exception as e:
+        raise FASegError(
+            f"the Ray job failed after {tally.ok + tally.failed} image(s) ({type(e).__name__}: "
+            f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); finished rows are in "
+            f"{manifest.path}: rerun the same command to resume") from None
+
+
+def _close(manifest) -> None:
+    manifest.close()
+    try:  # one row per input again: a retried error row no longer stands beside its new row
+        manifest.compact()
+    except OSError:  # a full disk: the appended rows stay valid, the next run compacts
+        pass
+
+
+def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, caption=None,
+          threshold=None, num_workers: int | None = None, batch_size: int = 1, ray_address=None,
+          device=None, dtype=None, overwrite: bool = False, progress: bool = False,
+          candidates=None, frontend: dict | None = None, exif_transpose: bool = False) -> LabelReport:
+    """Label images with FA-Seg on Ray; writes OUT/<stem>.png masks and OUT/manifest.jsonl.
+
+    inputs: a directory, a glob, a text file listing paths/URIs, an image, a list of paths/URIs,
+        or a ray.data.Dataset with "bytes" and "path" columns (as read_binary_files(...,
+        include_paths=True) makes).
+    classes: class names (as for Segmenter); caption ("auto" too), threshold, candidates (None,
+        a mode or a list of names): as for Segmenter; caption and candidates may also be dicts
+        image file name or stem -> caption / candidate classes (a string or a list; the
+        --captions / --candidates files), checked against the inputs before anything runs;
+        frontend: Segmenter.from_pretrained's front-end settings (captioner, recognizer,
+        candidate_threshold, max_candidates, lexicon).  Each finished row records the caption
+        used, the candidates and their sources and every class's score under "frontend".
+    num_workers: model replicas (default: one per GPU, or 1 on a CPU-only cluster).
+    batch_size: images per worker call (and per network batch).
+    ray_address: None (Ray's default: RAY_ADDRESS or a new local instance), "local" (always a new
+        local instance), "auto" (the running cluster) or "ray://host:port" / "host:port".
+    overwrite: label everything again, ignoring the manifest.
+    exif_transpose: apply each image's EXIF orientation first (as for Segmenter).
+    Returns a LabelReport (ok / failed / skipped counts); a bad image is a failed row, not an error.
+    """
+    ray = import_ray()
+    classes, threshold, batch_size, num_workers, dtype, model = _check_settings(
+        classes, threshold, batch_size, num_workers, dtype, model)
+    out = Path(out)
+    start = time.perf_counter()
     is_dataset = isinstance(inputs, ray.data.Dataset)
     items = None if is_dataset else resolve_inputs(inputs)
     if items is not None:
         check_collisions(items)
+    caption, candidates = _per_image_inputs(caption, candidates, items, classes)
+    settings = _job_settings(classes, caption, threshold, model, candidates, frontend, exif_transpose)
     out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out / MANIFEST_NAME).load()
     manifest.compact()
-
-    ok = failed = skipped = 0
-    first_error = None
-    started = False
+    tally, started = _Tally(), False
     try:
+        by_key = None
         if is_dataset:
-            missing = {"bytes", "path"} - set(inputs.columns())
-            if missing:
-                raise InvalidInputError(
-                    f"the dataset lacks column(s) {sorted(missing)}; make it with "
-                    "ray.data.read_binary_files(paths, include_paths=True)")
-            done = set() if overwrite else {path_key(k) for k, r in manifest.rows.items()
-                                            if is_done(r, settings, out)}
-            ds = inputs.filter(lambda row: row["path"] not in done) if done else inputs
-            by_key = None
+            ds = _dataset_todo(inputs, manifest, settings, out, overwrite)
         else:
-            todo = []
-            for item in items:
-                if not overwrite and is_done(manifest.rows.get(item), settings, out):
-                    skipped += 1
-                elif not is_uri(item) and not os.path.isfile(item):
-                    # a missing local file would fail the whole Ray read: record it here instead
-                    error = f"image {item} does not exist"
-                    manifest.append(dict(settings, input=item, output=output_name(item),
-                                         status="error", error=error))
-                    failed += 1
-                    first_error = first_error or error
-                else:
-                    todo.append(item)
+            todo = _todo_items(items, manifest, settings, out, overwrite, tally)
             if not todo:
-                return LabelReport(ok, failed, skipped, manifest.path, out,
-                                   time.perf_counter() - start, first_error)
+                return LabelReport(tally.ok, tally.failed, tally.skipped, manifest.path, out,
+                                   time.perf_counter() - start, tally.first_error)
             by_key = {path_key(item): item for item in todo}
-            ds = None
             # temporaries of masks a killed worker was writing (they are redone now)
             remove_stale_temps(out, {output_name(item) for item in todo})
-
         started = _connect(ray, ray_address)
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = bool(progress)
-        if not progress:  # quiet: keep Ray Data's per-dataset INFO lines off the terminal
-            import logging
-
-            logging.getLogger("ray.data").setLevel(logging.WARNING)
-        if ds is None:
+        _quiet_ray(ray, progress)
+        if not is_dataset:
             ds = ray.data.read_binary_files(todo, include_paths=True, num_cpus=0)
         workers, cpus, gpus = _plan_resources(ray, num_workers, device)
         ds = ds.map_batches(
@@ -325,43 +354,15 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
                                        engines=None if engines is None else str(engines),
                                        device=device, dtype=dtype, batch_size=batch_size,
                                        num_threads=int(cpus) if gpus == 0 else None,
-                                       candidates=candidates, frontend=frontend),
+                                       candidates=candidates, frontend=frontend,
+                                       exif_transpose=exif_transpose),
             batch_size=batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus, num_gpus=gpus,
             **retry_args(ray.__version__))
-        outputs_seen: dict[str, str] = {}
-        try:
-            for row in ds.iter_rows():
-                path = str(row["path"])
-                item = by_key.get(path, path) if by_key is not None else path
-                status, error = str(row["status"]), str(row["error"]) or None
-                name = str(row["output"])
-                if by_key is None:  # a user Dataset: collisions only show up now
-                    if name in outputs_seen and outputs_seen[name] != item:
-                        status, error = "error", (f"{item} and {outputs_seen[name]} both write {name}; "
-                                                  "the later one overwrote it: use distinct file stems")
-                    outputs_seen[name] = item
-                manifest.append(dict(settings, input=item, output=name, status=status, error=error,
-                                     **manifest_fields(row)))
-                if status == "ok":
-                    ok += 1
-                else:
-                    failed += 1
-                    first_error = first_error or f"{item}: {error}"
-        except FASegError:
-            raise
-        except Exception as e:
-            raise FASegError(
-                f"the Ray job failed after {ok + failed} image(s) ({type(e).__name__}: "
-                f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}); finished rows are in "
-                f"{manifest.path}: rerun the same command to resume") from None
+        _collect(ds, manifest, settings, by_key, tally)
     finally:
-        manifest.close()
-        try:  # one row per input again: a retried error row no longer stands beside its new row
-            manifest.compact()
-        except OSError:  # a full disk: the appended rows stay valid, the next run compacts
-            pass
+        _close(manifest)
         if started:
             ray.shutdown()
-    return LabelReport(ok, failed, skipped, manifest.path, out, time.perf_counter() - start,
-                       first_error)
+    return LabelReport(tally.ok, tally.failed, tally.skipped, manifest.path, out,
+                       time.perf_counter() - start, tally.first_error)

@@ -54,7 +54,8 @@ _FORM = {"multipart/form-data": {"schema": {
         "classes": {"type": "string", "description": "comma-separated names or a JSON list of strings"},
         "caption": {"type": "string", "description": "caption of the image, or 'auto' (BLIP)"},
         "candidates": {"type": "string",
-                       "description": "'auto' (the recogniser's kept classes) or a JSON list of "
+                       "description": "'auto' (the classes the caption names plus the "
+                                      "recogniser's), 'caption', 'recognizer', or a JSON list of "
                                       "names from classes; default: segment every class"},
         "threshold": {"type": "number", "minimum": 0, "maximum": 1,
                       "description": "background threshold (default 0.55)"}}}}}
@@ -68,6 +69,8 @@ _ANSWER = {"description": "the label map and what produced it", "content": {
         "width": {"type": "integer"}, "height": {"type": "integer"},
         "caption": {"type": "string", "nullable": True},
         "candidates": {"type": "array", "items": {"type": "string"}},
+        "sources": {"type": "object", "nullable": True,
+                    "description": "per candidate: caption, recognizer or given"},
         "scores": {"type": "object", "nullable": True,
                    "description": "recogniser probability per class (null unless it ran)"}}}},
     "image/png": {"schema": {"type": "string", "format": "binary"},

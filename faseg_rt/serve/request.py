@@ -16,7 +16,7 @@ from PIL import Image
 
 from faseg_rt import rules
 from faseg_rt.errors import InvalidInputError
-from faseg_rt.frontend.plan import AUTO
+from faseg_rt.frontend.candidates import MODES
 from faseg_rt.images import load_image
 from faseg_rt.io import label_png_bytes
 from faseg_rt.method.prompts import normalize_classes
@@ -58,15 +58,17 @@ def parse_classes(text: str) -> tuple[str, ...]:
 
 
 def parse_candidates(text: str | None):
-    """None / '' -> None (every class); 'auto' -> the recogniser's; a JSON list -> those names."""
+    """None / '' -> None (every class); a mode ('auto', 'caption', 'recognizer',
+    faseg_rt.frontend.candidates) as given; a JSON list -> those names, in that order."""
     if text is None or not text.strip():
         return None
     text = text.strip()
-    if text == AUTO:
-        return AUTO
+    if text in MODES:
+        return text
     if text.startswith("["):
         return tuple(_json_list(text, "candidates"))
-    raise InvalidInputError(f"candidates must be 'auto' or a JSON list of class names, got {text[:80]!r}")
+    raise InvalidInputError(f"candidates must be 'auto', 'caption', 'recognizer' or a JSON list of "
+                            f"class names, got {text[:80]!r}")
 
 
 def parse_threshold(text: str | None) -> float | None:
@@ -128,4 +130,4 @@ def answer(result: SegmentationResult) -> Answer:
     return Answer(label_png_bytes(result.labels),
                   {"classes": side["classes"], "width": int(width), "height": int(height),
                    "caption": side["caption"], "candidates": side["candidates"],
-                   "scores": side["scores"]})
+                   "sources": side["sources"], "scores": side["scores"]})
