@@ -32,10 +32,11 @@ from faseg_rt.frontend.plan import FrontEnd, ImagePlan, per_image
 from faseg_rt.images import load_image, pair_pixels, preprocess
 from faseg_rt.method.hard import class_maps_fused, hard
 from faseg_rt.method.inversion import fixed_noise, invert, sample_latents
-from faseg_rt.method.prompts import DualPrompts, build_dual_prompts, normalize_classes
+from faseg_rt.method.prompts import DualPrompts, build_dual_prompts
 from faseg_rt.method.ttf import labels_from_scores, resize_labels, ttf, ttf_labels
 from faseg_rt.profiling import stage
 from faseg_rt.results import SegmentationResult
+from faseg_rt.rules import normalize_classes
 from faseg_rt.text_cache import VocabularyCache
 
 # Class prompts encoded per text-encoder call: bounds its activations for long vocabularies.

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import torch
 
-from faseg_rt.engines.graphs import ModelDims
+from faseg_rt.model import ModelDims
 from faseg_rt.errors import EngineError, InvalidInputError
 
 

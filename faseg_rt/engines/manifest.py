@@ -32,8 +32,10 @@ from importlib import metadata
 from pathlib import Path
 
 from faseg_rt.engines.file_hash import file_sha256
-from faseg_rt.engines.graphs import GraphSpec, ModelDims
+from faseg_rt.engines.graphs import GraphSpec
 from faseg_rt.errors import EngineError, EngineMismatchError
+from faseg_rt.model import ModelDims
+from faseg_rt.version import __version__
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -92,8 +94,6 @@ def installed_versions() -> dict:
 
     Read from package metadata, so nothing heavy (onnx, tensorrt) is imported here.
     """
-    from faseg_rt import __version__
-
     out = {}
     for pkg in VERSION_PACKAGES:
         if pkg == "faseg_rt":

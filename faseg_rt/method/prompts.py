@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 
 from faseg_rt.errors import InvalidInputError
+from faseg_rt.rules import normalize_classes
 
 SEPARATOR = ", "  # between class names in P' (spec step 1)
 
@@ -71,37 +72,6 @@ class DualPrompts:
                 m[j * seq_len + start: j * seq_len + end, k] = 1.0 / (end - start)
                 k += 1
         return m
-
-
-def normalize_classes(classes) -> tuple[str, ...]:
-    """Validate a class list: non-empty, strings, no empty or duplicate names (case-insensitive).
-
-    Inner whitespace is collapsed ("potted  plant" -> "potted plant").
-    """
-    if isinstance(classes, str):
-        raise InvalidInputError(
-            f"classes must be a list of names, got the string {classes!r}; "
-            "pass e.g. ['cat', 'dog'] (the CLI takes --classes 'cat,dog')")
-    try:
-        classes = list(classes)
-    except TypeError:
-        raise InvalidInputError(f"classes must be a list of names, got {type(classes).__name__}") from None
-    if not classes:
-        raise InvalidInputError("the class list is empty: give at least one class name")
-    out, seen = [], {}
-    for i, c in enumerate(classes):
-        if not isinstance(c, str):
-            raise InvalidInputError(f"class #{i} is {type(c).__name__} {c!r}, not a string")
-        name = " ".join(c.split())
-        if not name:
-            raise InvalidInputError(f"class #{i} is empty or whitespace only: remove it or name it")
-        key = name.lower()
-        if key in seen:
-            raise InvalidInputError(
-                f"class {name!r} appears twice (#{seen[key]} and #{i}); class names must be unique")
-        seen[key] = i
-        out.append(name)
-    return tuple(out)
 
 
 def _content_ids(tokenizer, text: str) -> list[int]:
