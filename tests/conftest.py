@@ -42,7 +42,7 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def frontend_dirs(tmp_path_factory):
-    """Tiny random BLIP, SigLIP, SigLIP 2 and CLIP checkpoints (issue 12):
+    """Tiny random BLIP, SigLIP, SigLIP 2 and CLIP checkpoints:
     {"blip", "siglip", "siglip2" (NaFlex), "siglip2-fixres", "clip"} -> dir."""
     from faseg_rt.testing.tiny_frontend import build_tiny_frontend
 

@@ -1,4 +1,4 @@
-"""Faults at scale (issue 15): a real two-node Ray cluster, processes and nodes killed mid-job,
+"""Faults at scale: a real two-node Ray cluster, processes and nodes killed mid-job,
 a disk that fills up.  After each fault (and the rerun it calls for) every input has exactly
 one finished mask or one error row, the masks are byte-identical to a clean single-process run
 at the same thread count (1), every manifest line parses, and no temporary file is left.

@@ -1,4 +1,4 @@
-"""The front end from the command line (issue 12): segment's <stem>.json, label's manifest
+"""The front end from the command line: segment's <stem>.json, label's manifest
 fields, eval --captions auto --candidates auto with class-presence precision / recall, and the
 bad inputs the issue lists (one line, exit 2, nothing written).
 

@@ -1,4 +1,4 @@
-"""Loading fails fast and in one line, and a normal load is quiet (issue 14).
+"""Loading fails fast and in one line, and a normal load is quiet.
 
 No real hub is reachable here, so the hub is played by what a user meets: an endpoint that refuses
 connections on a local port, a tiny local HTTP server answering "not found" / "gated" the way the

@@ -1,4 +1,4 @@
-"""Issue 7 long runs: bounded memory over many calls, bit-identical outputs across repeated calls
+"""Long runs: bounded memory over many calls, bit-identical outputs across repeated calls
 and across processes on the CPU (same torch build and the same intra-op thread count: a
 different thread count changes float reduction order, hence the last bits).
 
