@@ -73,7 +73,6 @@ def test_forty_calls_bounded_memory_and_identical_outputs(small_segmenter, one_t
     assert growth < RSS_BOUND_MB, f"RSS grew by {growth:.1f} MiB over 40 calls"
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("FASEG_SLOW") != "1",
                     reason="1000-call run takes minutes; set FASEG_SLOW=1 to run it")
 def test_thousand_calls_bounded_memory(small_segmenter, one_thread):
