@@ -100,7 +100,7 @@ def test_errors_share_one_base_type():
 
 
 def test_device_and_dtype_names_are_checked():
-    from faseg_rt.segmenter import default_device_dtype
+    from faseg_rt.devices import default_device_dtype
 
     assert default_device_dtype("cpu", "fp32") == (torch.device("cpu"), torch.float32)
     assert default_device_dtype("cpu", "torch.float32")[1] == torch.float32
