@@ -15,8 +15,6 @@ results copied to the host at the end (the scores, when kept, and the labels).
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -82,11 +80,9 @@ class Segmenter:
                 f"tokenizer length {tokenizer.model_max_length} != text encoder length {backend.dims.text_len}")
         self._noise = fixed_noise(self.config, backend.dims.latent_channels)
         self._timestep = torch.tensor([self.config.timestep], dtype=torch.int64, device=backend.device)
-        self._text_cache: OrderedDict = OrderedDict()
-        self._text_cache_size = text_cache_size
+        self._text_cache = VocabularyCache(max_entries=rules.positive_int(text_cache_size, "text_cache_size"))
         self._vocab_cache = VocabularyCache(int(text_cache_mb * 2**20))
         self.max_class_chunks = rules.positive_int(max_class_chunks, "max_class_chunks")
-        self._lock = threading.Lock()
         from faseg_rt.backends.fast import compile_backend, compiled
 
         method_backend = compile_backend(compile)  # HARD and TTF through torch.compile, or as they are
@@ -138,17 +134,12 @@ class Segmenter:
     # ------------------------------------------------------------------ prompts
     def clear_text_cache(self) -> None:
         """Forget every cached prompt embedding (full prompts and per-vocabulary chunks)."""
-        with self._lock:
-            self._text_cache.clear()
+        self._text_cache.clear()
         self._vocab_cache.clear()
 
     def _cached_text(self, key) -> TextEmbeddings | None:
         try:
-            with self._lock:
-                hit = self._text_cache.get(key)
-                if hit is not None:
-                    self._text_cache.move_to_end(key)
-                return hit
+            return self._text_cache.get(key)
         except TypeError:  # unhashable items: not a valid class list, build_dual_prompts says so
             return None
 
@@ -196,10 +187,7 @@ class Segmenter:
             chunks = self._encode_ids([c.input_ids for c in prompts.chunks])
             self._vocab_cache.put(prompts.classes, chunks)
         text = TextEmbeddings(prompts, self._encode_ids([prompts.full_ids])[0], chunks)
-        with self._lock:
-            self._text_cache[key] = text
-            while len(self._text_cache) > self._text_cache_size:
-                self._text_cache.popitem(last=False)
+        self._text_cache.put(key, text)
         return text
 
     # ------------------------------------------------------------------ tensor-level stages

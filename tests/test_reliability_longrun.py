@@ -64,7 +64,7 @@ def _run(seg, calls: int) -> float:
     start = rss_mb()
     for n in range(6, 6 + calls):
         call(n)
-    assert len(seg._text_cache) <= seg._text_cache_size
+    assert len(seg._text_cache) <= seg._text_cache.max_entries
     return rss_mb() - start
 
 
@@ -83,9 +83,9 @@ def test_thousand_calls_bounded_memory(small_segmenter, one_thread):
 
 def test_text_cache_is_bounded(small_segmenter, one_thread):
     seg = small_segmenter
-    for i in range(seg._text_cache_size + 5):
+    for i in range(seg._text_cache.max_entries + 5):
         seg.encode_text([f"label {i}"])
-    assert len(seg._text_cache) == seg._text_cache_size
+    assert len(seg._text_cache) == seg._text_cache.max_entries
     assert (None, ("label 0",)) not in seg._text_cache          # least recently used went first
 
 

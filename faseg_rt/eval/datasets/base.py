@@ -99,11 +99,6 @@ class SegDataset:
         return len(self.class_names)
 
     @property
-    def candidate_names(self) -> tuple[str, ...]:
-        """The classes FA-Seg may be asked for: all but background (where there is one)."""
-        return self.class_names[1:] if self.background else self.class_names
-
-    @property
     def no_class_label(self) -> int:
         """The saved prediction for FA-Seg's below-threshold label 0: background's id, or
         `ignore_index` (scored as "no class") where the benchmark has no background."""
