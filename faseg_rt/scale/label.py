@@ -127,7 +127,7 @@ def _plan_resources(ray, num_workers, device) -> tuple[int, float, float]:
         num_workers = int(gpus) if use_gpu else 1
     if use_gpu:
         if num_workers > gpus:
-            raise InvalidInputError(f"--num-workers {num_workers} asks for more GPUs than the cluster "
+            raise InvalidInputError(f"num_workers={num_workers} asks for more GPUs than the cluster "
                                     f"has ({int(gpus)}); one worker runs per GPU")
         return num_workers, 1.0, 1.0
     node_cpus = [float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
