@@ -330,11 +330,14 @@ class Segmenter:
             prompts = texts[group[0]].prompts
             keep = (prompts.num_classes <= self.SCORES_DEFAULT_MAX_CLASSES if return_scores is None
                     else bool(return_scores))
-            maps = self.refine_maps(summaries, prompts, rows)                       # (2b, K, s, s)
-            with stage("ttf", self.device):
-                scores = self._ttf(maps, self.config.image_size) if keep else None        # (b, K, size, size)
-                labels = (labels_from_scores(scores, threshold) if keep else
-                          ttf_labels(maps, self.config.image_size, threshold))      # (b, size, size)
+            if keep:
+                scores = self.refine(summaries, prompts, rows)                      # (b, K, size, size)
+                with stage("ttf", self.device):
+                    labels = labels_from_scores(scores, threshold)                  # (b, size, size)
+            else:  # labels over class chunks: memory independent of K
+                scores, maps = None, self.refine_maps(summaries, prompts, rows)     # (2b, K, s, s)
+                with stage("ttf", self.device):
+                    labels = ttf_labels(maps, self.config.image_size, threshold)   # (b, size, size)
             with stage("labels", self.device):
                 labels = [resize_labels(labels[b], pil[i].size[1], pil[i].size[0]).to(torch.int32)
                           for b, i in enumerate(group)]
