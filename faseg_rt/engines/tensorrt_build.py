@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-# bench/gpu.py still reads the gate through this module
+# bench/gpu.py reads the gate through this module
 from faseg_rt.backends.tensorrt_runtime import require_tensorrt  # noqa: F401
 from faseg_rt.engines.cache import install, record_path, reuse
 from faseg_rt.errors import EngineError
