@@ -82,6 +82,8 @@ class Segmenter:
         self._timestep = torch.tensor([self.config.timestep], dtype=torch.int64, device=backend.device)
         self._text_cache = VocabularyCache(max_entries=rules.positive_int(text_cache_size, "text_cache_size"))
         self._vocab_cache = VocabularyCache(int(text_cache_mb * 2**20))
+        # class prompts (token ids and spans) per vocabulary: tokenised once, whatever the caption
+        self._class_prompts = VocabularyCache(max_entries=self._text_cache.max_entries)
         self.max_class_chunks = rules.positive_int(max_class_chunks, "max_class_chunks")
         from faseg_rt.backends.fast import compile_backend, compiled
 
@@ -136,6 +138,7 @@ class Segmenter:
         """Forget every cached prompt embedding (full prompts and per-vocabulary chunks)."""
         self._text_cache.clear()
         self._vocab_cache.clear()
+        self._class_prompts.clear()
 
     def _cached_text(self, key) -> TextEmbeddings | None:
         try:
@@ -169,6 +172,15 @@ class Segmenter:
                 out.append(self.backend.text_encoder(input_ids=t)["last_hidden_state"])
         return out[0] if len(out) == 1 else torch.cat(out)
 
+    def _prompts(self, classes, caption: str | None = None) -> DualPrompts:
+        """build_dual_prompts, with the class prompts of a vocabulary seen before reused."""
+        classes = normalize_classes(classes)
+        chunks = self._class_prompts.get(classes)
+        prompts = build_dual_prompts(self.tokenizer, classes, caption, chunks=chunks)
+        if chunks is None:
+            self._class_prompts.put(classes, prompts.chunks)
+        return prompts
+
     def encode_text(self, classes: Sequence[str], caption: str | None = None) -> TextEmbeddings:
         """Dual prompts and their embeddings, cached per (caption, classes); the class-prompt
         chunks are cached per vocabulary, so a new caption encodes only its full prompt."""
@@ -176,7 +188,7 @@ class Segmenter:
             hit = self._cached_text((caption, tuple(classes)))   # already-normal names: no
             if hit is not None:                                   # tokenizing 1000 classes again
                 return hit
-        prompts = build_dual_prompts(self.tokenizer, classes, caption)
+        prompts = self._prompts(classes, caption)
         key = (prompts.caption, prompts.classes)
         hit = self._cached_text(key)
         if hit is not None:
@@ -288,7 +300,7 @@ class Segmenter:
         candidates = per_image(candidates, len(images), "candidates", MODES)
         for vocab in {tuple(v) for v, c in zip(vocabularies, candidates) if c is None}:
             if self._vocab_cache.get(vocab) is None:  # new vocabulary: too large fails before any work
-                self.check_vocabulary(build_dual_prompts(self.tokenizer, vocab))
+                self.check_vocabulary(self._prompts(vocab))
 
         results: list[SegmentationResult] = []
         bar = None

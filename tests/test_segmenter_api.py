@@ -159,3 +159,21 @@ def test_backend_refuses_a_config_it_cannot_compute(small_segmenter):
         Segmenter(fixed, small_segmenter.tokenizer, _weights_64(8, 0.2))
     with pytest.raises(InvalidInputError, match="latent size 8.*asks for 16"):
         Segmenter(dataclasses.replace(fixed, skip_cross=()), small_segmenter.tokenizer, small_config(16))
+
+
+def test_a_vocabulary_is_tokenised_once_whatever_the_caption(segmenter, monkeypatch):
+    from faseg_rt.method import prompts
+
+    calls = []
+    original = prompts._class_prompts
+
+    def counted(tok, classes):
+        calls.append(classes)
+        return original(tok, classes)
+
+    monkeypatch.setattr(prompts, "_class_prompts", counted)
+    vocab = ["zebra", "yak", "walrus"]
+    a = segmenter.encode_text(vocab, "one caption")
+    b = segmenter.encode_text(vocab, "another caption")
+    assert calls == [tuple(vocab)]
+    assert a.prompts.chunks == b.prompts.chunks and a.prompts.full_ids != b.prompts.full_ids

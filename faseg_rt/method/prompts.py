@@ -94,22 +94,26 @@ def _first_mismatch(ids, group, spans, pieces, classes) -> str:
     return classes[group[-1]]
 
 
-def build_dual_prompts(tokenizer, classes: Sequence[str], caption: str | None = None) -> DualPrompts:
+def build_dual_prompts(tokenizer, classes: Sequence[str], caption: str | None = None,
+                       chunks: tuple[ClassPrompt, ...] | None = None) -> DualPrompts:
     """Build P, P' chunks and token spans for `classes` (validated) and an optional caption.
 
+    chunks: the class prompts an earlier call built for the same (normalised) classes; they do
+    not depend on the caption, so passing them skips tokenising every class again.
     Thread-safe: the tokenizer is used under a lock (see _TOKENIZER_LOCK).
     """
     with _TOKENIZER_LOCK:
-        return _build_dual_prompts(tokenizer, classes, caption)
+        classes = normalize_classes(classes)
+        if chunks is None:
+            chunks = _class_prompts(tokenizer, classes)
+        elif tuple(c for chunk in chunks for c in chunk.classes) != classes:
+            raise ValueError("chunks were built for another class list")
+        return _dual_prompts(tokenizer, classes, caption, chunks)
 
 
-def _build_dual_prompts(tokenizer, classes: Sequence[str], caption: str | None) -> DualPrompts:
-    classes = normalize_classes(classes)
-    if caption is not None and not isinstance(caption, str):
-        raise InvalidInputError(f"caption must be a string or None, got {type(caption).__name__}")
-    caption = " ".join(caption.split()) if caption else None
-    caption = caption or None
-
+def _class_prompts(tokenizer, classes: tuple[str, ...]) -> tuple[ClassPrompt, ...]:
+    """The class prompts P'_j: classes packed greedily into 77-token chunks, with each class's
+    token span recorded while its chunk is assembled."""
     capacity = tokenizer.model_max_length - 2  # BOS and EOS
     sep = _content_ids(tokenizer, SEPARATOR.strip())
     pieces = []
@@ -151,7 +155,16 @@ def _build_dual_prompts(tokenizer, classes: Sequence[str], caption: str | None) 
                 "a name that ends (or starts) with punctuation or symbols such as '!' or an emoji "
                 "merges with the ', ' separator; remove them or add a word")
         chunks.append(ClassPrompt(text, ids, tuple(classes[i] for i in group), tuple(spans)))
+    return tuple(chunks)
 
+
+def _dual_prompts(tokenizer, classes: tuple[str, ...], caption, chunks) -> DualPrompts:
+    """The full prompt P for `caption` beside the class prompts `chunks`."""
+    if caption is not None and not isinstance(caption, str):
+        raise InvalidInputError(f"caption must be a string or None, got {type(caption).__name__}")
+    caption = " ".join(caption.split()) if caption else None
+    caption = caption or None
+    capacity = tokenizer.model_max_length - 2  # BOS and EOS
     class_text = SEPARATOR.join(classes)
     full_text = f"{caption} ; {class_text}" if caption else class_text
     full_len = len(_content_ids(tokenizer, full_text))
