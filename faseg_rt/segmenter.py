@@ -206,7 +206,8 @@ class Segmenter:
     def attention_summaries(self, batch: torch.Tensor, texts: Sequence[TextEmbeddings]) -> dict[str, torch.Tensor]:
         """Encode, invert and reconstruct (spec steps 2-4) for B images.
 
-        batch: (B, 3, size, size) uint8 images resized to config.image_size; texts: one TextEmbeddings per image.
+        batch: (B, 3, size, size) uint8 images resized to config.image_size; texts: one
+        TextEmbeddings per image.
         Returns the unet_attn summaries for the 2B latents [image 0, mirror 0, image 1, ...].
         """
         be, cfg = self.backend, self.config
@@ -248,7 +249,8 @@ class Segmenter:
 
     def refine(self, summaries: dict[str, torch.Tensor], prompts: DualPrompts,
                rows: slice | torch.Tensor | None = None) -> torch.Tensor:
-        """Cross fusion, HARD and TTF (spec steps 5-7): (b, K, size, size) float32 scores, size = config.image_size."""
+        """Cross fusion, HARD and TTF (spec steps 5-7): (b, K, size, size) float32 scores
+        (size = config.image_size)."""
         m = self.refine_maps(summaries, prompts, rows)
         with stage("ttf", self.device):
             return self._ttf(m, self.config.image_size)
