@@ -5,8 +5,7 @@
     res = seg("photo.jpg", classes=["cat", "dog"])
 """
 
-__version__ = "0.1.0"
-
+from faseg_rt.version import __version__  # noqa: E402,F401
 from faseg_rt.config import FASegConfig  # noqa: E402
 from faseg_rt.errors import FASegError, InvalidInputError, ModelLoadError  # noqa: E402
 from faseg_rt.results import SegmentationResult  # noqa: E402

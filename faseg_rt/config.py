@@ -1,7 +1,7 @@
 """The method's constants, in one frozen dataclass, each with where it comes from.
 
-Everything here is from the FA-Seg paper / published code as restated in
-shared/docs/faseg-algorithm.md ("the spec").  The inversion coefficients are computed from the
+Everything here is from the FA-Seg paper / published code as restated in docs/algorithm.md
+("the spec"; "spec step N" is its step N).  The inversion coefficients are computed from the
 beta schedule right here instead of from a scheduler object's side effects.
 """
 
@@ -21,10 +21,6 @@ def _frozen(d: dict) -> Mapping:
     return MappingProxyType(dict(d))
 
 
-#: Background thresholds of the published evaluation scripts (spec, "Published evaluation protocol").
-DATASET_THRESHOLDS: Mapping[str, float] = _frozen({"voc": 0.55, "context": 0.50, "coco-object": 0.60})
-
-
 @dataclass(frozen=True)
 class FASegConfig:
     # Image side the published code resizes every input to (spec step 2); latents are side / 8.
@@ -41,11 +37,11 @@ class FASegConfig:
     tau: int = 2
     # Background threshold on the flip-fused maps; published default (VOC) 0.55 (spec step 8).
     threshold: float = 0.55
-    # DDIM schedule of SD 1.x (spec "Model"): 1000 steps, scaled_linear betas.
+    # DDIM schedule of SD 1.x (spec "Model and schedule"): 1000 steps, scaled_linear betas.
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
     beta_end: float = 0.012
-    # One inference step with steps_offset 1: the only timestep is t = 1 (spec "Model").
+    # One inference step with steps_offset 1: the only timestep is t = 1 (spec "Model and schedule").
     timestep: int = 1
     # Seed of the fixed latent noise randn((2, 4, 64, 64), CPU generator) (spec step 2).
     seed: int = 0

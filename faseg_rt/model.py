@@ -4,16 +4,35 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
 import torch
 
-from faseg_rt.engines.graphs import ModelDims
 from faseg_rt.errors import ModelLoadError
 from faseg_rt.hub import locate, quiet_loading
 
 log = logging.getLogger(__name__)
 
 COMPONENTS = ("vae", "text_encoder", "tokenizer", "unet")
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """Sizes read off a loaded SD 1.x model, needed to declare graph shapes."""
+
+    text_len: int = 77           # tokenizer.model_max_length
+    text_dim: int = 768          # text_encoder hidden size == unet cross_attention_dim
+    latent_channels: int = 4
+    latent_size: int = 64
+    image_size: int = 512
+    full_res_heads: int = 40     # self-attention layers x heads at the full latent resolution
+    full_res_head_dim: int = 40
+    scaling_factor: float = 0.18215
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        s = self.latent_size
+        return (s // 8, s // 4, s // 2, s)
 
 
 def resolve_model(model: str | os.PathLike) -> str:

@@ -9,6 +9,8 @@ InvalidInputError with one line that names the parameter, what was given and wha
 
     threshold(value, name="threshold") -> float    a number in [0, 1]; bools, NaN, strings refused
     positive_int(value, name) -> int                an int (or numpy int) >= 1; bools refused
+    normalize_classes(value) -> tuple[str, ...]     a non-empty list of unique (case-insensitive),
+                                                    non-empty names, inner whitespace collapsed
     batch_size(value) -> int                        positive_int named "batch_size"
     max_candidates(value) -> int                    positive_int named "max_candidates"
     dtype(value) -> torch.dtype                     a torch.dtype or a name of DTYPE_NAMES
@@ -120,3 +122,33 @@ def device(value) -> torch.device:
     if dev.index is not None and f"cuda:{dev.index}" not in have:
         raise InvalidInputError(f"device {value!r} does not exist; available: {', '.join(have)}")
     return dev
+
+
+def normalize_classes(classes) -> tuple[str, ...]:
+    """Validate a class list: non-empty, strings, no empty or duplicate names (case-insensitive).
+
+    Inner whitespace is collapsed ("potted  plant" -> "potted plant").
+    """
+    if isinstance(classes, str):
+        raise InvalidInputError(
+            f"classes must be a list of names, got the string {classes!r}; pass e.g. ['cat', 'dog']")
+    try:
+        classes = list(classes)
+    except TypeError:
+        raise InvalidInputError(f"classes must be a list of names, got {type(classes).__name__}") from None
+    if not classes:
+        raise InvalidInputError("the class list is empty: give at least one class name")
+    out, seen = [], {}
+    for i, c in enumerate(classes):
+        if not isinstance(c, str):
+            raise InvalidInputError(f"class #{i} is {type(c).__name__} {c!r}, not a string")
+        name = " ".join(c.split())
+        if not name:
+            raise InvalidInputError(f"class #{i} is empty or whitespace only: remove it or name it")
+        key = name.lower()
+        if key in seen:
+            raise InvalidInputError(
+                f"class {name!r} appears twice (#{seen[key]} and #{i}); class names must be unique")
+        seen[key] = i
+        out.append(name)
+    return tuple(out)

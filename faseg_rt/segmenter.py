@@ -9,14 +9,12 @@ recogniser, loaded on first use) supplies the caption and the classes to segment
 `classes` (label k = classes[k - 1]) whatever subset was segmented.
 
 Stages (spec steps 1-8): prompts -> encode -> invert -> reconstruct -> hard -> ttf -> labels.
-The backend runs the four networks; everything else is device-side torch code here, with one
-transfer to the host at the end.
+The backend runs the four networks; everything else is device-side torch code here, with the
+results copied to the host at the end (the scores, when kept, and the labels).
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,17 +23,18 @@ import torch
 from faseg_rt import rules
 from faseg_rt.backends import Backend, load_backend
 from faseg_rt.config import FASegConfig
-from faseg_rt.devices import default_device_dtype  # noqa: F401  (public here too)
+from faseg_rt.devices import default_device_dtype
 from faseg_rt.errors import InvalidInputError
 from faseg_rt.frontend.candidates import MODES
 from faseg_rt.frontend.plan import FrontEnd, ImagePlan, per_image
 from faseg_rt.images import load_image, pair_pixels, preprocess
 from faseg_rt.method.hard import class_maps_fused, hard
 from faseg_rt.method.inversion import fixed_noise, invert, sample_latents
-from faseg_rt.method.prompts import DualPrompts, build_dual_prompts, normalize_classes
+from faseg_rt.method.prompts import DualPrompts, build_dual_prompts
 from faseg_rt.method.ttf import labels_from_scores, resize_labels, ttf, ttf_labels
 from faseg_rt.profiling import stage
 from faseg_rt.results import SegmentationResult
+from faseg_rt.rules import normalize_classes
 from faseg_rt.text_cache import VocabularyCache
 
 # Class prompts encoded per text-encoder call: bounds its activations for long vocabularies.
@@ -59,16 +58,18 @@ class Segmenter:
         whose embeddings alone exceed it is refused up front.
     max_class_chunks: the most 77-token class-prompt chunks one call may use (the class-aware
         maps of the reconstruction pass grow with it); more is refused up front.
+    compile: None / False, True or a torch.compile backend name: HARD and TTF through
+        torch.compile (from_pretrained passes its own `compile` here too).
     """
 
-    #: `result.scores` ((K, 512, 512) float32, 1 MiB per class) is returned by default up to this
-    #: many classes, as it always was for small vocabularies; above, only with
-    #: return_scores=True, so a large vocabulary never holds K full-resolution maps by default.
+    #: `result.scores` ((K, image_size, image_size) float32: 1 MiB per class at 512 px) is
+    #: returned by default up to this many classes; above, only with return_scores=True, so a
+    #: large vocabulary never holds K full-resolution maps by default.
     SCORES_DEFAULT_MAX_CLASSES = 64
 
     def __init__(self, backend: Backend, tokenizer, config: FASegConfig | None = None,
                  text_cache_size: int = 64, text_cache_mb: float = 512, max_class_chunks: int = 256,
-                 frontend: FrontEnd | None = None):
+                 frontend: FrontEnd | None = None, compile=None):
         self.config = config or FASegConfig()
         # a shared backend computes what this config reads (torch), or refuses it (exported graphs)
         self.backend = backend = backend.for_config(self.config)
@@ -79,12 +80,15 @@ class Segmenter:
                 f"tokenizer length {tokenizer.model_max_length} != text encoder length {backend.dims.text_len}")
         self._noise = fixed_noise(self.config, backend.dims.latent_channels)
         self._timestep = torch.tensor([self.config.timestep], dtype=torch.int64, device=backend.device)
-        self._text_cache: OrderedDict = OrderedDict()
-        self._text_cache_size = text_cache_size
+        self._text_cache = VocabularyCache(max_entries=rules.positive_int(text_cache_size, "text_cache_size"))
         self._vocab_cache = VocabularyCache(int(text_cache_mb * 2**20))
+        # class prompts (token ids and spans) per vocabulary: tokenised once, whatever the caption
+        self._class_prompts = VocabularyCache(max_entries=self._text_cache.max_entries)
         self.max_class_chunks = rules.positive_int(max_class_chunks, "max_class_chunks")
-        self._lock = threading.Lock()
-        self._hard, self._ttf = hard, ttf  # torch.compile-d by from_pretrained(compile=...)
+        from faseg_rt.backends.fast import compile_backend, compiled
+
+        method_backend = compile_backend(compile)  # HARD and TTF through torch.compile, or as they are
+        self._hard, self._ttf = compiled(hard, method_backend), compiled(ttf, method_backend)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -102,7 +106,6 @@ class Segmenter:
         (SigLIP, SigLIP 2 or CLIP), candidate_threshold, max_candidates, generation, lexicon
         ({class: [words]} naming classes in captions); see faseg_rt.frontend.plan.
         """
-        from faseg_rt.backends.fast import compile_backend, compiled
         from faseg_rt.model import load_tokenizer
 
         device, dtype = default_device_dtype(device, dtype)
@@ -110,10 +113,7 @@ class Segmenter:
         tokenizer = load_tokenizer(model)
         be = load_backend(backend, model, device=device, dtype=dtype, engines=engines, config=config,
                           compile=compile, cuda_graphs=cuda_graphs)
-        seg = cls(be, tokenizer, config, frontend=front)
-        method_backend = compile_backend(compile)
-        seg._hard, seg._ttf = compiled(hard, method_backend), compiled(ttf, method_backend)
-        return seg
+        return cls(be, tokenizer, config, frontend=front, compile=compile)
 
     def to(self, device, dtype: torch.dtype | None = None) -> "Segmenter":
         """Move to another device / dtype (torch backend); returns self, like nn.Module.to."""
@@ -136,17 +136,13 @@ class Segmenter:
     # ------------------------------------------------------------------ prompts
     def clear_text_cache(self) -> None:
         """Forget every cached prompt embedding (full prompts and per-vocabulary chunks)."""
-        with self._lock:
-            self._text_cache.clear()
+        self._text_cache.clear()
         self._vocab_cache.clear()
+        self._class_prompts.clear()
 
     def _cached_text(self, key) -> TextEmbeddings | None:
         try:
-            with self._lock:
-                hit = self._text_cache.get(key)
-                if hit is not None:
-                    self._text_cache.move_to_end(key)
-                return hit
+            return self._text_cache.get(key)
         except TypeError:  # unhashable items: not a valid class list, build_dual_prompts says so
             return None
 
@@ -176,6 +172,15 @@ class Segmenter:
                 out.append(self.backend.text_encoder(input_ids=t)["last_hidden_state"])
         return out[0] if len(out) == 1 else torch.cat(out)
 
+    def _prompts(self, classes, caption: str | None = None) -> DualPrompts:
+        """build_dual_prompts, with the class prompts of a vocabulary seen before reused."""
+        classes = normalize_classes(classes)
+        chunks = self._class_prompts.get(classes)
+        prompts = build_dual_prompts(self.tokenizer, classes, caption, chunks=chunks)
+        if chunks is None:
+            self._class_prompts.put(classes, prompts.chunks)
+        return prompts
+
     def encode_text(self, classes: Sequence[str], caption: str | None = None) -> TextEmbeddings:
         """Dual prompts and their embeddings, cached per (caption, classes); the class-prompt
         chunks are cached per vocabulary, so a new caption encodes only its full prompt."""
@@ -183,7 +188,7 @@ class Segmenter:
             hit = self._cached_text((caption, tuple(classes)))   # already-normal names: no
             if hit is not None:                                   # tokenizing 1000 classes again
                 return hit
-        prompts = build_dual_prompts(self.tokenizer, classes, caption)
+        prompts = self._prompts(classes, caption)
         key = (prompts.caption, prompts.classes)
         hit = self._cached_text(key)
         if hit is not None:
@@ -194,17 +199,15 @@ class Segmenter:
             chunks = self._encode_ids([c.input_ids for c in prompts.chunks])
             self._vocab_cache.put(prompts.classes, chunks)
         text = TextEmbeddings(prompts, self._encode_ids([prompts.full_ids])[0], chunks)
-        with self._lock:
-            self._text_cache[key] = text
-            while len(self._text_cache) > self._text_cache_size:
-                self._text_cache.popitem(last=False)
+        self._text_cache.put(key, text)
         return text
 
     # ------------------------------------------------------------------ tensor-level stages
     def attention_summaries(self, batch: torch.Tensor, texts: Sequence[TextEmbeddings]) -> dict[str, torch.Tensor]:
         """Encode, invert and reconstruct (spec steps 2-4) for B images.
 
-        batch: (B, 3, 512, 512) uint8 resized images; texts: one TextEmbeddings per image.
+        batch: (B, 3, size, size) uint8 images resized to config.image_size; texts: one
+        TextEmbeddings per image.
         Returns the unet_attn summaries for the 2B latents [image 0, mirror 0, image 1, ...].
         """
         be, cfg = self.backend, self.config
@@ -246,7 +249,8 @@ class Segmenter:
 
     def refine(self, summaries: dict[str, torch.Tensor], prompts: DualPrompts,
                rows: slice | torch.Tensor | None = None) -> torch.Tensor:
-        """Cross fusion, HARD and TTF (spec steps 5-7): (b, K, 512, 512) float32 scores."""
+        """Cross fusion, HARD and TTF (spec steps 5-7): (b, K, size, size) float32 scores
+        (size = config.image_size)."""
         m = self.refine_maps(summaries, prompts, rows)
         with stage("ttf", self.device):
             return self._ttf(m, self.config.image_size)
@@ -273,8 +277,6 @@ class Segmenter:
                                   threshold=threshold, candidates=[candidates],
                                   return_scores=return_scores, exif_transpose=exif_transpose)[0]
 
-    segment = __call__
-
     def segment_batch(self, images: Sequence, classes, captions: Sequence[str | None] | None = None,
                       batch_size: int = 8, threshold: float | None = None,
                       progress: bool = False, candidates=None, return_scores: bool | None = None,
@@ -287,7 +289,7 @@ class Segmenter:
             or a list of names) per image; see __call__.  Captioner and recogniser run batched
             on each chunk of images.
         exif_transpose: see __call__.
-        return_scores: keep the (K, 512, 512) score maps in each result. None (default): only
+        return_scores: keep the (K, size, size) score maps in each result. None (default): only
             up to SCORES_DEFAULT_MAX_CLASSES classes. Without them, labels are computed over
             class chunks with memory independent of K (and bit-identical to thresholding the
             scores).
@@ -300,7 +302,7 @@ class Segmenter:
         candidates = per_image(candidates, len(images), "candidates", MODES)
         for vocab in {tuple(v) for v, c in zip(vocabularies, candidates) if c is None}:
             if self._vocab_cache.get(vocab) is None:  # new vocabulary: too large fails before any work
-                self.check_vocabulary(build_dual_prompts(self.tokenizer, vocab))
+                self.check_vocabulary(self._prompts(vocab))
 
         results: list[SegmentationResult] = []
         bar = None
@@ -342,15 +344,18 @@ class Segmenter:
             prompts = texts[group[0]].prompts
             keep = (prompts.num_classes <= self.SCORES_DEFAULT_MAX_CLASSES if return_scores is None
                     else bool(return_scores))
-            maps = self.refine_maps(summaries, prompts, rows)                       # (2b, K, s, s)
-            with stage("ttf", self.device):
-                scores = self._ttf(maps, self.config.image_size) if keep else None        # (b, K, 512, 512)
-                labels = (labels_from_scores(scores, threshold) if keep else
-                          ttf_labels(maps, self.config.image_size, threshold))      # (b, 512, 512)
+            if keep:
+                scores = self.refine(summaries, prompts, rows)                      # (b, K, size, size)
+                with stage("ttf", self.device):
+                    labels = labels_from_scores(scores, threshold)                  # (b, size, size)
+            else:  # labels over class chunks: memory independent of K
+                scores, maps = None, self.refine_maps(summaries, prompts, rows)     # (2b, K, s, s)
+                with stage("ttf", self.device):
+                    labels = ttf_labels(maps, self.config.image_size, threshold)   # (b, size, size)
             with stage("labels", self.device):
                 labels = [resize_labels(labels[b], pil[i].size[1], pil[i].size[0]).to(torch.int32)
                           for b, i in enumerate(group)]
-                scores_host = scores.cpu().numpy() if keep else [None] * len(group)  # one transfer
+                scores_host = scores.cpu().numpy() if keep else [None] * len(group)  # one copy for the group
                 labels = [lab.cpu().numpy() for lab in labels]
             for b, i in enumerate(group):
                 out[i] = SegmentationResult(

@@ -1,10 +1,14 @@
-"""The per-vocabulary cache of class-prompt embeddings, bounded in bytes.
+"""The segmenter's LRU caches of prompt embeddings: per vocabulary bounded in bytes, per full
+prompt bounded in entries.
 
 A vocabulary's class prompts (its 77-token chunks, J of them) do not depend on the caption, so
 their embeddings (J, 77, D) are cached per class list: with captions that differ per image, a
 fixed vocabulary is still encoded once per process. Entries are evicted least recently used
 first when their total size passes the budget; a single vocabulary larger than the whole budget
 is refused up front by the segmenter (see `Segmenter.check_vocabulary`).
+
+The full prompts' embeddings (caption + classes -> TextEmbeddings) live in the same kind of
+cache, bounded by a number of entries instead (`max_entries`).
 """
 
 from __future__ import annotations
@@ -17,17 +21,20 @@ import torch
 
 
 class VocabularyCache:
-    """Thread-safe LRU: key (a normalised class tuple) -> (J, 77, D) chunk embeddings."""
+    """Thread-safe LRU: key (a normalised class tuple) -> (J, 77, D) chunk embeddings, evicting
+    once the tensors pass `max_bytes`, or once there are more than `max_entries` entries (values
+    that are not tensors count 0 bytes: bound those by entries)."""
 
-    def __init__(self, max_bytes: int):
-        self.max_bytes = int(max_bytes)
+    def __init__(self, max_bytes: float = float("inf"), max_entries: int | None = None):
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
         self._entries: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
     @staticmethod
-    def nbytes(t: torch.Tensor) -> int:
-        return t.numel() * t.element_size()
+    def nbytes(t) -> int:
+        return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
 
     def get(self, key: Hashable) -> torch.Tensor | None:
         with self._lock:
@@ -36,13 +43,14 @@ class VocabularyCache:
                 self._entries.move_to_end(key)
             return hit
 
-    def put(self, key: Hashable, chunks: torch.Tensor) -> None:
+    def put(self, key: Hashable, value) -> None:
         with self._lock:
             if key in self._entries:
                 return
-            self._entries[key] = chunks
-            self._bytes += self.nbytes(chunks)
-            while self._bytes > self.max_bytes and len(self._entries) > 1:
+            self._entries[key] = value
+            self._bytes += self.nbytes(value)
+            while len(self._entries) > 1 and (self._bytes > self.max_bytes or (
+                    self.max_entries is not None and len(self._entries) > self.max_entries)):
                 _, old = self._entries.popitem(last=False)
                 self._bytes -= self.nbytes(old)
 
@@ -54,6 +62,6 @@ class VocabularyCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    @property
-    def bytes(self) -> int:
-        return self._bytes
+    def __contains__(self, key) -> bool:
+        with self._lock:
+            return key in self._entries

@@ -42,7 +42,7 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def frontend_dirs(tmp_path_factory):
-    """Tiny random BLIP, SigLIP, SigLIP 2 and CLIP checkpoints (issue 12):
+    """Tiny random BLIP, SigLIP, SigLIP 2 and CLIP checkpoints:
     {"blip", "siglip", "siglip2" (NaFlex), "siglip2-fixres", "clip"} -> dir."""
     from faseg_rt.testing.tiny_frontend import build_tiny_frontend
 
@@ -90,18 +90,24 @@ PARITY_CASES = [
 
 
 @pytest.fixture(scope="session")
-def parity_cases(segmenter, reference32, reference64):
-    """For each case: the image, the fast result, and the fp32 / fp64 reference outputs."""
+def fast_cases(segmenter):
+    """For each of PARITY_CASES: the image, classes, caption and the Segmenter's result (cheap;
+    tests that need only an image and its fast result use this, and stay in the fast tier)."""
     from faseg_rt.testing import synthetic_image
 
     out = []
     for seed, w, h, classes, caption in PARITY_CASES:
         img = synthetic_image(w, h, seed=seed)
-        fast = segmenter(img, classes=classes, caption=caption)
-        r32 = reference32(img, classes, caption)
-        r64 = reference64(img, classes, caption)
-        out.append(dict(image=img, classes=classes, caption=caption, fast=fast, ref32=r32, ref64=r64))
+        out.append(dict(image=img, classes=classes, caption=caption,
+                        fast=segmenter(img, classes=classes, caption=caption)))
     return out
+
+
+@pytest.fixture(scope="session")
+def parity_cases(fast_cases, reference32, reference64):
+    """fast_cases with the fp32 / fp64 reference outputs of each (the literal oracle: slow tier)."""
+    return [dict(c, ref32=reference32(c["image"], c["classes"], c["caption"]),
+                 ref64=reference64(c["image"], c["classes"], c["caption"])) for c in fast_cases]
 
 
 def small_config(latent: int = 8):

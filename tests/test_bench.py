@@ -1,4 +1,3 @@
-import pytest
 """The benchmark harness measures what it says: stage timers, peak-memory accounting, tables.
 
 Nothing here times anything against a threshold (timings are for benchmarks, not tests).
@@ -6,13 +5,12 @@ Nothing here times anything against a threshold (timings are for benchmarks, not
 
 import json
 
+import pytest
 import torch
 
 from faseg_rt.bench import common as bench
 from faseg_rt.cli.bench import main as bench_main
 from faseg_rt.profiling import record, stage
-
-pytestmark = pytest.mark.slow  # runs the benchmarks end to end: the slow tier (CI runs it)
 
 
 def test_stage_timer_records_only_inside_a_recorder():
@@ -46,6 +44,7 @@ def test_summarize_median_and_p90():
     assert s["median"] == 6.0 and s["p90"] == 10.0 and s["n"] == 11
 
 
+@pytest.mark.slow  # runs the benchmark end to end
 def test_latency_benchmark_end_to_end_writes_json_and_table(tiny_model_dir, tmp_path, capsys):
     rc = bench_main(["latency", "--model", str(tiny_model_dir), "--iters", "1", "--warmup", "0",
                      "--no-reference", "--no-memory", "--out", str(tmp_path), "--tag", "t"])
@@ -62,6 +61,7 @@ def test_latency_benchmark_end_to_end_writes_json_and_table(tiny_model_dir, tmp_
     assert "| **total** |" in out and "network-only floor" in out
 
 
+@pytest.mark.slow  # runs the benchmark end to end
 def test_profile_lists_top_operators_by_self_time(tiny_model_dir, tmp_path, capsys):
     rc = bench_main(["profile", "--model", str(tiny_model_dir), "--top", "5", "--classes", "cat,dog",
                      "--out", str(tmp_path), "--tag", "t"])
@@ -77,6 +77,7 @@ def test_profile_lists_top_operators_by_self_time(tiny_model_dir, tmp_path, caps
     assert "| operator | calls |" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # runs the benchmark end to end
 def test_throughput_runs_each_batch_size_in_a_fresh_process(tiny_model_dir, tmp_path, capsys):
     rc = bench_main(["throughput", "--model", str(tiny_model_dir), "--batch-sizes", "2", "--images", "2",
                      "--out", str(tmp_path), "--tag", "t"])

@@ -196,7 +196,7 @@ def test_segment_and_label_take_the_modes(tiny_model_dir, frontend_dirs, photos,
 @pytest.mark.parametrize("mode", ["caption", "recognizer", "auto"])
 def test_eval_modes_score_each_source(auto_segmenter, tmp_path, mode):
     from faseg_rt.eval.datasets.registry import open_dataset
-    from faseg_rt.eval.datasets.synthetic import make_voc
+    from faseg_rt.testing.datasets import make_voc
     from faseg_rt.eval.loop import evaluate
 
     split = make_voc(tmp_path / "VOC2012", n_images=2, size=(40, 56))

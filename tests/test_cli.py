@@ -22,7 +22,7 @@ def images(tmp_path_factory):
     return d
 
 
-def test_segment_writes_masks_and_overlays(tiny_model_dir, images, tmp_path, capsys, parity_cases):
+def test_segment_writes_masks_and_overlays(tiny_model_dir, images, tmp_path, capsys, fast_cases):
     out = tmp_path / "out"
     rc = main(["segment", str(images / "a.png"), str(images / "b.jpg"), "--classes",
                "cat, potted plant,aeroplane", "--caption", "a photo of a room", "--model",
@@ -32,7 +32,7 @@ def test_segment_writes_masks_and_overlays(tiny_model_dir, images, tmp_path, cap
                                                      "b_overlay.png"]
     with Image.open(out / "a.png") as m:
         assert m.mode == "P" and m.size == (96, 64)
-        assert np.array_equal(np.array(m), parity_cases[0]["fast"].labels)
+        assert np.array_equal(np.array(m), fast_cases[0]["fast"].labels)
 
 
 def test_batch_continues_past_a_bad_image(tiny_model_dir, images, tmp_path, capsys):

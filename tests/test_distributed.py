@@ -1,9 +1,10 @@
-"""faseg-rt label / faseg_rt.distributed: Ray Data scale-out on the tiny model.
+"""faseg-rt label / faseg_rt.scale: Ray Data scale-out on the tiny model.
 
 One local Ray instance (num_cpus=2) and ONE labelling run over a dozen generated images (11 good,
 1 corrupt) are shared by the module: the tests check that its masks are byte-identical to the
 single-process `faseg-rt segment`, that the corrupt image is an error row, and that a rerun skips
-everything.  The cheap input / manifest / missing-Ray checks need no Ray instance.
+everything (the slow tier).  The cheap input / manifest / missing-Ray checks need no Ray
+instance and run in the fast tier.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from faseg_rt.scale.inputs import check_collisions, output_name, resolve_inputs
 from faseg_rt.scale.label import RAY_MISSING, RayUnavailableError, label
 from faseg_rt.scale.manifest import Manifest
 from faseg_rt.testing import synthetic_image, write_synthetic_images
-
-pytestmark = pytest.mark.slow  # starts Ray: the slow tier (CI runs it)
 
 try:
     import ray
@@ -153,6 +152,7 @@ def _rows(out):
 
 
 @needs_ray
+@pytest.mark.slow  # one shared Ray run
 def test_masks_are_byte_identical_to_the_single_process_cli(labelled, tiny_model_dir, tmp_path):
     # Each of the 2 workers owns 1 of the 2 CPUs, so torch runs 1 thread there; the CPU kernels'
     # reduction order depends on the thread count (a near-tie pixel can flip), so the reference
@@ -174,6 +174,7 @@ def test_masks_are_byte_identical_to_the_single_process_cli(labelled, tiny_model
 
 
 @needs_ray
+@pytest.mark.slow  # one shared Ray run
 def test_a_bad_image_is_an_error_row_and_the_job_completes(labelled):
     rep, out = labelled["report"], labelled["out"]
     assert (rep.ok, rep.failed, rep.skipped) == (N_GOOD, 1, 0)
@@ -190,6 +191,7 @@ def test_a_bad_image_is_an_error_row_and_the_job_completes(labelled):
 
 
 @needs_ray
+@pytest.mark.slow  # one shared Ray run
 def test_rerun_skips_finished_work(labelled, tiny_model_dir, tmp_path, capsys):
     out = labelled["out"]
     mtimes = {p: (out / (p.stem + ".png")).stat().st_mtime_ns for p in labelled["good"]}

@@ -7,7 +7,7 @@ from PIL import Image
 from faseg_rt.errors import InvalidInputError
 from faseg_rt.eval import open_dataset
 from faseg_rt.eval.datasets import coco_object, context, voc
-from faseg_rt.eval.datasets.synthetic import make_coco_object, make_context, make_voc
+from faseg_rt.testing.datasets import make_coco_object, make_context, make_voc
 
 
 def test_class_tables():

@@ -8,7 +8,7 @@ import numpy as np
 
 from faseg_rt import cli
 from faseg_rt.eval import open_dataset
-from faseg_rt.eval.datasets.synthetic import candidates_from_labels, make_voc, write_json
+from faseg_rt.testing.datasets import candidates_from_labels, make_voc, write_json
 from faseg_rt.eval.inputs import build_vocabulary, parse_candidates
 from faseg_rt.eval.metrics import ConfusionMatrix
 from faseg_rt.io import load_label_png

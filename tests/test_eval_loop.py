@@ -13,7 +13,7 @@ import faseg_rt
 from faseg_rt.cli.eval import register
 from faseg_rt.errors import FASegError
 from faseg_rt.eval import open_dataset
-from faseg_rt.eval.datasets.synthetic import (
+from faseg_rt.testing.datasets import (
     candidates_from_labels,
     make_coco_object,
     make_context,

@@ -7,7 +7,7 @@ import pytest
 from faseg_rt.errors import InvalidInputError
 from faseg_rt.eval import open_dataset
 from faseg_rt.eval.datasets import ade20k, ade20k_full, coco_stuff, context459
-from faseg_rt.eval.datasets.synthetic_openvocab import (make_ade150, make_ade847, make_coco_stuff,
+from faseg_rt.testing.datasets_openvocab import (make_ade150, make_ade847, make_coco_stuff,
                                                         make_context459)
 from faseg_rt.method.prompts import build_dual_prompts
 

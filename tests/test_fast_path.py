@@ -67,28 +67,20 @@ def test_compiled_unet_attn_matches_eager(tiny_model_dir, small_segmenter, one_t
                            "suite's budget; set FASEG_INDUCTOR_TESTS=1 to run it")
 def test_inductor_hard_and_ttf_match_eager(small_segmenter, one_thread):
     """HARD and TTF compiled by inductor (C++ on the CPU) on the same captured summaries."""
-    from faseg_rt.backends.fast import compiled
     from faseg_rt.images import preprocess
-    from faseg_rt.method import hard as hard_mod
-    from faseg_rt.method import ttf as ttf_mod
+    from faseg_rt.segmenter import Segmenter
 
-    seg = small_segmenter
-    cfg = seg.config
-    text = seg.encode_text(CLASSES)
-    summ = seg.attention_summaries(preprocess([synthetic_image(64, 64, seed=5)], cfg.image_size), [text])
+    cfg = small_segmenter.config
     # at 8 x 8 latents the r = 1 term of HARD is a constant map that min-max normalises to 0 in
     # eager and to rounding noise stretched to [0, 1] by a decomposed bicubic: leave it out here
-    weights = {**cfg.self_weights, 1: 0.0}
-    seg.config = dataclasses.replace(cfg, self_weights=weights)
+    cfg = dataclasses.replace(cfg, self_weights={**cfg.self_weights, 1: 0.0})
+    seg = Segmenter(small_segmenter.backend, small_segmenter.tokenizer, cfg)
+    text = seg.encode_text(CLASSES)
+    summ = seg.attention_summaries(preprocess([synthetic_image(64, 64, seed=5)], cfg.image_size), [text])
     eager = seg.refine(summ, text.prompts)
-    seg_hard, seg_ttf = seg._hard, seg._ttf
-    try:
-        seg._hard = compiled(hard_mod.hard, "inductor")
-        seg._ttf = compiled(ttf_mod.ttf, "inductor")
-        t0 = time.perf_counter()
-        got = seg.refine(summ, text.prompts)
-        print(f"inductor HARD+TTF first call (compile) {time.perf_counter() - t0:.1f} s")
-    finally:
-        seg._hard, seg._ttf, seg.config = seg_hard, seg_ttf, cfg
+    inductor = Segmenter(seg.backend, seg.tokenizer, cfg, compile="inductor")
+    t0 = time.perf_counter()
+    got = inductor.refine(summ, text.prompts)
+    print(f"inductor HARD+TTF first call (compile) {time.perf_counter() - t0:.1f} s")
     assert got.shape == eager.shape
     assert float((got - eager).abs().max()) <= 1e-4  # the scores' parity bar (inductor reorders sums)

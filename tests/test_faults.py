@@ -1,4 +1,4 @@
-"""Faults at scale (issue 15): a real two-node Ray cluster, processes and nodes killed mid-job,
+"""Faults at scale: a real two-node Ray cluster, processes and nodes killed mid-job,
 a disk that fills up.  After each fault (and the rerun it calls for) every input has exactly
 one finished mask or one error row, the masks are byte-identical to a clean single-process run
 at the same thread count (1), every manifest line parses, and no temporary file is left.
@@ -279,7 +279,7 @@ def check_segment_files(out: Path, reference, names) -> None:
 
 def test_eval_killed_then_resumed_matches_a_clean_run(tiny_model_dir, tmp_path, small_in_process):
     from faseg_rt.cli import main
-    from faseg_rt.eval.datasets.synthetic import make_voc
+    from faseg_rt.testing.datasets import make_voc
 
     split = make_voc(tmp_path / "VOC2012", n_images=N, size=(24, 32))
     common = ["eval", "--dataset", "voc", "--root", str(split.root), "--model", str(tiny_model_dir),

@@ -1,4 +1,4 @@
-"""Front end (issue 12): BLIP captions and SigLIP / CLIP candidate classes, on tiny random
+"""Front end: BLIP captions and SigLIP / CLIP candidate classes, on tiny random
 checkpoints built offline and loaded through the same from_pretrained path as real ones.
 
 Parity: captions are compared with transformers' own generate() + decode on a separately loaded

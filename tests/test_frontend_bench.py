@@ -1,4 +1,4 @@
-"""Smoke run of the front-end latency benchmark (issue 12) on the tiny models: the caption and
+"""Smoke run of the front-end latency benchmark on the tiny models: the caption and
 recognise stages show up beside the SD stages, and the batching table is written.  Timings are
 never asserted (they belong to benchmarks/README.md).  The segmenter is the 64 px one (same
 code path, ~50x cheaper); the benchmark's own loading is what test_bench.py exercises."""

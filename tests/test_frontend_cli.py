@@ -1,4 +1,4 @@
-"""The front end from the command line (issue 12): segment's <stem>.json, label's manifest
+"""The front end from the command line: segment's <stem>.json, label's manifest
 fields, eval --captions auto --candidates auto with class-presence precision / recall, and the
 bad inputs the issue lists (one line, exit 2, nothing written).
 
@@ -106,7 +106,7 @@ def test_label_worker_records_the_front_end(tiny_model_dir, frontend_dirs, photo
 
 def test_eval_auto_reports_presence(auto_segmenter, tiny_model_dir, frontend_dirs, tmp_path, capsys):
     from faseg_rt.eval.datasets.registry import open_dataset
-    from faseg_rt.eval.datasets.synthetic import candidates_from_labels, make_voc, write_json
+    from faseg_rt.testing.datasets import candidates_from_labels, make_voc, write_json
     from faseg_rt.eval.loop import evaluate
     from faseg_rt.eval.presence import true_classes
 

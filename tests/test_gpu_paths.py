@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from faseg_rt.backends.tensorrt import aligned, nearest_profile
-from faseg_rt.engines.tensorrt_build import profile_shapes, require_tensorrt, timing_cache_name
+from faseg_rt.backends.tensorrt_runtime import require_tensorrt
+from faseg_rt.engines.tensorrt_build import profile_shapes, timing_cache_name
 from faseg_rt.errors import BackendUnavailableError
 
 ROOT = Path(__file__).resolve().parent.parent

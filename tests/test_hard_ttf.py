@@ -50,17 +50,25 @@ def dense_reference(s, spans, dtype):
 
 
 @pytest.fixture(scope="module")
-def case():
-    s, spans = synthetic_summaries()
+def summaries():
+    return synthetic_summaries()
+
+
+@pytest.fixture(scope="module")
+def case(summaries):
+    """The summaries with the dense float64 reference (eight 4096 x 4096 matrices): slow tier."""
+    s, spans = summaries
     return s, spans, dense_reference(s, spans, torch.float64)
 
 
+@pytest.mark.slow
 def test_factorised_hard_equals_dense_in_float64(case):
     s, spans, (ref_scores, ref_labels) = case
     fast = fast_scores(s, spans, torch.float64)[0].numpy()
     assert np.abs(fast - ref_scores).max() < 1e-9
 
 
+@pytest.mark.slow
 def test_fast_float32_within_1e4_of_float64_reference(case):
     s, spans, (ref_scores, ref_labels) = case
     fast = fast_scores(s, spans, torch.float32)
@@ -69,6 +77,7 @@ def test_fast_float32_within_1e4_of_float64_reference(case):
     assert (labels == ref_labels).mean() >= 0.999
 
 
+@pytest.mark.slow  # a dense 4096 x 4096 float64 affinity per resolution
 def test_coarse_affinity_equals_dense_matrix_product():
     g = torch.Generator().manual_seed(1)
     for r in (8, 16, 32):
@@ -100,9 +109,9 @@ class MaxNumel(TorchDispatchMode):
         return out
 
 
-def test_fast_path_builds_no_n_squared_tensor(case):
+def test_fast_path_builds_no_n_squared_tensor(summaries):
     """No op on the fast HARD path outputs anything near a 4096 x 4096 matrix (per latent)."""
-    s, spans, _ = case
+    s, spans = summaries
     with MaxNumel() as m:
         hard_in = fast_scores(s, spans, torch.float32)
     # biggest legitimate tensors: 2 x 3 x 512 x 512 scores, the 2 x 1024 x 1024 self_32 input

@@ -80,3 +80,12 @@ def test_full_prompt_with_caption_and_truncation_warning(tokenizer):
 def test_bad_class_lists_are_refused_clearly(tokenizer, classes, match):
     with pytest.raises(InvalidInputError, match=match):
         build_dual_prompts(tokenizer, classes)
+
+
+def test_class_prompts_of_an_earlier_build_give_the_same_prompts(tokenizer):
+    classes = ["cat", "potted plant", "aeroplane"]
+    first = build_dual_prompts(tokenizer, classes)
+    again = build_dual_prompts(tokenizer, classes, caption="a cat", chunks=first.chunks)
+    assert again == build_dual_prompts(tokenizer, classes, caption="a cat")
+    with pytest.raises(ValueError, match="another class list"):
+        build_dual_prompts(tokenizer, ["dog"], chunks=first.chunks)

@@ -1,4 +1,4 @@
-"""Issue 7 CLI: exit codes (0 ok, 1 internal / I/O error, 2 bad usage or input), one-line
+"""CLI: exit codes (0 ok, 1 internal / I/O error, 2 bad usage or input), one-line
 messages on stderr, no partial output file, a batch that goes on past bad images.
 
 Runs `faseg_rt.cli.main` in-process.  The model loader is replaced by the session

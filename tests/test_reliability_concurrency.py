@@ -1,4 +1,4 @@
-"""Issue 7 concurrency: one Segmenter shared by threads gives exactly the serial results, and a
+"""Concurrency: one Segmenter shared by threads gives exactly the serial results, and a
 failed call (bad input, or an exception inside a network runner) leaves it usable.
 
 Uses the session `small_segmenter` (the tiny model on 8 x 8 latents: every stage of the method,

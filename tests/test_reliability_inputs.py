@@ -1,4 +1,4 @@
-"""Issue 7 input battery: whatever a pipeline feeds in gets a correct result or ONE clear error.
+"""Input battery: whatever a pipeline feeds in gets a correct result or ONE clear error.
 
 Each case either checks the converted 8-bit RGB pixels against a conversion computed here
 independently of PIL's convert(), or checks that the package's InvalidInputError names the

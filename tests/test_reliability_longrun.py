@@ -1,4 +1,4 @@
-"""Issue 7 long runs: bounded memory over many calls, bit-identical outputs across repeated calls
+"""Long runs: bounded memory over many calls, bit-identical outputs across repeated calls
 and across processes on the CPU (same torch build and the same intra-op thread count: a
 different thread count changes float reduction order, hence the last bits).
 
@@ -64,7 +64,7 @@ def _run(seg, calls: int) -> float:
     start = rss_mb()
     for n in range(6, 6 + calls):
         call(n)
-    assert len(seg._text_cache) <= seg._text_cache_size
+    assert len(seg._text_cache) <= seg._text_cache.max_entries
     return rss_mb() - start
 
 
@@ -73,7 +73,6 @@ def test_forty_calls_bounded_memory_and_identical_outputs(small_segmenter, one_t
     assert growth < RSS_BOUND_MB, f"RSS grew by {growth:.1f} MiB over 40 calls"
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("FASEG_SLOW") != "1",
                     reason="1000-call run takes minutes; set FASEG_SLOW=1 to run it")
 def test_thousand_calls_bounded_memory(small_segmenter, one_thread):
@@ -84,9 +83,9 @@ def test_thousand_calls_bounded_memory(small_segmenter, one_thread):
 
 def test_text_cache_is_bounded(small_segmenter, one_thread):
     seg = small_segmenter
-    for i in range(seg._text_cache_size + 5):
+    for i in range(seg._text_cache.max_entries + 5):
         seg.encode_text([f"label {i}"])
-    assert len(seg._text_cache) == seg._text_cache_size
+    assert len(seg._text_cache) == seg._text_cache.max_entries
     assert (None, ("label 0",)) not in seg._text_cache          # least recently used went first
 
 

@@ -9,6 +9,7 @@ Tolerances (stated, measured headroom in brackets):
 """
 
 import numpy as np
+import pytest
 import torch
 
 from faseg_rt.images import preprocess
@@ -59,9 +60,10 @@ def test_fast_hard_ttf_matches_reference_on_same_attention(segmenter, parity_cas
     assert agree(fast_labels, ref_labels) >= 0.999
 
 
-def test_batch_gives_the_per_image_results(segmenter, parity_cases):
-    imgs = [c["image"] for c in parity_cases]
-    classes = parity_cases[1]["classes"]
+@pytest.mark.slow  # four full-size segmenter calls
+def test_batch_gives_the_per_image_results(segmenter, fast_cases):
+    imgs = [c["image"] for c in fast_cases]
+    classes = fast_cases[1]["classes"]
     singles = [segmenter(im, classes=classes) for im in imgs]
     batch = segmenter.segment_batch(imgs, classes, batch_size=2)
     for a, b in zip(singles, batch):
@@ -69,12 +71,13 @@ def test_batch_gives_the_per_image_results(segmenter, parity_cases):
         assert agree(a.labels, b.labels) >= 0.999
 
 
-def test_per_image_class_lists_and_captions_in_one_batch(segmenter, parity_cases):
-    imgs = [c["image"] for c in parity_cases]
-    classes = [c["classes"] for c in parity_cases]
-    captions = [c["caption"] for c in parity_cases]
+@pytest.mark.slow  # a batch of two full-size images beside fast_cases
+def test_per_image_class_lists_and_captions_in_one_batch(segmenter, fast_cases):
+    imgs = [c["image"] for c in fast_cases]
+    classes = [c["classes"] for c in fast_cases]
+    captions = [c["caption"] for c in fast_cases]
     batch = segmenter.segment_batch(imgs, classes, captions=captions, batch_size=2)
-    for c, r in zip(parity_cases, batch):
+    for c, r in zip(fast_cases, batch):
         assert r.classes == tuple(c["classes"])
         assert np.abs(r.scores - c["fast"].scores).max() <= 1e-4
         assert agree(r.labels, c["fast"].labels) >= 0.999

@@ -16,7 +16,7 @@ from faseg_rt import Segmenter
 from faseg_rt.bench.vocab import large_vocabulary
 from faseg_rt.cli import main
 from faseg_rt.eval import open_dataset
-from faseg_rt.eval.datasets.synthetic_openvocab import make_ade847
+from faseg_rt.testing.datasets_openvocab import make_ade847
 from faseg_rt.eval.loop import evaluate, evaluate_masks
 from faseg_rt.io import load_label_png
 from faseg_rt.testing import synthetic_image

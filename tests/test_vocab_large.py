@@ -143,7 +143,8 @@ def test_text_embeddings_cached_per_vocabulary(small_segmenter, monkeypatch):
     assert not torch.equal(a.full, b.full)
     built = []
     real = segmenter_mod.build_dual_prompts
-    monkeypatch.setattr(segmenter_mod, "build_dual_prompts", lambda *x: built.append(1) or real(*x))
+    monkeypatch.setattr(segmenter_mod, "build_dual_prompts",
+                        lambda *x, **kw: built.append(1) or real(*x, **kw))
     assert seg.encode_text(classes, caption="one caption") is a
     assert not built                                # a repeated call does not re-tokenize
     assert seg.encode_text([" " + classes[0]] + classes[1:], caption="one caption") is a

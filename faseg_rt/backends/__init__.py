@@ -1,7 +1,7 @@
 """Backends run the four networks; the method code only sees `Backend` and its runners.
 
 Each runner is called with named tensors and returns a dict of named tensors, with the names of
-`faseg_rt.graphs.graph_specs`.  `load_backend(name, ...)` picks the implementation.
+`faseg_rt.engines.graphs.graph_specs`.  `load_backend(name, ...)` picks the implementation.
 """
 
 from __future__ import annotations

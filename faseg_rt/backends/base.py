@@ -8,7 +8,7 @@ from typing import Protocol
 
 import torch
 
-from faseg_rt.engines.graphs import ModelDims
+from faseg_rt.model import ModelDims
 from faseg_rt.errors import EngineError, InvalidInputError
 
 
@@ -26,6 +26,9 @@ class Backend:
     text_encoder: input_ids -> last_hidden_state
     unet:         latents, timestep, encoder_hidden_states -> eps
     unet_attn:    latents, timestep, encoder_hidden_states, class_hidden_states -> summaries
+
+    Each implementation has to(device, dtype) for Segmenter.to: TorchBackend moves its modules,
+    ExportedBackend refuses in one line (its graphs are built for one device and precision).
     """
 
     name: str
@@ -38,9 +41,6 @@ class Backend:
     unet_attn: Runner
     #: latent resolutions whose class-aware maps `unet_attn` returns as zeros (not computed)
     skip_cross: tuple = ()
-
-    def to(self, device, dtype=None) -> "Backend":
-        raise NotImplementedError(f"the {self.name} backend cannot move after loading; load it again")
 
     def for_config(self, config) -> "Backend":
         """A backend that computes every output `config` reads: this one, or InvalidInputError.

@@ -25,8 +25,7 @@ from pathlib import Path
 import torch
 
 from faseg_rt.backends.base import ExportedBackend, check_latent_size
-from faseg_rt.engines.graphs import GraphSpec, TensorSpec
-from faseg_rt.engines.manifest import dims_from_json, graph_entries, verify_manifest
+from faseg_rt.engines.manifest import dims_from_json, graph_entries, spec_from_json, verify_manifest
 from faseg_rt.errors import BackendUnavailableError, EngineError, InvalidInputError
 
 _NP_TYPES = {"float32": "float32", "float16": "float16", "int64": "int64"}
@@ -132,14 +131,6 @@ class OnnxRuntimeBackend(ExportedBackend):
             runners[name] = OrtRunner(sess, spec, device, stream)
         return cls(name="onnxruntime", device=device, dtype=dtype, dims=dims, engines=Path(engines),
                    manifest=manifest, **runners)
-
-
-def spec_from_json(name: str, entry: dict) -> GraphSpec:
-    """The GraphSpec of a manifest entry (its own dtypes: fp16 graphs, or the fp32 text encoder)."""
-    def ts(t):
-        return TensorSpec(t["name"], tuple(t["shape"]), t["dtype"])
-
-    return GraphSpec(name, tuple(ts(t) for t in entry["inputs"]), tuple(ts(t) for t in entry["outputs"]))
 
 
 def _session(ort, path: Path, providers: list, device: torch.device, model, engines):

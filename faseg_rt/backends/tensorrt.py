@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 
 from faseg_rt.backends.base import ExportedBackend, check_latent_size
+from faseg_rt.backends.tensorrt_runtime import require_tensorrt, trt_logger
 from faseg_rt.engines.graphs import graph_specs
 from faseg_rt.engines.manifest import dims_from_json, rebuild_command, verify_manifest
-from faseg_rt.engines.tensorrt_build import require_tensorrt, trt_logger
 from faseg_rt.errors import EngineError, EngineMismatchError, InvalidInputError
 
 #: enqueueV3 / setTensorAddress need 256-byte aligned device pointers (NvInferRuntime.h).

@@ -1,4 +1,4 @@
-"""Front-end cost: BLIP captioning and SigLIP recognition next to the segmenter (issue 12).
+"""Front-end cost: BLIP captioning and SigLIP recognition next to the segmenter.
 
 `faseg-rt bench latency --frontend real` times a whole "raw image in" call (caption="auto",
 candidates="auto") so the caption and recognise stages appear in the per-stage table beside the

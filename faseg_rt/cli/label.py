@@ -1,4 +1,4 @@
-"""The `label` subcommand: FA-Seg over many images on a Ray cluster (faseg_rt.distributed).
+"""The `label` subcommand: FA-Seg over many images on a Ray cluster (faseg_rt.scale).
 
     faseg-rt label INPUT (--classes 'cat,dog' | --classes-file classes.json) --out DIR
                    [--model ...] [--backend ...] [--ray-address auto|local|ADDRESS]

@@ -109,7 +109,7 @@ def build(model, out, *, onnx_only: bool = False, fp16: bool = False, batch_size
         raise InvalidInputError(f"latent_size must be a positive multiple of 8, got {latent_size!r}")
     trt = None
     if not onnx_only:
-        from faseg_rt.engines.tensorrt_build import require_tensorrt
+        from faseg_rt.backends.tensorrt_runtime import require_tensorrt
 
         trt = require_tensorrt()  # fail fast, before minutes of export
     from faseg_rt.model import check_model_dir

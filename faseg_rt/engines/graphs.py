@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from faseg_rt.method.attention import AttentionCapture
+from faseg_rt.model import ModelDims
 
 
 @dataclass(frozen=True)
@@ -37,25 +38,6 @@ class GraphSpec:
     @property
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
-
-
-@dataclass(frozen=True)
-class ModelDims:
-    """Sizes read off a loaded SD 1.x model, needed to declare graph shapes."""
-
-    text_len: int = 77           # tokenizer.model_max_length
-    text_dim: int = 768          # text_encoder hidden size == unet cross_attention_dim
-    latent_channels: int = 4
-    latent_size: int = 64
-    image_size: int = 512
-    full_res_heads: int = 40     # self-attention layers x heads at the full latent resolution
-    full_res_head_dim: int = 40
-    scaling_factor: float = 0.18215
-
-    @property
-    def resolutions(self) -> tuple[int, ...]:
-        s = self.latent_size
-        return (s // 8, s // 4, s // 2, s)
 
 
 def graph_specs(dims: ModelDims, dtype: str = "float32") -> dict[str, GraphSpec]:

@@ -32,8 +32,10 @@ from importlib import metadata
 from pathlib import Path
 
 from faseg_rt.engines.file_hash import file_sha256
-from faseg_rt.engines.graphs import GraphSpec, ModelDims
+from faseg_rt.engines.graphs import GraphSpec, TensorSpec
 from faseg_rt.errors import EngineError, EngineMismatchError
+from faseg_rt.model import ModelDims
+from faseg_rt.version import __version__
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -92,8 +94,6 @@ def installed_versions() -> dict:
 
     Read from package metadata, so nothing heavy (onnx, tensorrt) is imported here.
     """
-    from faseg_rt import __version__
-
     out = {}
     for pkg in VERSION_PACKAGES:
         if pkg == "faseg_rt":
@@ -136,6 +136,14 @@ def spec_to_json(spec: GraphSpec) -> dict:
         return {"name": ts.name, "shape": list(ts.shape), "dtype": ts.dtype}
 
     return {"inputs": [t(x) for x in spec.inputs], "outputs": [t(x) for x in spec.outputs]}
+
+
+def spec_from_json(name: str, entry: dict) -> GraphSpec:
+    """The GraphSpec of a manifest entry (its own dtypes: fp16 graphs, or the fp32 text encoder)."""
+    def ts(t):
+        return TensorSpec(t["name"], tuple(t["shape"]), t["dtype"])
+
+    return GraphSpec(name, tuple(ts(t) for t in entry["inputs"]), tuple(ts(t) for t in entry["outputs"]))
 
 
 def dims_from_json(d: dict) -> ModelDims:

@@ -1,6 +1,7 @@
 """TensorRT engine builds from the checked ONNX graphs, through polygraphy (called by build.py).
 
-Supported: TensorRT 10.12 to 11.x (`check_tensorrt_version` refuses anything else in one line).
+Supported: TensorRT 10.12 to 11.x (backends/tensorrt_runtime.py's `check_tensorrt_version`
+refuses anything else in one line; builds and the runtime share that gate).
 Precision lives in the graph: fp32 engines come from the fp32 graphs, fp16 engines from the fp16
 graphs (the text encoder stays fp32, see docs/export.md), whose attention capture is fp32 by
 explicit Casts.  Every network is strongly typed, the only mode TensorRT 11 has, and no builder
@@ -20,53 +21,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import torch
-
+# bench/gpu.py reads the gate through this module
+from faseg_rt.backends.tensorrt_runtime import require_tensorrt  # noqa: F401
 from faseg_rt.engines.cache import install, record_path, reuse
-from faseg_rt.errors import BackendUnavailableError, EngineError
+from faseg_rt.errors import EngineError
 from faseg_rt.io import atomic_write_bytes, atomic_write_json
 
-#: TensorRT versions this code is written against: [10.12, 12).  10.12 deprecated weak typing
-#: (strongly typed networks carry the precision); 11.0 removed it.
-SUPPORTED_TENSORRT = ((10, 12), (12, 0))
-INSTALL = "pip install -e '.[tensorrt]' (tensorrt-cu12>=10.12,<12; tensorrt-cu13 for a CUDA 13 torch)"
-NO_CUDA = ("TensorRT needs a CUDA GPU and " + INSTALL + "; {why}. "
-           "Here, export with --onnx-only and use backend='onnxruntime'")
 PROFILES = ("latency", "throughput")
-
-
-def check_tensorrt_version(version: str) -> None:
-    """Refuse, in one line, a TensorRT outside SUPPORTED_TENSORRT."""
-    try:
-        major, minor = (int(x) for x in str(version).split(".")[:2])
-    except ValueError:
-        raise BackendUnavailableError(f"cannot read the tensorrt version {version!r}; {INSTALL}") from None
-    lo, hi = SUPPORTED_TENSORRT
-    if not lo <= (major, minor) < hi:
-        raise BackendUnavailableError(
-            f"tensorrt {version} is not supported: faseg_rt needs TensorRT {lo[0]}.{lo[1]} to "
-            f"{hi[0] - 1}.x (strongly typed fp16 graphs); {INSTALL}")
-
-
-def require_tensorrt():
-    """The tensorrt module, or BackendUnavailableError saying why not (no CUDA GPU, not
-    installed, or a version outside SUPPORTED_TENSORRT)."""
-    if not torch.cuda.is_available():
-        raise BackendUnavailableError(NO_CUDA.format(why="no CUDA GPU is visible to torch on this machine"))
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise BackendUnavailableError(NO_CUDA.format(why="the tensorrt package is not installed")) from None
-    check_tensorrt_version(trt.__version__)
-    return trt
-
-
-def trt_logger():
-    """The one TensorRT logger of the process (polygraphy's), shared by builders and runtimes:
-    TensorRT warns when loggers differ."""
-    from polygraphy.backend.trt import util as trt_util
-
-    return trt_util.get_trt_logger()
 
 
 def profile_shapes(spec_json: dict, batch_sizes, max_class_chunks: int) -> list[dict]:

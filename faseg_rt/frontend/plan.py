@@ -204,13 +204,6 @@ class FrontEnd:
                                        selection=selection if on else None, **common))
         return plans
 
-    def to(self, device, dtype) -> None:
-        """Move the loaded models (the others load there on first use)."""
-        with self._lock:
-            for model in self._loaded.values():
-                model.to(device, dtype)
-
-
 def _same_device(a, b) -> bool:
     """torch.device("cuda") and "cuda:0" name one GPU (a model reports the indexed form): moving
     on every call would also drop the recogniser's cached class embeddings."""

@@ -64,7 +64,7 @@ from faseg_rt import rules
 from faseg_rt.devices import default_device_dtype
 from faseg_rt.errors import InvalidInputError
 from faseg_rt.images import load_image
-from faseg_rt.method.prompts import normalize_classes
+from faseg_rt.rules import normalize_classes
 from faseg_rt.frontend.base import FrontEndModel
 from faseg_rt.frontend.checkpoints import checkpoint_dir, load, model_type
 from faseg_rt.frontend.encoding import (FAMILIES, check_max_num_patches, image_inputs, model_class,

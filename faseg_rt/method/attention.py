@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 
 #: Bytes of the (N, j, h, n, T) logits block record_cross computes at once: chunks are taken
-#: in groups that fit, so a 1000-class vocabulary (40 chunks) does not build 40 at a time.
+#: in groups that fit, so a 1000-class vocabulary (30 chunks with the CLIP tokenizer) does not
+#: build all 30 at once.
 CROSS_BLOCK_BYTES = 32 * 2**20
 
 

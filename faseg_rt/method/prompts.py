@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 
 from faseg_rt.errors import InvalidInputError
+from faseg_rt.rules import normalize_classes
 
 SEPARATOR = ", "  # between class names in P' (spec step 1)
 
@@ -73,37 +74,6 @@ class DualPrompts:
         return m
 
 
-def normalize_classes(classes) -> tuple[str, ...]:
-    """Validate a class list: non-empty, strings, no empty or duplicate names (case-insensitive).
-
-    Inner whitespace is collapsed ("potted  plant" -> "potted plant").
-    """
-    if isinstance(classes, str):
-        raise InvalidInputError(
-            f"classes must be a list of names, got the string {classes!r}; "
-            "pass e.g. ['cat', 'dog'] (the CLI takes --classes 'cat,dog')")
-    try:
-        classes = list(classes)
-    except TypeError:
-        raise InvalidInputError(f"classes must be a list of names, got {type(classes).__name__}") from None
-    if not classes:
-        raise InvalidInputError("the class list is empty: give at least one class name")
-    out, seen = [], {}
-    for i, c in enumerate(classes):
-        if not isinstance(c, str):
-            raise InvalidInputError(f"class #{i} is {type(c).__name__} {c!r}, not a string")
-        name = " ".join(c.split())
-        if not name:
-            raise InvalidInputError(f"class #{i} is empty or whitespace only: remove it or name it")
-        key = name.lower()
-        if key in seen:
-            raise InvalidInputError(
-                f"class {name!r} appears twice (#{seen[key]} and #{i}); class names must be unique")
-        seen[key] = i
-        out.append(name)
-    return tuple(out)
-
-
 def _content_ids(tokenizer, text: str) -> list[int]:
     # verbose=False: a long vocabulary is measured here on purpose (then chunked), so the
     # tokenizer's "sequence length is longer than the specified maximum" log would be noise.
@@ -124,22 +94,26 @@ def _first_mismatch(ids, group, spans, pieces, classes) -> str:
     return classes[group[-1]]
 
 
-def build_dual_prompts(tokenizer, classes: Sequence[str], caption: str | None = None) -> DualPrompts:
+def build_dual_prompts(tokenizer, classes: Sequence[str], caption: str | None = None,
+                       chunks: tuple[ClassPrompt, ...] | None = None) -> DualPrompts:
     """Build P, P' chunks and token spans for `classes` (validated) and an optional caption.
 
+    chunks: the class prompts an earlier call built for the same (normalised) classes; they do
+    not depend on the caption, so passing them skips tokenising every class again.
     Thread-safe: the tokenizer is used under a lock (see _TOKENIZER_LOCK).
     """
     with _TOKENIZER_LOCK:
-        return _build_dual_prompts(tokenizer, classes, caption)
+        classes = normalize_classes(classes)
+        if chunks is None:
+            chunks = _class_prompts(tokenizer, classes)
+        elif tuple(c for chunk in chunks for c in chunk.classes) != classes:
+            raise ValueError("chunks were built for another class list")
+        return _dual_prompts(tokenizer, classes, caption, chunks)
 
 
-def _build_dual_prompts(tokenizer, classes: Sequence[str], caption: str | None) -> DualPrompts:
-    classes = normalize_classes(classes)
-    if caption is not None and not isinstance(caption, str):
-        raise InvalidInputError(f"caption must be a string or None, got {type(caption).__name__}")
-    caption = " ".join(caption.split()) if caption else None
-    caption = caption or None
-
+def _class_prompts(tokenizer, classes: tuple[str, ...]) -> tuple[ClassPrompt, ...]:
+    """The class prompts P'_j: classes packed greedily into 77-token chunks, with each class's
+    token span recorded while its chunk is assembled."""
     capacity = tokenizer.model_max_length - 2  # BOS and EOS
     sep = _content_ids(tokenizer, SEPARATOR.strip())
     pieces = []
@@ -181,7 +155,16 @@ def _build_dual_prompts(tokenizer, classes: Sequence[str], caption: str | None) 
                 "a name that ends (or starts) with punctuation or symbols such as '!' or an emoji "
                 "merges with the ', ' separator; remove them or add a word")
         chunks.append(ClassPrompt(text, ids, tuple(classes[i] for i in group), tuple(spans)))
+    return tuple(chunks)
 
+
+def _dual_prompts(tokenizer, classes: tuple[str, ...], caption, chunks) -> DualPrompts:
+    """The full prompt P for `caption` beside the class prompts `chunks`."""
+    if caption is not None and not isinstance(caption, str):
+        raise InvalidInputError(f"caption must be a string or None, got {type(caption).__name__}")
+    caption = " ".join(caption.split()) if caption else None
+    caption = caption or None
+    capacity = tokenizer.model_max_length - 2  # BOS and EOS
     class_text = SEPARATOR.join(classes)
     full_text = f"{caption} ; {class_text}" if caption else class_text
     full_len = len(_content_ids(tokenizer, full_text))

@@ -1,6 +1,6 @@
 """The slow, literal FA-Seg oracle: dense matrices, matrix powers, per-class loops.
 
-Written from the spec (shared/docs/faseg-algorithm.md) independently of the fast path, and
+Written from the spec (docs/algorithm.md) independently of the fast path, and
 used only by tests and benchmarks.  Where the fast path factorises, this builds the published
 method's objects as they are: each 4096 x 4096 affinity A_r, A_r^tau by matrix power, one class
 at a time.  Token positions come from tokenizing prefixes of the class prompt (not from per-class

@@ -119,5 +119,5 @@ def check_collisions(inputs: Iterable[str]) -> None:
         if name in seen:
             raise InvalidInputError(
                 f"{item} and {seen[name]} would both write {name}; send them to different "
-                "--out directories (one run per source directory)")
+                "output directories (one run per source directory)")
         seen[name] = item

@@ -127,7 +127,7 @@ def _plan_resources(ray, num_workers, device) -> tuple[int, float, float]:
         num_workers = int(gpus) if use_gpu else 1
     if use_gpu:
         if num_workers > gpus:
-            raise InvalidInputError(f"--num-workers {num_workers} asks for more GPUs than the cluster "
+            raise InvalidInputError(f"num_workers={num_workers} asks for more GPUs than the cluster "
                                     f"has ({int(gpus)}); one worker runs per GPU")
         return num_workers, 1.0, 1.0
     node_cpus = [float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
@@ -141,7 +141,7 @@ def _check_settings(classes, threshold, batch_size, num_workers, dtype, model):
     """(classes, threshold, batch_size, num_workers, dtype name, model) checked by the shared
     rules once in the driver, not in every worker."""
     from faseg_rt import rules
-    from faseg_rt.method.prompts import normalize_classes
+    from faseg_rt.rules import normalize_classes
 
     classes = list(normalize_classes(classes))
     if threshold is not None:
@@ -285,7 +285,7 @@ def _collect(ds, manifest, settings, by_key, tally) -> None:
 
 def _close(manifest) -> None:
     manifest.close()
-    try:  # one row per input again: a retried error row no longer stands beside its new row
+    try:  # one row per input: a retried error row does not stand beside its new row
         manifest.compact()
     except OSError:  # a full disk: the appended rows stay valid, the next run compacts
         pass

@@ -19,7 +19,7 @@ from faseg_rt.errors import InvalidInputError
 from faseg_rt.frontend.candidates import MODES
 from faseg_rt.images import load_image
 from faseg_rt.io import label_png_bytes
-from faseg_rt.method.prompts import normalize_classes
+from faseg_rt.rules import normalize_classes
 from faseg_rt.results import SegmentationResult
 
 #: The form fields POST /v1/segment reads; any other field is refused (a typo would be ignored).

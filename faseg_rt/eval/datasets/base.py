@@ -60,11 +60,11 @@ class SegDataset:
     def __init__(self, root: str | os.PathLike):
         given = Path(root)
         if not given.is_dir():
-            raise InvalidInputError(f"{self.name}: --root {given} is not a directory; "
+            raise InvalidInputError(f"{self.name}: the root {given} is not a directory; "
                                     f"point it at {self.root_hint}")
         self.root = self.find_root(given)
         self.root_note = (f"{self.name}: using {self.root}" if self.root == given else
-                          f"{self.name}: using {self.root} (found under --root {given})")
+                          f"{self.name}: using {self.root} (found under the root {given})")
         self._ids = self._read_ids()
         self._index = {n.lower(): i for i, n in enumerate(self.class_names)}
 
@@ -99,11 +99,6 @@ class SegDataset:
         return len(self.class_names)
 
     @property
-    def candidate_names(self) -> tuple[str, ...]:
-        """The classes FA-Seg may be asked for: all but background (where there is one)."""
-        return self.class_names[1:] if self.background else self.class_names
-
-    @property
     def no_class_label(self) -> int:
         """The saved prediction for FA-Seg's below-threshold label 0: background's id, or
         `ignore_index` (scored as "no class") where the benchmark has no background."""
@@ -133,7 +128,7 @@ class SegDataset:
             if not p.exists():
                 levels = "".join(f", or a folder holding {lv}" for lv in self.root_levels)
                 raise InvalidInputError(
-                    f"{self.name}: {p} not found; --root must point at {self.root_hint}{levels}")
+                    f"{self.name}: {p} not found; the root must point at {self.root_hint}{levels}")
 
 
 def read_split_file(path: Path) -> list[str]:

@@ -1,6 +1,6 @@
 """Tiny look-alikes of the open-vocabulary benchmarks' on-disk layouts, for tests and demos.
 
-Companion of `synthetic.py` (VOC, Context-59, COCO-Object) for ADE20K-150, ADE20K-847,
+Companion of `datasets.py` (VOC, Context-59, COCO-Object) for ADE20K-150, ADE20K-847,
 PASCAL Context-459 and COCO-Stuff-171. Each image holds two rectangles of random classes over a
 third class, and a one-pixel ignore stripe; classes are drawn from the whole vocabulary, so the
 16-bit layouts hold ids above 255. Every generator writes the files in the benchmark's own form
@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from faseg_rt.eval.datasets.synthetic import SyntheticSplit
+from faseg_rt.testing.datasets import SyntheticSplit
 
 
 def _labels(rng: np.random.Generator, shape: tuple[int, int], num_classes: int,
