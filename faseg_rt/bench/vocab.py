@@ -84,7 +84,7 @@ def vocab(args) -> dict:
     size = seg.config.image_size
     image = synthetic_image(size, size, seed=0)
     names = large_vocabulary()
-    ks = [int(k) for k in str(args.ks).split(",")]
+    ks = [int(k) for k in str(args.ks).split(",")] if args.ks else list(DEFAULT_KS)
     if max(ks) > len(names):
         raise SystemExit(f"--ks: at most {len(names)} classes are available")
     seg(image, classes=names[:1], return_scores=False)  # warm-up: first-call costs are not a vocabulary effect

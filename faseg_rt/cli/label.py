@@ -75,7 +75,7 @@ def register(subparsers) -> None:
     from faseg_rt.cli.frontend_args import add_frontend_args, add_image_file_args
 
     p = subparsers.add_parser(
-        "label", help="label many images on a Ray cluster (needs faseg_rt[ray])",
+        "label",
         description="Read images with Ray Data, segment them with one model per worker, write "
                     "OUT/<stem>.png palette masks and OUT/manifest.jsonl; a rerun skips finished images.")
     p.add_argument("input", help="directory, glob, text file of paths/URIs, or one image")

@@ -155,7 +155,8 @@ def cmd_demo(args) -> int:
 
 def register(sub) -> None:
     """Mount `segment` and `demo` on the core CLI."""
-    s = sub.add_parser("segment", help="segment image files into palette PNG masks")
+    s = sub.add_parser("segment", description="Segment image files (or every image in a folder) into "
+                       "OUT/<stem>.png palette masks and OUT/<stem>.json sidecars.")
     s.add_argument("images", nargs="+", help="image files")
     s.add_argument("--classes", required=True, help="comma-separated class names, e.g. 'cat,dog'")
     caption = s.add_mutually_exclusive_group()
@@ -164,15 +165,17 @@ def register(sub) -> None:
     s.add_argument("--threshold", type=threshold_arg, default=None, help="background threshold in [0, 1] (0.55)")
     s.add_argument("--out", default=".", help="output directory (default: current)")
     s.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
-    s.add_argument("--batch-size", type=positive_int_arg, default=1)
+    s.add_argument("--batch-size", type=positive_int_arg, default=1,
+                   help="images through the networks together (default: 1)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(s)
     add_frontend_args(s)
     add_image_file_args(s, caption)
     s.set_defaults(func=cmd_segment)
 
-    d = sub.add_parser("demo", help="run end to end offline on a tiny random model")
-    d.add_argument("--out", default="faseg-demo")
+    d = sub.add_parser("demo", description="Build (once, cached) a tiny SD 1.5-shaped model with random "
+                       "weights and segment a generated picture, offline.")
+    d.add_argument("--out", default="faseg-demo", help="output directory (default: faseg-demo)")
     d.add_argument("--model-dir", default=None, help="where to build the tiny model")
     d.set_defaults(func=cmd_demo)
 

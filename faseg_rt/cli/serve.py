@@ -34,8 +34,7 @@ def register(sub) -> None:
     """Mount `serve` on the core CLI."""
     from faseg_rt.cli.frontend_args import add_frontend_args
 
-    s = sub.add_parser("serve", help="serve segmentation over HTTP on Ray Serve (extra .[serve])",
-                       description="Deploy the model as a Ray Serve application with dynamic "
+    s = sub.add_parser("serve", description="Deploy the model as a Ray Serve application with dynamic "
                                    "batching; blocks until Ctrl-C / SIGTERM.")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=positive_int_arg, default=8000)
