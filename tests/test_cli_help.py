@@ -78,3 +78,19 @@ def test_help_and_version_do_not_import_torch(flag):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_benchmarks_write_to_a_git_ignored_folder_by_default(tmp_path):
+    """A benchmark run from the checkout never edits the checked-in benchmarks/results/."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    args = cli_bench.build_parser().parse_args(["latency"])
+    assert args.out == cli_bench.DEFAULT_OUT and "benchmarks" not in args.out
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout: .gitignore cannot be asked")
+    probe = f"{args.out}/latency-tiny-cpu.json"
+    p = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", probe])
+    assert p.returncode == 0, f"{probe} is not git-ignored"
+    for written in ("faseg-demo/demo_image_mask.png", "masks/photo.png", "runs/voc/metrics.json"):
+        assert subprocess.run(["git", "-C", str(root), "check-ignore", "-q", written]).returncode == 0, written
