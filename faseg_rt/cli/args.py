@@ -3,65 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import difflib
-import re
-import sys
+import os
+from pathlib import Path
 
 from faseg_rt import rules
 from faseg_rt.errors import InvalidInputError
 
 #: The checkpoint the published FA-Seg code uses (InstaFlow, SD 1.5 architecture).
 DEFAULT_MODEL = "XCLIU/2_rectified_flow_from_sd_1_5"
-
-
-class CLIParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors name the closest valid spelling of a misspelt option
-    or choice ("--clases: did you mean --classes?"), which argparse before Python 3.14 does not.
-
-    A misspelt required option is reported by argparse as the required one missing, so the
-    suggestion is looked up from the words the parser was given, not from argparse's message.
-    """
-
-    def parse_known_args(self, args=None, namespace=None):
-        self._given = list(sys.argv[1:] if args is None else args)
-        return super().parse_known_args(args, namespace)
-
-    def error(self, message):
-        message = re.sub(r", '_[^']*'", "", message)  # internal subcommands stay unlisted
-        hints = self._option_hints() + _choice_hints(message)
-        super().error("; ".join([message, *hints]))
-
-    def _option_hints(self) -> list[str]:
-        known = [o for p in self._parsed() for o in p._option_string_actions if o.startswith("--")]
-        hints = []
-        for word in getattr(self, "_given", []):
-            name = word.split("=", 1)[0]
-            if not name.startswith("--") or any(k.startswith(name) for k in known):
-                continue  # a known option, or an abbreviation argparse accepts
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-            if close:
-                hints.append(f"{name}: did you mean {close[0]}?")
-        return hints
-
-
-    def _parsed(self):
-        """This parser and the subcommand parsers that parsed words of this command line (their
-        unrecognised words are reported by the top parser)."""
-        yield self
-        for action in self._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for sub in action.choices.values():
-                    if getattr(sub, "_given", None) is not None and isinstance(sub, CLIParser):
-                        yield from sub._parsed()
-
-
-def _choice_hints(message: str) -> list[str]:
-    """From argparse's "invalid choice: 'segmnt' (choose from 'segment', ...)" the closest choice."""
-    m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
-    if not m:
-        return []
-    close = difflib.get_close_matches(m.group(1), re.findall(r"'([^']*)'", m.group(2)), n=1)
-    return [f"did you mean {close[0]}?"] if close else []
 
 
 def parse_classes(text: str) -> list[str]:
@@ -78,6 +27,23 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str | None = DEFAU
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES,
                    help="network precision (default: float16 on CUDA, else float32)")
+
+
+def check_out_dir(text: str) -> Path:
+    """--out: a directory, or a path where one can be created; refused before any model loads."""
+    from faseg_rt.errors import InvalidInputError
+
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"--out {out} is a file; give a directory (it is created if missing)")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InvalidInputError(f"--out {out} cannot be created: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"--out {out}: no permission to write in {parent}; choose another directory")
+    return out
 
 
 def load_segmenter(args):

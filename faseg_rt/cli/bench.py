@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from faseg_rt import rules
-from faseg_rt.cli.args import CLIParser, positive_int_arg
+from faseg_rt.cli.args import positive_int_arg
+from faseg_rt.cli.parser import CLIParser
 
 #: where results go unless --out says otherwise (listed in .gitignore)
 DEFAULT_OUT = "faseg-bench"
@@ -120,7 +121,7 @@ def run(args) -> int:
     path = Path(args.out) / f"{args.what}-{tag}.json".replace(":", "")
     atomic_write_json(path, res)
     print(table)
-    print(f"\nwrote {path}", file=sys.stderr)
+    print(f"\nwrote {path}")
     return 0
 
 

@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 
-from faseg_rt.cli.args import CLIParser
+from faseg_rt.cli.parser import CLIParser
 from faseg_rt.errors import FASegError
 
 #: subcommand -> (module of faseg_rt.cli that registers it, its line in `faseg-rt --help`)
