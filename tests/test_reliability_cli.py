@@ -201,3 +201,29 @@ def test_empty_reason_names_the_threshold_that_emptied_the_mask():
     assert SegmentationResult(**base, candidates=()).empty_reason() == "no candidate class given"
     ov = kept_none.overlay()
     assert ov.width > 6 * 7 and ov.height > 4       # the legend's line fits, under the image
+
+
+@pytest.mark.parametrize("flags, msg", [
+    (["--device", "cuda:99"], "device 'cuda:99' does not exist"),   # on no machine: 99 GPUs
+    (["--device", "cpu", "--dtype", "fp16"], "float16 on the CPU"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+])
+@pytest.mark.parametrize("command", ["segment", "label"])
+def test_device_and_dtype_are_refused_before_the_model(small_cli, images, tmp_path, capsys, flags, msg,
+                                                       command):
+    if command == "label":
+        pytest.importorskip("ray", reason="label needs faseg_rt[ray]")
+    if "cuda:99" in flags and not torch.cuda.is_available():
+        msg = "device 'cuda:99' needs a CUDA GPU"
+    out = tmp_path / "o"
+    rc = main([command, str(images / "a.png"), "--classes", "cat", "--out", str(out), *flags])
+    err = stderr_lines(capsys)
+    assert rc == 2 and len(err) == 1 and msg in err[0], err
+    assert small_cli == [] and not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: 'cuda' is valid here")
+def test_cuda_without_a_gpu_is_one_line_not_a_driver_error(small_cli, images, tmp_path, capsys):
+    rc = main(["segment", str(images / "a.png"), "--classes", "cat", "--device", "cuda"])
+    err = stderr_lines(capsys)
+    assert rc == 2 and len(err) == 1 and "needs a CUDA GPU" in err[0] and small_cli == []

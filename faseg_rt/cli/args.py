@@ -31,8 +31,6 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str | None = DEFAU
 
 def check_out_dir(text: str) -> Path:
     """--out: a directory, or a path where one can be created; refused before any model loads."""
-    from faseg_rt.errors import InvalidInputError
-
     out = Path(text)
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"--out {out} is a file; give a directory (it is created if missing)")
@@ -44,6 +42,14 @@ def check_out_dir(text: str) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InvalidInputError(f"--out {out}: no permission to write in {parent}; choose another directory")
     return out
+
+
+def check_device_dtype(args) -> None:
+    """--device and --dtype by the library's rules (a device this machine has, a precision that
+    runs there), before anything loads: `cuda` without a GPU is one line, not a driver error."""
+    from faseg_rt.devices import default_device_dtype
+
+    default_device_dtype(getattr(args, "device", None), getattr(args, "dtype", None))
 
 
 def load_segmenter(args):

@@ -20,7 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from faseg_rt.cli.args import DEFAULT_MODEL, frontend_kwargs, positive_int_arg, threshold_arg
+from faseg_rt.cli.args import (DEFAULT_MODEL, check_device_dtype, frontend_kwargs, positive_int_arg,
+                               threshold_arg)
 from faseg_rt.cli.frontend_args import add_frontend_args, check_frontend, frontend_meta, path_or_auto
 from faseg_rt import rules
 from faseg_rt.errors import FASegError
@@ -124,6 +125,7 @@ def run_eval(args: argparse.Namespace) -> int:
                            (args.published_candidates, "published candidates")):
             if isinstance(path, Path):
                 read_id_string_json(path, what)
+        check_device_dtype(args)
         check_frontend(args, caption_attr="captions", classes=dataset.class_names)
         try:
             from faseg_rt import Segmenter

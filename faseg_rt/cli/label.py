@@ -38,8 +38,7 @@ def read_classes_file(path: str) -> list[str]:
 
 
 def cmd_label(args) -> int:
-    from faseg_rt.cli.args import parse_classes
-    from faseg_rt.cli.args import frontend_kwargs
+    from faseg_rt.cli.args import check_device_dtype, check_out_dir, frontend_kwargs, parse_classes
     from faseg_rt.cli.frontend_args import check_frontend
     from faseg_rt.scale.label import import_ray, label
 
@@ -55,6 +54,9 @@ def cmd_label(args) -> int:
     candidates = args.candidates
     if isinstance(candidates, Path):
         candidates = read_id_string_json(candidates, "candidates", lists=True)
+    check_out_dir(args.out)
+    if starts_local_ray(args.ray_address):  # the workers run on this machine: its devices count
+        check_device_dtype(args)
     check_frontend(args, classes=classes)  # a missing captioner / recogniser fails here, not in every worker
     with ray_terminal_to_log(args.quiet):
         report = label(args.input, classes, args.out, model=args.model, backend=args.backend,
@@ -84,10 +86,13 @@ def ray_settings(address: str | None) -> None:
       RAY_AUTH_MODE=token asks for the same instance (a token, created in ~/.ray if missing)
       without the warning.  Clusters joined by address keep their own mode.
     """
-    if "ray" in sys.modules:
-        return
-    if address == "local" or (address is None and not os.environ.get("RAY_ADDRESS")):
+    if "ray" not in sys.modules and starts_local_ray(address):
         os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def starts_local_ray(address: str | None) -> bool:
+    """True when `label` starts a Ray instance on this machine rather than joining a cluster."""
+    return address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
 
 
 @contextlib.contextmanager
