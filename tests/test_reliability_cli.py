@@ -9,6 +9,7 @@ pass; tests/test_cli.py covers the real loading path.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,20 +117,18 @@ def test_internal_error_exits_1_with_one_line_and_a_debug_hint(monkeypatch, imag
 
 def test_crash_while_writing_a_mask_leaves_no_partial_file(small_cli, images, tmp_path, capsys,
                                                            monkeypatch):
-    """The PNG encoder writes half a file and then the disk 'fills up' on the second image:
-    exit 1, one line, the first mask complete, no file of the second, no temporary file."""
-    real_save = Image.Image.save
-    saved = []
+    """The second image's mask is half on disk when the disk 'fills up': exit 1, one line, the
+    first mask complete, no file of the second, no temporary file.  Masks are encoded in memory
+    (io.label_png_bytes) and written as bytes, so the fault is injected in that write."""
+    real_write_bytes = Path.write_bytes
 
-    def flaky_save(self, fp, format=None, **params):
-        saved.append(fp)
-        if len(saved) == 2:
-            with open(fp, "wb") as f:
-                f.write(b"\x89PNG\r\n\x1a\n half a file")
+    def flaky_write_bytes(self, data):
+        if self.name.startswith(".c.png."):  # atomic_path's temporary of the second mask
+            real_write_bytes(self, data[:len(data) // 2])
             raise OSError(28, "No space left on device")
-        return real_save(self, fp, format=format, **params)
+        return real_write_bytes(self, data)
 
-    monkeypatch.setattr(Image.Image, "save", flaky_save)
+    monkeypatch.setattr(Path, "write_bytes", flaky_write_bytes)
     out = tmp_path / "out"
     rc = main(["segment", str(images / "a.png"), str(images / "c.png"), "--classes", "cat",
                "--out", str(out), "--quiet"])
@@ -137,7 +136,6 @@ def test_crash_while_writing_a_mask_leaves_no_partial_file(small_cli, images, tm
     assert rc == 1
     assert len(err) == 1 and "No space left on device" in err[0] and err[0].startswith("faseg-rt: error:")
     assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png"]
-    monkeypatch.setattr(Image.Image, "save", real_save)
     with Image.open(out / "a.png") as m:
         assert m.mode == "P" and m.size == (40, 30)
         assert np.array(m).shape == (30, 40)
