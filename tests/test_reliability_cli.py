@@ -193,7 +193,8 @@ def test_empty_reason_names_the_threshold_that_emptied_the_mask():
 
     base = dict(labels=np.zeros((4, 6), np.int32), scores=None, classes=("cat", "dog"), threshold=0.55)
     assert SegmentationResult(**base).empty_reason() == "no class above the threshold 0.55"
-    kept_none = SegmentationResult(**base, candidates=(), candidate_threshold=0.05)
+    kept_none = SegmentationResult(**base, candidates=(),
+                                   selection={"candidate_threshold": 0.05, "max_candidates": 6})
     assert kept_none.empty_reason() == "no class scored >= 0.05 by the recogniser"
     assert kept_none.sidecar()["candidate_threshold"] == 0.05
     assert SegmentationResult(**base, candidates=()).empty_reason() == "no candidate class given"
