@@ -65,6 +65,12 @@ class SegmentationResult:
         """The classes that were segmented, in the order of `scores`' channels."""
         return self.classes if self.candidates is None else self.candidates
 
+    @property
+    def candidate_threshold(self) -> float | None:
+        """The recogniser's score a class needed to be kept (from `selection`); None when it
+        did not run."""
+        return None if self.selection is None else self.selection.get("candidate_threshold")
+
     def sidecar(self) -> dict:
         """What `faseg-rt segment` writes beside each mask as <stem>.json (and `label` records).
 
@@ -111,23 +117,33 @@ class SegmentationResult:
         mask = (self.labels > 0)[..., None]
         mixed = np.where(mask, (1 - alpha) * photo + alpha * colors, photo)
         out = Image.fromarray(mixed.round().astype(np.uint8), mode="RGB")
-        return _add_legend(out, legend_entries(self.labels, self.classes))
+        return _add_legend(out, legend_entries(self.labels, self.classes), self.empty_reason())
+
+    def empty_reason(self) -> str:
+        """Why a mask is all background, naming the threshold that emptied it."""
+        if self.candidates is not None and not self.candidates and self.candidate_threshold is not None:
+            return f"no class scored >= {self.candidate_threshold:g} by the recogniser"
+        if self.candidates is not None and not self.candidates:
+            return "no candidate class given"
+        return f"no class above the threshold {self.threshold:g}"
 
 
-def _add_legend(img: Image.Image, entries: list[tuple[str, int]]) -> Image.Image:
-    """The classes found under the image, largest first; past LEGEND_MAX_ROWS, "+ N more"."""
+def _add_legend(img: Image.Image, entries: list[tuple[str, int]], empty: str) -> Image.Image:
+    """The classes found under the image, largest first; past LEGEND_MAX_ROWS, "+ N more";
+    `empty` when there is none."""
     font = ImageFont.load_default()
     more = len(entries) - LEGEND_MAX_ROWS
     if more > 0:
         entries = entries[:LEGEND_MAX_ROWS] + [(f"+ {more} more classes", -1)]
     row = 16
-    width = max([img.width] + [24 + 7 * len(name) + 8 for name, _ in entries])
+    width = max([img.width] + [24 + 7 * len(name) + 8 for name, _ in entries]
+                + ([] if entries else [8 + 7 * len(empty)]))
     canvas = Image.new("RGB", (width, img.height + row * max(1, len(entries)) + 4), (255, 255, 255))
     canvas.paste(img, (0, 0))
     draw = ImageDraw.Draw(canvas)
     palette = color_palette(max([256] + [idx + 1 for _, idx in entries]))
     if not entries:
-        draw.text((4, img.height + 2), "no class above the threshold", fill=(0, 0, 0), font=font)
+        draw.text((4, img.height + 2), empty, fill=(0, 0, 0), font=font)
     for i, (name, idx) in enumerate(entries):
         y = img.height + 2 + i * row
         if idx >= 0:

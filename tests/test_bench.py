@@ -4,11 +4,13 @@ Nothing here times anything against a threshold (timings are for benchmarks, not
 """
 
 import json
+import warnings
 
 import pytest
 import torch
 
 from faseg_rt.bench import common as bench
+from faseg_rt.bench.latency import TERMS as latency_terms
 from faseg_rt.cli.bench import main as bench_main
 from faseg_rt.profiling import record, stage
 
@@ -46,9 +48,13 @@ def test_summarize_median_and_p90():
 
 @pytest.mark.slow  # runs the benchmark end to end
 def test_latency_benchmark_end_to_end_writes_json_and_table(tiny_model_dir, tmp_path, capsys):
-    rc = bench_main(["latency", "--model", str(tiny_model_dir), "--iters", "1", "--warmup", "0",
-                     "--no-reference", "--no-memory", "--out", str(tmp_path), "--tag", "t"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = bench_main(["latency", "--model", str(tiny_model_dir), "--iters", "1", "--warmup", "0",
+                         "--no-reference", "--out", str(tmp_path), "--tag", "t"])
     assert rc == 0
+    # K = 150 (memory) is longer than one prompt on purpose: its truncation warning stays out
+    assert not [w for w in caught if "full prompt" in str(w.message)]
     res = json.loads((tmp_path / "latency-t.json").read_text())
     r = res["backends"]["torch"]
     for k in bench.STAGES:
@@ -57,8 +63,13 @@ def test_latency_benchmark_end_to_end_writes_json_and_table(tiny_model_dir, tmp_
     assert r["unet_inversion"]["median"] > 0 and r["hard"]["median"] > 0
     assert sum(r[k]["median"] for k in bench.STAGES) <= r["total"]["median"] * 1.01
     assert r["floor"]["median"] > 0
-    out = capsys.readouterr().out
-    assert "| **total** |" in out and "network-only floor" in out
+    assert set(res["hard_memory_mb"]) == {"K=20", "K=150"}
+    captured = capsys.readouterr()
+    assert "| **total** |" in captured.out and "network-only floor" in captured.out
+    assert (captured.out + captured.err).count("| **total** |") == 1     # the table, once
+    for term in latency_terms:                                           # explained under it
+        assert term in captured.out
+    assert captured.out.index("| **total** |") < captured.out.index(latency_terms[0])
 
 
 @pytest.mark.slow  # runs the benchmark end to end

@@ -199,8 +199,9 @@ def test_rerun_skips_finished_work(labelled, tiny_model_dir, tmp_path, capsys):
     lst.write_text("".join(f"{p}\n" for p in labelled["good"]))
     rc = main(["label", str(lst), "--classes", ",".join(CLASSES), "--caption", "a photo",
                "--model", str(tiny_model_dir), "--out", str(out), "--quiet"])
-    err = capsys.readouterr().err
-    assert rc == 0 and f"0 image(s), 0 failed, {N_GOOD} skipped" in err
+    captured = capsys.readouterr()
+    assert rc == 0 and f"0 image(s), 0 failed, {N_GOOD} skipped" in captured.out    # the summary
+    assert captured.err == ""                                                      # --quiet
     assert {p: (out / (p.stem + ".png")).stat().st_mtime_ns for p in labelled["good"]} == mtimes
     assert len(_rows(out)) == N_GOOD + 1  # nothing appended
     # a row made with other classes (another mask) is not "done" for this job

@@ -113,7 +113,8 @@ def test_evaluate_end_to_end(tmp_path, kind):
         cand_names = called[i][1] if i in called else ()
         want = expected_prediction(split.labels[i], [ds.class_id(n) for n in cand_names])
         mask_path = tmp_path / "out" / "masks" / f"{i}.png"
-        assert Image.open(mask_path).mode == "P"
+        with Image.open(mask_path) as im:
+            assert im.mode == "P"
         got = load_label_png(mask_path)
         np.testing.assert_array_equal(got, want)     # original size, dataset ids
         pairs.append((split.labels[i], want))
@@ -124,7 +125,8 @@ def test_evaluate_end_to_end(tmp_path, kind):
     assert on_disk["images"] == 5 and on_disk["threshold"] == ds.default_threshold
     assert on_disk["images_without_candidates"] == 2
     assert on_disk["unknown_candidate_names"] == {"unicorn": 1}
-    assert Image.open(tmp_path / "out" / "report.png").size[0] > 3 * 24
+    with Image.open(tmp_path / "out" / "report.png") as im:
+        assert im.size[0] > 3 * 24
 
 
 def test_without_candidates_every_image_gets_all_classes(tmp_path):

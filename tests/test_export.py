@@ -25,6 +25,7 @@ from faseg_rt.engines import build as ex
 from faseg_rt.engines import onnx_export
 from faseg_rt.engines.graphs import graph_specs
 from faseg_rt.engines.manifest import GRAPHS, MANIFEST, dims_from_json, model_fingerprint, verify_manifest
+from faseg_rt.engines.versions import package_version, same_release
 from faseg_rt.errors import BackendUnavailableError, EngineError, EngineMismatchError, InvalidInputError
 
 pytestmark = pytest.mark.slow  # ONNX export and ONNX Runtime checks of four graphs: the slow tier (CI runs it)
@@ -62,7 +63,9 @@ def test_manifest_records_graphs_versions_and_errors(engines_dir, tiny_model_dir
     assert man["engines"] is None and man["build_args"]["onnx_only"] is True
     for pkg in ("torch", "diffusers", "onnx", "onnxruntime"):
         assert man["versions"][pkg], pkg
-    assert man["versions"]["torch"] == torch.__version__
+    # recorded from package metadata, the same release as the imported module whatever the label
+    assert man["versions"]["torch"] == package_version("torch")
+    assert same_release(man["versions"]["torch"], torch.__version__)
     specs = graph_specs(dims_from_json(man["dims"]))
     assert set(man["graphs"]) == set(GRAPHS)
     for name in GRAPHS:
@@ -167,7 +170,7 @@ def test_refuses_edited_version(engines_dir, tiny_model_dir, tmp_path):
     (d / MANIFEST).write_text(json.dumps(man))
     with pytest.raises(EngineMismatchError) as e:
         verify_manifest(d, tiny_model_dir, "onnxruntime")
-    assert f"torch: built with 1.0.0, installed {torch.__version__}" in str(e.value)
+    assert f"torch: built with 1.0.0, installed {package_version('torch')}" in str(e.value)
     assert "python export/build_engines.py" in str(e.value)
 
 

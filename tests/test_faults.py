@@ -170,6 +170,7 @@ def test_label_driver_killed_halfway_then_rerun_completes(cluster, images, refer
     rc, log = run(label_command(*args), label_env(), tmp_path / "run2.log")
     assert rc == 0, log
     assert f"labelled {N - len(done)} image(s), 0 failed, {len(done)} skipped" in log
+    assert len(log.strip().splitlines()) == 1, log   # --quiet: the summary line and nothing else
     check_label_outputs(out, images, reference)
 
 

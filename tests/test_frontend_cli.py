@@ -35,7 +35,10 @@ def test_segment_command_writes_the_json_beside_the_mask(tiny_model_dir, fronten
     rc = main(["segment", str(photos / "a.png"), "--classes", VOCAB, "--model", str(tiny_model_dir),
                "--out", str(out), "--quiet", *_front_flags(frontend_dirs, "--candidate-threshold", "1",
                                                            mode="recognizer")])
-    assert rc == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    # the recogniser kept nothing at threshold 1: the summary says so, naming the threshold
+    assert "1 of 1 mask(s) all background (no class scored >= 1 by the recogniser): a.png" in captured.out
     assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png"]
     side = json.loads((out / "a.json").read_text())
     caption = Captioner.from_pretrained(frontend_dirs["blip"], device="cpu")([photos / "a.png"])[0]

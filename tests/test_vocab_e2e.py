@@ -47,14 +47,18 @@ def test_segment_command_with_300_classes(tiny_model_dir, small_segmenter, small
     classes = list(large_vocabulary()[:300])
     img = synthetic_image(50, 40, seed=5)
     img.save(tmp_path / "photo.png")
-    rc = main(["segment", str(tmp_path / "photo.png"), "--classes", ",".join(classes),
-               "--threshold", "0", "--model", str(tiny_model_dir), "--out", str(tmp_path / "out"),
-               "--overlay", "--quiet"])
+    with pytest.warns(UserWarning, match="the full prompt is"):   # the prompt P is truncated
+        rc = main(["segment", str(tmp_path / "photo.png"), "--classes", ",".join(classes),
+                   "--threshold", "0", "--model", str(tiny_model_dir), "--out", str(tmp_path / "out"),
+                   "--overlay", "--quiet"])
     assert rc == 0
-    want = small_segmenter(img, classes=classes, threshold=0.0)
+    small_segmenter.clear_text_cache()               # built here, so its warning is raised here
+    with pytest.warns(UserWarning, match="the full prompt is"):
+        want = small_segmenter(img, classes=classes, threshold=0.0)
     assert want.scores is None
     _check_mask(tmp_path / "out/photo.png", want.labels)
-    assert Image.open(tmp_path / "out/photo_overlay.png").size[1] > 40
+    with Image.open(tmp_path / "out/photo_overlay.png") as overlay:
+        assert overlay.size[1] > 40
 
 
 @pytest.mark.slow
@@ -68,10 +72,13 @@ def test_label_worker_with_1000_classes(tiny_model_dir, small_segmenter, small_l
         synthetic_image(40 + 8 * k, 32, seed=10 + k).save(p)
         paths.append(p)
     worker = _SegmentWorker(tiny_model_dir, tmp_path / "out", classes, None, 0.0, batch_size=2)
-    rows = worker({"bytes": [p.read_bytes() for p in paths], "path": [str(p) for p in paths]})
+    with pytest.warns(UserWarning, match="the full prompt is"):   # the prompt P is truncated
+        rows = worker({"bytes": [p.read_bytes() for p in paths], "path": [str(p) for p in paths]})
     assert list(rows["status"]) == ["ok", "ok"], list(rows["error"])
-    labels = [r.labels for r in small_segmenter.segment_batch(
-        [Image.open(p) for p in paths], classes, threshold=0.0, batch_size=2)]
+    small_segmenter.clear_text_cache()
+    with pytest.warns(UserWarning, match="the full prompt is"):
+        labels = [r.labels for r in small_segmenter.segment_batch(
+            [Image.open(p) for p in paths], classes, threshold=0.0, batch_size=2)]
     assert max(int(lab.max()) for lab in labels) > 255    # the 16-bit path is exercised
     for p, lab in zip(paths, labels):
         _check_mask(tmp_path / "out" / f"{p.stem}.png", lab)
@@ -107,7 +114,9 @@ def test_eval_oracle_and_eval_masks_on_ade847(tiny_model_dir, small_loads, ade84
 @pytest.mark.slow
 def test_eval_with_the_whole_847_class_vocabulary(small_segmenter, ade847, tmp_path):
     ds = open_dataset("ade847", ade847)
-    metrics = evaluate(small_segmenter, ds, tmp_path, report_images=0, progress=False)
+    small_segmenter.clear_text_cache()
+    with pytest.warns(UserWarning, match="the full prompt is"):   # 847 names: P is truncated
+        metrics = evaluate(small_segmenter, ds, tmp_path, report_images=0, progress=False)
     assert metrics["threshold"] == 0.0 and metrics["images"] == 2
     masks = [load_label_png(tmp_path / "masks" / f"{i}.png") for i in ds.ids]
     assert all(m.max() < 847 for m in masks)              # threshold 0: every pixel gets a class

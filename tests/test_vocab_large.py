@@ -67,7 +67,9 @@ def test_capture_in_chunk_groups_equals_one_group(small_segmenter, monkeypatch):
     from faseg_rt.testing import synthetic_image
 
     seg = small_segmenter
-    text = seg.encode_text(vocabulary(120))
+    seg.clear_text_cache()                            # built here, so its warning is raised here
+    with pytest.warns(UserWarning, match="the full prompt is"):
+        text = seg.encode_text(vocabulary(120))
     assert text.chunks.shape[0] >= 4
     batch = preprocess([synthetic_image(40, 30, seed=3)], seg.config.image_size)
     one = seg.attention_summaries(batch, [text])
@@ -84,7 +86,9 @@ def test_large_vocabulary_labels_equal_the_scores_path(small_segmenter):
     k = 1000
     img = synthetic_image(50, 40, seed=k)
     classes = vocabulary(k)
-    lean = small_segmenter(img, classes=classes, threshold=0.0)
+    small_segmenter.clear_text_cache()                # built here, so its warning is raised here
+    with pytest.warns(UserWarning, match="the full prompt is"):
+        lean = small_segmenter(img, classes=classes, threshold=0.0)
     assert lean.scores is None                      # opt-in above SCORES_DEFAULT_MAX_CLASSES
     full = small_segmenter.segment_batch([img], classes, threshold=0.0, return_scores=True)[0]
     assert full.scores.shape == (k, 64, 64)
@@ -137,8 +141,10 @@ def test_text_embeddings_cached_per_vocabulary(small_segmenter, monkeypatch):
     seg = small_segmenter
     seg.clear_text_cache()
     classes = vocabulary(200)
-    a = seg.encode_text(classes, caption="one caption")
-    b = seg.encode_text(classes, caption="another caption")
+    with pytest.warns(UserWarning, match="the full prompt is") as caught:   # one per caption
+        a = seg.encode_text(classes, caption="one caption")
+        b = seg.encode_text(classes, caption="another caption")
+    assert len(caught) == 2
     assert a.chunks is b.chunks                     # class-prompt chunks encoded once
     assert not torch.equal(a.full, b.full)
     built = []
@@ -147,7 +153,8 @@ def test_text_embeddings_cached_per_vocabulary(small_segmenter, monkeypatch):
                         lambda *x, **kw: built.append(1) or real(*x, **kw))
     assert seg.encode_text(classes, caption="one caption") is a
     assert not built                                # a repeated call does not re-tokenize
-    assert seg.encode_text([" " + classes[0]] + classes[1:], caption="one caption") is a
+    with pytest.warns(UserWarning, match="the full prompt is"):
+        assert seg.encode_text([" " + classes[0]] + classes[1:], caption="one caption") is a
     assert built == [1]                             # unnormalised names: built, then found
 
 
@@ -157,7 +164,9 @@ def test_vocabulary_too_large_fails_up_front(small_segmenter, monkeypatch):
     real = seg.backend.text_encoder
     monkeypatch.setattr(seg.backend, "text_encoder", lambda **kw: calls.append(1) or real(**kw))
     monkeypatch.setattr(seg, "max_class_chunks", 3)
-    with pytest.raises(InvalidInputError, match="at most 3"):
+    seg.clear_text_cache()
+    with pytest.warns(UserWarning, match="the full prompt is"), \
+            pytest.raises(InvalidInputError, match="at most 3"):
         seg.encode_text(vocabulary(300))
     assert not calls
 

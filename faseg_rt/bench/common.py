@@ -6,8 +6,10 @@ beside it; `faseg-rt bench` and the scripts in benchmarks/ are faseg_rt/cli/benc
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import statistics
+import warnings
 import weakref
 from pathlib import Path
 
@@ -19,6 +21,16 @@ STAGES = ["text_encoder", "vae_encoder", "unet_inversion", "unet_reconstruction"
 
 
 # ----------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def long_vocabularies_expected():
+    """Benchmarks use vocabularies longer than one 77-token prompt on purpose (K = 150 memory,
+    K up to 1000 in vocab); the runtime's "the full prompt is N tokens" warning, meant for a
+    caller who did not know, would only interrupt their output."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="the full prompt is", category=UserWarning)
+        yield
+
+
 def resolve_model(spec: str, cache: Path) -> Path:
     """'tiny' / 'full' build a random SD 1.5-shaped model under cache; anything else is a path/id."""
     from faseg_rt.testing import build_tiny_model

@@ -121,7 +121,8 @@ def latency(args) -> dict:
         results["device"] = str(seg.device)
         results["dtype"] = str(seg.dtype).removeprefix("torch.")
         results["machine"] = machine_info(seg.device)
-        print(latency_table(results), file=sys.stderr)  # partial results survive a killed run
+        print(f"[bench] {backend}: {r['total']['median']:.1f} ms per image, network-only floor "
+              f"{r['floor']['median']:.1f} ms", file=sys.stderr)
     if front is not None:
         print("[bench] front end: batching ...", file=sys.stderr)
         sizes = [int(b) for b in args.frontend_batch_sizes.split(",")]
@@ -173,4 +174,16 @@ def latency_table(res: dict) -> str:
         lines.append(f"\nHARD+TTF extra memory (peak live tensors): {mem}{tail}")
     if "frontend_batching" in res:
         lines.append(frontend_table(res))
+    lines += ["", *TERMS]
     return "\n".join(lines)
+
+
+#: One line per term of the latency table, printed under it.
+TERMS = (
+    "- network-only floor: the four network passes alone (text encoder, VAE encoder, UNet "
+    "inversion and reconstruction) on the same shapes, which any FA-Seg implementation pays.",
+    "- HARD+TTF: the method's work after the networks: hierarchical attention refinement (HARD) "
+    "and test-time flipping (TTF: the mirrored image's maps averaged in, then thresholded).",
+    "- reference: the literal published method (dense 4096 x 4096 matrices, per-class loops; "
+    "faseg_rt/method/reference.py) on the same image.",
+)

@@ -20,6 +20,7 @@ One run measures every K, so ratios compare like with like on a shared machine.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def vocab(args) -> dict:
     size = seg.config.image_size
     image = synthetic_image(size, size, seed=0)
     names = large_vocabulary()
-    ks = [int(k) for k in str(args.ks).split(",")]
+    ks = [int(k) for k in str(args.ks).split(",")] if args.ks else list(DEFAULT_KS)
     if max(ks) > len(names):
         raise SystemExit(f"--ks: at most {len(names)} classes are available")
     seg(image, classes=names[:1], return_scores=False)  # warm-up: first-call costs are not a vocabulary effect
@@ -92,8 +93,8 @@ def vocab(args) -> dict:
     for k in ks:
         rows.append(measure_k(seg, image, list(names[:k]), repeats=args.repeats,
                               scores_max=args.scores_max))
-        print(f"K={k}: {rows[-1]['total_ms'] / 1e3:.1f} s, peak extra "
-              f"{rows[-1]['peak_extra_mb']:.0f} MB", flush=True)
+        print(f"[bench] K={k}: {rows[-1]['total_ms'] / 1e3:.1f} s, peak extra "
+              f"{rows[-1]['peak_extra_mb']:.0f} MB", file=sys.stderr, flush=True)
     base = rows[0]
     for r in rows:
         extra_k = r["classes"] - base["classes"]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from faseg_rt import rules
 from faseg_rt.errors import InvalidInputError
 
+#: The checkpoint the published FA-Seg code uses (InstaFlow, SD 1.5 architecture).
 DEFAULT_MODEL = "XCLIU/2_rectified_flow_from_sd_1_5"
 
 
@@ -16,11 +19,37 @@ def parse_classes(text: str) -> list[str]:
 
 
 def add_model_args(p: argparse.ArgumentParser, default_model: str | None = DEFAULT_MODEL) -> None:
-    p.add_argument("--model", default=default_model, help="diffusers SD 1.x directory or hub id")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--model", default=default_model,
+                   help=f"diffusers SD 1.x directory or hub id (default: {default_model})")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
+                   help="who runs the networks (default: torch; the others need --engines)")
     p.add_argument("--engines", default=None, help="directory written by export/build_engines.py")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES)
+    p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES,
+                   help="network precision (default: float16 on CUDA, else float32)")
+
+
+def check_out_dir(text: str) -> Path:
+    """--out: a directory, or a path where one can be created; refused before any model loads."""
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"--out {out} is a file; give a directory (it is created if missing)")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InvalidInputError(f"--out {out} cannot be created: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidInputError(f"--out {out}: no permission to write in {parent}; choose another directory")
+    return out
+
+
+def check_device_dtype(args) -> None:
+    """--device and --dtype by the library's rules (a device this machine has, a precision that
+    runs there), before anything loads: `cuda` without a GPU is one line, not a driver error."""
+    from faseg_rt.devices import default_device_dtype
+
+    default_device_dtype(getattr(args, "device", None), getattr(args, "dtype", None))
 
 
 def load_segmenter(args):

@@ -1,4 +1,9 @@
-"""`faseg-rt bench latency|throughput|ablations|profile` and the scripts in benchmarks/."""
+"""`faseg-rt bench latency|throughput|ablations|profile|vocab|gpu` and the scripts in benchmarks/.
+
+Results go to `--out` (default `faseg-bench/` in the current folder, git-ignored, so a run never
+edits the checked-in figures; `--out benchmarks/results` when the point is to update them).  The
+table goes to stdout once; progress and the path written to stderr.
+"""
 
 from __future__ import annotations
 
@@ -10,37 +15,43 @@ import time
 from pathlib import Path
 
 from faseg_rt import rules
-from faseg_rt.bench.ablations import ablations, ablations_table
-from faseg_rt.bench.latency import latency, latency_table
-from faseg_rt.bench.profile import profile, profile_table
-from faseg_rt.bench.throughput import _throughput_one, throughput, throughput_table
-from faseg_rt.bench.vocab import DEFAULT_KS, vocab, vocab_table
-from faseg_rt.io import atomic_write_json
+from faseg_rt.cli.args import positive_int_arg
+from faseg_rt.cli.parser import CLIParser
+
+#: where results go unless --out says otherwise (listed in .gitignore)
+DEFAULT_OUT = "faseg-bench"
 
 
 def add_common(p):
-    p.add_argument("--model", default="tiny", help="'tiny', 'full' (random SD 1.5 widths) or a model dir/id")
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES)
-    p.add_argument("--engines", default=None)
-    p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "faseg_rt_bench_models"))
-    p.add_argument("--out", default="benchmarks/results")
-    p.add_argument("--tag", default=None, help="suffix of the result file name")
+    p.add_argument("--model", default="tiny",
+                   help="'tiny' or 'full' (random SD 1.5-shaped model built offline, 'full' at SD 1.5 "
+                        "widths) or an SD 1.x directory / hub id (default: tiny)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES,
+                   help="default: fp16 on CUDA, else fp32")
+    p.add_argument("--engines", default=None, help="directory written by faseg-rt export (exported backends)")
+    p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "faseg_rt_bench_models"),
+                   help="where the random tiny / full models are built once (default: %(default)s)")
+    p.add_argument("--out", default=DEFAULT_OUT,
+                   help="folder for the result JSON (default: %(default)s/; benchmarks/results to "
+                        "update the checked-in figures)")
+    p.add_argument("--tag", default=None, help="suffix of the result file name (default: MODEL-DEVICE)")
 
 
-def build_parser():
-    p = argparse.ArgumentParser(prog="faseg-rt bench")
-    sub = p.add_subparsers(dest="what", required=True)
+def add_benchmarks(sub) -> None:
+    """The benchmarks as subparsers of `sub` (also the hidden per-batch-size worker of throughput)."""
     lat = sub.add_parser("latency", help="per-stage latency at batch 1 vs reference and floor")
     add_common(lat)
-    lat.add_argument("--backends", default="torch")
-    lat.add_argument("--classes", default="sky,ball,box,person,tree")
-    lat.add_argument("--caption", default="coloured shapes on a plain background")
-    lat.add_argument("--warmup", type=int, default=1)
-    lat.add_argument("--iters", type=int, default=5)
-    lat.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True)
-    lat.add_argument("--ref-iters", type=int, default=1)
-    lat.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True)
+    lat.add_argument("--backends", default="torch", help="comma-separated: torch,onnxruntime,tensorrt")
+    lat.add_argument("--classes", default="sky,ball,box,person,tree", help="comma-separated class names")
+    lat.add_argument("--caption", default="coloured shapes on a plain background", help="the caption")
+    lat.add_argument("--warmup", type=int, default=1, help="untimed calls first (default: 1)")
+    lat.add_argument("--iters", type=positive_int_arg, default=5, help="timed calls (default: 5)")
+    lat.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
+                     help="also time the literal reference implementation (slow)")
+    lat.add_argument("--ref-iters", type=positive_int_arg, default=1, help="timed reference calls (default: 1)")
+    lat.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                     help="also measure HARD+TTF's extra memory at K = 20 and 150 classes")
     lat.add_argument("--frontend", default="none", choices=["none", "tiny", "real"],
                      help="also caption and recognise (caption/candidates 'auto') with random BLIP + "
                           "SigLIP: 'real' = BLIP-large + SigLIP-base sizes, 'tiny' = the test models")
@@ -48,39 +59,61 @@ def build_parser():
                      help="batch sizes of the front-end batching table")
     thr = sub.add_parser("throughput", help="images/s and peak memory over batch sizes")
     add_common(thr)
-    thr.add_argument("--backend", default="torch")
-    thr.add_argument("--batch-sizes", default="1,2,4")
-    thr.add_argument("--images", type=int, default=8)
+    thr.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
+                     help="default: torch")
+    thr.add_argument("--batch-sizes", default="1,2,4", help="comma-separated, each in a fresh process")
+    thr.add_argument("--images", type=positive_int_arg, default=8, help="images per batch size (default: 8)")
     abl = sub.add_parser("ablations", help="each optimisation against the plain way, same tensors")
     add_common(abl)
-    abl.add_argument("--classes", type=int, default=5)
-    abl.add_argument("--repeats", type=int, default=3)
+    abl.add_argument("--classes", type=positive_int_arg, default=5, help="number of classes (default: 5)")
+    abl.add_argument("--repeats", type=positive_int_arg, default=3, help="timed repeats, fastest kept")
     prof = sub.add_parser("profile", help="torch.profiler: top operators of one warm call")
     add_common(prof)
-    prof.add_argument("--classes", default="sky,ball,box,person,tree")
-    prof.add_argument("--top", type=int, default=15)
+    prof.add_argument("--classes", default="sky,ball,box,person,tree", help="comma-separated class names")
+    prof.add_argument("--top", type=positive_int_arg, default=15, help="operators listed (default: 15)")
     voc = sub.add_parser("vocab", help="time by stage and extra memory for K = 1 .. 1000 classes")
     add_common(voc)
-    voc.add_argument("--ks", default=",".join(map(str, DEFAULT_KS)), help="class counts, e.g. 1,20,150")
-    voc.add_argument("--repeats", type=int, default=1, help="calls per K (the fastest is kept)")
+    voc.add_argument("--ks", default=None, help="class counts, e.g. 1,20,150 (default: 1 to 1000)")
+    voc.add_argument("--repeats", type=positive_int_arg, default=1, help="calls per K (the fastest is kept)")
     voc.add_argument("--scores-max", type=int, default=150,
                      help="also measure the call with return_scores=True for K up to this")
-    one = sub.add_parser("_throughput_one")
-    add_common(one)
+    sub.add_parser("gpu", help="every GPU measurement in steps (faseg-rt bench gpu -h)",
+                   add_help=False, prefix_chars="\0").add_argument(
+        "rest", nargs=argparse.REMAINDER, help="options of faseg-rt bench gpu")
+    one = sub.add_parser("_throughput_one", description="one batch size of `throughput` (internal)")
+    add_common(one)  # no help=: not listed
     one.add_argument("--backend", default="torch")
     one.add_argument("--batch", type=int, required=True)
     one.add_argument("--images", type=int, required=True)
+
+
+DESCRIPTION = ("Benchmarks on random SD 1.5-shaped models (or a real one): each writes OUT/KIND-TAG.json "
+               "and prints its table; `faseg-rt bench KIND -h` lists its options.")
+
+
+def build_parser():
+    p = CLIParser(prog="faseg-rt bench", description=DESCRIPTION)
+    add_benchmarks(p.add_subparsers(dest="what", required=True, metavar="KIND"))
     return p
 
 
 def run(args) -> int:
+    if args.what == "gpu":  # its own steps and options (faseg_rt/bench/gpu.py)
+        from faseg_rt.bench.gpu import main as gpu_main
+
+        return gpu_main(args.rest)
     if args.what == "_throughput_one":
+        from faseg_rt.bench.throughput import _throughput_one
+
         _throughput_one(args)
         return 0
-    run_fn, table_fn = {"latency": (latency, latency_table), "throughput": (throughput, throughput_table),
-                        "ablations": (ablations, ablations_table),
-                        "profile": (profile, profile_table), "vocab": (vocab, vocab_table)}[args.what]
-    res = run_fn(args)
+    from faseg_rt.io import atomic_write_json
+
+    from faseg_rt.bench.common import long_vocabularies_expected
+
+    run_fn, table_fn = _benchmark(args.what)
+    with long_vocabularies_expected():
+        res = run_fn(args)
     table = table_fn(res)
     res["markdown"] = table
     res["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -88,30 +121,44 @@ def run(args) -> int:
     path = Path(args.out) / f"{args.what}-{tag}.json".replace(":", "")
     atomic_write_json(path, res)
     print(table)
-    print(f"\nwrote {path}", file=sys.stderr)
+    print(f"\nwrote {path}")
     return 0
 
 
+def _benchmark(what: str):
+    """(run, table) of one benchmark; imported here so that `-h` needs no torch."""
+    if what == "latency":
+        from faseg_rt.bench.latency import latency, latency_table
+
+        return latency, latency_table
+    if what == "throughput":
+        from faseg_rt.bench.throughput import throughput, throughput_table
+
+        return throughput, throughput_table
+    if what == "ablations":
+        from faseg_rt.bench.ablations import ablations, ablations_table
+
+        return ablations, ablations_table
+    if what == "profile":
+        from faseg_rt.bench.profile import profile, profile_table
+
+        return profile, profile_table
+    from faseg_rt.bench.vocab import vocab, vocab_table
+
+    return vocab, vocab_table
+
+
 def register(subparsers) -> None:
-    """`faseg-rt bench latency|throughput|ablations|profile|gpu ...`"""
-    p = subparsers.add_parser("bench", help="latency / throughput benchmarks (see benchmarks/README.md)",
-                              add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda a: _dispatch(a.rest))
-
-
-def _dispatch(rest: list[str]) -> int:
-    if rest[:1] == ["gpu"]:  # its own steps and options (faseg_rt/bench/gpu.py)
-        from faseg_rt.bench.gpu import main as gpu_main
-
-        return gpu_main(rest[1:])
-    return run(build_parser().parse_args(rest))
+    """Mount `faseg-rt bench ...` on the core CLI."""
+    p = subparsers.add_parser("bench", description=DESCRIPTION)
+    add_benchmarks(p.add_subparsers(dest="what", required=True, metavar="KIND"))
+    p.set_defaults(func=run)
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    return _dispatch(sys.argv[1:] if argv is None else list(argv))
+    return run(build_parser().parse_args(sys.argv[1:] if argv is None else list(argv)))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from faseg_rt.eval.datasets.registry import DATASETS
 def register(subparsers) -> None:
     """Add `eval-candidates` to an argparse subparsers object."""
     p = subparsers.add_parser(
-        "eval-candidates", help="score caption-named candidates against ground-truth class lists",
+        "eval-candidates",
         description="Precision / recall of class presence of the classes each caption names "
                     "(and of published candidate lists, and of both united) against per-image "
                     "ground-truth class lists; no images or model needed.")

@@ -20,14 +20,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from faseg_rt.cli.args import frontend_kwargs, positive_int_arg, threshold_arg
+from faseg_rt.cli.args import (DEFAULT_MODEL, check_device_dtype, frontend_kwargs, positive_int_arg,
+                               threshold_arg)
 from faseg_rt.cli.frontend_args import add_frontend_args, check_frontend, frontend_meta, path_or_auto
 from faseg_rt import rules
 from faseg_rt.errors import FASegError
 from faseg_rt.eval.datasets.registry import DATASETS, open_dataset
-
-# The checkpoint the published FA-Seg code uses (InstaFlow, SD 1.5 architecture).
-DEFAULT_MODEL = "XCLIU/2_rectified_flow_from_sd_1_5"
 
 
 def candidates_arg(text: str):
@@ -53,7 +51,7 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
 def register(subparsers) -> None:
     """Add `eval` and `eval-masks` to an argparse subparsers object."""
     p = subparsers.add_parser(
-        "eval", help="segment a dataset split and report mIoU",
+        "eval",
         description="Segment a VOC / Context / COCO-Object val split, save palette masks under "
                     "OUT/masks (existing ones are kept: rerun to resume), and write "
                     "OUT/metrics.json and OUT/report.png.")
@@ -70,12 +68,15 @@ def register(subparsers) -> None:
     p.add_argument("--published-candidates", type=Path, default=None, metavar="FILE",
                    help="with a --candidates mode: score these lists' precision / recall of class "
                         "presence beside the front end's (they are not used to segment)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="SD 1.x hub id or directory")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"SD 1.x hub id or directory (default: {DEFAULT_MODEL})")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
+                   help="who runs the networks (default: torch; the others need --engines)")
     p.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
-    p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES)
+    p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES,
+                   help="network precision (default: float16 on CUDA, else float32)")
     p.add_argument("--engines", default=None, help="directory of exported graphs / engines")
-    p.add_argument("--batch-size", type=positive_int_arg, default=8)
+    p.add_argument("--batch-size", type=positive_int_arg, default=8,
+                   help="images through the networks together (default: 8)")
     p.add_argument("--threshold", type=threshold_arg, default=None,
                    help="background threshold (default: VOC 0.55, Context 0.50, COCO 0.60; 0 for "
                         "the benchmarks without a background class)")
@@ -86,7 +87,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_eval)
 
     q = subparsers.add_parser(
-        "eval-masks", help="score existing masks with the published mIoU",
+        "eval-masks",
         description="Score PRED/<id>.png class-index masks against a dataset's ground truth.")
     _dataset_args(q)
     q.add_argument("--pred", required=True, type=Path, help="directory of <id>.png masks")
@@ -124,6 +125,7 @@ def run_eval(args: argparse.Namespace) -> int:
                            (args.published_candidates, "published candidates")):
             if isinstance(path, Path):
                 read_id_string_json(path, what)
+        check_device_dtype(args)
         check_frontend(args, caption_attr="captions", classes=dataset.class_names)
         try:
             from faseg_rt import Segmenter

@@ -74,24 +74,27 @@ def run_validate(args) -> int:
 
 def register(subparsers) -> None:
     """Mount `faseg-rt export`, `faseg-rt golden` and `faseg-rt validate` on the core CLI."""
-    p = subparsers.add_parser("export", help="export ONNX graphs / TensorRT engines (export/build_engines.py)")
+    p = subparsers.add_parser(
+        "export", description="Export the four networks to checked ONNX graphs and (on CUDA) build "
+                              "TensorRT engines; DIR/manifest.json is written last.")
     add_arguments(p)
     p.set_defaults(func=run_args)
-    g = subparsers.add_parser("golden", help="save golden inputs + ONNX Runtime (CPU) outputs of exported graphs")
+    g = subparsers.add_parser("golden", description="Save golden inputs and ONNX Runtime (CPU) outputs of exported graphs.")
     g.add_argument("--engines", required=True, help="engines directory written by faseg-rt export")
     g.add_argument("--out", required=True, help="folder for the polygraphy JSON files and golden.json")
     g.add_argument("--fp16", action="store_true", help="the fp16 graphs (export --fp16) instead of the fp32 ones")
     g.add_argument("--batch", type=int, default=1, help="images per call (N = 2 x batch latents)")
     g.add_argument("--graphs", default=None, help="comma-separated subset (default: all four)")
     g.set_defaults(func=run_golden)
-    v = subparsers.add_parser("validate", help="compare a backend with saved golden outputs (polygraphy Comparator)")
+    v = subparsers.add_parser("validate", description="Compare a backend with saved golden outputs (polygraphy Comparator).")
     v.add_argument("--model", required=True, help="the model the engines were built from")
-    v.add_argument("--engines", required=True)
+    v.add_argument("--engines", required=True, help="engines directory written by faseg-rt export")
     v.add_argument("--golden", required=True, help="folder written by faseg-rt golden")
-    v.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime", "torch"])
-    v.add_argument("--device", default="cuda")
+    v.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime", "torch"],
+                   help="the backend to check (default: tensorrt)")
+    v.add_argument("--device", default="cuda", help="default: cuda")
     v.add_argument("--atol", type=float, default=None, help="default: the golden data's, by precision")
-    v.add_argument("--rtol", type=float, default=None)
+    v.add_argument("--rtol", type=float, default=None, help="default: the golden data's, by precision")
     v.add_argument("--graphs", default=None, help="comma-separated subset (bisect one graph at a time)")
     v.add_argument("--report", default=None, help="write the per-output errors as JSON here")
     v.set_defaults(func=run_validate)

@@ -11,7 +11,9 @@ Ray is optional: without it the command prints how to install it and exits 2.  E
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -36,14 +38,14 @@ def read_classes_file(path: str) -> list[str]:
 
 
 def cmd_label(args) -> int:
-    from faseg_rt.cli.args import parse_classes
-    from faseg_rt.cli.args import frontend_kwargs
+    from faseg_rt.cli.args import check_device_dtype, check_out_dir, frontend_kwargs, parse_classes
     from faseg_rt.cli.frontend_args import check_frontend
     from faseg_rt.scale.label import import_ray, label
 
     from faseg_rt.method.prompts import normalize_classes
     from faseg_rt.frontend.per_image import read_id_string_json
 
+    ray_settings(args.ray_address)  # read by Ray when it is imported
     import_ray()  # the install hint comes before any other work
     classes = read_classes_file(args.classes_file) if args.classes_file else parse_classes(args.classes)
     classes = list(normalize_classes(classes))
@@ -52,21 +54,83 @@ def cmd_label(args) -> int:
     candidates = args.candidates
     if isinstance(candidates, Path):
         candidates = read_id_string_json(candidates, "candidates", lists=True)
+    check_out_dir(args.out)
+    if starts_local_ray(args.ray_address):  # the workers run on this machine: its devices count
+        check_device_dtype(args)
     check_frontend(args, classes=classes)  # a missing captioner / recogniser fails here, not in every worker
-    report = label(args.input, classes, args.out, model=args.model, backend=args.backend,
-                   engines=args.engines, caption=caption, threshold=args.threshold,
-                   num_workers=args.num_workers, batch_size=args.batch_size,
-                   ray_address=args.ray_address, device=args.device, dtype=args.dtype,
-                   overwrite=args.overwrite, progress=not args.quiet,
-                   candidates=candidates, frontend=frontend_kwargs(args),
-                   exif_transpose=args.exif_transpose)
+    with ray_terminal_to_log(args.quiet):
+        report = label(args.input, classes, args.out, model=args.model, backend=args.backend,
+                       engines=args.engines, caption=caption, threshold=args.threshold,
+                       num_workers=args.num_workers, batch_size=args.batch_size,
+                       ray_address=args.ray_address, device=args.device, dtype=args.dtype,
+                       overwrite=args.overwrite, progress=not args.quiet,
+                       candidates=candidates, frontend=frontend_kwargs(args),
+                       exif_transpose=args.exif_transpose)
     print(f"labelled {report.ok} image(s), {report.failed} failed, {report.skipped} skipped "
-          f"(already done) in {report.seconds:.1f} s; manifest: {report.manifest}", file=sys.stderr)
+          f"(already done) in {report.seconds:.1f} s; manifest: {report.manifest}")
     if report.failed:
         print(f"faseg-rt: {report.failed} image(s) failed (the first: {report.first_error}); see the "
               f"rows with \"status\": \"error\" in {report.manifest}", file=sys.stderr)
         return 2
     return 0
+
+
+def ray_settings(address: str | None) -> None:
+    """Ray's settings for this run, by environment variable (a variable already set wins).
+
+    Ray reads them when it is imported, so nothing changes once it is (an in-process caller
+    that imported Ray keeps its own settings).
+
+    - A new local instance (no address, no RAY_ADDRESS; or "local"): Ray 2.60 turns token
+      authentication on for it unless RAY_AUTH_MODE says otherwise, and warns that it did.
+      RAY_AUTH_MODE=token asks for the same instance (a token, created in ~/.ray if missing)
+      without the warning.  Clusters joined by address keep their own mode.
+    """
+    if "ray" not in sys.modules and starts_local_ray(address):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def starts_local_ray(address: str | None) -> bool:
+    """True when `label` starts a Ray instance on this machine rather than joining a cluster."""
+    return address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
+
+
+@contextlib.contextmanager
+def ray_terminal_to_log(enabled: bool):
+    """With --quiet, what is written to this process's stderr while the Ray job runs goes to a
+    temporary log instead: deleted when the job ends, its path printed when the job fails
+    with something in it.
+
+    Ray's C++ core writes its ERROR lines straight to file descriptor 2, whatever Python's
+    logging says; its only setting, RAY_BACKEND_LOG_LEVEL, announces itself with a line of its
+    own.  The line this keeps off the terminal is the notice, printed for every Ray Data actor
+    pool, that an actor "has constructor arguments in the object store and max_restarts > 0":
+    Ray Data hands each worker its DataContext and its map function (_SegmentWorker and its
+    keyword arguments) as object references that the running dataset holds until it finishes,
+    so a worker restarted mid-job finds them (the node-kill tests check it, docs/ray.md).
+    """
+    if not enabled:
+        yield
+        return
+    import tempfile
+
+    log = tempfile.NamedTemporaryFile(prefix="faseg-rt-label-", suffix=".log", delete=False)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(log.fileno(), 2)
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        log.close()
+        if failed and os.path.getsize(log.name):
+            print(f"faseg-rt: Ray's messages of this run are in {log.name}", file=sys.stderr)
+        else:
+            os.unlink(log.name)
 
 
 def register(subparsers) -> None:
@@ -75,7 +139,7 @@ def register(subparsers) -> None:
     from faseg_rt.cli.frontend_args import add_frontend_args, add_image_file_args
 
     p = subparsers.add_parser(
-        "label", help="label many images on a Ray cluster (needs faseg_rt[ray])",
+        "label",
         description="Read images with Ray Data, segment them with one model per worker, write "
                     "OUT/<stem>.png palette masks and OUT/manifest.jsonl; a rerun skips finished images.")
     p.add_argument("input", help="directory, glob, text file of paths/URIs, or one image")
@@ -94,7 +158,8 @@ def register(subparsers) -> None:
                    help="model replicas (default: one per GPU, or 1 without GPUs)")
     p.add_argument("--batch-size", type=positive_int_arg, default=1, help="images per worker call")
     p.add_argument("--overwrite", action="store_true", help="label everything again")
-    p.add_argument("--quiet", action="store_true", help="no Ray Data progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only the summary (no progress bars, no Ray notices)")
     add_model_args(p)
     add_frontend_args(p)
     add_image_file_args(p, caption)

@@ -4,43 +4,84 @@ Exit codes: 0 success; 1 internal or I/O error; 2 bad usage or input (one line o
 FASEG_DEBUG=1 adds the traceback of an internal error).
 A batch keeps going past a bad image, lists the failures at the end and exits 2.
 Every output file is written atomically (temporary name, then rename).
+Results and summaries go to stdout; progress, notes and errors to stderr.
+
+Only the module of the subcommand named on the command line is imported (the others are listed
+by name and help), so `faseg-rt --help` and `--version` do not import torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
 
+from faseg_rt.cli.parser import CLIParser
 from faseg_rt.errors import FASegError
-from faseg_rt.hub import quiet_libraries
+
+#: subcommand -> (module of faseg_rt.cli that registers it, its line in `faseg-rt --help`)
+COMMANDS = {
+    "segment": ("segment", "segment images (files or folders) into palette PNG masks"),
+    "demo": ("segment", "run end to end offline on a tiny random model"),
+    "label": ("label", "label many images on a Ray cluster (needs faseg_rt[ray])"),
+    "eval": ("eval", "segment a dataset split and report mIoU"),
+    "eval-masks": ("eval", "score existing masks with the published mIoU"),
+    "eval-candidates": ("candidates", "score caption-named candidates against ground-truth class lists"),
+    "export": ("export", "export ONNX graphs / TensorRT engines (export/build_engines.py)"),
+    "golden": ("export", "save golden inputs + ONNX Runtime (CPU) outputs of exported graphs"),
+    "validate": ("export", "compare a backend with saved golden outputs (polygraphy Comparator)"),
+    "bench": ("bench", "latency / throughput / memory benchmarks (see benchmarks/README.md)"),
+    "serve": ("serve", "serve segmentation over HTTP on Ray Serve (extra .[serve])"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from faseg_rt import __version__
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The parser, with the full options of the subcommand `argv` names (of all of them when argv
+    is None) and the others as one help line each."""
+    from faseg_rt.version import __version__
 
-    p = argparse.ArgumentParser(prog="faseg-rt", description="FA-Seg open-vocabulary segmentation")
+    p = CLIParser(prog="faseg-rt", description="FA-Seg open-vocabulary segmentation. "
+                  "`faseg-rt COMMAND -h` lists a command's options.")
     p.add_argument("--version", action="version", version=f"faseg-rt {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    for register in _extra_commands():
-        register(sub)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = _chosen(argv) if argv is not None else None
+    for name, (mod, text) in COMMANDS.items():
+        if name in sub.choices:
+            continue
+        if argv is None or (chosen and mod == COMMANDS[chosen][0]):
+            importlib.import_module(f"faseg_rt.cli.{mod}").register(_Commands(sub))
+        else:  # listed (and suggested) without importing its module
+            sub.add_parser(name, help=text)
     return p
 
 
-def _extra_commands():
-    """One module per subcommand; each imports its heavy dependencies (onnx, tensorrt, Ray) only
-    when it runs."""
-    from faseg_rt.cli import bench, candidates, eval, export, label, segment, serve
+class _Commands:
+    """The subparsers object as a command module's `register` sees it: each parser it adds gets
+    its line in `faseg-rt --help` from COMMANDS, the one place those lines are written."""
 
-    return [segment.register, eval.register, candidates.register, export.register, bench.register,
-            label.register, serve.register]
+    def __init__(self, sub):
+        self._sub = sub
+
+    def add_parser(self, name, **kwargs):
+        if name in COMMANDS:
+            kwargs.setdefault("help", COMMANDS[name][1])
+        return self._sub.add_parser(name, **kwargs)
+
+
+def _chosen(argv) -> str | None:
+    """The subcommand argv names: its first word that is not an option."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in COMMANDS else None
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
+    from faseg_rt.hub import quiet_libraries
+
     quiet_libraries()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

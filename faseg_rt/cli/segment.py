@@ -9,6 +9,8 @@ from pathlib import Path
 from faseg_rt.cli.args import (
     DEFAULT_MODEL,
     add_model_args,
+    check_device_dtype,
+    check_out_dir,
     load_segmenter,
     parse_classes,
     positive_int_arg,
@@ -23,11 +25,32 @@ def _for_image(value, path):
     return value[path] if isinstance(value, dict) else value
 
 
+def image_files(paths: list[str]) -> list[str]:
+    """The files `segment` reads: each file as given and the images of each folder (sorted, not
+    recursive); a missing path or a folder without images is refused before any model loads."""
+    from faseg_rt.scale.inputs import IMAGE_EXTENSIONS
+
+    files = []
+    for text in paths:
+        p = Path(text)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.is_file() and f.name.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                raise FASegError(f"no images in folder {text} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+            files += found
+        elif not p.exists():
+            raise FASegError(f"image {text} does not exist")
+        else:
+            files.append(text)
+    return list(dict.fromkeys(files))  # a file named twice is segmented once
+
+
 def segment_files(seg, images: list[str], classes: list[str], out: Path, caption=None,
                   threshold=None, overlay=False, batch_size=1, progress=True,
-                  candidates=None, exif_transpose=False) -> list[tuple[str, str]]:
+                  candidates=None, exif_transpose=False, empty: list | None = None) -> list[tuple[str, str]]:
     """Segment image files into out/<stem>.png + out/<stem>.json (+ <stem>_overlay.png);
-    returns [(image, error)].
+    returns [(image, error)].  `empty`, when given, receives (image, reason) for each mask that
+    is all background, the reason naming the threshold that emptied it.
 
     <stem>.json (SegmentationResult.sidecar): the vocabulary the labels index, the caption used,
     the segmented candidates and their sources, the recogniser's score of every class and the
@@ -73,6 +96,8 @@ def segment_files(seg, images: list[str], classes: list[str], out: Path, caption
             stem = Path(path).stem
             res.save(out / f"{stem}.png")
             atomic_write_json(out / f"{stem}.json", res.sidecar())
+            if empty is not None and not res.labels.any():
+                empty.append((path, res.empty_reason()))
             if overlay:
                 from faseg_rt.io import atomic_path
 
@@ -101,25 +126,38 @@ def per_image_args(args, images: list[str], classes: list[str]):
 def cmd_segment(args) -> int:
     from faseg_rt.method.prompts import normalize_classes
 
+    # every mistake that needs no model is refused first, in one line (exit 2)
     classes = list(normalize_classes(parse_classes(args.classes)))
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise FASegError(f"--out {out} is a file; give a directory (it is created if missing)")
-    caption, candidates = per_image_args(args, args.images, classes)  # bad files: nothing written
+    images = image_files(args.images)
+    out = check_out_dir(args.out)
+    caption, candidates = per_image_args(args, images, classes)  # bad files: nothing written
+    check_device_dtype(args)
     check_frontend(args, classes=classes)  # a missing captioner / recogniser fails before the SD model
     seg = load_segmenter(args)
-    failures = segment_files(seg, args.images, classes, out, caption=caption,
+    empty: list[tuple[str, str]] = []
+    failures = segment_files(seg, images, classes, out, caption=caption,
                              threshold=args.threshold, overlay=args.overlay,
                              batch_size=args.batch_size, progress=not args.quiet,
-                             candidates=candidates, exif_transpose=args.exif_transpose)
-    done = len(args.images) - len(failures)
-    print(f"wrote {done} mask(s) to {out}", file=sys.stderr)
+                             candidates=candidates, exif_transpose=args.exif_transpose, empty=empty)
+    print_summary(len(images) - len(failures), out, empty)
     if failures:
         for path, err in failures:
             print(f"faseg-rt: failed: {path}: {err}", file=sys.stderr)
-        print(f"faseg-rt: {len(failures)} of {len(args.images)} image(s) failed", file=sys.stderr)
+        print(f"faseg-rt: {len(failures)} of {len(images)} image(s) failed", file=sys.stderr)
         return 2
     return 0
+
+
+def print_summary(done: int, out: Path, empty: list[tuple[str, str]]) -> None:
+    """What was written (stdout): the mask count and, per reason, the all-background masks."""
+    if done:
+        print(f"wrote {done} mask(s) (and .json) to {out}")
+    by_reason: dict[str, list[str]] = {}
+    for path, reason in empty:
+        by_reason.setdefault(reason, []).append(Path(path).name)
+    for reason, names in by_reason.items():
+        shown = ", ".join(names[:5]) + (f", ... ({len(names) - 5} more)" if len(names) > 5 else "")
+        print(f"{len(names)} of {done} mask(s) all background ({reason}): {shown}")
 
 
 def cmd_demo(args) -> int:
@@ -127,8 +165,11 @@ def cmd_demo(args) -> int:
 
     out = Path(args.out)
     model_dir = Path(args.model_dir or Path.home() / ".cache" / "faseg_rt" / "tiny-sd15-random")
-    print(f"building a tiny SD 1.5-shaped model with RANDOM weights in {model_dir} (offline) ...",
-          file=sys.stderr)
+    if (model_dir / "model_index.json").exists():
+        print(f"using the tiny random model cached in {model_dir}", file=sys.stderr)
+    else:
+        print(f"building a tiny SD 1.5-shaped model with RANDOM weights in {model_dir} (offline, "
+              "once; --model-dir to put it elsewhere) ...", file=sys.stderr)
     build_tiny_model(model_dir)
     from faseg_rt.segmenter import Segmenter
 
@@ -155,8 +196,9 @@ def cmd_demo(args) -> int:
 
 def register(sub) -> None:
     """Mount `segment` and `demo` on the core CLI."""
-    s = sub.add_parser("segment", help="segment image files into palette PNG masks")
-    s.add_argument("images", nargs="+", help="image files")
+    s = sub.add_parser("segment", description="Segment image files (or every image in a folder) into "
+                       "OUT/<stem>.png palette masks and OUT/<stem>.json sidecars.")
+    s.add_argument("images", nargs="+", help="image files and folders (each folder's images, not recursive)")
     s.add_argument("--classes", required=True, help="comma-separated class names, e.g. 'cat,dog'")
     caption = s.add_mutually_exclusive_group()
     caption.add_argument("--caption", default=None,
@@ -164,15 +206,18 @@ def register(sub) -> None:
     s.add_argument("--threshold", type=threshold_arg, default=None, help="background threshold in [0, 1] (0.55)")
     s.add_argument("--out", default=".", help="output directory (default: current)")
     s.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
-    s.add_argument("--batch-size", type=positive_int_arg, default=1)
+    s.add_argument("--batch-size", type=positive_int_arg, default=1,
+                   help="images through the networks together (default: 1)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_args(s)
     add_frontend_args(s)
     add_image_file_args(s, caption)
     s.set_defaults(func=cmd_segment)
 
-    d = sub.add_parser("demo", help="run end to end offline on a tiny random model")
-    d.add_argument("--out", default="faseg-demo")
-    d.add_argument("--model-dir", default=None, help="where to build the tiny model")
+    d = sub.add_parser("demo", description="Build (once, cached) a tiny SD 1.5-shaped model with random "
+                       "weights and segment a generated picture, offline.")
+    d.add_argument("--out", default="faseg-demo", help="output directory (default: faseg-demo)")
+    d.add_argument("--model-dir", default=None,
+                   help="where the tiny model is built once and reused (default: ~/.cache/faseg_rt/tiny-sd15-random)")
     d.set_defaults(func=cmd_demo)
 

@@ -34,11 +34,10 @@ def register(sub) -> None:
     """Mount `serve` on the core CLI."""
     from faseg_rt.cli.frontend_args import add_frontend_args
 
-    s = sub.add_parser("serve", help="serve segmentation over HTTP on Ray Serve (extra .[serve])",
-                       description="Deploy the model as a Ray Serve application with dynamic "
-                                   "batching; blocks until Ctrl-C / SIGTERM.")
+    s = sub.add_parser("serve", description="Deploy the model as a Ray Serve application with dynamic "
+                                            "batching; blocks until Ctrl-C / SIGTERM.")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    s.add_argument("--port", type=positive_int_arg, default=8000)
+    s.add_argument("--port", type=positive_int_arg, default=8000, help="port to listen on (default 8000)")
     s.add_argument("--replicas", type=positive_int_arg, default=1, help="model replicas (default 1)")
     s.add_argument("--max-batch-size", type=positive_int_arg, default=8,
                    help="images per batched model call at most (default 8)")

@@ -28,14 +28,13 @@ import hashlib
 import json
 import shlex
 from dataclasses import fields
-from importlib import metadata
 from pathlib import Path
 
+from faseg_rt.engines import versions
 from faseg_rt.engines.file_hash import file_sha256
 from faseg_rt.engines.graphs import GraphSpec, TensorSpec
 from faseg_rt.errors import EngineError, EngineMismatchError
 from faseg_rt.model import ModelDims
-from faseg_rt.version import __version__
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -90,32 +89,9 @@ def model_fingerprint(model) -> dict:
 
 
 def installed_versions() -> dict:
-    """Versions of the packages that produce or run the graphs (None when not installed).
-
-    Read from package metadata, so nothing heavy (onnx, tensorrt) is imported here.
-    """
-    out = {}
-    for pkg in VERSION_PACKAGES:
-        if pkg == "faseg_rt":
-            out[pkg] = __version__
-            continue
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    if out["onnxruntime"] is None:  # the GPU wheel has another distribution name
-        try:
-            out["onnxruntime"] = metadata.version("onnxruntime-gpu")
-        except metadata.PackageNotFoundError:
-            pass
-    if out["tensorrt"] is None:  # tensorrt-cu12 etc. install the module without the meta-package
-        for dist in ("tensorrt-cu12", "tensorrt-cu13", "tensorrt-cu11", "tensorrt_cu12", "tensorrt_cu13"):
-            try:
-                out["tensorrt"] = metadata.version(dist)
-                break
-            except metadata.PackageNotFoundError:
-                pass
-    return out
+    """Versions of the packages that produce or run the graphs, from package metadata (None when
+    not installed); engines/versions.py says how they are read and compared."""
+    return versions.installed_versions(VERSION_PACKAGES)
 
 
 def gpu_info(device=None) -> dict | None:
@@ -249,12 +225,7 @@ def verify_manifest(engines_dir, model, backend: str, *, device=None, fingerprin
         problems.append(f"model: built from {man['model']['id']} (weights sha256 "
                         f"{man['model']['sha256'][:12]}), loading {model} (sha256 {fp['sha256'][:12]}); "
                         f"differing files: {', '.join(diff[:6])}{' ...' if len(diff) > 6 else ''}")
-    here = installed_versions()
-    for pkg in CHECKED_VERSIONS[backend]:
-        if backend == "onnxruntime" and pkg == "tensorrt":
-            continue
-        if man["versions"].get(pkg) != here.get(pkg):
-            problems.append(f"{pkg}: built with {man['versions'].get(pkg)}, installed {here.get(pkg)}")
+    problems += versions.version_problems(man["versions"], installed_versions(), CHECKED_VERSIONS[backend])
     if backend == "onnxruntime":
         problems += _check_entries(engines_dir, man["graphs"], "graph")
         for name, entry in (man.get("graphs_fp16") or {}).items():

@@ -94,8 +94,17 @@ def export_onnx(module, spec, dims, workdir: Path, opset: int,
     import warnings
 
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        # the tracer's warnings about Python-level shape asserts; every other warning is shown
+        # the tracer's warnings about Python-level shape asserts; torch's notice that this is the
+        # TorchScript exporter (chosen on purpose: the torch.export-based one fixes the UNet's
+        # batch dimension, docs/export.md), the deprecations of that exporter's own helpers and its
+        # note on Slice ops it leaves unfolded; every other warning is shown
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export",
+                                DeprecationWarning)
+        warnings.filterwarnings("ignore", "Constant folding - Only steps=1 can be constant folded",
+                                UserWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning,
+                                module=r"torch\.onnx\._internal\.torchscript_exporter")
         torch.onnx.export(module, tuple(inputs[n] for n in spec.input_names), str(path),
                           input_names=spec.input_names, output_names=spec.output_names,
                           dynamic_axes=dynamic_axes(spec), opset_version=opset, dynamo=False,

@@ -251,10 +251,11 @@ def _dataset_todo(ds, manifest, settings, out, overwrite):
 def _quiet_ray(ray, progress: bool) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = bool(progress)
-    if not progress:  # quiet: keep Ray Data's per-dataset INFO lines off the terminal
-        import logging
+    if not progress:  # quiet: keep Ray Data's per-dataset INFO lines off the terminal, and
+        import logging  # its warning that the progress bars are off (as asked) too
 
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def _collect(ds, manifest, settings, by_key, tally) -> None:

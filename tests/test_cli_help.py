@@ -1,0 +1,96 @@
+"""`faseg-rt` help and usage errors: every command's -h works and describes every option,
+internal commands stay unlisted, --help / --version import no torch, misspellings get a
+suggestion.  No model is loaded here."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from faseg_rt.cli import bench as cli_bench
+from faseg_rt.cli.main import COMMANDS, build_parser, main
+
+
+def _parsers(parser, path=()):
+    """(command path, parser) for the parser and every (nested) listed subcommand."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if not name.startswith("_"):
+                    yield from _parsers(sub, path + (name,))
+
+
+def test_every_option_of_every_command_has_help():
+    missing = [(" ".join(path), a.option_strings or a.dest)
+               for path, p in _parsers(build_parser())
+               for a in p._actions
+               if a.help is None and not isinstance(a, argparse._SubParsersAction)]
+    assert missing == []
+
+
+@pytest.mark.parametrize("argv", [[c, "-h"] for c in COMMANDS] + [["bench", "--help"], ["bench", "latency", "-h"],
+                                                                 ["bench", "vocab", "--help"]])
+def test_help_of_every_command_exits_0(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith(f"usage: faseg-rt {' '.join(argv[:-1])}")
+
+
+def test_internal_subcommand_is_not_listed(capsys):
+    for argv in (["bench", "-h"], ["bench"], ["bench", "nope"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        captured = capsys.readouterr()
+        assert "_throughput_one" not in captured.out + captured.err
+    assert "_throughput_one" in cli_bench.build_parser().parse_args(
+        ["_throughput_one", "--batch", "1", "--images", "1"]).what    # still runs for throughput
+
+
+def test_default_model_is_named_in_model_help(capsys):
+    for command in ("segment", "label", "eval"):
+        with pytest.raises(SystemExit):
+            main([command, "-h"])
+        assert "XCLIU/2_rectified_flow_from_sd_1_5" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["segment", "a.png", "--clases", "cat"], "--clases: did you mean --classes?"),
+    (["segment", "a.png", "--classes", "cat", "--treshold", "0.5"], "--treshold: did you mean --threshold?"),
+    (["segmnt", "a.png"], "did you mean segment?"),
+    (["bench", "latncy"], "did you mean latency?"),
+])
+def test_misspellings_get_a_suggestion(argv, hint, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and hint in err
+
+
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_help_and_version_do_not_import_torch(flag):
+    code = ("import sys\nfrom faseg_rt.cli import main\ntry:\n    main([%r])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, 'numpy' in sys.modules)" % flag)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_benchmarks_write_to_a_git_ignored_folder_by_default(tmp_path):
+    """A benchmark run from the checkout never edits the checked-in benchmarks/results/."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    args = cli_bench.build_parser().parse_args(["latency"])
+    assert args.out == cli_bench.DEFAULT_OUT and "benchmarks" not in args.out
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout: .gitignore cannot be asked")
+    probe = f"{args.out}/latency-tiny-cpu.json"
+    p = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", probe])
+    assert p.returncode == 0, f"{probe} is not git-ignored"
+    for written in ("faseg-demo/demo_image_mask.png", "masks/photo.png", "runs/voc/metrics.json"):
+        assert subprocess.run(["git", "-C", str(root), "check-ignore", "-q", written]).returncode == 0, written
