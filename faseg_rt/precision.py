@@ -1,0 +1,93 @@
+"""Precision policy: the float type of every stage of the method, from the one dtype a caller names.
+
+A caller asks for float32 (exact, the default), float16 (CUDA) or bfloat16 (a CPU with bf16
+matrix units, or a CUDA GPU that has them).  A reduced dtype is not a cast of everything: FA-Seg
+reads softmax outputs and min-max normalises them, so the policy lowers only what carries the
+cost and measured as safe (benchmarks/README.md, "Precision policy"):
+
+| stage          | what                                              | fp32 | bf16 | fp16 |
+|----------------|---------------------------------------------------|------|------|------|
+| text_encoder   | CLIP text model (cheap; cached per vocabulary)    | fp32 | fp32 | fp16 |
+| vae_encoder    | convolutions of the VAE encoder                   | fp32 | bf16 | fp16 |
+| unet           | convolutions, norms, linears of both UNet passes  | fp32 | bf16 | fp16 |
+| attention_qk   | to_q / to_k of every attention layer: the logits   | fp32 | fp32 | fp16 |
+| capture        | softmax of the captured logits, head/layer means  | fp32 | fp32 | fp32 |
+| inversion      | latent sample and the DDIM inversion step         | fp32 | fp32 | fp32 |
+| refine         | cross fusion, HARD, TTF, labels                   | fp32 | fp32 | fp32 |
+
+A float16 UNet keeps its projections in float16: fp16 has 8x finer steps than bf16, and the
+exported fp16 graphs / TensorRT engines are built that way (their fp32 stages are the last three
+rows).  float64 (checks only) runs everything in float64 but `capture` .. `refine`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+#: Stages in the order a call runs them (see the table above).
+STAGES = ("text_encoder", "vae_encoder", "unet", "attention_qk", "capture", "inversion", "refine")
+
+_F32, _F16, _BF16 = torch.float32, torch.float16, torch.bfloat16
+
+
+@dataclass(frozen=True)
+class PrecisionPolicy:
+    """dtype: what the caller asked for; stages: the dtype of each stage in STAGES."""
+
+    dtype: torch.dtype
+    stages: tuple[tuple[str, torch.dtype], ...]
+    channels_last: bool = False
+
+    def __getitem__(self, stage: str) -> torch.dtype:
+        return dict(self.stages)[stage]
+
+    @property
+    def name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    def describe(self) -> str:
+        return ", ".join(f"{s} {str(d).removeprefix('torch.')}" for s, d in self.stages)
+
+
+def precision_policy(dtype: torch.dtype, device: torch.device | str = "cpu") -> PrecisionPolicy:
+    """The policy for a caller's dtype (already validated by faseg_rt.devices)."""
+    net = dtype
+    text = _F32 if dtype == _BF16 else dtype
+    qk = _F32 if dtype == _BF16 else dtype
+    stages = (("text_encoder", text), ("vae_encoder", net), ("unet", net), ("attention_qk", qk),
+              ("capture", _F32), ("inversion", _F32), ("refine", _F32))
+    # channels-last convolutions: faster for bf16 oneDNN kernels on the CPU (measured; fp32 gains
+    # less, and GPU kernels pick their own layout)
+    channels_last = torch.device(device).type == "cpu" and dtype == _BF16
+    return PrecisionPolicy(dtype, stages, channels_last)
+
+
+def apply_policy(policy: PrecisionPolicy, vae, text_encoder, unet, device) -> None:
+    """Cast (and place) the three networks as `policy` says, in place.
+
+    In a reduced-precision UNet, the attention layers' to_q / to_k stay in policy["attention_qk"];
+    FASegAttnProcessor casts each projection's input to that projection's dtype."""
+    for module, stage in ((vae, "vae_encoder"), (text_encoder, "text_encoder"), (unet, "unet")):
+        if module.dtype != policy[stage]:
+            module.to(dtype=policy[stage])
+        module.to(device=device)
+    qk = policy["attention_qk"]
+    if qk != policy["unet"]:
+        for m in unet.modules():
+            if hasattr(m, "to_q") and hasattr(m, "to_k") and hasattr(m, "set_processor"):
+                m.to_q.to(dtype=qk)
+                m.to_k.to(dtype=qk)
+    memory_format = torch.channels_last if policy.channels_last else torch.contiguous_format
+    for module in (vae, unet):
+        module.to(memory_format=memory_format)
+
+
+def cpu_bf16_units() -> str | None:
+    """The CPU's bf16 matrix units as cpuinfo names them ('amx_bf16', 'avx512_bf16'), or None."""
+    caps = getattr(torch.cpu, "get_capabilities", lambda: {})()
+    for flag in ("amx_bf16", "avx512_bf16"):
+        if caps.get(flag):
+            return flag
+    return None
