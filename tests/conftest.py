@@ -155,6 +155,23 @@ def auto_segmenter(small_segmenter, frontend_dirs):
                      frontend=front)
 
 
+@pytest.fixture(scope="session")
+def bf16_segmenter(tiny_model_dir):
+    """The tiny model under the bfloat16 precision policy (faseg_rt.precision), 512 px input."""
+    from faseg_rt import Segmenter
+
+    return Segmenter.from_pretrained(tiny_model_dir, device="cpu", dtype=torch.bfloat16)
+
+
+@pytest.fixture(scope="session")
+def small_bf16_segmenter(tiny_model_dir):
+    """small_segmenter under the bfloat16 precision policy."""
+    from faseg_rt import Segmenter
+
+    return Segmenter.from_pretrained(tiny_model_dir, device="cpu", dtype=torch.bfloat16,
+                                     config=small_config())
+
+
 @pytest.fixture
 def one_thread():
     """Run the test with torch on one thread (byte-identical results need a fixed thread count)."""
