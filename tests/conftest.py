@@ -83,10 +83,7 @@ def reference64(tiny_model_dir):
 
 
 # (image seed, width, height, classes, caption): odd sizes exercise the final nearest resize.
-PARITY_CASES = [
-    (1, 96, 64, ["cat", "potted plant", "aeroplane"], "a photo of a room"),
-    (2, 50, 70, ["dog", "grass", "sky", "red car"], None),
-]
+from faseg_rt.testing import PARITY_CASES  # noqa: E402
 
 
 @pytest.fixture(scope="session")

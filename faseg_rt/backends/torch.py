@@ -55,8 +55,8 @@ class TorchBackend(Backend):
     @classmethod
     def from_pretrained(cls, model, *, device, dtype, config=None, compile=None,
                         cuda_graphs: bool = False) -> "TorchBackend":
-        # loaded in float32 when the policy mixes dtypes (diffusers warns on casting what it loaded)
-        vae, text_encoder, unet = load_modules(model, dtype=dtype if dtype != torch.bfloat16 else torch.float32)
+        # loaded in float32 and cast by the precision policy, which keeps some stages in float32
+        vae, text_encoder, unet = load_modules(model, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
         return cls.from_modules(vae, text_encoder, unet, device=device, dtype=dtype, config=config,
                                 compile=compile, cuda_graphs=cuda_graphs)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from faseg_rt import rules
 from faseg_rt.bench.ablations import ablations, ablations_table
 from faseg_rt.bench.latency import latency, latency_table
+from faseg_rt.bench.precision import precision, precision_table
 from faseg_rt.bench.profile import profile, profile_table
 from faseg_rt.bench.throughput import _throughput_one, throughput, throughput_table
 from faseg_rt.bench.vocab import DEFAULT_KS, vocab, vocab_table
@@ -65,6 +66,11 @@ def build_parser():
     voc.add_argument("--repeats", type=int, default=1, help="calls per K (the fastest is kept)")
     voc.add_argument("--scores-max", type=int, default=150,
                      help="also measure the call with return_scores=True for K up to this")
+    pre = sub.add_parser("precision", help="fp32 vs --dtype (bf16): masks, time, stage errors vs float64")
+    add_common(pre)
+    pre.add_argument("--cases", type=int, default=2, help="parity photographs to run (1 or 2)")
+    pre.add_argument("--oracle", action=argparse.BooleanOptionalAction, default=True,
+                     help="stage errors against the float64 oracle (tiny widths: minutes at full width)")
     one = sub.add_parser("_throughput_one")
     add_common(one)
     one.add_argument("--backend", default="torch")
@@ -79,7 +85,8 @@ def run(args) -> int:
         return 0
     run_fn, table_fn = {"latency": (latency, latency_table), "throughput": (throughput, throughput_table),
                         "ablations": (ablations, ablations_table),
-                        "profile": (profile, profile_table), "vocab": (vocab, vocab_table)}[args.what]
+                        "profile": (profile, profile_table), "vocab": (vocab, vocab_table),
+                        "precision": (precision, precision_table)}[args.what]
     res = run_fn(args)
     table = table_fn(res)
     res["markdown"] = table

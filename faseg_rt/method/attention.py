@@ -137,19 +137,17 @@ class FASegAttnProcessor:
         context = encoder_hidden_states if is_cross else hidden_states
         b, n, _ = hidden_states.shape                                  # (B, n, C)
         heads = attn.heads
-        # to_q / to_k may be kept in float32 in a bfloat16 UNet (faseg_rt.precision): the
-        # logits HARD reads then come from float32 projections; the attention that flows on
-        # through the network runs in the network's dtype
-        q = attn.to_q(hidden_states.to(attn.to_q.weight.dtype))         # (B, n, h*d)
-        k = attn.to_k(context.to(attn.to_k.weight.dtype))               # (B, m, h*d)
-        v = attn.to_v(context.to(attn.to_v.weight.dtype))               # (B, m, h*d)
+        # the prompt embeddings may be float32 in a reduced-precision UNet (faseg_rt.precision)
+        context = context.to(attn.to_k.weight.dtype)
+        q = attn.to_q(hidden_states)                                   # (B, n, h*d)
+        k = attn.to_k(context)                                         # (B, m, h*d)
+        v = attn.to_v(context)                                         # (B, m, h*d)
         d = q.shape[-1] // heads
         q = q.view(b, -1, heads, d).transpose(1, 2)                    # (B, h, n, d)
         k = k.view(b, -1, heads, d).transpose(1, 2)                    # (B, h, m, d)
         v = v.view(b, -1, heads, d).transpose(1, 2)                    # (B, h, m, d)
-        out = F.scaled_dot_product_attention(q.to(v.dtype), k.to(v.dtype), v, attn_mask=attention_mask,
-                                             scale=attn.scale)
-        out = out.transpose(1, 2).reshape(b, -1, heads * d).to(v.dtype)  # (B, n, h*d)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=attn.scale)
+        out = out.transpose(1, 2).reshape(b, -1, heads * d).to(q.dtype)  # (B, n, h*d)
         out = attn.to_out[1](attn.to_out[0](out))                      # linear, dropout
         if capture is not None:
             if is_cross:
