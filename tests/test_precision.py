@@ -169,3 +169,15 @@ def test_export_refuses_bf16_in_one_line(tmp_path, capsys):
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert rc == 2 and len(err) == 1 and "--backend torch" in err[0]
     assert not (tmp_path / "engines").exists()
+
+
+def test_bf16_on_a_cpu_without_bf16_units_says_so_and_auto_stays_fp32(monkeypatch):
+    import faseg_rt.precision as precision
+    from faseg_rt.devices import default_device_dtype
+
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: None)
+    with pytest.warns(UserWarning, match="no bf16 matrix units.*slower than float32"):
+        assert default_device_dtype("cpu", "bf16")[1] == BF16
+    assert default_device_dtype("cpu", "auto")[1] == F32
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: "amx_bf16")
+    assert default_device_dtype("cpu", "auto")[1] == BF16
