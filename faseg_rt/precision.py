@@ -57,8 +57,8 @@ def precision_policy(dtype: torch.dtype, device: torch.device | str = "cpu") -> 
     text = _F32 if dtype in (_BF16, _F16) else dtype
     stages = (("text_encoder", text), ("vae_encoder", dtype), ("unet", dtype),
               ("capture", _F32), ("inversion", _F32), ("refine", _F32))
-    # channels-last convolutions for bf16 on the CPU, where oneDNN's bf16 kernels want it (VAE
-    # encoder at SD 1.5 widths: fp32 16.7 s, 15.3 s channels-last, bf16 channels-last 5.3 s;
+    # channels-last convolutions for bf16 on the CPU (VAE encoder at SD 1.5 widths: fp32 16.7 s,
+    # 15.3 s channels-last, bf16 channels-last 5.3 s; a rerun under load did not settle it, see
     # benchmarks/README.md); GPU kernels pick their own layout
     channels_last = torch.device(device).type == "cpu" and dtype == _BF16
     return PrecisionPolicy(dtype, stages, channels_last)
