@@ -13,7 +13,7 @@ InvalidInputError with one line that names the parameter, what was given and wha
                                                     non-empty names, inner whitespace collapsed
     batch_size(value) -> int                        positive_int named "batch_size"
     max_candidates(value) -> int                    positive_int named "max_candidates"
-    dtype(value) -> torch.dtype                     a torch.dtype or a name of DTYPE_NAMES
+    dtype(value) -> torch.dtype | "auto"            a torch.dtype, a name of DTYPE_NAMES, or "auto"
     device(value) -> torch.device                   "cpu" or a CUDA device this machine has
                                                     (available_devices() lists them); the API
                                                     checks it before any model loads
@@ -47,18 +47,23 @@ _DTYPES = (
     (torch.float32, "fp32", "float32", ("float",)),
     (torch.float16, "fp16", "float16", ("half",)),
     (torch.float64, "fp64", "float64", ("double",)),
+    (torch.bfloat16, "bf16", "bfloat16", ()),
 )
+
+#: The name that lets the device pick: bf16 on a CPU with bf16 matrix units, else fp32; fp16 on
+#: CUDA (faseg_rt.devices.auto_dtype).
+AUTO = "auto"
 
 #: Every name `dtype` accepts (also with a "torch." prefix) -> its torch dtype.
 DTYPE_NAMES: dict[str, torch.dtype] = {
     name: dt for dt, short, long, other in _DTYPES for name in (short, long, *other)}
 
 #: The precisions the command line offers (float64 serves parity checks from Python).
-CLI_DTYPES = (torch.float32, torch.float16)
+CLI_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
-#: argparse choices of every --dtype flag: the short and long name of each CLI dtype.
+#: argparse choices of every --dtype flag: the short and long name of each CLI dtype, and "auto".
 DTYPE_CHOICES: tuple[str, ...] = tuple(
-    name for dt, short, long, _ in _DTYPES if dt in CLI_DTYPES for name in (short, long))
+    name for dt, short, long, _ in _DTYPES if dt in CLI_DTYPES for name in (short, long)) + (AUTO,)
 
 
 def threshold(value, name: str = "threshold") -> float:
@@ -88,14 +93,17 @@ def max_candidates(value) -> int:
     return positive_int(value, "max_candidates")
 
 
-def dtype(value) -> torch.dtype:
-    """A torch float dtype from a torch.dtype or a name ("fp16", "float16", "torch.float16")."""
+def dtype(value) -> torch.dtype | str:
+    """A torch float dtype from a torch.dtype or a name ("fp16", "float16", "torch.float16"), or
+    AUTO ("auto"), which faseg_rt.devices resolves for the device."""
     if isinstance(value, torch.dtype):
         if value in DTYPE_NAMES.values():
             return value
+    elif value == AUTO:
+        return AUTO
     elif isinstance(value, str) and value.removeprefix("torch.") in DTYPE_NAMES:
         return DTYPE_NAMES[value.removeprefix("torch.")]
-    names = ", ".join(n for dt, short, long, _ in _DTYPES for n in (short, long))
+    names = ", ".join([n for dt, short, long, _ in _DTYPES for n in (short, long)] + [AUTO])
     raise InvalidInputError(f"unknown dtype {value!r}; use one of {names} (or a torch.dtype of those)")
 
 

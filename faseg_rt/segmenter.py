@@ -156,7 +156,7 @@ class Segmenter:
                 f"{dims.text_len - 2} tokens; at most {self.max_class_chunks} fit in one call "
                 f"(each adds ~{per_chunk / 2**20:.1f} MiB of class-aware maps per image): split "
                 "the vocabulary over several calls, or raise Segmenter.max_class_chunks")
-        need = j * dims.text_len * dims.text_dim * torch.finfo(self.dtype).bits // 8
+        need = j * dims.text_len * dims.text_dim * torch.finfo(self.backend.precision["text_encoder"]).bits // 8
         if need > self._vocab_cache.max_bytes:
             raise InvalidInputError(
                 f"the {prompts.num_classes}-class vocabulary's prompt embeddings take "
@@ -211,20 +211,21 @@ class Segmenter:
         Returns the unet_attn summaries for the 2B latents [image 0, mirror 0, image 1, ...].
         """
         be, cfg = self.backend, self.config
+        precision = be.precision   # per-stage dtypes; inversion and capture stay float32
         with stage("vae_encoder", be.device):
-            pixels = pair_pixels(batch.to(be.device), be.dtype)                   # (2B, 3, s, s)
+            pixels = pair_pixels(batch.to(be.device), precision["vae_encoder"])    # (2B, 3, s, s)
             moments = be.vae_encoder(pixels=pixels)["moments"]
             z0 = sample_latents(moments.float(), self._noise, be.dims.scaling_factor)  # (2B, 4, 64, 64)
         full = torch.stack([t.full for t in texts]).repeat_interleave(2, dim=0)   # (2B, 77, D)
         with stage("unet_inversion", be.device):
-            eps = be.unet(latents=z0.to(be.dtype), timestep=self._timestep,
+            eps = be.unet(latents=z0.to(precision["unet"]), timestep=self._timestep,
                           encoder_hidden_states=full)["eps"]
             z1 = invert(z0, eps.float(), cfg)
         n_chunks = max(t.chunks.shape[0] for t in texts)
         chunks = torch.stack([_pad_chunks(t.chunks, n_chunks) for t in texts])
         chunks = chunks.repeat_interleave(2, dim=0)                                # (2B, J, 77, D)
         with stage("unet_reconstruction", be.device):
-            return be.unet_attn(latents=z1.to(be.dtype), timestep=self._timestep,
+            return be.unet_attn(latents=z1.to(precision["unet"]), timestep=self._timestep,
                                 encoder_hidden_states=full, class_hidden_states=chunks)
 
     def refine_maps(self, summaries: dict[str, torch.Tensor], prompts: DualPrompts,

@@ -83,10 +83,7 @@ def reference64(tiny_model_dir):
 
 
 # (image seed, width, height, classes, caption): odd sizes exercise the final nearest resize.
-PARITY_CASES = [
-    (1, 96, 64, ["cat", "potted plant", "aeroplane"], "a photo of a room"),
-    (2, 50, 70, ["dog", "grass", "sky", "red car"], None),
-]
+from faseg_rt.testing import PARITY_CASES  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -153,6 +150,23 @@ def auto_segmenter(small_segmenter, frontend_dirs):
                      candidate_threshold=0.3)
     return Segmenter(small_segmenter.backend, small_segmenter.tokenizer, small_segmenter.config,
                      frontend=front)
+
+
+@pytest.fixture(scope="session")
+def bf16_segmenter(tiny_model_dir):
+    """The tiny model under the bfloat16 precision policy (faseg_rt.precision), 512 px input."""
+    from faseg_rt import Segmenter
+
+    return Segmenter.from_pretrained(tiny_model_dir, device="cpu", dtype=torch.bfloat16)
+
+
+@pytest.fixture(scope="session")
+def small_bf16_segmenter(tiny_model_dir):
+    """small_segmenter under the bfloat16 precision policy."""
+    from faseg_rt import Segmenter
+
+    return Segmenter.from_pretrained(tiny_model_dir, device="cpu", dtype=torch.bfloat16,
+                                     config=small_config())
 
 
 @pytest.fixture

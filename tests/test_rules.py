@@ -51,17 +51,19 @@ def test_counts(rule, name):
 def test_dtype_names_and_torch_dtypes():
     for name, want in [("fp32", torch.float32), ("float32", torch.float32), ("torch.float32", torch.float32),
                        ("fp16", torch.float16), ("float16", torch.float16), ("half", torch.float16),
-                       ("fp64", torch.float64), ("double", torch.float64)]:
+                       ("fp64", torch.float64), ("double", torch.float64), ("bf16", torch.bfloat16),
+                       ("bfloat16", torch.bfloat16)]:
         assert rules.dtype(name) is want
     assert rules.dtype(torch.float16) is torch.float16
-    assert set(rules.DTYPE_NAMES.values()) == {torch.float32, torch.float16, torch.float64}
+    assert rules.dtype("auto") == rules.AUTO
+    assert set(rules.DTYPE_NAMES.values()) == {torch.float32, torch.float16, torch.float64, torch.bfloat16}
     for bad in ("int8", "FP16", "", torch.int64, torch.bool, None, 16, True):
         assert "unknown dtype" in _refused(rules.dtype, bad, "dtype")
 
 
 def test_dtype_choices_are_names_of_the_table():
-    assert set(rules.DTYPE_CHOICES) == {"fp32", "float32", "fp16", "float16"}
-    assert all(rules.DTYPE_NAMES[n] in rules.CLI_DTYPES for n in rules.DTYPE_CHOICES)
+    assert set(rules.DTYPE_CHOICES) == {"fp32", "float32", "fp16", "float16", "bf16", "bfloat16", "auto"}
+    assert all(rules.DTYPE_NAMES[n] in rules.CLI_DTYPES for n in rules.DTYPE_CHOICES if n != rules.AUTO)
 
 
 def test_devices():

@@ -14,6 +14,8 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 def load_backend(name: str, model, *, device, dtype, engines=None, config=None, compile=None,
                  cuda_graphs: bool = False) -> Backend:
     """compile / cuda_graphs: the torch backend's fast-path switches (backends/fast.py)."""
+    import torch
+
     from faseg_rt.errors import InvalidInputError
 
     if name == "torch":
@@ -21,6 +23,9 @@ def load_backend(name: str, model, *, device, dtype, engines=None, config=None, 
 
         return TorchBackend.from_pretrained(model, device=device, dtype=dtype, config=config, compile=compile,
                                             cuda_graphs=cuda_graphs)
+    if dtype == torch.bfloat16:
+        raise InvalidInputError(f"bfloat16 runs on the torch backend only (the {name} graphs are exported in "
+                                "float32 / float16): use backend='torch', or dtype float32 / float16")
     if compile or cuda_graphs:
         raise InvalidInputError(f"compile= and cuda_graphs= apply to the torch backend, not {name!r}")
     if name == "onnxruntime":

@@ -10,6 +10,7 @@ import torch
 
 from faseg_rt.model import ModelDims
 from faseg_rt.errors import EngineError, InvalidInputError
+from faseg_rt.precision import PrecisionPolicy, precision_policy
 
 
 class Runner(Protocol):
@@ -41,6 +42,11 @@ class Backend:
     unet_attn: Runner
     #: latent resolutions whose class-aware maps `unet_attn` returns as zeros (not computed)
     skip_cross: tuple = ()
+
+    @property
+    def precision(self) -> PrecisionPolicy:
+        """The dtype of every stage (faseg_rt.precision), from the dtype the backend was loaded in."""
+        return precision_policy(self.dtype, self.device)
 
     def for_config(self, config) -> "Backend":
         """A backend that computes every output `config` reads: this one, or InvalidInputError.

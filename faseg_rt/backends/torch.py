@@ -22,6 +22,7 @@ from faseg_rt.engines.graphs import (
 )
 from faseg_rt.method.attention import install_processors
 from faseg_rt.model import load_modules, model_dims
+from faseg_rt.precision import apply_policy, precision_policy
 
 
 class TorchRunner:
@@ -54,7 +55,8 @@ class TorchBackend(Backend):
     @classmethod
     def from_pretrained(cls, model, *, device, dtype, config=None, compile=None,
                         cuda_graphs: bool = False) -> "TorchBackend":
-        vae, text_encoder, unet = load_modules(model, dtype=dtype)
+        # loaded in float32 and cast by the precision policy, which keeps some stages in float32
+        vae, text_encoder, unet = load_modules(model, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
         return cls.from_modules(vae, text_encoder, unet, device=device, dtype=dtype, config=config,
                                 compile=compile, cuda_graphs=cuda_graphs)
 
@@ -69,10 +71,8 @@ class TorchBackend(Backend):
         backend = compile_backend(compile)
         cuda_graphs = check_cuda_graphs(cuda_graphs, device)
         install_processors(unet)
-        for m in (vae, text_encoder, unet):
-            if m.dtype != dtype:  # loaded in `dtype` already unless moved later (diffusers warns on casts)
-                m.to(dtype=dtype)
-            m.to(device=device)
+        precision = precision_policy(dtype, device)
+        apply_policy(precision, vae, text_encoder, unet, device)
         dims = model_dims(vae, text_encoder, unet, latent_size=config.latent_size)
         specs = graph_specs(dims, dtype=str(dtype).removeprefix("torch."))
         graphs = {"vae_encoder": VaeEncoderGraph(vae), "text_encoder": TextEncoderGraph(text_encoder),

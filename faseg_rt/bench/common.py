@@ -40,12 +40,18 @@ def resolve_model(spec: str, cache: Path) -> Path:
     return Path(spec) if Path(spec).exists() else spec
 
 
-def load_segmenter(args, model, backend: str = "torch"):
-    """The Segmenter a benchmark measures: --device, --dtype (a name) and --engines as given."""
+def load_segmenter(args, model, backend: str = "torch", dtype=None):
+    """The Segmenter a benchmark measures: --device, --dtype (a name; `dtype` overrides it) and
+    --engines as given."""
     from faseg_rt.segmenter import Segmenter
 
-    return Segmenter.from_pretrained(model, backend=backend, device=args.device, dtype=args.dtype,
-                                     engines=args.engines)
+    return Segmenter.from_pretrained(model, backend=backend, device=args.device,
+                                     dtype=dtype or args.dtype, engines=args.engines)
+
+
+def compared_dtypes(dtype) -> list:
+    """--dtype bf16 / auto times float32 too, in the same run: [fp32, the dtype]; else [dtype]."""
+    return ["fp32", dtype] if dtype in ("bf16", "bfloat16", "auto") else [dtype]
 
 
 def summarize(samples: list[float]) -> dict:

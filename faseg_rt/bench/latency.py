@@ -11,6 +11,7 @@ import torch
 
 from faseg_rt.bench.common import (
     STAGES,
+    compared_dtypes,
     hard_memory_mb,
     load_segmenter,
     machine_info,
@@ -102,14 +103,16 @@ def latency(args) -> dict:
                "image": "640x480 synthetic", "backends": {}}
     seg = front = None
     auto = {} if args.frontend == "none" else {"caption": "auto", "candidates": "auto"}
-    for backend in args.backends.split(","):
+    runs = [(b, dt) for b in args.backends.split(",") for dt in compared_dtypes(args.dtype)]
+    for backend, dtype in runs:
+        name = backend if len(runs) == len(args.backends.split(",")) else f"{backend} {dtype}"
         try:
-            seg = load_segmenter(args, model, backend)
+            seg = load_segmenter(args, model, backend, dtype)
         except Exception as e:  # report, keep measuring the others
-            results["backends"][backend] = {"error": f"{type(e).__name__}: {e}"}
-            print(f"[bench] {backend}: not available: {e}", file=sys.stderr)
+            results["backends"][name] = {"error": f"{type(e).__name__}: {e}"}
+            print(f"[bench] {name}: not available: {e}", file=sys.stderr)
             continue
-        print(f"[bench] {backend}: timing {args.iters} iterations ...", file=sys.stderr)
+        print(f"[bench] {name}: timing {args.iters} iterations ...", file=sys.stderr)
         if auto:  # random BLIP + SigLIP, built once, on this segmenter's device and dtype
             front = front or load_frontend(args.frontend, seg.device, seg.dtype, len(classes))
             seg.frontend = front
@@ -117,9 +120,10 @@ def latency(args) -> dict:
         r = time_segmenter(seg, image, classes, auto.get("caption", caption), args.warmup,
                            args.iters, candidates=auto.get("candidates"))
         r["floor"] = time_network_floor(seg, args.warmup, args.iters)
-        results["backends"][backend] = r
+        r["dtype"] = str(seg.dtype).removeprefix("torch.")
+        results["backends"][name] = r
         results["device"] = str(seg.device)
-        results["dtype"] = str(seg.dtype).removeprefix("torch.")
+        results["dtype"] = r["dtype"]
         results["machine"] = machine_info(seg.device)
         print(f"[bench] {backend}: {r['total']['median']:.1f} ms per image, network-only floor "
               f"{r['floor']['median']:.1f} ms", file=sys.stderr)
@@ -149,7 +153,7 @@ def latency_table(res: dict) -> str:
         if "error" in r:
             lines.append(f"\n**{name}**: not run ({r['error']})\n")
             continue
-        lines.append(f"\n**{name}** ({res.get('device')}, {res.get('dtype')}, batch 1, "
+        lines.append(f"\n**{name}** ({res.get('device')}, {r.get('dtype', res.get('dtype'))}, batch 1, "
                      f"{len(res['classes'])} classes) - ms, median (p90)\n")
         lines.append("| stage | ms | share |")
         lines.append("|---|---|---|")
@@ -167,6 +171,7 @@ def latency_table(res: dict) -> str:
                          f"**{ref['total']['median'] / tot:.1f}x** faster |")
             lines.append(f"| reference HARD+TTF | {ref['hard_ttf']['median']:.1f} | fast HARD+TTF "
                          f"({hard_ttf:.1f} ms) is **{ref['hard_ttf']['median'] / hard_ttf:.1f}x** faster |")
+    lines += _dtype_ratios(res)
     if "hard_memory_mb" in res:
         mem = ", ".join(f"{k}: {v:.1f} MB" for k, v in res["hard_memory_mb"].items())
         ref_mem = res.get("reference_hard_memory_mb")
@@ -187,3 +192,18 @@ TERMS = (
     "- reference: the literal published method (dense 4096 x 4096 matrices, per-class loops; "
     "faseg_rt/method/reference.py) on the same image.",
 )
+
+
+def _dtype_ratios(res: dict) -> list[str]:
+    """One line per backend timed in float32 and another dtype in this run: the speed-up."""
+    runs = {k: r for k, r in res["backends"].items() if "error" not in r}
+    lines = []
+    for name, r in runs.items():
+        base = runs.get(name.rsplit(" ", 1)[0] + " fp32")
+        if base is None or base is r:
+            continue
+        t, t32 = r["total"]["median"], base["total"]["median"]
+        f, f32 = r["floor"]["median"], base["floor"]["median"]
+        lines.append(f"\n{name} vs fp32: call **{t32 / t:.2f}x** faster ({t32:.0f} -> {t:.0f} ms), "
+                     f"network floor {f32 / f:.2f}x ({f32:.0f} -> {f:.0f} ms)")
+    return lines

@@ -77,6 +77,11 @@ def add_benchmarks(sub) -> None:
     voc.add_argument("--repeats", type=positive_int_arg, default=1, help="calls per K (the fastest is kept)")
     voc.add_argument("--scores-max", type=int, default=150,
                      help="also measure the call with return_scores=True for K up to this")
+    pre = sub.add_parser("precision", help="fp32 vs --dtype (bf16): masks, time, stage errors vs float64")
+    add_common(pre)
+    pre.add_argument("--cases", type=int, default=2, help="parity photographs to run (1 or 2)")
+    pre.add_argument("--oracle", action=argparse.BooleanOptionalAction, default=True,
+                     help="stage errors against the float64 oracle (tiny widths: minutes at full width)")
     sub.add_parser("gpu", help="every GPU measurement in steps (faseg-rt bench gpu -h)",
                    add_help=False, prefix_chars="\0").add_argument(
         "rest", nargs=argparse.REMAINDER, help="options of faseg-rt bench gpu")
@@ -143,6 +148,10 @@ def _benchmark(what: str):
         from faseg_rt.bench.profile import profile, profile_table
 
         return profile, profile_table
+    if what == "precision":
+        from faseg_rt.bench.precision import precision, precision_table
+
+        return precision, precision_table
     from faseg_rt.bench.vocab import vocab, vocab_table
 
     return vocab, vocab_table

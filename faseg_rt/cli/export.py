@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from faseg_rt import rules
 from faseg_rt.engines.build import DEFAULT_MAX_CLASS_CHUNKS, DEFAULT_OPSET, build
 
 
@@ -17,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx-only", action="store_true", help="stop after the checked ONNX graphs (no GPU needed)")
     p.add_argument("--fp16", action="store_true",
                    help="also export fp16 ONNX graphs (capture kept fp32) and build the engines from them")
+    p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES,
+                   help="fp16 = --fp16; bf16 and auto are torch-backend precisions (not exported)")
     p.add_argument("--tf32", action="store_true", help="let fp32 TensorRT engines use TF32 (default: off)")
     p.add_argument("--batch-sizes", default="1,2,4,8", help="images per call the TensorRT profiles cover")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, 17 to 20 (default {DEFAULT_OPSET})")
@@ -26,7 +29,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_args(args) -> int:
-    build(args.model, args.out, onnx_only=args.onnx_only, fp16=args.fp16, batch_sizes=args.batch_sizes,
+    import torch
+
+    from faseg_rt.errors import InvalidInputError
+
+    dtype = None if args.dtype is None else rules.dtype(args.dtype)
+    if dtype in (torch.bfloat16, rules.AUTO):
+        # onnxruntime (1.32, CPU) rejects a bfloat16 Conv as an invalid model, and TensorRT
+        # builds from the fp32 / fp16 graphs
+        raise InvalidInputError(f"--dtype {args.dtype} graphs are not exported (onnxruntime's CPU provider "
+                                "cannot run bfloat16): export fp32 or --fp16, and run bf16 with --backend torch")
+    fp16 = args.fp16 or dtype == torch.float16
+    build(args.model, args.out, onnx_only=args.onnx_only, fp16=fp16, batch_sizes=args.batch_sizes,
           opset=args.opset, force=args.force, max_class_chunks=args.max_class_chunks, tf32=args.tf32,
           log=_log)
     return 0

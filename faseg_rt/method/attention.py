@@ -137,6 +137,8 @@ class FASegAttnProcessor:
         context = encoder_hidden_states if is_cross else hidden_states
         b, n, _ = hidden_states.shape                                  # (B, n, C)
         heads = attn.heads
+        # the prompt embeddings may be float32 in a reduced-precision UNet (faseg_rt.precision)
+        context = context.to(attn.to_k.weight.dtype)
         q = attn.to_q(hidden_states)                                   # (B, n, h*d)
         k = attn.to_k(context)                                         # (B, m, h*d)
         v = attn.to_v(context)                                         # (B, m, h*d)

@@ -175,14 +175,20 @@ class ReferenceFASeg:
         self.a_prev = float(sched.final_alpha_cumprod)
         self.a = float(sched.alphas_cumprod[self.t])
 
+    def _ids(self, text: str) -> torch.Tensor:
+        return self.tokenizer(text, padding="max_length", max_length=self.tokenizer.model_max_length,
+                              truncation=True, return_tensors="pt").input_ids
+
     def _encode(self, text: str) -> torch.Tensor:
-        ids = self.tokenizer(text, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids
-        return self.text_encoder(ids)[0]
+        return self.text_encoder(self._ids(text))[0]
 
     @torch.no_grad()
-    def attention(self, image: Image.Image, classes: list[str], caption: str | None = None):
-        """Steps 1-4: returns (cross, selfs, spans) with dense layer/head means."""
+    def attention(self, image: Image.Image, classes: list[str], caption: str | None = None,
+                  trace: dict | None = None):
+        """Steps 1-4: returns (cross, selfs, spans) with dense layer/head means.
+
+        trace: a dict that receives every intermediate (E_ids, E, E_cls, pixels, moments, z0, eps, z1),
+        so a stage of another implementation can be run on this one's input and compared."""
         chunks, spans = reference_spans(self.tokenizer, classes)
         full = ", ".join(classes)
         if caption:
@@ -205,6 +211,16 @@ class ReferenceFASeg:
         eps = self.unet(z0, self.t, encoder_hidden_states=cond).sample
         x0 = (z0 - math.sqrt(1 - self.a_prev) * eps) / math.sqrt(self.a_prev)
         z1 = math.sqrt(self.a) * x0 + math.sqrt(1 - self.a) * eps
+        if trace is not None:
+            trace.update(E_ids=self._ids(full), E=E, E_cls=E_cls, pixels=x, moments=dist.parameters, z0=z0, eps=eps, z1=z1)
+        cross, selfs = self.reconstruct(z1, E, E_cls)
+        return cross, selfs, spans
+
+    @torch.no_grad()
+    def reconstruct(self, z1: torch.Tensor, E: torch.Tensor, E_cls: list[torch.Tensor]):
+        """Step 4 from given latents z1 (2, 4, 64, 64), full-prompt E (1, 77, D) and class-prompt
+        embeddings E_cls (J x (1, 77, D)): (cross, selfs) dense layer/head means."""
+        cond = E.expand(z1.shape[0], -1, -1)
         store = _DenseStore(E_cls)
         self.proc.store = store
         try:
@@ -213,7 +229,7 @@ class ReferenceFASeg:
             self.proc.store = None
         cross = {r: store.cross_sum[r] / store.cross_n[r] for r in store.cross_sum}
         selfs = {r: store.self_sum[r] / store.self_n[r] for r in store.self_sum}
-        return cross, selfs, spans
+        return cross, selfs
 
     def __call__(self, image: Image.Image, classes: list[str], caption: str | None = None,
                  threshold: float = 0.55):

@@ -113,6 +113,14 @@ def build_tiny_model(out_dir: str | os.PathLike, *, full: bool = False, seed: in
     return out
 
 
+#: The parity photographs: (image seed, width, height, classes, caption); odd sizes exercise the
+#: final nearest resize.  Tests (conftest.py) and the precision benchmark use them.
+PARITY_CASES = [
+    (1, 96, 64, ["cat", "potted plant", "aeroplane"], "a photo of a room"),
+    (2, 50, 70, ["dog", "grass", "sky", "red car"], None),
+]
+
+
 def synthetic_image(width: int = 96, height: int = 64, seed: int = 0):
     """A small RGB picture of coloured shapes (PIL), for tests and the demo."""
     import numpy as np

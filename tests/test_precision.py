@@ -1,0 +1,185 @@
+"""The precision policy (faseg_rt.precision) on the tiny random model.
+
+Each stage is checked at the tolerance of the dtype the policy gives it, so a stage kept in
+float32 that slips into bfloat16 fails (a bf16 rounding is 2^-9 relative; fp32 stages measure
+~1e-6).  Tolerances, relative max error against float64 (measured on the tiny model in brackets,
+benchmarks/results/precision-tiny-cpu.json):
+- a float32 stage: <= 1e-4 [text encoder 4.5e-7, VAE 3.3e-6, UNet 1.6e-6, capture <= 6.1e-6];
+- a bfloat16 stage: <= 0.15 [VAE 0.042, UNet 0.023, capture through the bf16 UNet 0.046 / 0.080];
+- the capture arithmetic itself, the inversion and refine stay float32 inside a bf16 segmenter:
+  checked at float32 tolerance on the tensors that segmenter produced;
+- bf16 labels vs fp32 labels >= 92 % [95.83 % and 93.51 %: every changed pixel is a near-tie of
+  the random model; the 99 % target is not reached, see benchmarks/README.md].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import PARITY_CASES
+from faseg_rt.bench.precision import network_stage_errors, oracle_run, relative_error
+from faseg_rt.images import preprocess
+from faseg_rt.method.attention import AttentionCapture
+from faseg_rt.precision import STAGES, precision_policy
+from faseg_rt.testing import synthetic_image
+
+F32, BF16 = torch.float32, torch.bfloat16
+BF16_AGREEMENT = 0.92
+TOL = {F32: 1e-4, BF16: 0.15}
+BF16_POLICY = {"text_encoder": F32, "vae_encoder": BF16, "unet": BF16, "capture": F32, "inversion": F32,
+               "refine": F32}
+
+
+def test_bf16_policy_lowers_only_the_costly_stages():
+    assert dict(precision_policy(BF16, "cpu").stages) == BF16_POLICY
+    assert precision_policy(BF16, "cpu").channels_last
+    assert {d for _, d in precision_policy(F32, "cpu").stages} == {F32}
+    fp16 = precision_policy(torch.float16, "cuda")
+    assert [fp16[s] for s in STAGES] == [F32, torch.float16, torch.float16, F32, F32, F32]
+
+
+def test_modules_follow_the_policy(small_bf16_segmenter):
+    vae, text_encoder, unet = small_bf16_segmenter.backend.modules
+    assert vae.encoder.conv_in.weight.dtype == BF16
+    assert vae.encoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert text_encoder.dtype == F32
+    assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert unet.conv_in.weight.dtype == BF16
+
+
+def test_network_stages_match_the_oracle_at_the_policy_tolerance(segmenter, bf16_segmenter, reference64):
+    seed, w, h, classes, caption = PARITY_CASES[0]
+    oracle = oracle_run(reference64, synthetic_image(w, h, seed=seed), classes, caption, scores=False)
+    # the capture rows come out of a whole UNet pass: they carry the UNet's precision
+    stage_of = {"capture_cross": "unet", "capture_self": "unet"}
+    for seg in (segmenter, bf16_segmenter):
+        prec = seg.backend.precision
+        for stage, err in network_stage_errors(seg, oracle).items():
+            tol = TOL[prec[stage_of.get(stage, stage)]]
+            assert err <= tol, f"{prec.name} {stage}: relative error {err:.2e} > {tol:.0e}"
+
+
+def test_capture_runs_in_float32(small_bf16_segmenter, monkeypatch):
+    """In a bf16 UNet the captured self maps equal a float64 softmax of the very bf16 logits the
+    layers computed, at float32 tolerance; the full-resolution q / k come back as float32."""
+    seg = small_bf16_segmenter
+    selfs = []
+    record_self = AttentionCapture.record_self
+
+    def spy(capture, q, k, scale):
+        selfs.append((q.shape[2], q.detach().clone(), k.detach().clone(), scale))
+        return record_self(capture, q, k, scale)
+
+    monkeypatch.setattr(AttentionCapture, "record_self", spy)
+    text = seg.encode_text(["cat", "dog"])
+    s = seg.attention_summaries(preprocess([synthetic_image(40, 30, seed=3)], 64), [text])
+    assert selfs and all(q.dtype == BF16 for _, q, _, _ in selfs)
+    full = seg.config.latent_size
+    assert s[f"q_{full}"].dtype == s[f"k_{full}"].dtype == F32
+    for r in seg.config.resolutions[:-1]:
+        layers = [(q, k, sc) for n, q, k, sc in selfs if n == r * r]
+        ref = sum(torch.softmax(q.double() * sc @ k.double().transpose(-1, -2), -1).mean(1)
+                  for q, k, sc in layers) / len(layers)
+        assert s[f"self_{r}"].dtype == F32
+        assert relative_error(s[f"self_{r}"], ref) <= TOL[F32]
+
+
+def test_inversion_runs_in_float32(small_bf16_segmenter, monkeypatch):
+    import faseg_rt.segmenter as segmenter_module
+
+    seen = []
+    invert = segmenter_module.invert
+
+    def spy(z0, eps, config):
+        z1 = invert(z0, eps, config)
+        seen.append((z0, eps, z1))
+        return z1
+
+    monkeypatch.setattr(segmenter_module, "invert", spy)
+    seg = small_bf16_segmenter
+    seg.attention_summaries(preprocess([synthetic_image(40, 30, seed=4)], 64), [seg.encode_text(["cat"])])
+    (z0, eps, z1), = seen
+    assert z0.dtype == eps.dtype == z1.dtype == F32
+    a_prev, a = seg.config.inversion_coefficients()
+    x0 = (z0.double() - (1 - a_prev) ** 0.5 * eps.double()) / a_prev ** 0.5
+    assert relative_error(z1, a ** 0.5 * x0 + (1 - a) ** 0.5 * eps.double()) <= 1e-6
+
+
+def test_refine_is_the_same_float32_code_in_a_bf16_segmenter(small_segmenter, small_bf16_segmenter):
+    seg = small_bf16_segmenter
+    text = seg.encode_text(["cat", "dog", "sky"])
+    s = seg.attention_summaries(preprocess([synthetic_image(40, 30, seed=5)], 64), [text])
+    a = seg.refine(s, text.prompts)
+    b = small_segmenter.refine(s, text.prompts)
+    assert a.dtype == F32
+    assert (a - b).abs().max() <= 1e-6
+
+
+@pytest.mark.slow
+def test_bf16_masks_agree_with_fp32_masks(segmenter, bf16_segmenter):
+    """Over the parity photographs; see benchmarks/README.md for the measured agreement."""
+    for seed, w, h, classes, caption in PARITY_CASES:
+        img = synthetic_image(w, h, seed=seed)
+        a = segmenter(img, classes=classes, caption=caption)
+        b = bf16_segmenter(img, classes=classes, caption=caption)
+        assert b.scores.dtype == np.float32
+        assert float((a.labels == b.labels).mean()) >= BF16_AGREEMENT
+
+
+def test_cli_segment_with_dtype_bf16_and_auto(small_segmenter, small_bf16_segmenter, tmp_path, monkeypatch):
+    """--dtype bf16 / auto reach the segmenter as the dtype the device rule resolves them to."""
+    from faseg_rt.cli import segment as cli
+    from faseg_rt.cli.main import main
+    from faseg_rt.devices import default_device_dtype
+    from faseg_rt.precision import cpu_bf16_units
+
+    asked = []
+
+    def load(args):  # the session segmenters stand in for a model load
+        asked.append(default_device_dtype(args.device, args.dtype)[1])
+        return small_bf16_segmenter if asked[-1] == BF16 else small_segmenter
+
+    monkeypatch.setattr(cli, "load_segmenter", load)
+    synthetic_image(40, 30, seed=6).save(tmp_path / "a.png")
+    for flag in ("bf16", "auto"):
+        out = tmp_path / flag
+        rc = main(["segment", str(tmp_path / "a.png"), "--classes", "cat,dog", "--device", "cpu",
+                   "--dtype", flag, "--out", str(out), "--quiet"])
+        assert rc == 0 and (out / "a.png").is_file()
+    assert asked == [BF16, BF16 if cpu_bf16_units() else F32]
+
+
+def test_bf16_with_an_exported_backend_is_one_line_naming_torch(tiny_model_dir, tmp_path, capsys):
+    from faseg_rt.cli.main import main
+
+    synthetic_image(40, 30, seed=6).save(tmp_path / "a.png")
+    rc = main(["segment", str(tmp_path / "a.png"), "--classes", "cat", "--model", str(tiny_model_dir),
+               "--backend", "onnxruntime", "--engines", str(tmp_path), "--device", "cpu", "--dtype", "bf16",
+               "--out", str(tmp_path / "out")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and len(err) == 1 and "torch" in err[0] and "bfloat16" in err[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_export_refuses_bf16_in_one_line(tmp_path, capsys):
+    from faseg_rt.cli.main import main
+
+    rc = main(["export", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "engines"),
+               "--onnx-only", "--dtype", "bf16"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and len(err) == 1 and "--backend torch" in err[0]
+    assert not (tmp_path / "engines").exists()
+
+
+def test_bf16_on_a_cpu_without_bf16_units_says_so_and_auto_stays_fp32(monkeypatch):
+    import faseg_rt.precision as precision
+    from faseg_rt.devices import default_device_dtype
+
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: None)
+    with pytest.warns(UserWarning, match="no bf16 matrix units.*slower than float32"):
+        assert default_device_dtype("cpu", "bf16")[1] == BF16
+    assert default_device_dtype("cpu", "auto")[1] == F32
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: "amx_bf16")
+    assert default_device_dtype("cpu", "auto")[1] == BF16
