@@ -1,4 +1,4 @@
-"""`faseg-rt bench latency|throughput|ablations|profile|vocab|gpu` and the scripts in benchmarks/.
+"""`faseg-rt bench latency|throughput|ablations|profile|vocab|precision|gpu` and the scripts in benchmarks/.
 
 Results go to `--out` (default `faseg-bench/` in the current folder, git-ignored, so a run never
 edits the checked-in figures; `--out benchmarks/results` when the point is to update them).  The
