@@ -164,10 +164,12 @@ class Segmenter:
                 " MiB: split the vocabulary, or pass a larger text_cache_mb to Segmenter")
 
     def _encode_ids(self, ids: list) -> torch.Tensor:
-        """(P, 77) token ids -> (P, 77, D) embeddings, TEXT_BATCH prompts per encoder call."""
+        """(P, 77) token ids -> (P, 77, D) embeddings, TEXT_BATCH prompts per encoder call (fewer
+        when the backend's text encoder takes fewer: an engine profile's limit)."""
         out = []
-        for start in range(0, len(ids), TEXT_BATCH):
-            t = torch.tensor(ids[start:start + TEXT_BATCH], dtype=torch.int64, device=self.device)
+        step = min(TEXT_BATCH, self.backend.max_prompts or TEXT_BATCH)
+        for start in range(0, len(ids), step):
+            t = torch.tensor(ids[start:start + step], dtype=torch.int64, device=self.device)
             with stage("text_encoder", self.device):
                 out.append(self.backend.text_encoder(input_ids=t)["last_hidden_state"])
         return out[0] if len(out) == 1 else torch.cat(out)
@@ -297,6 +299,11 @@ class Segmenter:
         images = list(images)
         threshold = rules.threshold(self.config.threshold if threshold is None else threshold)
         batch_size = rules.batch_size(batch_size)
+        most = self.backend.max_latents
+        if most is not None and 2 * min(batch_size, len(images)) > most:
+            raise InvalidInputError(f"batch_size {batch_size} is over what the {self.backend.name} engines take "
+                                    f"({most // 2} images per call); pass batch_size={most // 2} or rebuild "
+                                    "the engines with larger --batch-sizes")
         vocabularies = [normalize_classes(c) for c in _per_image_classes(classes, len(images))]
         captions = per_image(captions, len(images), "captions")
         candidates = per_image(candidates, len(images), "candidates", MODES)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from faseg_rt.backends.base import ExportedBackend, check_latent_size
+from faseg_rt.backends.base import ChunkGroups, ExportedBackend, check_latent_size, exported_limits
 from faseg_rt.engines.manifest import dims_from_json, graph_entries, spec_from_json, verify_manifest
 from faseg_rt.errors import BackendUnavailableError, EngineError, InvalidInputError
 
@@ -129,8 +129,10 @@ class OnnxRuntimeBackend(ExportedBackend):
                 raise EngineError(f"{entry['file']} has inputs/outputs {got}, expected "
                                   f"{(spec.input_names, spec.output_names)}; rebuild it with --force")
             runners[name] = OrtRunner(sess, spec, device, stream)
+        limits = exported_limits(manifest, "onnxruntime")
+        runners["unet_attn"] = ChunkGroups(runners["unet_attn"], limits.pop("max_chunks"))
         return cls(name="onnxruntime", device=device, dtype=dtype, dims=dims, engines=Path(engines),
-                   manifest=manifest, **runners)
+                   manifest=manifest, **limits, **runners)
 
 
 def _session(ort, path: Path, providers: list, device: torch.device, model, engines):
