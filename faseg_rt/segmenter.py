@@ -78,7 +78,8 @@ class Segmenter:
         if tokenizer.model_max_length != backend.dims.text_len:
             raise InvalidInputError(
                 f"tokenizer length {tokenizer.model_max_length} != text encoder length {backend.dims.text_len}")
-        self._noise = fixed_noise(self.config, backend.dims.latent_channels)
+        self._noise = fixed_noise(self.config, backend.dims.latent_channels).to(backend.device)
+        self._token_mats = VocabularyCache(64 * 2**20)  # device token matrices (12 MB at K=1000)
         self._timestep = torch.tensor([self.config.timestep], dtype=torch.int64, device=backend.device)
         self._text_cache = VocabularyCache(max_entries=rules.positive_int(text_cache_size, "text_cache_size"))
         self._vocab_cache = VocabularyCache(int(text_cache_mb * 2**20))
@@ -122,6 +123,8 @@ class Segmenter:
             self.dtype if device.type == self.device.type else None))
         self.backend = self.backend.to(device, dtype)
         self._timestep = self._timestep.to(self.backend.device)
+        self._noise = self._noise.to(self.backend.device)
+        self._token_mats.clear()
         self.clear_text_cache()
         return self
 
@@ -242,12 +245,22 @@ class Segmenter:
         with stage("hard", self.device):
             cross = {r: summaries[f"cross_{r}"][rows].float() for r in cfg.resolutions}
             j, t = cross[s].shape[1], cross[s].shape[3]
-            tm = prompts.token_matrix(self.backend.dims.text_len)
-            tm = torch.nn.functional.pad(tm, (0, 0, 0, j * t - tm.shape[0]))     # padded chunks: 0
-            maps = class_maps_fused(cross, cfg.cross_weights, tm.to(self.device), s)  # (n, K, s, s)
+            tm = self._token_matrix(prompts, j)                                      # (J * 77, K)
+            maps = class_maps_fused(cross, cfg.cross_weights, tm, s)                  # (n, K, s, s)
             self_attn = {r: summaries[f"self_{r}"][rows] for r in cfg.resolutions if r != s}
             return self._hard(maps, self_attn, summaries[f"q_{s}"][rows], summaries[f"k_{s}"][rows],
                               cfg.self_weights, cfg.tau)
+
+    def _token_matrix(self, prompts: DualPrompts, j: int) -> torch.Tensor:
+        """prompts' (j * 77, K) token matrix on the device (padded chunks: 0), cached per
+        vocabulary: a repeated vocabulary costs no host work and no host-to-device copy."""
+        tm = self._token_mats.get((prompts.classes, j))
+        if tm is None:
+            t = self.backend.dims.text_len
+            tm = prompts.token_matrix(t)
+            tm = torch.nn.functional.pad(tm, (0, 0, 0, j * t - tm.shape[0])).to(self.device)
+            self._token_mats.put((prompts.classes, j), tm)
+        return tm
 
     def refine(self, summaries: dict[str, torch.Tensor], prompts: DualPrompts,
                rows: slice | torch.Tensor | None = None) -> torch.Tensor:
@@ -299,11 +312,7 @@ class Segmenter:
         images = list(images)
         threshold = rules.threshold(self.config.threshold if threshold is None else threshold)
         batch_size = rules.batch_size(batch_size)
-        most = self.backend.max_latents
-        if most is not None and 2 * min(batch_size, len(images)) > most:
-            raise InvalidInputError(f"batch_size {batch_size} is over what the {self.backend.name} engines take "
-                                    f"({most // 2} images per call); pass batch_size={most // 2} or rebuild "
-                                    "the engines with larger --batch-sizes")
+        self.backend.check_batch(min(batch_size, len(images)))
         vocabularies = [normalize_classes(c) for c in _per_image_classes(classes, len(images))]
         captions = per_image(captions, len(images), "captions")
         candidates = per_image(candidates, len(images), "candidates", MODES)

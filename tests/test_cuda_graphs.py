@@ -135,3 +135,25 @@ def test_signatures_share_one_pool_and_are_capped_lru():
     assert shared.captures == 3
     run(x=torch.ones(1, 3))        # dropped before: captured again
     assert shared.captures == 4 and len(shared.graphs) == 2
+
+
+def test_compiled_function_says_when_it_stops_compiling():
+    """Past the recompile limit a new shape runs the plain function, with one warning (dynamo
+    alone would fall back to eager without a word)."""
+    import warnings
+
+    from faseg_rt.backends.fast import ShapeLimited
+
+    ran = []
+    f = ShapeLimited(lambda x: ran.append("eager") or x, lambda x: ran.append("compiled") or x, limit=2)
+    f(torch.zeros(1))
+    f(torch.zeros(2))
+    f(torch.zeros(1))                      # a shape seen before: still compiled
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        f(torch.zeros(3))
+        f(torch.zeros(4))
+    assert ran == ["compiled"] * 3 + ["eager"] * 2
+    assert len(w) == 1 and "compiled for 2 input shapes" in str(w[0].message)
+    f(torch.zeros(2))
+    assert ran[-1] == "compiled"

@@ -63,4 +63,4 @@ def test_segmenter_keeps_text_calls_and_batches_within_the_backend(segmenter):
     ref = segmenter.encode_text(classes)
     torch.testing.assert_close(got.chunks, ref.chunks, atol=1e-5, rtol=1e-5)
     with pytest.raises(InvalidInputError, match=r"batch_size 4 is over .*\(2 images per call\)"):
-        seg.segment_batch([object()] * 4, ["sky"], batch_size=4)
+        seg.segment_batch([object()] * 5, ["sky"], batch_size=4)

@@ -47,6 +47,14 @@ class Backend:
     #: the most latents (2 per image) one unet / unet_attn call takes, None: any
     max_latents: int | None = None
 
+    def check_batch(self, images: int) -> None:
+        """Refuse, before any work, more images per call than the engines take."""
+        most = self.max_latents
+        if most is not None and 2 * images > most:
+            raise InvalidInputError(f"batch_size {images} is over what the {self.name} engines take "
+                                    f"({most // 2} images per call); pass batch_size={most // 2} or rebuild "
+                                    "the engines with larger --batch-sizes")
+
     def for_config(self, config) -> "Backend":
         """A backend that computes every output `config` reads: this one, or InvalidInputError.
 
@@ -85,6 +93,17 @@ def check_latent_size(dims: ModelDims, config, engines) -> ModelDims:
         raise EngineError(f"the graphs in {engines} were exported for latent size {dims.latent_size}, "
                           f"the config asks for {config.latent_size}")
     return dims
+
+
+def check_skip_cross(manifest: dict, config, engines) -> None:
+    """Refuse a config that weighs class-aware maps the exported unet_attn does not compute."""
+    skipped = manifest.get("build_args", {}).get("skip_cross") or []
+    needed = [r for r in skipped if config.cross_weights.get(r, 0)]
+    if needed:
+        raise EngineError(f"the graphs in {engines} were exported without the class-aware maps at "
+                          f"resolution(s) {', '.join(map(str, needed))}, which this config weighs by "
+                          f"{', '.join(str(config.cross_weights[r]) for r in needed)}; re-export with "
+                          "--skip-cross none (or the resolutions your config weighs by 0) and --force")
 
 
 def exported_limits(manifest: dict, backend: str) -> dict:

@@ -56,7 +56,43 @@ def compiled(fn, backend: str | None):
     """`fn` (a module or function) through torch.compile with `backend`, or `fn` when None."""
     if backend is None:
         return fn
-    return torch.compile(fn, backend=backend, dynamic=False)
+    return ShapeLimited(fn, torch.compile(fn, backend=backend, dynamic=False))
+
+
+#: Input shapes one compiled function is compiled for (dynamo's own recompile limit): past it,
+#: dynamo would run the function eagerly without a word.
+RECOMPILE_LIMIT = 8
+
+
+class ShapeLimited:
+    """A torch.compile-d function that says when it stops being compiled.
+
+    dynamic=False compiles once per input shape signature; after RECOMPILE_LIMIT of them dynamo
+    falls back to eager silently.  This counts the signatures and, at the first one past the
+    limit, warns once with what to do, then calls the plain function (whose capture takes class
+    chunks in bounded groups, like the compiled one).
+    """
+
+    def __init__(self, fn, compiled_fn, limit: int = RECOMPILE_LIMIT):
+        self.fn, self.compiled_fn, self.limit = fn, compiled_fn, limit
+        self._seen: set = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, *args, **kwargs):
+        sig = tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else type(a)
+                    for a in (*args, *kwargs.values()))
+        with self._lock:
+            fits = sig in self._seen or len(self._seen) < self.limit
+            if fits:
+                self._seen.add(sig)
+            elif self.limit >= 0:
+                import warnings
+
+                warnings.warn(f"{getattr(self.fn, '__name__', type(self.fn).__name__)} was compiled for "
+                              f"{self.limit} input shapes; new shapes run uncompiled. Keep batch_size and "
+                              "vocabulary sizes to a few values, or use compile=False", RuntimeWarning)
+                self.limit = -1  # warned; every new shape from now on runs eagerly
+        return self.compiled_fn(*args, **kwargs) if fits else self.fn(*args, **kwargs)
 
 
 #: Captured signatures one backend keeps (see CudaGraphs).

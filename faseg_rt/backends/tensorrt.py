@@ -27,7 +27,13 @@ from pathlib import Path
 
 import torch
 
-from faseg_rt.backends.base import ChunkGroups, ExportedBackend, check_latent_size, exported_limits
+from faseg_rt.backends.base import (
+    ChunkGroups,
+    ExportedBackend,
+    check_latent_size,
+    check_skip_cross,
+    exported_limits,
+)
 from faseg_rt.backends.tensorrt_runtime import require_tensorrt, trt_logger
 from faseg_rt.engines.graphs import graph_specs
 from faseg_rt.engines.manifest import dims_from_json, rebuild_command, verify_manifest
@@ -154,6 +160,7 @@ class TensorRTBackend(ExportedBackend):
             raise EngineMismatchError(f"the engines in {engines} were built by tensorrt {eng.get('tensorrt')}, "
                                       f"this is {trt.__version__}; rebuild with --force")
         dims = check_latent_size(dims_from_json(manifest["dims"]), config, engines)
+        check_skip_cross(manifest, config, engines)
         stream = torch.cuda.Stream(device)
         lock = threading.Lock()
         runtime = trt.Runtime(trt_logger())

@@ -26,9 +26,10 @@ from faseg_rt.engines.tolerance import check as within_tolerance
 EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 64 * 1024**2
 
 
-def graph_modules(model, dtype=None, latent_size: int = 64):
+def graph_modules(model, dtype=None, latent_size: int = 64, skip_cross: tuple[int, ...] = ()):
     """The graphs.py modules of `model` in `dtype` (default fp32) on the CPU, their specs and the
-    model dims for latent_size x latent_size latents."""
+    model dims for latent_size x latent_size latents (unet_attn returning zeros for the class-aware
+    maps of the resolutions in skip_cross)."""
     import torch
 
     from faseg_rt.engines.graphs import (
@@ -46,7 +47,7 @@ def graph_modules(model, dtype=None, latent_size: int = 64):
     install_processors(unet)
     dims = model_dims(vae, te, unet, latent_size=latent_size)
     mods = {"text_encoder": TextEncoderGraph(te), "vae_encoder": VaeEncoderGraph(vae),
-            "unet": UNetGraph(unet), "unet_attn": UNetAttnGraph(unet, dims.resolutions)}
+            "unet": UNetGraph(unet), "unet_attn": UNetAttnGraph(unet, dims.resolutions, skip_cross)}
     return mods, graph_specs(dims, str(dtype).removeprefix("torch.")), dims
 
 
