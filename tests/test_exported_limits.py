@@ -64,3 +64,17 @@ def test_segmenter_keeps_text_calls_and_batches_within_the_backend(segmenter):
     torch.testing.assert_close(got.chunks, ref.chunks, atol=1e-5, rtol=1e-5)
     with pytest.raises(InvalidInputError, match=r"batch_size 4 is over .*\(2 images per call\)"):
         seg.segment_batch([object()] * 5, ["sky"], batch_size=4)
+
+
+def test_config_that_weighs_skipped_maps_is_refused():
+    from faseg_rt.backends.base import check_skip_cross
+    from faseg_rt.config import FASegConfig
+    from faseg_rt.engines.build import default_skip_cross
+    from faseg_rt.errors import EngineError
+
+    assert default_skip_cross(64) == (64,) and default_skip_cross(8) == ()
+    man = {"build_args": {"skip_cross": [64]}}
+    check_skip_cross(man, FASegConfig(), "E")  # the default config weighs 64 by 0
+    cfg = FASegConfig(cross_weights={8: 0.1, 16: 0.4, 32: 0.4, 64: 0.1})
+    with pytest.raises(EngineError, match=r"resolution\(s\) 64.*--skip-cross none"):
+        check_skip_cross(man, cfg, "E")

@@ -161,6 +161,7 @@ def main(argv=None) -> int:
         p.add_argument("step")
         add_arguments(p)
         args = p.parse_args(argv[1:])
+        args.iters = args.iters or (1 if args.dry else 10)
         from faseg_rt.bench.gpu_steps import run_step
 
         run_step(select(args.step, args.dry)[0], args)
