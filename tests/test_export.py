@@ -120,23 +120,28 @@ def test_onnxruntime_matches_torch(engines_dir, tiny_model_dir, parity_cases):
 
 
 def test_onnxruntime_backend_honours_or_refuses_a_segmenters_config(engines_dir, tiny_model_dir, parity_cases):
-    """The exported unet_attn computes every cross map, so any fusion weights are honoured (scores
-    match torch loaded with that config); its latent grid is fixed, so another size is refused."""
+    """The default export skips the class-aware maps the default config weighs by 0 (64) and
+    computes the others, so any fusion weights over 8-32 are honoured (scores match torch loaded
+    with that config); a config that weighs 64, or another latent size, is refused."""
     import dataclasses
 
     from conftest import small_config
     from faseg_rt.config import FASegConfig
 
     rs = FASegConfig().resolutions
-    cfg = dataclasses.replace(FASegConfig(), cross_weights=dict(zip(rs, (0.15, 0.5, 0.15, 0.2))))
+    cfg = dataclasses.replace(FASegConfig(), cross_weights=dict(zip(rs, (0.3, 0.4, 0.3, 0.0))))
     ort = Segmenter.from_pretrained(tiny_model_dir, backend="onnxruntime", engines=engines_dir[0],
                                     device="cpu", dtype=torch.float32)
+    assert ort.backend.skip_cross == (64,) and ort.backend.manifest["build_args"]["skip_cross"] == [64]
     torch_cfg = Segmenter.from_pretrained(tiny_model_dir, device="cpu", dtype=torch.float32, config=cfg)
     c = parity_cases[0]
     got = Segmenter(ort.backend, ort.tokenizer, cfg)(c["image"], classes=c["classes"], caption=c["caption"])
     want = torch_cfg(c["image"], classes=c["classes"], caption=c["caption"])
     assert float(np.abs(got.scores - want.scores).max()) <= 1e-3
-    assert float(np.abs(got.scores - c["fast"].scores).max()) > 1e-2  # the weight on cross_64 matters
+    assert float(np.abs(got.scores - c["fast"].scores).max()) > 1e-2  # the weights matter
+    weighs_64 = dataclasses.replace(FASegConfig(), cross_weights=dict(zip(rs, (0.15, 0.5, 0.15, 0.2))))
+    with pytest.raises(InvalidInputError, match=r"\[64\].*--skip-cross none"):
+        Segmenter(ort.backend, ort.tokenizer, weighs_64)
     with pytest.raises(InvalidInputError, match="latent size 64.*asks for 8"):
         Segmenter(ort.backend, ort.tokenizer, small_config())
 

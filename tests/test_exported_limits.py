@@ -43,7 +43,7 @@ def test_limits_come_from_the_manifest():
     assert exported_limits(man, "onnxruntime") == {"max_prompts": None, "max_latents": None, "max_chunks": 4}
 
 
-@pytest.mark.slow  # the session segmenter and 120 class prompts through the text encoder
+@pytest.mark.slow  # the session segmenter and 200 class prompts through the text encoder
 def test_segmenter_keeps_text_calls_and_batches_within_the_backend(segmenter):
     from faseg_rt import Segmenter
     from faseg_rt.bench.vocab import large_vocabulary
@@ -57,7 +57,7 @@ def test_segmenter_keeps_text_calls_and_batches_within_the_backend(segmenter):
 
     be = dataclasses.replace(segmenter.backend, text_encoder=text_encoder, max_prompts=5, max_latents=4)
     seg = Segmenter(be, segmenter.tokenizer, segmenter.config)
-    classes = list(large_vocabulary()[:120])
+    classes = list(large_vocabulary()[:200])
     got = seg.encode_text(classes)
     assert max(sizes) == 5 and sum(sizes) == got.chunks.shape[0] + 1
     ref = segmenter.encode_text(classes)
@@ -66,15 +66,17 @@ def test_segmenter_keeps_text_calls_and_batches_within_the_backend(segmenter):
         seg.segment_batch([object()] * 5, ["sky"], batch_size=4)
 
 
-def test_config_that_weighs_skipped_maps_is_refused():
-    from faseg_rt.backends.base import check_skip_cross
+def test_config_that_weighs_skipped_maps_is_refused(segmenter):
+    from faseg_rt.backends.base import ExportedBackend, exported_skip_cross
     from faseg_rt.config import FASegConfig
     from faseg_rt.engines.build import default_skip_cross
-    from faseg_rt.errors import EngineError
 
     assert default_skip_cross(64) == (64,) and default_skip_cross(8) == ()
-    man = {"build_args": {"skip_cross": [64]}}
-    check_skip_cross(man, FASegConfig(), "E")  # the default config weighs 64 by 0
+    b = segmenter.backend
+    exported = ExportedBackend(name="onnxruntime", device=b.device, dtype=b.dtype, dims=b.dims,
+                               vae_encoder=b.vae_encoder, text_encoder=b.text_encoder, unet=b.unet,
+                               unet_attn=b.unet_attn, skip_cross=exported_skip_cross({"build_args": {"skip_cross": [64]}}))
+    assert exported.for_config(FASegConfig()) is exported  # the default config weighs 64 by 0
     cfg = FASegConfig(cross_weights={8: 0.1, 16: 0.4, 32: 0.4, 64: 0.1})
-    with pytest.raises(EngineError, match=r"resolution\(s\) 64.*--skip-cross none"):
-        check_skip_cross(man, cfg, "E")
+    with pytest.raises(InvalidInputError, match=r"resolution\(s\) \[64\].*--skip-cross none"):
+        exported.for_config(cfg)

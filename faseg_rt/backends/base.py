@@ -69,7 +69,8 @@ class Backend:
             raise InvalidInputError(
                 f"the {self.name} backend does not compute the class-aware maps at resolution(s) "
                 f"{needed}, which the segmenter's config weighs by "
-                f"{[config.cross_weights[r] for r in needed]}: load the backend with this config")
+                f"{[config.cross_weights[r] for r in needed]}: load the backend with this config "
+                "(exported graphs: export again with --skip-cross none)")
         return self
 
 
@@ -95,15 +96,10 @@ def check_latent_size(dims: ModelDims, config, engines) -> ModelDims:
     return dims
 
 
-def check_skip_cross(manifest: dict, config, engines) -> None:
-    """Refuse a config that weighs class-aware maps the exported unet_attn does not compute."""
-    skipped = manifest.get("build_args", {}).get("skip_cross") or []
-    needed = [r for r in skipped if config.cross_weights.get(r, 0)]
-    if needed:
-        raise EngineError(f"the graphs in {engines} were exported without the class-aware maps at "
-                          f"resolution(s) {', '.join(map(str, needed))}, which this config weighs by "
-                          f"{', '.join(str(config.cross_weights[r]) for r in needed)}; re-export with "
-                          "--skip-cross none (or the resolutions your config weighs by 0) and --force")
+def exported_skip_cross(manifest: dict) -> tuple[int, ...]:
+    """Resolutions whose class-aware maps the exported unet_attn returns as zeros (the export's
+    --skip-cross); Backend.for_config refuses a config that weighs them."""
+    return tuple(manifest.get("build_args", {}).get("skip_cross") or ())
 
 
 def exported_limits(manifest: dict, backend: str) -> dict:

@@ -28,7 +28,7 @@ from faseg_rt.backends.base import (
     ChunkGroups,
     ExportedBackend,
     check_latent_size,
-    check_skip_cross,
+    exported_skip_cross,
     exported_limits,
 )
 from faseg_rt.engines.manifest import dims_from_json, graph_entries, spec_from_json, verify_manifest
@@ -110,7 +110,6 @@ class OnnxRuntimeBackend(ExportedBackend):
             raise InvalidInputError(f"the onnxruntime backend runs on cpu or cuda, not {device}")
         manifest = verify_manifest(engines, model, "onnxruntime", device=device)
         dims = check_latent_size(dims_from_json(manifest["dims"]), config, engines)
-        check_skip_cross(manifest, config, engines)
         entries = graph_entries(manifest, "fp16" if dtype == torch.float16 else "fp32")
         stream = None
         if device.type == "cuda":
@@ -140,7 +139,7 @@ class OnnxRuntimeBackend(ExportedBackend):
         limits = exported_limits(manifest, "onnxruntime")
         runners["unet_attn"] = ChunkGroups(runners["unet_attn"], limits.pop("max_chunks"))
         return cls(name="onnxruntime", device=device, dtype=dtype, dims=dims, engines=Path(engines),
-                   manifest=manifest, **limits, **runners)
+                   manifest=manifest, skip_cross=exported_skip_cross(manifest), **limits, **runners)
 
 
 #: CUDA arena policy: each session's arena grows by what a run asks for (not by powers of two)

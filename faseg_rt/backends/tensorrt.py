@@ -31,7 +31,7 @@ from faseg_rt.backends.base import (
     ChunkGroups,
     ExportedBackend,
     check_latent_size,
-    check_skip_cross,
+    exported_skip_cross,
     exported_limits,
 )
 from faseg_rt.backends.tensorrt_runtime import require_tensorrt, trt_logger
@@ -160,7 +160,6 @@ class TensorRTBackend(ExportedBackend):
             raise EngineMismatchError(f"the engines in {engines} were built by tensorrt {eng.get('tensorrt')}, "
                                       f"this is {trt.__version__}; rebuild with --force")
         dims = check_latent_size(dims_from_json(manifest["dims"]), config, engines)
-        check_skip_cross(manifest, config, engines)
         stream = torch.cuda.Stream(device)
         lock = threading.Lock()
         runtime = trt.Runtime(trt_logger())
@@ -175,7 +174,7 @@ class TensorRTBackend(ExportedBackend):
         limits = exported_limits(manifest, "tensorrt")
         runners["unet_attn"] = ChunkGroups(runners["unet_attn"], limits.pop("max_chunks"))
         return cls(name="tensorrt", device=device, dtype=dtype, dims=dims, engines=Path(engines),
-                   manifest=manifest, **limits, **runners)
+                   manifest=manifest, skip_cross=exported_skip_cross(manifest), **limits, **runners)
 
 
 __all__ = ["TRTEngine", "TensorRTBackend", "aligned", "nearest_profile"]
