@@ -9,7 +9,7 @@
    memory; prints what is missing and which wheels to carry.  A step whose needs are missing
    is recorded as skipped with the reason, without spending time on it.
 2. Steps of one variant x one batch size (faseg_rt/bench/gpu_plan.py), in order, each in its own
-   process under a limit of twice its estimate (never past the budget); a step writes
+   process under a limit of twice its estimate (never past the budget; --dry: the budget); a step writes
    OUT/<step>.json the moment it has a number, so a step killed at its limit keeps its numbers.
 3. --budget SECONDS: a step starts only if its estimate fits in what is left (time spent so far,
    counted as at least the estimates of the steps run).  OUT/summary.json and OUT/summary.md
@@ -89,8 +89,9 @@ def run_all(args) -> dict:
                                                       "of --budget left; run again with the same OUT"}
         else:
             charged += step.estimate_s
-            rec = run_step(step, args) if args.in_process else \
-                _run_child(step, args, min(2 * step.estimate_s, left))
+            # estimates are for a GPU; a --dry step on a busy CPU gets what is left of the budget
+            limit = left if args.dry else min(2 * step.estimate_s, left)
+            rec = run_step(step, args) if args.in_process else _run_child(step, args, limit)
         if kept is None and rec["status"] in ("skipped", "not started"):
             atomic_write_json(path, rec)
         summary["steps"][step.name] = rec
