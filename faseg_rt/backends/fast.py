@@ -10,7 +10,9 @@ CUDA tensors of SD's head widths (the bench's env step checks that it runs).
     Segmenter.from_pretrained(model, device="cuda", cuda_graphs=True)
 
 compile: every network module and the HARD / TTF functions go through torch.compile with
-dynamic=False (one specialised graph per batch shape: the shapes a service sees are few).
+dynamic=False (one specialised graph per batch shape: the shapes a service sees are few).  Past
+RECOMPILE_LIMIT shapes a function warns once and runs uncompiled (ShapeLimited) instead of
+dynamo's silent fallback; compiled or not, the capture takes class chunks in bounded groups.
 cuda_graphs: each network call is replayed from a CUDA graph captured once per input signature
 (shapes and dtypes), with static input buffers the call's tensors are copied into and outputs
 copied out (stride-0 outputs stay stride 0); the network's kernel launches then cost one replay.
