@@ -35,7 +35,7 @@ from faseg_rt.method.ttf import labels_from_scores, resize_labels, ttf, ttf_labe
 from faseg_rt.profiling import stage
 from faseg_rt.results import SegmentationResult
 from faseg_rt.rules import normalize_classes
-from faseg_rt.text_cache import VocabularyCache
+from faseg_rt.text_cache import VocabularyCache, device_token_matrix
 
 # Class prompts encoded per text-encoder call: bounds its activations for long vocabularies.
 TEXT_BATCH = 64
@@ -245,22 +245,11 @@ class Segmenter:
         with stage("hard", self.device):
             cross = {r: summaries[f"cross_{r}"][rows].float() for r in cfg.resolutions}
             j, t = cross[s].shape[1], cross[s].shape[3]
-            tm = self._token_matrix(prompts, j)                                      # (J * 77, K)
+            tm = device_token_matrix(self._token_mats, prompts, j, self.backend.dims.text_len, self.device)  # (J*77, K)
             maps = class_maps_fused(cross, cfg.cross_weights, tm, s)                  # (n, K, s, s)
             self_attn = {r: summaries[f"self_{r}"][rows] for r in cfg.resolutions if r != s}
             return self._hard(maps, self_attn, summaries[f"q_{s}"][rows], summaries[f"k_{s}"][rows],
                               cfg.self_weights, cfg.tau)
-
-    def _token_matrix(self, prompts: DualPrompts, j: int) -> torch.Tensor:
-        """prompts' (j * 77, K) token matrix on the device (padded chunks: 0), cached per
-        vocabulary: a repeated vocabulary costs no host work and no host-to-device copy."""
-        tm = self._token_mats.get((prompts.classes, j))
-        if tm is None:
-            t = self.backend.dims.text_len
-            tm = prompts.token_matrix(t)
-            tm = torch.nn.functional.pad(tm, (0, 0, 0, j * t - tm.shape[0])).to(self.device)
-            self._token_mats.put((prompts.classes, j), tm)
-        return tm
 
     def refine(self, summaries: dict[str, torch.Tensor], prompts: DualPrompts,
                rows: slice | torch.Tensor | None = None) -> torch.Tensor:

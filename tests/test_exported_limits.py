@@ -38,7 +38,8 @@ def test_limits_come_from_the_manifest():
                        {"name": "class_hidden_states", "shape": ["N", "J", 77, 768]}]}
     te = {"inputs": [{"name": "input_ids", "shape": ["P", 77]}]}
     man = {"build_args": {"max_class_chunks": 4},
-           "engines": {"profiles": {"unet_attn": profile_shapes(spec, (1, 2), 4), "text_encoder": profile_shapes(te, (1, 2), 4)}}}
+           "engines": {"profiles": {"unet_attn": profile_shapes(spec, (1, 2), 4),
+                                    "text_encoder": profile_shapes(te, (1, 2), 4)}}}
     assert exported_limits(man, "tensorrt") == {"max_prompts": 5, "max_latents": 4, "max_chunks": 4}
     assert exported_limits(man, "onnxruntime") == {"max_prompts": None, "max_latents": None, "max_chunks": 4}
 
@@ -75,7 +76,8 @@ def test_config_that_weighs_skipped_maps_is_refused(segmenter):
     b = segmenter.backend
     exported = ExportedBackend(name="onnxruntime", device=b.device, dtype=b.dtype, dims=b.dims,
                                vae_encoder=b.vae_encoder, text_encoder=b.text_encoder, unet=b.unet,
-                               unet_attn=b.unet_attn, skip_cross=exported_skip_cross({"build_args": {"skip_cross": [64]}}))
+                               unet_attn=b.unet_attn,
+                               skip_cross=exported_skip_cross({"build_args": {"skip_cross": [64]}}))
     assert exported.for_config(FASegConfig()) is exported  # the default config weighs 64 by 0
     cfg = FASegConfig(cross_weights={8: 0.1, 16: 0.4, 32: 0.4, 64: 0.1})
     with pytest.raises(InvalidInputError, match=r"resolution\(s\) \[64\].*--skip-cross none"):

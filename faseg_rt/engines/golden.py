@@ -75,7 +75,8 @@ def save_golden(engines, out, *, fp16: bool = False, sizes: dict | None = None, 
     manifest = load_manifest(engines)
     out.mkdir(parents=True, exist_ok=True)
     record = {"precision": precision, "sizes": sizes, "seed": seed, "runner": RUNNER,
-              "tolerances": TOLERANCES[precision], "rule": RULE, "model_sha256": manifest["model"]["sha256"], "graphs": {}}
+              "tolerances": TOLERANCES[precision], "rule": RULE, "model_sha256": manifest["model"]["sha256"],
+              "graphs": {}}
     entries = graph_entries(manifest, precision)
     unknown = sorted(set(graphs or ()) - set(entries))
     if unknown:
