@@ -35,7 +35,7 @@ from faseg_rt.method.ttf import labels_from_scores, resize_labels, ttf, ttf_labe
 from faseg_rt.profiling import stage
 from faseg_rt.results import SegmentationResult
 from faseg_rt.rules import normalize_classes
-from faseg_rt.text_cache import VocabularyCache
+from faseg_rt.text_cache import VocabularyCache, device_token_matrix
 
 # Class prompts encoded per text-encoder call: bounds its activations for long vocabularies.
 TEXT_BATCH = 64
@@ -78,7 +78,8 @@ class Segmenter:
         if tokenizer.model_max_length != backend.dims.text_len:
             raise InvalidInputError(
                 f"tokenizer length {tokenizer.model_max_length} != text encoder length {backend.dims.text_len}")
-        self._noise = fixed_noise(self.config, backend.dims.latent_channels)
+        self._noise = fixed_noise(self.config, backend.dims.latent_channels).to(backend.device)
+        self._token_mats = VocabularyCache(64 * 2**20)  # device token matrices (12 MB at K=1000)
         self._timestep = torch.tensor([self.config.timestep], dtype=torch.int64, device=backend.device)
         self._text_cache = VocabularyCache(max_entries=rules.positive_int(text_cache_size, "text_cache_size"))
         self._vocab_cache = VocabularyCache(int(text_cache_mb * 2**20))
@@ -122,6 +123,8 @@ class Segmenter:
             self.dtype if device.type == self.device.type else None))
         self.backend = self.backend.to(device, dtype)
         self._timestep = self._timestep.to(self.backend.device)
+        self._noise = self._noise.to(self.backend.device)
+        self._token_mats.clear()
         self.clear_text_cache()
         return self
 
@@ -164,10 +167,12 @@ class Segmenter:
                 " MiB: split the vocabulary, or pass a larger text_cache_mb to Segmenter")
 
     def _encode_ids(self, ids: list) -> torch.Tensor:
-        """(P, 77) token ids -> (P, 77, D) embeddings, TEXT_BATCH prompts per encoder call."""
+        """(P, 77) token ids -> (P, 77, D) embeddings, TEXT_BATCH prompts per encoder call (fewer
+        when the backend's text encoder takes fewer: an engine profile's limit)."""
         out = []
-        for start in range(0, len(ids), TEXT_BATCH):
-            t = torch.tensor(ids[start:start + TEXT_BATCH], dtype=torch.int64, device=self.device)
+        step = min(TEXT_BATCH, self.backend.max_prompts or TEXT_BATCH)
+        for start in range(0, len(ids), step):
+            t = torch.tensor(ids[start:start + step], dtype=torch.int64, device=self.device)
             with stage("text_encoder", self.device):
                 out.append(self.backend.text_encoder(input_ids=t)["last_hidden_state"])
         return out[0] if len(out) == 1 else torch.cat(out)
@@ -241,9 +246,8 @@ class Segmenter:
         with stage("hard", self.device):
             cross = {r: summaries[f"cross_{r}"][rows].float() for r in cfg.resolutions}
             j, t = cross[s].shape[1], cross[s].shape[3]
-            tm = prompts.token_matrix(self.backend.dims.text_len)
-            tm = torch.nn.functional.pad(tm, (0, 0, 0, j * t - tm.shape[0]))     # padded chunks: 0
-            maps = class_maps_fused(cross, cfg.cross_weights, tm.to(self.device), s)  # (n, K, s, s)
+            tm = device_token_matrix(self._token_mats, prompts, j, self.backend.dims.text_len, self.device)  # (J*77, K)
+            maps = class_maps_fused(cross, cfg.cross_weights, tm, s)                  # (n, K, s, s)
             self_attn = {r: summaries[f"self_{r}"][rows] for r in cfg.resolutions if r != s}
             return self._hard(maps, self_attn, summaries[f"q_{s}"][rows], summaries[f"k_{s}"][rows],
                               cfg.self_weights, cfg.tau)
@@ -298,6 +302,7 @@ class Segmenter:
         images = list(images)
         threshold = rules.threshold(self.config.threshold if threshold is None else threshold)
         batch_size = rules.batch_size(batch_size)
+        self.backend.check_batch(min(batch_size, len(images)))
         vocabularies = [normalize_classes(c) for c in _per_image_classes(classes, len(images))]
         captions = per_image(captions, len(images), "captions")
         candidates = per_image(candidates, len(images), "candidates", MODES)

@@ -65,3 +65,15 @@ class VocabularyCache:
     def __contains__(self, key) -> bool:
         with self._lock:
             return key in self._entries
+
+
+def device_token_matrix(cache: VocabularyCache, prompts, j: int, text_len: int, device) -> torch.Tensor:
+    """prompts' (j * text_len, K) token matrix (DualPrompts.token_matrix, padded chunks: 0) on
+    `device`, cached per vocabulary in `cache`: a repeated vocabulary costs no host work and no
+    host-to-device copy (12 MB at 1000 classes)."""
+    tm = cache.get((prompts.classes, j))
+    if tm is None:
+        tm = prompts.token_matrix(text_len)
+        tm = torch.nn.functional.pad(tm, (0, 0, 0, j * text_len - tm.shape[0])).to(device)
+        cache.put((prompts.classes, j), tm)
+    return tm

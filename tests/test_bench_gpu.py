@@ -1,33 +1,93 @@
-"""`faseg-rt bench gpu --dry`: the GPU command runs end to end on the CPU (what needs CUDA is
-skipped with its reason), so it cannot rot between the rare runs on a lent GPU."""
+"""`faseg-rt bench gpu --dry`: the GPU plan runs end to end on the CPU (what needs CUDA is
+skipped by the preflight with its reason), so it cannot rot between the rare runs on a lent GPU;
+and the budget, the step split and the incremental writing behave as documented."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
+from faseg_rt.bench import gpu
+from faseg_rt.bench.gpu_plan import STEPS, preflight, select
+from faseg_rt.bench.gpu_steps import Record
 from faseg_rt.cli import main
+
+
+def _cache(tmp_path, tiny_model_dir):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "tiny-sd15-random").symlink_to(tiny_model_dir)  # the session's tiny model, not a rebuild
+    return cache
 
 
 @pytest.mark.slow
 def test_bench_gpu_dry_run(tiny_model_dir, tmp_path):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    (cache / "tiny-sd15-random").symlink_to(tiny_model_dir)  # the session's tiny model, not a rebuild
-    out = tmp_path / "gpu"
+    cache, out = _cache(tmp_path, tiny_model_dir), tmp_path / "gpu"
     rc = main(["bench", "gpu", "--dry", "--in-process", "--out", str(out), "--cache", str(cache)])
     summary = json.loads((out / "summary.json").read_text())
-    steps = summary["steps"]
-    assert rc == 0, steps
-    assert {n: s["status"] for n, s in steps.items()} == {
-        "env": "ok", "parity-tiny": "ok", "torch-tiny": "ok", "tensorrt": "skipped", "onnxruntime": "skipped"}
-    assert "CUDA" in steps["tensorrt"]["reason"] and steps["env"]["result"]["cuda_available"] is False
-    assert steps["parity-tiny"]["result"]["fp16_vs_fp32"].startswith("skipped: fp16 needs CUDA")
-    eager = steps["torch-tiny"]["result"]["variants"]["eager"]
-    assert eager["latency_ms"]["median"] > 0 and set(eager["images_per_s"]) == {"1"}
+    steps = {n: s["status"] for n, s in summary["steps"].items()}
+    assert rc == 0, summary["steps"]
+    assert steps == {"env": "ok", "parity-fp16-tiny": "ok", "eager-b1-tiny": "ok", "eager-b8-tiny": "ok",
+                     "graphs-b1-tiny": "skipped", "graphs-b8-tiny": "skipped", "compiled-b1-tiny": "skipped",
+                     "tensorrt-b1-tiny": "skipped", "onnxruntime-b1-tiny": "skipped"}
+    assert "needs cuda" in summary["steps"]["graphs-b1-tiny"]["reason"]
+    assert summary["preflight"]["checks"]["cuda"].startswith("missing")
+    b8 = json.loads((out / "eager-b8-tiny.json").read_text())["result"]
+    assert b8["latency_ms"]["median"] > 0 and b8["images_per_s"] > 0
+    assert (out / "ref" / "eager-tiny-float32.npz").is_file()  # what graphs / compiled compare with
     md = (out / "summary.md").read_text()
-    assert "| torch-tiny | ok |" in md and "| tensorrt | skipped |" in md
     rows = [ln.split("|")[1].strip() for ln in md.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
-    assert rows == ["env", "parity-tiny", "torch-tiny", "tensorrt", "onnxruntime"]  # the run order
-    assert (out / "torch-tiny.json").is_file()
+    assert rows == [s.name for s in select("default", dry=True)]  # the run order
+    # a second run into the same OUT keeps what is done and runs nothing again
+    rc = main(["bench", "gpu", "--dry", "--in-process", "--out", str(out), "--cache", str(cache),
+               "--steps", "env,eager-b1-tiny"])
+    again = json.loads((out / "summary.json").read_text())["steps"]
+    assert rc == 0 and all(s.get("kept") for s in again.values()), again
+
+
+def test_budget_stops_starting_steps_that_would_not_fit(tiny_model_dir, tmp_path):
+    cache, out = _cache(tmp_path, tiny_model_dir), tmp_path / "gpu"
+    # env's estimate (20 s) fits in 25 s; then every other step's estimate exceeds what is left
+    rc = main(["bench", "gpu", "--dry", "--in-process", "--out", str(out), "--cache", str(cache),
+               "--budget", "25", "--steps", "env,parity-fp16-tiny,eager-b1-tiny,graphs-b1-tiny"])
+    steps = json.loads((out / "summary.json").read_text())["steps"]
+    assert rc == 0
+    assert {n: s["status"] for n, s in steps.items()} == {
+        "env": "ok", "parity-fp16-tiny": "not started", "eager-b1-tiny": "not started", "graphs-b1-tiny": "skipped"}
+    assert "--budget" in steps["eager-b1-tiny"]["reason"]
+    assert json.loads((out / "eager-b1-tiny.json").read_text())["status"] == "not started"
+    assert "| parity-fp16-tiny | not started |" in (out / "summary.md").read_text()
+
+
+def test_killed_step_keeps_what_it_measured(tmp_path, monkeypatch):
+    """A step killed at its limit: the numbers its record already holds stay, status timeout."""
+    step = select("eager-b1-tiny", dry=True)[0]
+
+    def fake_run(cmd, timeout, check):
+        rec = Record(tmp_path / f"{step.name}.json")
+        rec.put("first_call_s", 1.5)  # written the moment it existed ...
+        raise subprocess.TimeoutExpired(cmd, timeout)  # ... then the step hung
+
+    monkeypatch.setattr(gpu.subprocess, "run", fake_run)
+    args = type("A", (), {"out": tmp_path, "cache": str(tmp_path), "iters": 1, "dry": True})()
+    rec = gpu._run_child(step, args, timeout=7)
+    assert rec["status"] == "timeout" and "7 s" in rec["reason"] and rec["result"] == {"first_call_s": 1.5}
+    assert json.loads((tmp_path / f"{step.name}.json").read_text())["status"] == "timeout"
+
+
+def test_plan_fits_the_window_and_preflight_names_wheels(monkeypatch):
+    default = select("default", dry=False)
+    assert [s.name for s in default[:4]] == ["env", "parity-fp16-full", "eager-b1-full", "eager-b8-full"]
+    assert all(s.estimate_s <= 180 for s in STEPS)  # every step under 3 minutes by estimate
+    assert all(s.batch == 1 for s in default if "compiled" in s.variant)
+    from faseg_rt.bench import gpu_plan
+
+    monkeypatch.setitem(gpu_plan.CHECKS, "diffusers",
+                        lambda dry: "missing: ModuleNotFoundError: No module named 'requests'")
+    monkeypatch.setitem(gpu_plan.CHECKS, "cc", lambda dry: "missing: no C compiler")
+    pre = preflight(select("eager-b1-full,compiled-b1-full", dry=False), dry=False, log=lambda m: None)
+    assert "requests==2.34.2" in pre["carry"]
+    assert "cc" in pre["missing"]["compiled-b1-full"] and "diffusers" in pre["missing"]["eager-b1-full"]
+    assert main(["bench", "gpu", "--steps", "nope"]) == 2

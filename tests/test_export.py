@@ -123,25 +123,76 @@ def test_onnxruntime_matches_torch(engines_dir, tiny_model_dir, parity_cases):
 
 
 def test_onnxruntime_backend_honours_or_refuses_a_segmenters_config(engines_dir, tiny_model_dir, parity_cases):
-    """The exported unet_attn computes every cross map, so any fusion weights are honoured (scores
-    match torch loaded with that config); its latent grid is fixed, so another size is refused."""
+    """The default export skips the class-aware maps the default config weighs by 0 (64) and
+    computes the others, so any fusion weights over 8-32 are honoured (scores match torch loaded
+    with that config); a config that weighs 64, or another latent size, is refused."""
     import dataclasses
 
     from conftest import small_config
     from faseg_rt.config import FASegConfig
 
     rs = FASegConfig().resolutions
-    cfg = dataclasses.replace(FASegConfig(), cross_weights=dict(zip(rs, (0.15, 0.5, 0.15, 0.2))))
+    cfg = dataclasses.replace(FASegConfig(), cross_weights=dict(zip(rs, (0.3, 0.4, 0.3, 0.0))))
     ort = Segmenter.from_pretrained(tiny_model_dir, backend="onnxruntime", engines=engines_dir[0],
                                     device="cpu", dtype=torch.float32)
+    assert ort.backend.skip_cross == (64,) and ort.backend.manifest["build_args"]["skip_cross"] == [64]
     torch_cfg = Segmenter.from_pretrained(tiny_model_dir, device="cpu", dtype=torch.float32, config=cfg)
     c = parity_cases[0]
     got = Segmenter(ort.backend, ort.tokenizer, cfg)(c["image"], classes=c["classes"], caption=c["caption"])
     want = torch_cfg(c["image"], classes=c["classes"], caption=c["caption"])
     assert float(np.abs(got.scores - want.scores).max()) <= 1e-3
-    assert float(np.abs(got.scores - c["fast"].scores).max()) > 1e-2  # the weight on cross_64 matters
+    assert float(np.abs(got.scores - c["fast"].scores).max()) > 1e-2  # the weights matter
+    weighs_64 = dataclasses.replace(FASegConfig(), cross_weights=dict(zip(rs, (0.15, 0.5, 0.15, 0.2))))
+    with pytest.raises(InvalidInputError, match=r"\[64\].*--skip-cross none"):
+        Segmenter(ort.backend, ort.tokenizer, weighs_64)
     with pytest.raises(InvalidInputError, match="latent size 64.*asks for 8"):
         Segmenter(ort.backend, ort.tokenizer, small_config())
+
+
+def _assert_same_masks(got, ref):
+    """Exported vs torch masks at one vocabulary: scores within 2e-3, and a label may differ only
+    where the torch scores' top two are closer than twice the largest score difference (a near
+    tie the two runtimes' float rounding can flip; measured here: 0.3 % of pixels, all such)."""
+    diff = float(np.abs(got.scores - ref.scores).max())
+    assert diff <= 2e-3
+    top2 = np.sort(ref.scores, axis=0)[-2:]
+    margin = top2[1] - top2[0]
+    differ = got.labels != ref.labels
+    assert float(differ.mean()) <= 0.01
+    assert not differ.any() or float(margin[differ].max()) <= 2 * diff
+
+
+def _large_vocab_parity(seg, ref_seg):
+    from faseg_rt.bench.vocab import large_vocabulary
+    from faseg_rt.testing import synthetic_image
+
+    image = synthetic_image(512, 512, seed=1)  # labels at the scores' resolution
+    for k in (150, 300):  # 6 and 12 class-prompt chunks: over the export's 4 per graph call
+        classes = list(large_vocabulary()[:k])
+        got = seg(image, classes=classes, return_scores=True)
+        ref = ref_seg(image, classes=classes, return_scores=True)
+        assert got.scores.shape == (k, 512, 512)
+        _assert_same_masks(got, ref)
+
+
+def test_onnxruntime_large_vocabularies_match_torch(engines_dir, tiny_model_dir, segmenter):
+    seg = Segmenter.from_pretrained(tiny_model_dir, backend="onnxruntime", engines=engines_dir[0],
+                                    device="cpu", dtype=torch.float32)
+    assert seg.backend.unet_attn.max_chunks == 4  # the manifest's max_class_chunks
+    _large_vocab_parity(seg, segmenter)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU")
+def test_tensorrt_large_vocabularies_match_torch(engines_dir, tiny_model_dir, tmp_path):
+    """The engines' profiles take 5 prompts and 4 chunks: 150 and 300 classes go in pieces."""
+    pytest.importorskip("tensorrt", reason="tensorrt not installed (pip install -e '.[tensorrt]')")
+    d = _copy(engines_dir, tmp_path)
+    ex.build(tiny_model_dir, d, batch_sizes="1,2", log=print)
+    seg = Segmenter.from_pretrained(tiny_model_dir, backend="tensorrt", engines=d, device="cuda",
+                                    dtype=torch.float32)
+    assert seg.backend.max_prompts == 5 and seg.backend.max_latents == 4
+    _large_vocab_parity(seg, Segmenter.from_pretrained(tiny_model_dir, device="cuda", dtype=torch.float32))
 
 
 # --------------------------------------------------------------------------- refusals
@@ -344,7 +395,8 @@ def test_fp16_graph_keeps_the_capture_fp32(fp16_dir, tiny_model_dir):
         assert err <= g["check"]["tolerance"][o], o
     assert g["structure"]["fp16_hazards"] == [] and g["structure"]["unknown_dims"] == 0
     proto = onnx.load(str(d / g["file"]))
-    assert capture_precision_problems(proto) == []
+    assert capture_precision_problems(proto, skipped=("cross_64",)) == []  # cross_64: zeros (--skip-cross)
+    assert capture_precision_problems(proto) == ["cross_64: no fp32 Softmax / ReduceMean found in its capture"]
     # break it: every Cast to float32 becomes a cast to float16, so the capture runs in fp16
     for n in proto.graph.node:
         if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT:
@@ -352,7 +404,7 @@ def test_fp16_graph_keeps_the_capture_fp32(fp16_dir, tiny_model_dir):
     for o in proto.graph.output:
         o.type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
     problems = capture_precision_problems(proto)
-    assert any("cross_64 is not float32" in p for p in problems), problems
+    assert any("cross_32 is not float32" in p for p in problems), problems
 
 
 def test_golden_data_and_validation(fp16_dir, tiny_model_dir, tmp_path):
@@ -377,15 +429,40 @@ def test_golden_data_and_validation(fp16_dir, tiny_model_dir, tmp_path):
     rep = validate(be, golden, log=lambda s: None)
     assert rep["passed"] and rep["graphs"]["unet_attn"]["passed"]
     assert rep["graphs"]["unet_attn"]["errors"]["cross_64"]["max_abs"] <= 1e-6  # same graph, same runtime
-    # a golden output off by 1 %: the comparison catches it (exit 1 from the command line)
+    # a golden output off by 5 % (over the 2 % of max|ref| fp16 allows): the comparison catches
+    # it (exit 1 from the command line)
     res = load_json(str(golden / "text_encoder.outputs.json"))
-    res[0][1][0]["last_hidden_state"] = res[0][1][0]["last_hidden_state"] * 1.01 + 0.01
+    res[0][1][0]["last_hidden_state"] = res[0][1][0]["last_hidden_state"] * 1.05 + 0.05
     save_json(res, str(golden / "text_encoder.outputs.json"))
     assert main(["validate", "--model", str(tiny_model_dir), "--engines", str(d), "--golden", str(golden),
                  "--backend", "onnxruntime", "--device", "cpu", "--graphs", "text_encoder",
                  "--report", str(tmp_path / "rep.json")]) == 1
     bad = json.loads((tmp_path / "rep.json").read_text())
     assert bad["passed"] is False and bad["graphs"]["text_encoder"]["errors"]["last_hidden_state"]["max_abs"] > 0.01
+
+
+@pytest.mark.slow
+def test_golden_rule_passes_torch_fp16_and_fails_one_broken_layer(fp16_dir, tiny_model_dir, tmp_path):
+    """torch fp16 against ONNX Runtime fp16 golden data of the same graph: correct, so it must
+    pass (per-element tolerances failed it on ~2 % of k_64); one cross-attention layer's keys
+    scaled by 1.05 must fail."""
+    from faseg_rt.backends import load_backend
+    from faseg_rt.engines.golden import save_golden, validate
+
+    golden = tmp_path / "golden"
+    save_golden(fp16_dir[0], golden, fp16=True, graphs=["unet_attn"], log=lambda s: None)
+    be = load_backend("torch", tiny_model_dir, device="cpu", dtype=torch.float16)
+    rep = validate(be, golden, log=lambda s: None)
+    assert rep["passed"], rep["graphs"]
+    assert rep["rule"].startswith("max|got - ref|")
+    unet = be.modules[2]
+    layer = next(m for n, m in unet.named_modules() if n.endswith("attn2"))  # a cross-attention layer
+    with torch.no_grad():
+        layer.to_k.weight.mul_(1.05)
+    bad = validate(be, golden, log=lambda s: None)
+    assert not bad["passed"]
+    failed = [k for k, e in bad["graphs"]["unet_attn"]["errors"].items() if not e["passed"]]
+    assert any(k.startswith("cross_") for k in failed), bad["graphs"]["unet_attn"]["errors"]
 
 
 def test_onnxruntime_cpu_fallback_is_refused(engines_dir, tiny_model_dir, monkeypatch):

@@ -24,7 +24,13 @@ from pathlib import Path
 
 import torch
 
-from faseg_rt.backends.base import ExportedBackend, check_latent_size
+from faseg_rt.backends.base import (
+    ChunkGroups,
+    ExportedBackend,
+    check_latent_size,
+    exported_skip_cross,
+    exported_limits,
+)
 from faseg_rt.engines.manifest import dims_from_json, graph_entries, spec_from_json, verify_manifest
 from faseg_rt.errors import BackendUnavailableError, EngineError, InvalidInputError
 
@@ -43,11 +49,12 @@ def _import_ort():
 class OrtRunner:
     """One ONNX Runtime session called with named torch tensors; returns named torch tensors."""
 
-    def __init__(self, session, spec, device: torch.device, stream=None):
+    def __init__(self, session, spec, device: torch.device, stream=None, run_options=None):
         self.session = session
         self.spec = spec
         self.device = device
         self.stream = stream  # the session's CUDA compute stream (torch.cuda.Stream) on cuda
+        self.run_options = run_options  # CUDA: the arena policy (arena_policy)
 
     def __call__(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.device.type == "cuda":
@@ -82,7 +89,7 @@ class OrtRunner:
             out[ts.name] = o
         caller = torch.cuda.current_stream(self.device)
         self.stream.wait_stream(caller)  # inputs written before ORT reads them (an event, no host sync)
-        self.session.run_with_iobinding(binding)  # returns once its stream is done
+        self.session.run_with_iobinding(binding, self.run_options)  # returns once its stream is done
         caller.wait_stream(self.stream)
         return out
 
@@ -113,7 +120,7 @@ class OnnxRuntimeBackend(ExportedBackend):
                     "pip uninstall onnxruntime), or use device='cpu'")
             if hasattr(ort, "preload_dlls"):  # CUDA / cuDNN of the torch wheel, before a session needs them
                 ort.preload_dlls()
-            options = {"device_id": device.index or 0}
+            options = {"device_id": device.index or 0, **ARENA_OPTIONS}
             if torch.cuda.is_available():
                 stream = torch.cuda.Stream(device)
                 options["user_compute_stream"] = str(stream.cuda_stream)
@@ -128,9 +135,27 @@ class OnnxRuntimeBackend(ExportedBackend):
             if got != (spec.input_names, spec.output_names):
                 raise EngineError(f"{entry['file']} has inputs/outputs {got}, expected "
                                   f"{(spec.input_names, spec.output_names)}; rebuild it with --force")
-            runners[name] = OrtRunner(sess, spec, device, stream)
+            runners[name] = OrtRunner(sess, spec, device, stream, arena_policy(ort, device))
+        limits = exported_limits(manifest, "onnxruntime")
+        runners["unet_attn"] = ChunkGroups(runners["unet_attn"], limits.pop("max_chunks"))
         return cls(name="onnxruntime", device=device, dtype=dtype, dims=dims, engines=Path(engines),
-                   manifest=manifest, **runners)
+                   manifest=manifest, skip_cross=exported_skip_cross(manifest), **limits, **runners)
+
+
+#: CUDA arena policy: each session's arena grows by what a run asks for (not by powers of two)
+#: and is shrunk back after every run (RunOptions), so the four sessions do not each keep their
+#: peak activations for good; inputs and outputs live in torch memory (IO binding) anyway.  The
+#: cost is a cudaMalloc per run for the activations, measured by `bench gpu`'s onnxruntime step.
+ARENA_OPTIONS = {"arena_extend_strategy": "kSameAsRequested", "cudnn_conv_algo_search": "HEURISTIC"}
+
+
+def arena_policy(ort, device: torch.device):
+    """RunOptions that shrink the CUDA arena after each run (None on the CPU)."""
+    if device.type != "cuda":
+        return None
+    ro = ort.RunOptions()
+    ro.add_run_config_entry("memory.enable_memory_arena_shrinkage", f"gpu:{device.index or 0}")
+    return ro
 
 
 def _session(ort, path: Path, providers: list, device: torch.device, model, engines):

@@ -27,7 +27,13 @@ from pathlib import Path
 
 import torch
 
-from faseg_rt.backends.base import ExportedBackend, check_latent_size
+from faseg_rt.backends.base import (
+    ChunkGroups,
+    ExportedBackend,
+    check_latent_size,
+    exported_skip_cross,
+    exported_limits,
+)
 from faseg_rt.backends.tensorrt_runtime import require_tensorrt, trt_logger
 from faseg_rt.engines.graphs import graph_specs
 from faseg_rt.engines.manifest import dims_from_json, rebuild_command, verify_manifest
@@ -35,6 +41,8 @@ from faseg_rt.errors import EngineError, EngineMismatchError, InvalidInputError
 
 #: enqueueV3 / setTensorAddress need 256-byte aligned device pointers (NvInferRuntime.h).
 ALIGNMENT = 256
+#: Inputs whose dim 0 is the batch: the profile to use is chosen by their size.
+BATCH_INPUTS = ("latents", "pixels", "input_ids")
 
 
 def aligned(t: torch.Tensor) -> torch.Tensor:
@@ -65,7 +73,10 @@ class TRTEngine:
             self.dtypes[name] = dt[self.engine.get_tensor_dtype(name)]
             is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             (self.inputs if is_input else self.outputs).append(name)
-        self.batch_input = self.inputs[0]  # latents / pixels (N) or input_ids (P): dim 0 is the batch
+        # the input whose dim 0 is the batch (N latents, or P prompts), by name, not by position
+        self.batch_input = next((n for n in BATCH_INPUTS if n in self.inputs), None)
+        if self.batch_input is None:
+            raise EngineError(f"{path.name} has none of the inputs {', '.join(BATCH_INPUTS)}; rebuild it with --force")
         profiles = range(self.engine.num_optimization_profiles)
         self.opt_batches = [int(self.engine.get_tensor_profile_shape(self.batch_input, p)[1][0]) for p in profiles]
         #: bytes of activation memory the largest profile needs
@@ -81,7 +92,8 @@ class TRTEngine:
             if ctx is None:
                 raise EngineError(f"TensorRT cannot create an execution context for {self.path.name}")
             ctx.set_device_memory(scratch.data_ptr(), scratch.numel())
-            ctx.set_optimization_profile_async(p, self.stream.cuda_stream)  # raises RuntimeError on failure
+            if not ctx.set_optimization_profile_async(p, self.stream.cuda_stream):  # returns False on failure
+                raise EngineError(f"TensorRT cannot switch {self.path.name}'s context to profile {p}")
             self.contexts.append(ctx)
         self._scratch = scratch  # kept alive as long as the contexts that point into it
 
@@ -159,8 +171,10 @@ class TensorRTBackend(ExportedBackend):
         for r in runners.values():
             r.create_contexts(scratch)
         stream.synchronize()  # profile switches done before the first call
+        limits = exported_limits(manifest, "tensorrt")
+        runners["unet_attn"] = ChunkGroups(runners["unet_attn"], limits.pop("max_chunks"))
         return cls(name="tensorrt", device=device, dtype=dtype, dims=dims, engines=Path(engines),
-                   manifest=manifest, **runners)
+                   manifest=manifest, skip_cross=exported_skip_cross(manifest), **limits, **runners)
 
 
 __all__ = ["TRTEngine", "TensorRTBackend", "aligned", "nearest_profile"]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from faseg_rt.backends.base import Backend
-from faseg_rt.backends.fast import CudaGraphRunner, check_cuda_graphs, compile_backend, compiled
+from faseg_rt.backends.fast import CudaGraphs, check_cuda_graphs, compile_backend, compiled
 from faseg_rt.engines.graphs import (
     GraphSpec,
     TextEncoderGraph,
@@ -78,9 +78,10 @@ class TorchBackend(Backend):
         graphs = {"vae_encoder": VaeEncoderGraph(vae), "text_encoder": TextEncoderGraph(text_encoder),
                   "unet": UNetGraph(unet), "unet_attn": UNetAttnGraph(unet, dims.resolutions, skip_cross)}
         runners = {}
+        shared = CudaGraphs(device) if cuda_graphs else None  # one stream, lock and pool for all four
         for name, module in graphs.items():
             runner = TorchRunner(compiled(module, backend), specs[name])
-            runners[name] = CudaGraphRunner(runner, device) if cuda_graphs else runner
+            runners[name] = shared.runner(name, runner) if shared else runner
         return cls(name="torch", device=device, dtype=dtype, dims=dims, modules=(vae, text_encoder, unet),
                    config=config, compile=backend, cuda_graphs=cuda_graphs, skip_cross=skip_cross,
                    **runners)

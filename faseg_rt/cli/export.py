@@ -24,7 +24,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", default="1,2,4,8", help="images per call the TensorRT profiles cover")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, 17 to 20 (default {DEFAULT_OPSET})")
     p.add_argument("--max-class-chunks", type=int, default=DEFAULT_MAX_CLASS_CHUNKS,
-                   help="class-prompt chunks of 77 tokens per image the TensorRT profiles cover")
+                   help="class-prompt chunks of 77 tokens per unet_attn call (TensorRT profiles; larger "
+                        "vocabularies run in groups of this many)")
+    p.add_argument("--skip-cross", default=None,
+                   help="latent resolutions whose class-aware maps unet_attn does not compute, e.g. 64, or "
+                        "'none' (default: those the default config weighs by 0)")
     p.add_argument("--force", action="store_true", help="rebuild everything, even what is up to date")
 
 
@@ -42,8 +46,21 @@ def run_args(args) -> int:
     fp16 = args.fp16 or dtype == torch.float16
     build(args.model, args.out, onnx_only=args.onnx_only, fp16=fp16, batch_sizes=args.batch_sizes,
           opset=args.opset, force=args.force, max_class_chunks=args.max_class_chunks, tf32=args.tf32,
-          log=_log)
+          skip_cross=_skip_cross(args.skip_cross), log=_log)
     return 0
+
+
+def _skip_cross(text):
+    from faseg_rt.errors import InvalidInputError
+
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InvalidInputError(f"--skip-cross must be comma-separated resolutions or 'none', got {text!r}") from None
 
 
 def _log(s: str) -> None:

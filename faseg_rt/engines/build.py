@@ -90,15 +90,19 @@ def parse_batch_sizes(text) -> tuple[int, ...]:
 
 
 # --------------------------------------------------------------------------- the build
-def build(model, out, *, onnx_only: bool = False, fp16: bool = False, batch_sizes=DEFAULT_BATCH_SIZES,
-          opset: int = DEFAULT_OPSET, force: bool = False, max_class_chunks: int = DEFAULT_MAX_CLASS_CHUNKS,
-          latent_size: int = 64, tf32: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Export (and with TensorRT, build) everything for `model` into `out`; returns the manifest.
+def default_skip_cross(latent_size: int) -> tuple[int, ...]:
+    """Latent resolutions whose class-aware maps the default config weighs by 0 (64 at 512 px):
+    the exported unet_attn does not compute them (it returns zeros there)."""
+    from faseg_rt.config import FASegConfig
 
-    fp16: also export the fp16 graphs (FP16_GRAPHS) and build the engines from them.
-    latent_size: the latent grid the graphs are exported for (64 for 512 px images).
-    tf32: let fp32 TensorRT engines use TF32 (off: they match the fp32 graphs to 1e-4).
-    """
+    cfg = FASegConfig()
+    if cfg.latent_size != latent_size:
+        return ()
+    return tuple(sorted(r for r, w in cfg.cross_weights.items() if w == 0))
+
+
+def check_build_args(batch_sizes, opset, max_class_chunks, latent_size) -> tuple[tuple[int, ...], int]:
+    """(batch sizes, max class chunks) parsed; a clear InvalidInputError for any argument out of range."""
     batch_sizes = parse_batch_sizes(batch_sizes)
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise InvalidInputError(f"opset must be an integer from {MIN_OPSET} (LayerNormalization; below, "
@@ -107,6 +111,23 @@ def build(model, out, *, onnx_only: bool = False, fp16: bool = False, batch_size
     max_class_chunks = rules.positive_int(max_class_chunks, "max_class_chunks")
     if isinstance(latent_size, bool) or not isinstance(latent_size, int) or latent_size < 8 or latent_size % 8:
         raise InvalidInputError(f"latent_size must be a positive multiple of 8, got {latent_size!r}")
+    return batch_sizes, max_class_chunks
+
+
+def build(model, out, *, onnx_only: bool = False, fp16: bool = False, batch_sizes=DEFAULT_BATCH_SIZES,
+          opset: int = DEFAULT_OPSET, force: bool = False, max_class_chunks: int = DEFAULT_MAX_CLASS_CHUNKS,
+          latent_size: int = 64, tf32: bool = False, skip_cross=None,
+          log: Callable[[str], None] = print) -> dict:
+    """Export (and with TensorRT, build) everything for `model` into `out`; returns the manifest.
+
+    fp16: also export the fp16 graphs (FP16_GRAPHS) and build the engines from them.
+    latent_size: the latent grid the graphs are exported for (64 for 512 px images).
+    tf32: let fp32 TensorRT engines use TF32 (off: they match the fp32 graphs to 1e-4).
+    skip_cross: resolutions whose class-aware maps unet_attn does not compute (default: those the
+    default config weighs by 0); recorded in the manifest, and a config that weighs them is refused.
+    """
+    batch_sizes, max_class_chunks = check_build_args(batch_sizes, opset, max_class_chunks, latent_size)
+    skip_cross = tuple(sorted(default_skip_cross(latent_size) if skip_cross is None else skip_cross))
     trt = None
     if not onnx_only:
         from faseg_rt.backends.tensorrt_runtime import require_tensorrt
@@ -131,18 +152,11 @@ def build(model, out, *, onnx_only: bool = False, fp16: bool = False, batch_size
         fp = model_fingerprint(model)
     versions = installed_versions()
     base_key = {"model_sha256": fp["sha256"], "opset": opset, "latent_size": latent_size,
-                "versions": {k: versions[k] for k in ONNX_KEY_VERSIONS}}
-    loaded = {}
-
-    def modules(precision):
-        if precision not in loaded:
-            import torch
-
-            dtype = torch.float16 if precision == "fp16" else torch.float32
-            with stage(f"loading {model} in PyTorch ({precision}, CPU)"):
-                loaded[precision] = graph_modules(model, dtype, latent_size)
-        return loaded[precision]
-
+                "versions": {k: versions[k] for k in ONNX_KEY_VERSIONS}, "skip_cross": list(skip_cross)}
+    modules = _module_loader(model, latent_size, skip_cross, stage)
+    args = {"model": str(model), "onnx_only": onnx_only, "fp16": fp16, "batch_sizes": list(batch_sizes),
+            "opset": opset, "max_class_chunks": max_class_chunks, "latent_size": latent_size, "tf32": tf32,
+            "skip_cross": list(skip_cross)}
     work = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=out))
     try:
         graphs = {name: _graph(out, work, name, "fp32", base_key, modules, force, stage, invalidate, log)
@@ -151,34 +165,50 @@ def build(model, out, *, onnx_only: bool = False, fp16: bool = False, batch_size
         if fp16:
             graphs_fp16 = {name: _graph(out, work, name, "fp16", base_key, modules, force, stage, invalidate, log)
                            for name in FP16_GRAPHS}
-        dims_json = graphs["unet_attn"]["dims"]
         engines = None
         if not onnx_only:
             from faseg_rt.engines.tensorrt_build import build_engines
 
             sources = dict(graphs, **(graphs_fp16 or {}))
-            engines = build_engines(trt, out, work, sources, dims_json, fp16=fp16, batch_sizes=batch_sizes,
-                                    max_class_chunks=max_class_chunks, gpu=gpu_info(), versions=versions,
-                                    force=force, stage=stage, invalidate=invalidate, log=log, tf32=tf32)
-        manifest = {
-            "format": FORMAT,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "build_args": {"model": str(model), "onnx_only": onnx_only, "fp16": fp16,
-                           "batch_sizes": list(batch_sizes), "opset": opset,
-                           "max_class_chunks": max_class_chunks, "latent_size": latent_size, "tf32": tf32},
-            "model": fp, "dims": dims_json, "versions": versions, "graphs": graphs,
-            "graphs_fp16": graphs_fp16, "engines": engines,
-        }
-        old = _read_json(manifest_path)
-        if old is not None and _same_build(old, manifest):
-            log(f"[export] manifest: up to date ({manifest_path})")
-            manifest = old
-        else:
-            atomic_write_json(manifest_path, manifest)
-            log(f"[export] manifest: wrote {manifest_path}")
+            engines = build_engines(trt, out, work, sources, graphs["unet_attn"]["dims"], fp16=fp16,
+                                    batch_sizes=batch_sizes, max_class_chunks=max_class_chunks, gpu=gpu_info(),
+                                    versions=versions, force=force, stage=stage, invalidate=invalidate,
+                                    log=log, tf32=tf32)
+        manifest = {"format": FORMAT,
+                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    "build_args": args, "model": fp, "dims": graphs["unet_attn"]["dims"], "versions": versions,
+                    "graphs": graphs, "graphs_fp16": graphs_fp16, "engines": engines}
+        manifest = _write_manifest(manifest_path, manifest, log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log(f"[export] all done in {time.perf_counter() - t_start:.1f} s")
+    return manifest
+
+
+def _module_loader(model, latent_size: int, skip_cross: tuple, stage):
+    """precision -> graph_modules(...), loaded once per precision on first use."""
+    loaded = {}
+
+    def modules(precision):
+        if precision not in loaded:
+            import torch
+
+            dtype = torch.float16 if precision == "fp16" else torch.float32
+            with stage(f"loading {model} in PyTorch ({precision}, CPU)"):
+                loaded[precision] = graph_modules(model, dtype, latent_size, skip_cross)
+        return loaded[precision]
+
+    return modules
+
+
+def _write_manifest(path: Path, manifest: dict, log) -> dict:
+    """Write the manifest last (kept as it is when it already describes this build)."""
+    old = _read_json(path)
+    if old is not None and _same_build(old, manifest):
+        log(f"[export] manifest: up to date ({path})")
+        return old
+    atomic_write_json(path, manifest)
+    log(f"[export] manifest: wrote {path}")
     return manifest
 
 
@@ -191,6 +221,8 @@ def _graph(out: Path, work: Path, name: str, precision: str, base_key: dict, mod
     file = f"{name}.onnx" if precision == "fp32" else f"{name}.fp16.onnx"
     label = name if precision == "fp32" else f"{name} (fp16)"
     key = dict(base_key, graph=name, precision=precision)
+    if name != "unet_attn":  # the only graph the skipped maps change
+        key.pop("skip_cross")
     entry = reuse(out, file, key, force, log, f"onnx {label}")
     if entry is not None:
         return entry
@@ -206,7 +238,8 @@ def _graph(out: Path, work: Path, name: str, precision: str, base_key: dict, mod
     log(f"[export] onnx {label}: max abs error {worst[1]:.2e} ({worst[0]})")
     spec_json = spec_to_json(specs[name])
     with stage(f"onnx {label}: structure checks"):
-        structure, problems = check_structure(files[0], spec_json, precision)
+        skipped = tuple(f"cross_{r}" for r in key.get("skip_cross", ()))  # unet_attn's zero outputs
+        structure, problems = check_structure(files[0], spec_json, precision, skipped)
     if problems:
         raise EngineError(f"the exported {name} graph ({precision}) fails the structure checks: "
                           + "; ".join(problems) + ". Nothing was installed.")

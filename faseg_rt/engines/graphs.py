@@ -102,8 +102,9 @@ class UNetAttnGraph(nn.Module):
     Returns the tensors named by graph_specs(...)["unet_attn"].outputs, in that order.  The
     UNet's own output is not used by the method, so it is not returned.  skip_cross: latent
     resolutions whose class-aware maps the method weighs by 0 (the torch backend passes them
-    from its config; exported graphs compute every output): returned as stride-0 zeros, so a
-    large vocabulary does not pay J x 4096 x 77 values per latent for maps nobody reads.
+    from its config, exports from --skip-cross, recorded in the manifest): returned as stride-0
+    zeros, so a large vocabulary does not pay J x 4096 x 77 values per latent for maps nobody
+    reads (an exported graph still writes the zeros of its output).
     """
 
     def __init__(self, unet, resolutions: tuple[int, ...], skip_cross: tuple[int, ...] = ()):

@@ -160,8 +160,10 @@ def large_fp32_constants(proto, base_dir: Path | None = None) -> list[str]:
     return out
 
 
-def capture_precision_problems(proto) -> list[str]:
+def capture_precision_problems(proto, skipped: tuple[str, ...] = ()) -> list[str]:
     """Capture outputs of a float16 graph not computed in float32 from their Casts on.
+
+    skipped: outputs the graph returns as zeros (export --skip-cross): float32, no reduction.
 
     From each capture output, walk back through the producers of floating tensors and stop at a
     Cast to float32: every tensor passed is float32 and at least one Softmax or ReduceMean lies
@@ -199,13 +201,15 @@ def capture_precision_problems(proto) -> list[str]:
                     stack.append(i)
         if bad:
             problems.append(f"{out.name}: float16 inputs inside the fp32 capture ({', '.join(bad[:3])})")
-        if out.name.startswith(("cross", "self")) and reductions == 0:
+        if out.name.startswith(("cross", "self")) and reductions == 0 and out.name not in skipped:
             problems.append(f"{out.name}: no fp32 Softmax / ReduceMean found in its capture")
     return problems
 
 
-def check_structure(path: Path, spec_json: dict, precision: str) -> tuple[dict, list[str]]:
-    """Every check above on one exported graph: (report for the manifest, problems)."""
+def check_structure(path: Path, spec_json: dict, precision: str,
+                    skipped: tuple[str, ...] = ()) -> tuple[dict, list[str]]:
+    """Every check above on one exported graph: (report for the manifest, problems); skipped:
+    capture outputs returned as zeros."""
     proto = load_graph(path)
     problems, unknown = shape_problems(proto, spec_json)
     attn = attention_report(proto)
@@ -220,7 +224,7 @@ def check_structure(path: Path, spec_json: dict, precision: str) -> tuple[dict, 
     report = {"unknown_dims": unknown, "attention": attn, **ln}
     if precision == "fp16":
         hazards = fp16_hazards(full, path.parent)
-        problems += hazards + capture_precision_problems(proto)
+        problems += hazards + capture_precision_problems(proto, skipped)
         report["fp16_hazards"] = hazards
     else:
         report["beyond_fp16_range"] = large_fp32_constants(full, path.parent)[:8]

@@ -14,20 +14,22 @@ from pathlib import Path
 
 from faseg_rt.errors import EngineError
 
-#: Check tolerance per output: ATOL + RTOL * max |PyTorch output| (fp32 graphs vs fp32 torch).
-ATOL, RTOL = 1e-4, 1e-3
-#: The same for fp16 graphs vs the fp16 modules: ONNX Runtime and torch accumulate fp16 in other
-#: orders; on the tiny model the largest gap is 0.7 % of an output's max (q_64, self_8).
-ATOL16, RTOL16 = 1e-3, 2e-2
+from faseg_rt.engines.tolerance import TOLERANCES
+from faseg_rt.engines.tolerance import check as within_tolerance
+
+#: Check tolerance per output (engines/tolerance.py's rule): fp32 graphs vs fp32 torch, and fp16
+#: graphs vs the fp16 modules (on the tiny model the largest gap is 0.7 % of an output's max).
+(ATOL, RTOL), (ATOL16, RTOL16) = TOLERANCES["fp32"], TOLERANCES["fp16"]
 
 #: Above this many bytes a graph is saved with its weights in one external data file (protobuf
 #: cannot hold more than 2 GiB).
 EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 64 * 1024**2
 
 
-def graph_modules(model, dtype=None, latent_size: int = 64):
+def graph_modules(model, dtype=None, latent_size: int = 64, skip_cross: tuple[int, ...] = ()):
     """The graphs.py modules of `model` in `dtype` (default fp32) on the CPU, their specs and the
-    model dims for latent_size x latent_size latents."""
+    model dims for latent_size x latent_size latents (unet_attn returning zeros for the class-aware
+    maps of the resolutions in skip_cross)."""
     import torch
 
     from faseg_rt.engines.graphs import (
@@ -45,7 +47,7 @@ def graph_modules(model, dtype=None, latent_size: int = 64):
     install_processors(unet)
     dims = model_dims(vae, te, unet, latent_size=latent_size)
     mods = {"text_encoder": TextEncoderGraph(te), "vae_encoder": VaeEncoderGraph(vae),
-            "unet": UNetGraph(unet), "unet_attn": UNetAttnGraph(unet, dims.resolutions)}
+            "unet": UNetGraph(unet), "unet_attn": UNetAttnGraph(unet, dims.resolutions, skip_cross)}
     return mods, graph_specs(dims, str(dtype).removeprefix("torch.")), dims
 
 
@@ -153,10 +155,9 @@ def check_onnx(module, spec, dims, path: Path, sizes=None) -> dict:
         if g.shape != r.shape:
             bad.append(f"{name}: shape {g.shape} vs PyTorch {r.shape}")
             continue
-        err = float(np.max(np.abs(g.astype(np.float64) - r))) if r.size else 0.0
-        tol = atol + rtol * float(np.max(np.abs(r))) if r.size else atol
-        errors[name], tols[name] = err, tol
-        if not np.isfinite(err) or err > tol:
+        c = within_tolerance(g, r, atol, rtol)
+        errors[name], tols[name], err, tol = c["max_abs"], c["tolerance"], c["max_abs"], c["tolerance"]
+        if not c["passed"]:
             bad.append(f"{name}: max abs error {err:.3g} > tolerance {tol:.3g}")
     if bad:
         raise EngineError(f"the exported {spec.name} graph does not match PyTorch on random inputs "

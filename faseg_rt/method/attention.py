@@ -90,8 +90,10 @@ class AttentionCapture:
         J, T = cs.shape[1], cs.shape[2]
         qs = (q.float() * scale).unsqueeze(1)                          # (N, 1, h, n, d)
         group = max(1, CROSS_BLOCK_BYTES // (4 * n_lat * heads * n * T))
-        if group >= J or torch.jit.is_tracing() or torch.compiler.is_compiling():
-            # one block (an exported graph keeps J dynamic: no Python loop over J)
+        if group >= J or torch.jit.is_tracing():
+            # one block: an exported graph keeps J dynamic (no Python loop over J); its runner
+            # calls it with a bounded number of chunks (backends/base.py, ChunkGroups).  Under
+            # torch.compile(dynamic=False) J is a constant and the loop below is unrolled.
             self._add(acc, self._class_maps(attn, qs, cs, heads, d))
             return
         if acc[0] is None:
