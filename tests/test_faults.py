@@ -129,6 +129,12 @@ def run(cmd, env, log: Path) -> tuple[int, str]:
     return finish(start(cmd, env, log), log)
 
 
+def error_lines(log: str) -> list[str]:
+    """The command's own error lines (not the note saying where Ray's messages were kept)."""
+    return [ln for ln in log.splitlines()
+            if ln.startswith("faseg-rt:") and not ln.startswith("faseg-rt: Ray's messages")]
+
+
 def stray_files(out: Path, allowed: set[str]) -> list[str]:
     """Anything in out that is not a finished output: temporaries, partial or foreign files."""
     return sorted(f.name for f in out.iterdir() if f.name not in allowed)
@@ -196,7 +202,7 @@ def test_label_on_a_full_disk_fails_clearly_and_corrupts_nothing(cluster, images
     args = label_args(images, out, tiny_model_dir, small_config_file, cluster)
     rc, log = run(label_command(*args), small_env(), tmp_path / "full.log")
     assert rc == 2, log
-    errors = [ln for ln in log.splitlines() if ln.startswith("faseg-rt:")]
+    errors = error_lines(log)
     assert len(errors) == 1 and "No space left on device" in log, log
     rows = {r["input"]: r for r in manifest_rows(out)}  # every line parses
     for r in rows.values():  # whatever was written is right: an intact mask, or an error row
@@ -325,7 +331,7 @@ def test_worker_node_killed_mid_job_the_job_finishes_or_resumes(cluster, kill_im
     cluster.nodes[1].kill(signal.SIGKILL)  # the node's raylet, its workers and agents at once
     rc, text = finish(proc, log)
     if rc != 0:  # allowed: one clear line, then the rerun (on the head alone) completes
-        errors = [ln for ln in text.splitlines() if ln.startswith("faseg-rt:")]
+        errors = error_lines(text)
         assert len(errors) == 1 and "rerun the same command to resume" in errors[0], text
         rc, text = run(label_command(*label_args(kill_images, out, tiny_model_dir, small_config_file,
                                                  cluster, workers=1)), small_env(), tmp_path / "run2.log")
