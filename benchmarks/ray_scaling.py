@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from ray_cluster import RayCluster, kill_tree, label_command, label_env  # noqa: E402
+from conftest import write_small_config  # noqa: E402
+from ray_cluster import RayCluster, kill_tree, label_command, small_env  # noqa: E402
 
 
 def fit(sizes: list[int], walls: list[float]) -> tuple[float, float]:
@@ -37,15 +38,16 @@ def fit(sizes: list[int], walls: list[float]) -> tuple[float, float]:
     return my - b * mx, b
 
 
-def one_run(cluster, images: list[Path], workers: int, model: Path, out: Path, log: Path) -> dict:
+def one_run(cluster, images: list[Path], workers: int, model: Path, config: Path, out: Path,
+            log: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     listing = out.with_name("inputs.txt")
     listing.write_text("".join(f"{p}\n" for p in images))
-    args = [str(listing), "--classes", "cat,sky", "--out", str(out), "--model",
-            str(model), "--device", "cpu", "--dtype", "float32", "--quiet", "--ray-address",
-            cluster.address, "--num-workers", str(workers)]
+    args = [str(listing), "--classes", "cat,sky", "--out", str(out), "--model", str(model),
+            "--config", str(config), "--device", "cpu", "--dtype", "float32", "--quiet",
+            "--ray-address", cluster.address, "--num-workers", str(workers)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(label_command(*args), env=label_env(), stdout=open(log, "wb"),
+    proc = subprocess.Popen(label_command(*args), env=small_env(), stdout=open(log, "wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     seen, times = 0, []
     try:
@@ -85,6 +87,7 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="ray-scaling-"))
     model = build_tiny_model(work / "tiny")
     pool = write_synthetic_images(work / "in", max(sizes), seed=300)
+    config = write_small_config(work / "small.json")  # the 64 px small config
 
     with open("/proc/loadavg") as f:
         load_before = f.read().split()[0]
@@ -95,7 +98,8 @@ def main(argv=None) -> int:
     try:
         for n in sizes:
             for workers in (1, 2):
-                r = one_run(cluster, pool[:n], workers, model, work / "out", work / "run.log")
+                r = one_run(cluster, pool[:n], workers, model, config, work / "out",
+                            work / "run.log")
                 print(json.dumps(r), flush=True)
                 runs.append(r)
     finally:

@@ -7,14 +7,17 @@ beta schedule right here instead of from a scheduler object's side effects.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
 import numpy as np
 
 from faseg_rt import rules
+from faseg_rt.errors import InvalidInputError
 
 
 def _frozen(d: dict) -> Mapping:
@@ -57,6 +60,45 @@ class FASegConfig:
             if set(getattr(self, name)) != set(self.resolutions):
                 raise ValueError(f"{name} must have one weight per resolution {self.resolutions}")
 
+    @classmethod
+    def from_dict(cls, data: Mapping, source: str = "the config") -> "FASegConfig":
+        """A config from plain JSON values: {"image_size": 64, "latent_size": 8, "cross_weights":
+        {"1": 0.15, "2": 0.7, "4": 0.15, "8": 0.0}, ...}; fields left out keep their defaults.
+
+        Weight keys may be strings of integers (JSON object keys are strings).  Any problem (an
+        unknown field, a value of the wrong type, an inconsistent set) is one InvalidInputError
+        naming `source` and the field."""
+        if not isinstance(data, Mapping):
+            raise InvalidInputError(f"{source} must be a JSON object of FASegConfig fields, "
+                                    f"got {type(data).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise InvalidInputError(f"{source}: unknown field(s) {unknown}; known: {sorted(known)}")
+        kw = {name: _field_value(name, value, source) for name, value in data.items()}
+        try:
+            return cls(**kw)
+        except ValueError as e:  # InvalidInputError included
+            raise InvalidInputError(f"{source}: {e}") from None
+
+    @classmethod
+    def from_json(cls, path) -> "FASegConfig":
+        """`from_dict` of a JSON file; an unreadable or malformed file is one InvalidInputError."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InvalidInputError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InvalidInputError(f"cannot read config file {path} as JSON: {e}") from None
+        return cls.from_dict(data, source=f"config file {path}")
+
+    def to_dict(self) -> dict:
+        """Plain JSON values (weight keys as strings): `from_dict(to_dict())` is this config."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in ("cross_weights", "self_weights"):
+            out[name] = {str(k): float(v) for k, v in out[name].items()}
+        return out
+
     @property
     def resolutions(self) -> tuple[int, ...]:
         """Latent side lengths with attention in SD 1.x: 8 (mid block), 16, 32, 64."""
@@ -77,3 +119,38 @@ class FASegConfig:
         """
         ac = self.alphas_cumprod()
         return float(ac[0]), float(ac[self.timestep])
+
+
+#: The scalar fields' JSON types (bool is refused where an int or a float is meant).
+_INT_FIELDS = ("image_size", "latent_size", "tau", "num_train_timesteps", "timestep", "seed")
+_FLOAT_FIELDS = ("threshold", "beta_start", "beta_end")
+
+
+def _is_number(v, integer: bool) -> bool:
+    if isinstance(v, bool):
+        return False
+    return isinstance(v, int) if integer else isinstance(v, (int, float))
+
+
+def _field_value(name: str, value, source: str):
+    """One FASegConfig field from its JSON value, or InvalidInputError naming the field."""
+    if name in _INT_FIELDS or name in _FLOAT_FIELDS:
+        integer = name in _INT_FIELDS
+        if not _is_number(value, integer):
+            kind = "an integer" if integer else "a number"
+            raise InvalidInputError(f"{source}: {name} must be {kind}, got {value!r}")
+        return value if integer else float(value)
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"{source}: {name} must be an object resolution -> weight, "
+                                f'e.g. {{"8": 0.15}}, got {value!r}')
+    weights = {}
+    for k, w in value.items():
+        try:
+            res = int(k)
+        except (TypeError, ValueError):
+            res = None
+        if res is None or isinstance(k, bool) or not _is_number(w, integer=False):
+            raise InvalidInputError(f"{source}: {name} maps resolutions (integers) to weights "
+                                    f"(numbers), got {k!r}: {w!r}")
+        weights[res] = float(w)
+    return weights

@@ -6,9 +6,11 @@ assert different things about the same runs.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -116,6 +118,19 @@ def small_config(latent: int = 8):
     return FASegConfig(image_size=8 * latent, latent_size=latent,
                        cross_weights=dict(zip(rs, (0.15, 0.70, 0.15, 0.0))),
                        self_weights=dict(zip(rs, (0.1, 0.1, 0.5, 0.3))))
+
+
+def write_small_config(path, latent: int = 8):
+    """small_config(latent) as the JSON file the commands' --config takes; returns path."""
+    path = Path(path)
+    path.write_text(json.dumps(small_config(latent).to_dict()), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_config_file(tmp_path_factory):
+    """--config FILE of the 64 px small_config (what small_segmenter runs)."""
+    return write_small_config(tmp_path_factory.mktemp("config") / "small.json")
 
 
 @pytest.fixture(scope="session")

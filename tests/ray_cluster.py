@@ -18,14 +18,12 @@ but Ray 2.60 replaces a loopback node address by the host's own address
 (`ray._private.services.resolve_ip_for_localhost`) and its gRPC servers listen on every
 interface; no option changes that.  All traffic stays on this host.
 
-`use_small_config` is a Ray `worker_process_setup_hook` (and a plain call for CLI subprocesses):
-it makes `Segmenter.from_pretrained` default to the 64 px `small_config` of conftest, so the
-tests run every stage of the method on the tiny model at a fraction of the 512 px cost.
+Commands run the tiny model at a small config through their own `--config FILE` option
+(conftest.write_small_config), in the driver and in every Ray worker alike.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import signal
@@ -39,25 +37,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent  # the tree under test (PYTHONPATH for every node)
 TESTS = Path(__file__).resolve().parent
 START_TIMEOUT_S = 90.0
-
-
-def use_small_config() -> None:
-    """Segmenter.from_pretrained(..., config=None) -> the 64 px small_config (tests only); the
-    environment variable FASEG_TEST_LATENT picks another latent grid (16: 128 px)."""
-    from conftest import small_config
-
-    from faseg_rt.segmenter import Segmenter
-
-    if getattr(Segmenter.from_pretrained, "_small", False):
-        return
-    original = Segmenter.from_pretrained.__func__
-    latent = int(os.environ.get("FASEG_TEST_LATENT", "8"))
-
-    def from_pretrained(cls, model, *, config=None, **kw):
-        return original(cls, model, config=config or small_config(latent), **kw)
-
-    from_pretrained._small = True
-    Segmenter.from_pretrained = classmethod(from_pretrained)
 
 
 #: One token for every cluster and driver this test process starts (see the module docstring).
@@ -75,23 +54,17 @@ def small_env(**extra) -> dict:
 
 
 def cli_command(*args: str, threads: int = 1) -> list[str]:
-    """`faseg-rt ARGS` in a fresh interpreter with the small config and `threads` torch threads
-    (byte-identical masks need the reference's thread count)."""
-    code = ("import sys, torch, ray_cluster; ray_cluster.use_small_config(); "
+    """`faseg-rt ARGS` in a fresh interpreter with `threads` torch threads (byte-identical masks
+    need the reference's thread count)."""
+    code = ("import sys, torch; "
             f"torch.set_num_threads({int(threads)}); "
             "from faseg_rt.cli import main; sys.exit(main(sys.argv[1:]))")
     return [sys.executable, "-c", code, *args]
 
 
 def label_command(*args: str) -> list[str]:
-    """The real `faseg-rt label` driver (it loads no model: the workers do, see label_env)."""
+    """The real `faseg-rt label` driver (it loads no model: the workers do)."""
     return [sys.executable, "-m", "faseg_rt.cli", "label", *args]
-
-
-def label_env(**extra) -> dict:
-    """Environment for a `faseg-rt label` driver: every Ray worker of its job runs the hook."""
-    job = {"runtime_env": {"worker_process_setup_hook": "ray_cluster.use_small_config"}}
-    return small_env(RAY_JOB_CONFIG_JSON_ENV_VAR=json.dumps(job), **extra)
 
 
 def free_port() -> int:

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import faseg_rt
 from faseg_rt.cli.eval import register
 from faseg_rt.errors import FASegError
 from faseg_rt.eval import open_dataset
@@ -212,7 +211,7 @@ def test_evaluate_masks(tmp_path):
     assert evaluate_masks(ds, tmp_path / "pred")["resized_predictions"] == 1
 
 
-# --- CLI wiring, through a small argparse harness (the real faseg_rt.cli arrives on merge) ----
+# --- CLI wiring, through a small argparse harness around the eval commands alone ----
 
 def _run(argv):
     parser = argparse.ArgumentParser(prog="faseg-rt")
@@ -221,34 +220,23 @@ def _run(argv):
     return args.func(args)
 
 
-class FakeSegmenterClass:
-    """Stands in for faseg_rt.Segmenter: records from_pretrained's arguments."""
-
-    seen = {}
-
-    @classmethod
-    def from_pretrained(cls, model, backend="torch", device=None, dtype=None, engines=None):
-        cls.seen = dict(model=model, backend=backend, device=device, dtype=dtype, engines=engines)
-        return FakeSegmenter(cls.dataset)
-
-
-def test_cli_eval(tmp_path, monkeypatch, capsys):
+def test_cli_eval(tiny_model_dir, small_config_file, tmp_path, capsys):
+    """The real command on the tiny model at the 64 px small config (--config)."""
     split = make_voc(tmp_path / "VOC2012", n_images=3)
     ds = open_dataset("voc", split.root)
-    FakeSegmenterClass.dataset = ds
-    monkeypatch.setattr(faseg_rt, "Segmenter", FakeSegmenterClass, raising=False)
     cands = write_json(tmp_path / "cand.json", candidates_from_labels(split.labels,
                                                                       ds.class_names))
     caps = write_json(tmp_path / "cap.json", {split.ids[0]: "a caption"})
     rc = _run(["eval", "--dataset", "voc", "--root", str(split.root), "--out",
                str(tmp_path / "out"), "--candidates", str(cands), "--captions", str(caps),
-               "--model", "tiny", "--batch-size", "2", "--no-progress"])
+               "--model", str(tiny_model_dir), "--config", str(small_config_file), "--device",
+               "cpu", "--dtype", "float32", "--batch-size", "2", "--report-images", "0",
+               "--no-progress"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| class | IoU (%) |" in printed and "**mIoU**" in printed
-    assert FakeSegmenterClass.seen["model"] == "tiny"
     m = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert m["model"] == "tiny" and m["candidates"] == str(cands) and m["images"] == 3
+    assert m["model"] == str(tiny_model_dir) and m["candidates"] == str(cands) and m["images"] == 3
     assert len(list((tmp_path / "out" / "masks").glob("*.png"))) == 3
 
 

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow  # starts Ray and Serve: the slow tier (CI runs it
 pytest.importorskip("ray.serve", reason="Ray Serve is not installed: pip install 'faseg_rt[serve]'")
 requests = pytest.importorskip("requests", reason="requests is not installed")
 
-from ray_cluster import alive, cli_command, descendants, free_port, kill_tree, label_env  # noqa: E402
+from ray_cluster import alive, cli_command, descendants, free_port, kill_tree, small_env  # noqa: E402
 
 # max queued: above any test's concurrency but the flood's (Serve's router may refuse a few more
 # than the queue holds while simultaneous requests race for it)
@@ -66,15 +66,19 @@ def _wait_ready(svc: Service) -> None:
 
 @pytest.fixture(scope="module")
 def service(tiny_model_dir, tmp_path_factory):
-    """`faseg-rt serve` on the tiny model; every Ray worker runs the small-config hook."""
+    """`faseg-rt serve` on the tiny model at small_config(LATENT) (its --config option)."""
+    from conftest import write_small_config
+
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
+    config = write_small_config(log.parent / "small.json", LATENT)
     cmd = cli_command("serve", "--model", str(tiny_model_dir), "--device", "cpu", "--port", str(port),
+                      "--config", str(config),
                       "--address", "local", "--max-batch-size", str(MAX_BATCH), "--batch-wait-ms",
                       "400", "--max-queued", str(MAX_QUEUED), "--max-request-mb", str(MAX_MB),
                       "--num-threads", "1")
     proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                            env=label_env(FASEG_TEST_LATENT=str(LATENT)),
+                            env=small_env(),
                             start_new_session=True)
     svc = Service(proc, port, log)
     try:

@@ -2,9 +2,9 @@
 `label` worker with 1000, `eval --candidates gt` and all-847-class eval on ADE20K-847 look-alikes,
 and `eval-masks` reading the 16-bit masks back.
 
-The commands load their model through `Segmenter.from_pretrained`; here it is wrapped to add the
-64 px config of the `small_segmenter` fixture (everything else, files and exit codes included,
-is the real path)."""
+The commands run the tiny model at the 64 px `small_config` of the `small_segmenter` fixture
+through their `--config` option.
+"""
 
 import json
 
@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faseg_rt import Segmenter
 from faseg_rt.bench.vocab import large_vocabulary
 from faseg_rt.cli import main
 from faseg_rt.eval import open_dataset
@@ -22,20 +21,6 @@ from faseg_rt.io import load_label_png
 from faseg_rt.testing import synthetic_image
 
 
-@pytest.fixture
-def small_loads(monkeypatch):
-    """Every Segmenter.from_pretrained in the commands gets the 64 px config."""
-    from conftest import small_config
-
-    real = Segmenter.from_pretrained.__func__
-
-    def load(cls, model, **kw):
-        kw.setdefault("config", small_config())
-        return real(cls, model, **kw)
-
-    monkeypatch.setattr(Segmenter, "from_pretrained", classmethod(load))
-
-
 def _check_mask(path, want):
     with Image.open(path) as m:
         assert m.mode == ("P" if want.max() <= 255 else "I;16")
@@ -43,14 +28,14 @@ def _check_mask(path, want):
 
 
 @pytest.mark.slow
-def test_segment_command_with_300_classes(tiny_model_dir, small_segmenter, small_loads, tmp_path):
+def test_segment_command_with_300_classes(tiny_model_dir, small_segmenter, small_config_file, tmp_path):
     classes = list(large_vocabulary()[:300])
     img = synthetic_image(50, 40, seed=5)
     img.save(tmp_path / "photo.png")
     with pytest.warns(UserWarning, match="the full prompt is"):   # the prompt P is truncated
         rc = main(["segment", str(tmp_path / "photo.png"), "--classes", ",".join(classes),
                    "--threshold", "0", "--model", str(tiny_model_dir), "--out", str(tmp_path / "out"),
-                   "--overlay", "--quiet"])
+                   "--overlay", "--quiet", "--config", str(small_config_file)])
     assert rc == 0
     small_segmenter.clear_text_cache()               # built here, so its warning is raised here
     with pytest.warns(UserWarning, match="the full prompt is"):
@@ -62,7 +47,7 @@ def test_segment_command_with_300_classes(tiny_model_dir, small_segmenter, small
 
 
 @pytest.mark.slow
-def test_label_worker_with_1000_classes(tiny_model_dir, small_segmenter, small_loads, tmp_path):
+def test_label_worker_with_1000_classes(tiny_model_dir, small_segmenter, tmp_path):
     from faseg_rt.scale.label import _SegmentWorker
 
     classes = list(large_vocabulary()[:1000])
@@ -71,7 +56,8 @@ def test_label_worker_with_1000_classes(tiny_model_dir, small_segmenter, small_l
         p = tmp_path / f"img{k}.png"
         synthetic_image(40 + 8 * k, 32, seed=10 + k).save(p)
         paths.append(p)
-    worker = _SegmentWorker(tiny_model_dir, tmp_path / "out", classes, None, 0.0, batch_size=2)
+    worker = _SegmentWorker(tiny_model_dir, tmp_path / "out", classes, None, 0.0, batch_size=2,
+                            config=small_segmenter.config)
     with pytest.warns(UserWarning, match="the full prompt is"):   # the prompt P is truncated
         rows = worker({"bytes": [p.read_bytes() for p in paths], "path": [str(p) for p in paths]})
     assert list(rows["status"]) == ["ok", "ok"], list(rows["error"])
@@ -91,11 +77,12 @@ def ade847(tmp_path_factory):
     return root
 
 
-def test_eval_oracle_and_eval_masks_on_ade847(tiny_model_dir, small_loads, ade847, tmp_path, capsys):
+def test_eval_oracle_and_eval_masks_on_ade847(tiny_model_dir, small_config_file, ade847, tmp_path,
+                                              capsys):
     out = tmp_path / "oracle"
     rc = main(["eval", "--dataset", "ade847", "--root", str(ade847.parent), "--out", str(out),
                "--candidates", "gt", "--model", str(tiny_model_dir), "--report-images", "2",
-               "--no-progress"])
+               "--no-progress", "--config", str(small_config_file)])
     assert rc == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["candidates"].startswith("gt (oracle") and metrics["num_classes"] == 847

@@ -27,6 +27,25 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str | None = DEFAU
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES,
                    help="network precision (default: float16 on CUDA, else float32)")
+    add_config_arg(p)
+
+
+def add_config_arg(p: argparse.ArgumentParser) -> None:
+    """--config FILE: the method's constants (faseg_rt.config.FASegConfig) from a JSON file."""
+    p.add_argument("--config", type=config_arg, default=None, metavar="FILE",
+                   help="JSON object of FASegConfig fields to change, e.g. {\"image_size\": 64, "
+                        "\"latent_size\": 8, \"cross_weights\": {\"1\": 0.15, ...}, ...} "
+                        "(default: the published 512 px settings)")
+
+
+def config_arg(text: str):
+    """argparse type for --config: FASegConfig.from_json of the file (a bad file: exit 2)."""
+    from faseg_rt.config import FASegConfig
+
+    try:
+        return FASegConfig.from_json(text)
+    except InvalidInputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def check_out_dir(text: str) -> Path:
@@ -57,7 +76,8 @@ def load_segmenter(args):
     from faseg_rt.segmenter import Segmenter
 
     return Segmenter.from_pretrained(args.model, backend=args.backend, device=args.device,
-                                     dtype=args.dtype, engines=args.engines, **frontend_kwargs(args))
+                                     dtype=args.dtype, engines=args.engines, config=args.config,
+                                     **frontend_kwargs(args))
 
 
 def frontend_kwargs(args) -> dict:

@@ -20,8 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from faseg_rt.cli.args import (DEFAULT_MODEL, check_device_dtype, frontend_kwargs, positive_int_arg,
-                               threshold_arg)
+from faseg_rt.cli.args import (DEFAULT_MODEL, add_config_arg, check_device_dtype,
+                               frontend_kwargs, positive_int_arg, threshold_arg)
 from faseg_rt.cli.frontend_args import add_frontend_args, check_frontend, frontend_meta, path_or_auto
 from faseg_rt import rules
 from faseg_rt.errors import FASegError
@@ -75,6 +75,7 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES,
                    help="network precision (default: float16 on CUDA, else float32)")
     p.add_argument("--engines", default=None, help="directory of exported graphs / engines")
+    add_config_arg(p)
     p.add_argument("--batch-size", type=positive_int_arg, default=8,
                    help="images through the networks together (default: 8)")
     p.add_argument("--threshold", type=threshold_arg, default=None,
@@ -127,14 +128,11 @@ def run_eval(args: argparse.Namespace) -> int:
                 read_id_string_json(path, what)
         check_device_dtype(args)
         check_frontend(args, caption_attr="captions", classes=dataset.class_names)
-        try:
-            from faseg_rt import Segmenter
-        except ImportError as e:  # the core runtime is missing or broken in this install
-            return _fail("eval", f"cannot import faseg_rt.Segmenter: {e}")
+        from faseg_rt.segmenter import Segmenter
 
         front = frontend_meta(args)  # {} unless captions / candidates are "auto"
         seg = Segmenter.from_pretrained(args.model, backend=args.backend, device=args.device,
-                                        dtype=args.dtype, engines=args.engines,
+                                        dtype=args.dtype, engines=args.engines, config=args.config,
                                         **(frontend_kwargs(args) if front else {}))
         meta = {"model": str(args.model), "backend": args.backend, **front}
         metrics = evaluate(seg, dataset, args.out, candidates=args.candidates,

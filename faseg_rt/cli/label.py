@@ -65,7 +65,7 @@ def cmd_label(args) -> int:
                        ray_address=args.ray_address, device=args.device, dtype=args.dtype,
                        overwrite=args.overwrite, progress=not args.quiet,
                        candidates=candidates, frontend=frontend_kwargs(args),
-                       exif_transpose=args.exif_transpose)
+                       exif_transpose=args.exif_transpose, config=args.config)
     print(f"labelled {report.ok} image(s), {report.failed} failed, {report.skipped} skipped "
           f"(already done) in {report.seconds:.1f} s; manifest: {report.manifest}")
     if report.failed:

@@ -10,7 +10,7 @@ def cmd_serve(args) -> int:
 
     return serve_forever(args.model, host=args.host, port=args.port, address=args.address,
                          backend=args.backend, device=args.device, dtype=args.dtype,
-                         engines=args.engines, frontend=frontend_kwargs(args),
+                         engines=args.engines, config=args.config, frontend=frontend_kwargs(args),
                          replicas=args.replicas, max_batch_size=args.max_batch_size,
                          batch_wait_ms=args.batch_wait_ms, max_queued=args.max_queued,
                          max_request_mb=args.max_request_mb, num_threads=args.num_threads)

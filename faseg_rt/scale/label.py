@@ -295,7 +295,8 @@ def _close(manifest) -> None:
 def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, caption=None,
           threshold=None, num_workers: int | None = None, batch_size: int = 1, ray_address=None,
           device=None, dtype=None, overwrite: bool = False, progress: bool = False,
-          candidates=None, frontend: dict | None = None, exif_transpose: bool = False) -> LabelReport:
+          candidates=None, frontend: dict | None = None, exif_transpose: bool = False,
+          config=None) -> LabelReport:
     """Label images with FA-Seg on Ray; writes OUT/<stem>.png masks and OUT/manifest.jsonl.
 
     inputs: a directory, a glob, a text file listing paths/URIs, an image, a list of paths/URIs,
@@ -314,6 +315,7 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
         local instance), "auto" (the running cluster) or "ray://host:port" / "host:port".
     overwrite: label everything again, ignoring the manifest.
     exif_transpose: apply each image's EXIF orientation first (as for Segmenter).
+    config: a FASegConfig for every worker (None: the published settings); recorded in the rows.
     Returns a LabelReport (ok / failed / skipped counts); a bad image is a failed row, not an error.
     """
     ray = import_ray()
@@ -327,6 +329,8 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
         check_collisions(items)
     caption, candidates = _per_image_inputs(caption, candidates, items, classes)
     settings = _job_settings(classes, caption, threshold, model, candidates, frontend, exif_transpose)
+    if config is not None:  # a mask made with other constants is not done
+        settings["config"] = config.to_dict()
     out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out / MANIFEST_NAME).load()
     manifest.compact()
@@ -356,7 +360,7 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
                                        device=device, dtype=dtype, batch_size=batch_size,
                                        num_threads=int(cpus) if gpus == 0 else None,
                                        candidates=candidates, frontend=frontend,
-                                       exif_transpose=exif_transpose),
+                                       exif_transpose=exif_transpose, config=config),
             batch_size=batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=cpus, num_gpus=gpus,
             **retry_args(ray.__version__))

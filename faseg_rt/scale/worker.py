@@ -26,7 +26,7 @@ class _SegmentWorker:
 
     def __init__(self, model, out, classes, caption, threshold, backend="torch", engines=None,
                  device=None, dtype=None, batch_size=1, num_threads=None, candidates=None,
-                 frontend=None, exif_transpose=False):
+                 frontend=None, exif_transpose=False, config=None):
         import torch
 
         from faseg_rt.hub import quiet_libraries
@@ -37,7 +37,7 @@ class _SegmentWorker:
             torch.set_num_threads(int(num_threads))
         # dtype: a name ("float32", "fp16", ...) or None; from_pretrained parses and checks it
         self.seg = Segmenter.from_pretrained(model, backend=backend, device=device, dtype=dtype,
-                                             engines=engines, **(frontend or {}))
+                                             engines=engines, config=config, **(frontend or {}))
         self.candidates = candidates
         self.out = Path(out)
         self.classes = list(classes)
