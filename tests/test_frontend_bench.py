@@ -12,7 +12,7 @@ from faseg_rt.cli.bench import main as bench_main
 
 def test_latency_benchmark_with_the_front_end(small_segmenter, tiny_model_dir, tmp_path, capsys,
                                               monkeypatch, one_thread):
-    def small(args, model, backend="torch"):
+    def small(args, model, backend="torch", dtype=None):
         return Segmenter(small_segmenter.backend, small_segmenter.tokenizer, small_segmenter.config)
 
     monkeypatch.setattr(latency_module, "load_segmenter", small)

@@ -148,7 +148,7 @@ def _ort_gpu() -> str:
 
 def _tensorrt() -> str:
     try:
-        from faseg_rt.engines.tensorrt_build import require_tensorrt
+        from faseg_rt.backends.tensorrt_runtime import require_tensorrt
 
         return f"ok ({require_tensorrt().__version__})"
     except Exception as e:  # BackendUnavailableError says why

@@ -21,8 +21,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-# bench/gpu.py reads the gate through this module
-from faseg_rt.backends.tensorrt_runtime import require_tensorrt  # noqa: F401
 from faseg_rt.engines.cache import install, record_path, reuse
 from faseg_rt.errors import EngineError
 from faseg_rt.io import atomic_write_bytes, atomic_write_json
