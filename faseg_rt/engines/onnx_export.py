@@ -135,7 +135,6 @@ def check_onnx(module, spec, dims, path: Path, sizes=None) -> dict:
     The sizes differ from the trace's (N=2, J=2, P=2), so the dynamic axes are exercised too.
     Returns {max_abs_error, tolerance, batch}; raises EngineError above tolerance.
     """
-    import numpy as np
     import onnxruntime as ort
     import torch
 
