@@ -175,6 +175,7 @@ def _large_vocab_parity(seg, ref_seg):
         _assert_same_masks(got, ref)
 
 
+@pytest.mark.filterwarnings("ignore:the full prompt is:UserWarning")  # long prompts are the subject here; test_prompts asserts the warning
 def test_onnxruntime_large_vocabularies_match_torch(engines_dir, tiny_model_dir, segmenter):
     seg = Segmenter.from_pretrained(tiny_model_dir, backend="onnxruntime", engines=engines_dir[0],
                                     device="cpu", dtype=torch.float32)
@@ -465,6 +466,8 @@ def test_golden_rule_passes_torch_fp16_and_fails_one_broken_layer(fp16_dir, tiny
     assert any(k.startswith("cross_") for k in failed), bad["graphs"]["unet_attn"]["errors"]
 
 
+# onnxruntime itself warns that the CUDA provider is missing before our refusal, which is what is asserted
+@pytest.mark.filterwarnings("ignore:Specified provider:UserWarning")
 def test_onnxruntime_cpu_fallback_is_refused(engines_dir, tiny_model_dir, monkeypatch):
     """A CUDA provider that fails to load gives a CPU session without an error: refused."""
     import onnxruntime as ort
