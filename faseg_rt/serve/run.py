@@ -132,4 +132,8 @@ def _shutdown(ray, serve, started: bool, deployed: bool) -> None:
         print(f"faseg-rt serve: while deleting the application: {type(e).__name__}: {e}",
               file=sys.stderr)
     if started:
+        try:  # stops this driver's Serve client threads too: else they wait 60 s for the gone GCS
+            serve.shutdown()
+        except Exception as e:
+            print(f"faseg-rt serve: while shutting Serve down: {type(e).__name__}: {e}", file=sys.stderr)
         ray.shutdown()
