@@ -17,6 +17,7 @@ import io
 import json
 import signal
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -224,10 +225,18 @@ def test_a_client_that_hangs_up_does_not_poison_its_batch(service, reference, on
 def test_beyond_max_queued_the_service_answers_503_with_retry_after(service):
     """More requests at once than the replica takes (2 batches + 4) plus the queue: the rest are
     refused at once with Retry-After; the accepted ones are answered."""
-    n = 2 * MAX_BATCH + 4 + MAX_QUEUED + 8
+    # four times what the replica and its queue hold, released together by a barrier: the
+    # replica drains at most 2 batches per --batch-wait-ms, far fewer than arrive at once
+    n = 4 * (2 * MAX_BATCH + 4 + MAX_QUEUED)
     image = _png(synthetic_image(32, 32, seed=9))
+    start = threading.Barrier(n)
+
+    def post(_):
+        start.wait(timeout=HTTP_TIMEOUT_S)
+        return service.post(image, classes="cat")
+
     with ThreadPoolExecutor(n) as pool:
-        answers = list(pool.map(lambda _: service.post(image, classes="cat"), range(n)))
+        answers = list(pool.map(post, range(n)))
     codes = [r.status_code for r in answers]
     assert set(codes) <= {200, 503} and codes.count(503) >= 1 and codes.count(200) >= 1, codes
     assert all(r.headers.get("retry-after", "").isdigit() for r in answers if r.status_code == 503)
