@@ -7,10 +7,8 @@ beta schedule right here instead of from a scheduler object's side effects.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
@@ -84,13 +82,9 @@ class FASegConfig:
     @classmethod
     def from_json(cls, path) -> "FASegConfig":
         """`from_dict` of a JSON file; an unreadable or malformed file is one InvalidInputError."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InvalidInputError(f"config file {path} does not exist") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InvalidInputError(f"cannot read config file {path} as JSON: {e}") from None
-        return cls.from_dict(data, source=f"config file {path}")
+        from faseg_rt.io import read_json_file
+
+        return cls.from_dict(read_json_file(path, "config"), source=f"config file {path}")
 
     def to_dict(self) -> dict:
         """Plain JSON values (weight keys as strings): `from_dict(to_dict())` is this config."""

@@ -17,6 +17,8 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
+from faseg_rt.errors import InvalidInputError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -75,6 +77,17 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def read_json_file(path: str | os.PathLike, what: str):
+    """The JSON value in a user's file; a missing, unreadable or malformed file is one
+    InvalidInputError line naming `what` ("config", "classes") and the path."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidInputError(f"{what} file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InvalidInputError(f"cannot read {what} file {path} as JSON: {e}") from None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

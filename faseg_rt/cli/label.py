@@ -12,22 +12,17 @@ Ray is optional: without it the command prints how to install it and exits 2.  E
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from pathlib import Path
 
 from faseg_rt.errors import InvalidInputError
+from faseg_rt.io import read_json_file
 
 
 def read_classes_file(path: str) -> list[str]:
     """A JSON list of class names, or an object {"classes": [...]}."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InvalidInputError(f"classes file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InvalidInputError(f"cannot read classes file {path} as JSON: {e}") from None
+    data = read_json_file(path, "classes")
     if isinstance(data, dict):
         data = data.get("classes")
     if not isinstance(data, list) or not all(isinstance(c, str) for c in data):
