@@ -14,6 +14,11 @@ cost and measured as safe (benchmarks/README.md, "Precision policy"):
 | inversion      | latent sample and the DDIM inversion step         | fp32 | fp32 | fp32 |
 | refine         | cross fusion, HARD, TTF, labels                   | fp32 | fp32 | fp32 |
 
+On a CPU whose bf16 units are AVX-512 BF16 without AMX, the UNet's attention kernel itself
+(flash attention over the 4096 tokens of latent 64, bound by its softmax, not its products) runs
+in float32 inside the bf16 UNet: measured there at 0.91x in bf16 (`faseg-rt bench ops`), so
+float32 is both faster and exact there.  With AMX tiles it stays bf16.
+
 The captured logits come from the UNet's own (reduced) q / k projections: computing to_q / to_k
 in float32 inside a bf16 UNet was measured to raise the labels' agreement with fp32 by at most
 0.14 points on the tiny model: the hidden states they project already carry the bf16 error.  The fp16 rows are what the exported
@@ -40,6 +45,8 @@ class PrecisionPolicy:
     dtype: torch.dtype
     stages: tuple[tuple[str, torch.dtype], ...]
     channels_last: bool = False
+    #: dtype of the UNet's attention kernel (softmax(q k^T) v); None: the unet stage's dtype
+    attention: torch.dtype | None = None
 
     def __getitem__(self, stage: str) -> torch.dtype:
         return dict(self.stages)[stage]
@@ -49,7 +56,10 @@ class PrecisionPolicy:
         return str(self.dtype).removeprefix("torch.")
 
     def describe(self) -> str:
-        return ", ".join(f"{s} {str(d).removeprefix('torch.')}" for s, d in self.stages)
+        text = ", ".join(f"{s} {str(d).removeprefix('torch.')}" for s, d in self.stages)
+        if self.attention is not None and self.attention != self["unet"]:
+            text += f" (its attention kernel {str(self.attention).removeprefix('torch.')})"
+        return text
 
 
 def precision_policy(dtype: torch.dtype, device: torch.device | str = "cpu") -> PrecisionPolicy:
@@ -60,8 +70,10 @@ def precision_policy(dtype: torch.dtype, device: torch.device | str = "cpu") -> 
     # channels-last convolutions for bf16 on the CPU (VAE encoder at SD 1.5 widths: fp32 16.7 s,
     # 15.3 s channels-last, bf16 channels-last 5.3 s; a rerun under load did not settle it, see
     # benchmarks/README.md); GPU kernels pick their own layout
-    channels_last = torch.device(device).type == "cpu" and dtype == _BF16
-    return PrecisionPolicy(dtype, stages, channels_last)
+    cpu_bf16 = torch.device(device).type == "cpu" and dtype == _BF16
+    # float32 attention where bf16 has no matrix tiles: faster and exact there (module doc)
+    attention = _F32 if cpu_bf16 and cpu_bf16_units() != "amx_bf16" else None
+    return PrecisionPolicy(dtype, stages, channels_last=cpu_bf16, attention=attention)
 
 
 def apply_policy(policy: PrecisionPolicy, vae, text_encoder, unet, device) -> None:

@@ -183,3 +183,40 @@ def test_bf16_on_a_cpu_without_bf16_units_says_so_and_auto_stays_fp32(monkeypatc
     assert default_device_dtype("cpu", "auto")[1] == F32
     monkeypatch.setattr(precision, "cpu_bf16_units", lambda: "amx_bf16")
     assert default_device_dtype("cpu", "auto")[1] == BF16
+
+
+def test_attention_kernel_dtype_follows_the_cpu(small_bf16_segmenter, monkeypatch):
+    """Without AMX tiles the UNet's attention kernel runs in float32 inside the bf16 UNet (faster
+    there, `faseg-rt bench ops`); with AMX it stays bf16; fp32 policies never set it."""
+    import faseg_rt.precision as precision
+    from faseg_rt.method.attention import FASegAttnProcessor
+
+    unet = small_bf16_segmenter.backend.modules[2]
+    want = F32 if precision.cpu_bf16_units() != "amx_bf16" else None        # this machine's
+    procs = [m.processor for m in unet.modules() if hasattr(m, "set_processor") and hasattr(m, "to_q")]
+    assert procs and all(isinstance(p, FASegAttnProcessor) and p.compute_dtype == want for p in procs)
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: "avx512_bf16")
+    assert precision.precision_policy(BF16, "cpu").attention == F32
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: "amx_bf16")
+    assert precision.precision_policy(BF16, "cpu").attention is None
+    assert precision.precision_policy(F32, "cpu").attention is None
+
+
+def test_float32_attention_kernel_in_a_bf16_layer():
+    """FASegAttnProcessor(float32) on a bf16 layer: the output is the float64 attention of the
+    layer's own bf16 q / k / v, rounded once to bf16 (relative 2^-8), and comes back bf16."""
+    from diffusers.models.attention_processor import Attention
+
+    from faseg_rt.method.attention import FASegAttnProcessor
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=32, heads=2, dim_head=16).to(BF16).eval()
+    attn.set_processor(FASegAttnProcessor(F32))
+    x = torch.randn(2, 64, 32).to(BF16)
+    with torch.no_grad():
+        out = attn(x)
+        q, k, v = (f(x).double().view(2, 64, 2, 16).transpose(1, 2) for f in (attn.to_q, attn.to_k, attn.to_v))
+        ref = torch.softmax(q @ k.transpose(-1, -2) * 16 ** -0.5, dim=-1) @ v
+        ref = attn.to_out[0](ref.transpose(1, 2).reshape(2, 64, 32).to(BF16))
+    assert out.dtype == BF16
+    assert relative_error(out, ref) <= 2 ** -7, relative_error(out, ref)

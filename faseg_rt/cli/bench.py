@@ -1,4 +1,4 @@
-"""`faseg-rt bench latency|throughput|ablations|profile|vocab|precision|gpu` and the scripts in benchmarks/.
+"""`faseg-rt bench latency|throughput|ablations|profile|vocab|precision|ops|gpu` and the scripts in benchmarks/.
 
 Results go to `--out` (default `faseg-bench/` in the current folder, git-ignored, so a run never
 edits the checked-in figures; `--out benchmarks/results` when the point is to update them).  The
@@ -82,6 +82,12 @@ def add_benchmarks(sub) -> None:
     pre.add_argument("--cases", type=int, default=2, help="parity photographs to run (1 or 2)")
     pre.add_argument("--oracle", action=argparse.BooleanOptionalAction, default=True,
                      help="stage errors against the float64 oracle (tiny widths: minutes at full width)")
+    ops = sub.add_parser("ops", help="bf16 vs fp32 per operator at SD 1.5 shapes, and the call's ceiling")
+    ops.add_argument("--repeats", type=positive_int_arg, default=3, help="timed repeats, fastest kept")
+    ops.add_argument("--profile", type=Path, default=None,
+                     help="fp32 `bench profile --model full` JSON: print the call's bf16 ceiling")
+    ops.add_argument("--out", default="faseg-bench", help="folder for the result JSON (default: faseg-bench/)")
+    ops.add_argument("--tag", default="cpu", help="suffix of the result file name (default: cpu)")
     sub.add_parser("gpu", help="every GPU measurement in steps (faseg-rt bench gpu -h)",
                    add_help=False, prefix_chars="\0").add_argument(
         "rest", nargs=argparse.REMAINDER, help="options of faseg-rt bench gpu")
@@ -152,6 +158,10 @@ def _benchmark(what: str):
         from faseg_rt.bench.precision import precision, precision_table
 
         return precision, precision_table
+    if what == "ops":
+        from faseg_rt.bench.ops import ops, ops_table
+
+        return ops, ops_table
     from faseg_rt.bench.vocab import vocab, vocab_table
 
     return vocab, vocab_table

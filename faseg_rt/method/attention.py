@@ -131,7 +131,15 @@ class AttentionCapture:
 
 
 class FASegAttnProcessor:
-    """Scaled-dot-product attention that can also record what HARD needs (see module doc)."""
+    """Scaled-dot-product attention that can also record what HARD needs (see module doc).
+
+    compute_dtype: the dtype softmax(q k^T) v runs in when it differs from the layer's (float32
+    inside a bf16 UNet on CPUs where bf16 attention is slower, faseg_rt.precision); the output
+    goes back to the layer's dtype.
+    """
+
+    def __init__(self, compute_dtype: torch.dtype | None = None):
+        self.compute_dtype = compute_dtype
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  temb=None, capture: AttentionCapture | None = None):
@@ -148,7 +156,10 @@ class FASegAttnProcessor:
         q = q.view(b, -1, heads, d).transpose(1, 2)                    # (B, h, n, d)
         k = k.view(b, -1, heads, d).transpose(1, 2)                    # (B, h, m, d)
         v = v.view(b, -1, heads, d).transpose(1, 2)                    # (B, h, m, d)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=attn.scale)
+        qc, kc, vc = q, k, v
+        if self.compute_dtype is not None and self.compute_dtype != q.dtype:
+            qc, kc, vc = q.to(self.compute_dtype), k.to(self.compute_dtype), v.to(self.compute_dtype)
+        out = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=attention_mask, scale=attn.scale)
         out = out.transpose(1, 2).reshape(b, -1, heads * d).to(q.dtype)  # (B, n, h*d)
         out = attn.to_out[1](attn.to_out[0](out))                      # linear, dropout
         if capture is not None:
@@ -159,8 +170,9 @@ class FASegAttnProcessor:
         return out
 
 
-def install_processors(unet) -> None:
-    """Put FASegAttnProcessor on every attention layer, after checking it fits their shape.
+def install_processors(unet, compute_dtype: torch.dtype | None = None) -> None:
+    """Put FASegAttnProcessor(compute_dtype) on every attention layer, after checking it fits
+    their shape.
 
     Raises ValueError for attention features SD 1.x does not use (and this processor ignores).
     """
@@ -179,4 +191,4 @@ def install_processors(unet) -> None:
         if unsupported:
             raise ValueError(f"attention layer {mod_name} uses {', '.join(unsupported)}, which "
                              "SD 1.x UNets do not: this is not an SD 1.x-architecture model")
-        module.set_processor(FASegAttnProcessor())
+        module.set_processor(FASegAttnProcessor(compute_dtype))
