@@ -35,10 +35,10 @@ def register(subparsers) -> None:
     p.add_argument("--lexicon", type=Path, default=None,
                    help="JSON or YAML {class: [words]} extending the built-in lexicon")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
-    p.set_defaults(func=run_eval_candidates)
+    p.set_defaults(func=cmd_eval_candidates)
 
 
-def run_eval_candidates(args: argparse.Namespace) -> int:
+def cmd_eval_candidates(args: argparse.Namespace) -> int:
     """Handler of `faseg-rt eval-candidates`."""
     from faseg_rt.eval.caption_presence import (caption_presence, dataset_vocabulary,
                                                 parse_class_lists, presence_table)

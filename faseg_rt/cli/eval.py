@@ -76,7 +76,7 @@ def register(subparsers) -> None:
                    help="rows in OUT/report.png (0: no report)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_frontend_args(p, candidates=False)
-    p.set_defaults(func=run_eval)
+    p.set_defaults(func=cmd_eval)
 
     q = subparsers.add_parser(
         "eval-masks",
@@ -87,7 +87,7 @@ def register(subparsers) -> None:
                    help="write metrics.json (and report.png) here")
     q.add_argument("--report-images", type=int, default=0,
                    help="rows in OUT/report.png (needs --out)")
-    q.set_defaults(func=run_eval_masks)
+    q.set_defaults(func=cmd_eval_masks)
 
 
 def _open(args: argparse.Namespace):
@@ -98,7 +98,7 @@ def _open(args: argparse.Namespace):
     return dataset
 
 
-def run_eval(args: argparse.Namespace) -> int:
+def cmd_eval(args: argparse.Namespace) -> int:
     """Handler of `faseg-rt eval`."""
     from faseg_rt.eval.inputs import read_id_string_json
     from faseg_rt.eval.loop import evaluate
@@ -129,7 +129,7 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_eval_masks(args: argparse.Namespace) -> int:
+def cmd_eval_masks(args: argparse.Namespace) -> int:
     """Handler of `faseg-rt eval-masks`."""
     from faseg_rt.eval.loop import evaluate_masks
     from faseg_rt.eval.metrics import metrics_markdown
