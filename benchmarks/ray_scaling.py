@@ -3,9 +3,9 @@ cost separated from the per-image cost by a straight-line fit over job sizes.
 
 Usage: python benchmarks/ray_scaling.py [--sizes 8,24] [--out benchmarks/results/ray-scaling-cpu.json]
 
-Starts a head and a worker node on this machine (tests/ray_cluster.py: `ray start`, 1 CPU each,
-loopback addresses, its own auth token), builds the tiny model, and runs the real CLI driver for
-each job size with --num-workers 1 (one node's worker) and 2 (one worker per node), the tiny
+Starts a head and a worker node on this machine (faseg_rt/testing/ray_cluster.py: `ray start`,
+1 CPU each, loopback addresses, its own auth token), builds the tiny model, and runs the real CLI
+driver for each job size with --num-workers 1 (one node's worker) and 2 (one worker per node), the tiny
 model at the 64 px small config, fresh output each time.  Per run it records the wall time of
 the whole command and when each manifest row appeared.  wall(n) = fixed + n * per_image is
 fitted by least squares over the sizes; images/s = 1 / per_image.  Everything the script
@@ -23,11 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from faseg_rt.testing import write_small_config
+from faseg_rt.testing.ray_cluster import RayCluster, kill_tree, label_command, small_env
 
-from conftest import write_small_config  # noqa: E402
-from ray_cluster import RayCluster, kill_tree, label_command, small_env  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def fit(sizes: list[int], walls: list[float]) -> tuple[float, float]:

@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 CLASSES = "cat,dog,sky,grass,car"
 
 
@@ -164,10 +163,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
-    from conftest import small_config
-
     from faseg_rt.bench.common import machine_info, resolve_model
-    from faseg_rt.testing import synthetic_image
+    from faseg_rt.testing import small_config, synthetic_image
 
     model = resolve_model(args.model, Path.home() / ".cache" / "faseg_rt")
     config = None if args.latent == 64 else small_config(args.latent)

@@ -11,8 +11,8 @@ import io
 import json
 import os
 import tempfile
-from pathlib import Path
-from typing import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -88,6 +88,25 @@ def read_json_file(path: str | os.PathLike, what: str):
         raise InvalidInputError(f"{what} file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InvalidInputError(f"cannot read {what} file {path} as JSON: {e}") from None
+
+
+def output_name(path: str) -> str:
+    """The mask file an input image is written to, OUT/<stem>.png, for a local path or a URI
+    ("s3://bucket/x/y.jpg" -> "y.png"); `faseg-rt segment` and `faseg-rt label` name masks so."""
+    return PurePosixPath(path.replace("\\", "/")).stem + ".png"
+
+
+def check_collisions(inputs: Iterable[str]) -> None:
+    """Two inputs with one stem would overwrite each other's mask: refuse up front, before any
+    model loads or any file is written."""
+    seen: dict[str, str] = {}
+    for item in inputs:
+        name = output_name(item)
+        if name in seen:
+            raise InvalidInputError(
+                f"{item} and {seen[name]} would both write {name}; send them to different "
+                "output directories (one run per source directory)")
+        seen[name] = item
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -6,11 +6,9 @@ assert different things about the same runs.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -86,6 +84,8 @@ def reference64(tiny_model_dir):
 
 # (image seed, width, height, classes, caption): odd sizes exercise the final nearest resize.
 from faseg_rt.testing import PARITY_CASES  # noqa: E402
+# the small config the tiny model runs at (a subprocess in test_reliability_longrun imports it from here)
+from faseg_rt.testing import small_config, write_small_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -107,24 +107,6 @@ def parity_cases(fast_cases, reference32, reference64):
     """fast_cases with the fp32 / fp64 reference outputs of each (the literal oracle: slow tier)."""
     return [dict(c, ref32=reference32(c["image"], c["classes"], c["caption"]),
                  ref64=reference64(c["image"], c["classes"], c["caption"])) for c in fast_cases]
-
-
-def small_config(latent: int = 8):
-    """FASegConfig on a latent x latent grid (image 8 * latent): every stage of the method, far
-    cheaper than 64 x 64 on a CPU; used where a test needs many calls (threads, long runs)."""
-    from faseg_rt.config import FASegConfig
-
-    rs = (latent // 8, latent // 4, latent // 2, latent)
-    return FASegConfig(image_size=8 * latent, latent_size=latent,
-                       cross_weights=dict(zip(rs, (0.15, 0.70, 0.15, 0.0))),
-                       self_weights=dict(zip(rs, (0.1, 0.1, 0.5, 0.3))))
-
-
-def write_small_config(path, latent: int = 8):
-    """small_config(latent) as the JSON file the commands' --config takes; returns path."""
-    path = Path(path)
-    path.write_text(json.dumps(small_config(latent).to_dict()), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="session")

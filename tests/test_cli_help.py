@@ -94,3 +94,13 @@ def test_benchmarks_write_to_a_git_ignored_folder_by_default(tmp_path):
     assert p.returncode == 0, f"{probe} is not git-ignored"
     for written in ("faseg-demo/demo_image_mask.png", "masks/photo.png", "runs/voc/metrics.json"):
         assert subprocess.run(["git", "-C", str(root), "check-ignore", "-q", written]).returncode == 0, written
+
+
+def test_every_command_is_handled_by_cmd_of_its_name():
+    """One naming rule for handlers, so a command's code is found by its name: `eval-masks` ->
+    faseg_rt.cli.<module>.cmd_eval_masks."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, (module, _) in COMMANDS.items():
+        func = sub.choices[name].get_default("func")
+        assert (func.__module__, func.__name__) == (f"faseg_rt.cli.{module}",
+                                                    "cmd_" + name.replace("-", "_")), name

@@ -17,7 +17,8 @@ import pytest
 
 from faseg_rt.cli.main import main
 from faseg_rt.errors import InvalidInputError
-from faseg_rt.scale.inputs import check_collisions, output_name, resolve_inputs
+from faseg_rt.io import check_collisions, output_name
+from faseg_rt.scale.inputs import resolve_inputs
 from faseg_rt.scale.label import RAY_MISSING, RayUnavailableError, label
 from faseg_rt.scale.manifest import Manifest
 from faseg_rt.testing import synthetic_image, write_synthetic_images

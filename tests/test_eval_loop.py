@@ -1,6 +1,5 @@
 """The evaluation loop end to end with fake segmenters, resume, eval-masks, and the CLI wiring."""
 
-import argparse
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -9,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faseg_rt.cli.eval import register
 from faseg_rt.errors import FASegError
 from faseg_rt.eval import open_dataset
 from faseg_rt.testing.datasets import (
@@ -211,13 +209,12 @@ def test_evaluate_masks(tmp_path):
     assert evaluate_masks(ds, tmp_path / "pred")["resized_predictions"] == 1
 
 
-# --- CLI wiring, through a small argparse harness around the eval commands alone ----
+# --- CLI wiring, through `faseg-rt` itself ---------------------------------------------
 
 def _run(argv):
-    parser = argparse.ArgumentParser(prog="faseg-rt")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    from faseg_rt.cli import main
+
+    return main(argv)
 
 
 def test_cli_eval(tiny_model_dir, small_config_file, tmp_path, capsys):
@@ -259,7 +256,7 @@ def test_cli_eval_masks_and_errors(tmp_path, capsys):
     rc = _run(["eval", "--dataset", "voc", "--root", str(tmp_path / "nowhere"), "--out",
                str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("faseg-rt eval: error:") and err.count("\n") == 1
+    assert rc == 2 and err.startswith("faseg-rt: error:") and err.count("\n") == 1
 
     with pytest.raises(SystemExit):
         _run(["eval", "--dataset", "voc", "--root", "x", "--out", "y", "--threshold", "1.5"])

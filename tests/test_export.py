@@ -128,8 +128,8 @@ def test_onnxruntime_backend_honours_or_refuses_a_segmenters_config(engines_dir,
     with that config); a config that weighs 64, or another latent size, is refused."""
     import dataclasses
 
-    from conftest import small_config
     from faseg_rt.config import FASegConfig
+    from faseg_rt.testing import small_config
 
     rs = FASegConfig().resolutions
     cfg = dataclasses.replace(FASegConfig(), cross_weights=dict(zip(rs, (0.3, 0.4, 0.3, 0.0))))

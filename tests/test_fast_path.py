@@ -17,10 +17,9 @@ import time
 import pytest
 import torch
 
-from conftest import small_config
 from faseg_rt import Segmenter
 from faseg_rt.errors import InvalidInputError
-from faseg_rt.testing import synthetic_image
+from faseg_rt.testing import small_config, synthetic_image
 
 CLASSES = ["cat", "grass", "sky"]
 

@@ -3,8 +3,8 @@ a disk that fills up.  After each fault (and the rerun it calls for) every input
 one finished mask or one error row, the masks are byte-identical to a clean single-process run
 at the same thread count (1), every manifest line parses, and no temporary file is left.
 
-One cluster (`ray start` head + one worker node, 1 CPU each, see tests/ray_cluster.py) serves the
-module; the node-kill test runs last because it takes the worker node down.  Drivers are real
+One cluster (`ray start` head + one worker node, 1 CPU each, see faseg_rt/testing/ray_cluster.py)
+serves the module; the node-kill test runs last because it takes the worker node down.  Drivers are real
 `faseg-rt` processes (SIGKILL needs a process of its own) running the tiny model at the 64 px
 `small_config` (their `--config` option); reruns that need no Ray run in-process.  Each kill
 comes after a first result is on disk, and only what holds wherever it lands is asserted.
@@ -23,10 +23,9 @@ import pytest
 import torch
 
 from faseg_rt.testing import write_synthetic_images
+from faseg_rt.testing.ray_cluster import RayCluster, cli_command, kill_tree, label_command, small_env
 
 ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'faseg_rt[ray]'")
-
-from ray_cluster import RayCluster, cli_command, kill_tree, label_command, small_env  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CLASSES = ["cat", "sky"]

@@ -116,7 +116,7 @@ def _weights_64(latent: int, w64: float):
     """small_config with weight w64 on the class-aware maps at full latent resolution."""
     import dataclasses
 
-    from conftest import small_config
+    from faseg_rt.testing import small_config
 
     cfg = small_config(latent)
     rs = cfg.resolutions
@@ -147,8 +147,8 @@ def test_backend_refuses_a_config_it_cannot_compute(small_segmenter):
     grid, refuses a config that needs them (one line, before any work)."""
     import dataclasses
 
-    from conftest import small_config
     from faseg_rt.backends.base import Backend
+    from faseg_rt.testing import small_config
 
     be = small_segmenter.backend
     fixed = Backend(name="fixed", device=be.device, dtype=be.dtype, dims=be.dims,

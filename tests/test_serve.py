@@ -27,12 +27,11 @@ import pytest
 from PIL import Image
 
 from faseg_rt.testing import synthetic_image
+from faseg_rt.testing.ray_cluster import alive, cli_command, descendants, free_port, kill_tree, small_env
 
 pytestmark = pytest.mark.slow  # starts Ray and Serve: the slow tier (CI runs it)
 pytest.importorskip("ray.serve", reason="Ray Serve is not installed: pip install 'faseg_rt[serve]'")
 requests = pytest.importorskip("requests", reason="requests is not installed")
-
-from ray_cluster import alive, cli_command, descendants, free_port, kill_tree, small_env  # noqa: E402
 
 # max queued: above any test's concurrency but the flood's (Serve's router may refuse a few more
 # than the queue holds while simultaneous requests race for it)
@@ -68,7 +67,7 @@ def _wait_ready(svc: Service) -> None:
 @pytest.fixture(scope="module")
 def service(tiny_model_dir, tmp_path_factory):
     """`faseg-rt serve` on the tiny model at small_config(LATENT) (its --config option)."""
-    from conftest import write_small_config
+    from faseg_rt.testing import write_small_config
 
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
@@ -95,9 +94,9 @@ def service(tiny_model_dir, tmp_path_factory):
 def reference(tiny_model_dir):
     """The in-process Segmenter the replica runs (same model, config and thread count)."""
     import torch
-    from conftest import small_config
 
     from faseg_rt import Segmenter
+    from faseg_rt.testing import small_config
 
     return Segmenter.from_pretrained(tiny_model_dir, device="cpu", dtype=torch.float32,
                                      config=small_config(LATENT))

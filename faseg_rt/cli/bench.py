@@ -108,7 +108,7 @@ def build_parser():
     return p
 
 
-def run(args) -> int:
+def cmd_bench(args) -> int:
     if args.what == "gpu":  # its own steps and options (faseg_rt/bench/gpu.py)
         from faseg_rt.bench.gpu import main as gpu_main
 
@@ -171,13 +171,13 @@ def register(subparsers) -> None:
     """Mount `faseg-rt bench ...` on the core CLI."""
     p = subparsers.add_parser("bench", description=DESCRIPTION)
     add_benchmarks(p.add_subparsers(dest="what", required=True, metavar="KIND"))
-    p.set_defaults(func=run)
+    p.set_defaults(func=cmd_bench)
 
 
 def main(argv=None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    return run(build_parser().parse_args(sys.argv[1:] if argv is None else list(argv)))
+    return cmd_bench(build_parser().parse_args(sys.argv[1:] if argv is None else list(argv)))
 
 
 if __name__ == "__main__":

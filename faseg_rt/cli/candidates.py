@@ -15,7 +15,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from faseg_rt.errors import FASegError
 from faseg_rt.eval.datasets.registry import DATASETS
 
 
@@ -36,10 +35,10 @@ def register(subparsers) -> None:
     p.add_argument("--lexicon", type=Path, default=None,
                    help="JSON or YAML {class: [words]} extending the built-in lexicon")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
-    p.set_defaults(func=run_eval_candidates)
+    p.set_defaults(func=cmd_eval_candidates)
 
 
-def run_eval_candidates(args: argparse.Namespace) -> int:
+def cmd_eval_candidates(args: argparse.Namespace) -> int:
     """Handler of `faseg-rt eval-candidates`."""
     from faseg_rt.eval.caption_presence import (caption_presence, dataset_vocabulary,
                                                 parse_class_lists, presence_table)
@@ -47,21 +46,17 @@ def run_eval_candidates(args: argparse.Namespace) -> int:
     from faseg_rt.frontend.caption_classes import load_lexicon
     from faseg_rt.io import atomic_write_json
 
-    try:
-        classes, aliases = dataset_vocabulary(args.dataset)
-        captions = read_id_string_json(args.captions, "captions")
-        truth, unknown = parse_class_lists(read_id_string_json(args.groundtruth, "ground truth"),
+    classes, aliases = dataset_vocabulary(args.dataset)
+    captions = read_id_string_json(args.captions, "captions")
+    truth, unknown = parse_class_lists(read_id_string_json(args.groundtruth, "ground truth"),
+                                       classes, aliases)
+    published = None
+    if args.published is not None:
+        published, bad = parse_class_lists(read_id_string_json(args.published, "published"),
                                            classes, aliases)
-        published = None
-        if args.published is not None:
-            published, bad = parse_class_lists(read_id_string_json(args.published, "published"),
-                                               classes, aliases)
-            unknown |= bad
-        lexicon = load_lexicon(args.lexicon) if args.lexicon is not None else None
-        result = caption_presence(captions, truth, classes, published, lexicon)
-    except FASegError as e:
-        print(f"faseg-rt eval-candidates: error: {e}", file=sys.stderr)
-        return 2
+        unknown |= bad
+    lexicon = load_lexicon(args.lexicon) if args.lexicon is not None else None
+    result = caption_presence(captions, truth, classes, published, lexicon)
     uncaptioned = sum(1 for i in truth if i not in captions)
     if uncaptioned:
         print(f"note: {uncaptioned} of the {len(truth)} ground-truth images have no caption in "

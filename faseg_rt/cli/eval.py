@@ -20,11 +20,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from faseg_rt.cli.args import (DEFAULT_MODEL, add_config_arg, check_device_dtype,
-                               frontend_kwargs, positive_int_arg, threshold_arg)
+from faseg_rt.cli.args import (add_model_args, check_device_dtype, load_segmenter,
+                               positive_int_arg, threshold_arg)
 from faseg_rt.cli.frontend_args import add_frontend_args, check_frontend, frontend_meta, path_or_auto
-from faseg_rt import rules
-from faseg_rt.errors import FASegError
 from faseg_rt.eval.datasets.registry import DATASETS, open_dataset
 
 
@@ -68,14 +66,7 @@ def register(subparsers) -> None:
     p.add_argument("--published-candidates", type=Path, default=None, metavar="FILE",
                    help="with a --candidates mode: score these lists' precision / recall of class "
                         "presence beside the front end's (they are not used to segment)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"SD 1.x hub id or directory (default: {DEFAULT_MODEL})")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
-                   help="who runs the networks (default: torch; the others need --engines)")
-    p.add_argument("--device", default=None, help="e.g. cpu, cuda, cuda:1")
-    p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES,
-                   help="network precision (default: float16 on CUDA, else float32)")
-    p.add_argument("--engines", default=None, help="directory of exported graphs / engines")
-    add_config_arg(p)
+    add_model_args(p)
     p.add_argument("--batch-size", type=positive_int_arg, default=8,
                    help="images through the networks together (default: 8)")
     p.add_argument("--threshold", type=threshold_arg, default=None,
@@ -85,7 +76,7 @@ def register(subparsers) -> None:
                    help="rows in OUT/report.png (0: no report)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_frontend_args(p, candidates=False)
-    p.set_defaults(func=run_eval)
+    p.set_defaults(func=cmd_eval)
 
     q = subparsers.add_parser(
         "eval-masks",
@@ -96,7 +87,7 @@ def register(subparsers) -> None:
                    help="write metrics.json (and report.png) here")
     q.add_argument("--report-images", type=int, default=0,
                    help="rows in OUT/report.png (needs --out)")
-    q.set_defaults(func=run_eval_masks)
+    q.set_defaults(func=cmd_eval_masks)
 
 
 def _open(args: argparse.Namespace):
@@ -107,41 +98,29 @@ def _open(args: argparse.Namespace):
     return dataset
 
 
-def _fail(command: str, err: Exception) -> int:
-    print(f"faseg-rt {command}: error: {err}", file=sys.stderr)
-    return 2
-
-
-def run_eval(args: argparse.Namespace) -> int:
+def cmd_eval(args: argparse.Namespace) -> int:
     """Handler of `faseg-rt eval`."""
     from faseg_rt.eval.inputs import read_id_string_json
     from faseg_rt.eval.loop import evaluate
     from faseg_rt.eval.metrics import metrics_markdown
     from faseg_rt.eval.presence import presence_markdown
 
-    try:
-        dataset = _open(args)
-        # read the inputs once before loading the model, so a bad file fails in a second
-        for path, what in ((args.candidates, "candidates"), (args.captions, "captions"),
-                           (args.published_candidates, "published candidates")):
-            if isinstance(path, Path):
-                read_id_string_json(path, what)
-        check_device_dtype(args)
-        check_frontend(args, caption_attr="captions", classes=dataset.class_names)
-        from faseg_rt.segmenter import Segmenter
-
-        front = frontend_meta(args)  # {} unless captions / candidates are "auto"
-        seg = Segmenter.from_pretrained(args.model, backend=args.backend, device=args.device,
-                                        dtype=args.dtype, engines=args.engines, config=args.config,
-                                        **(frontend_kwargs(args) if front else {}))
-        meta = {"model": str(args.model), "backend": args.backend, **front}
-        metrics = evaluate(seg, dataset, args.out, candidates=args.candidates,
-                           captions=args.captions, limit=args.limit, batch_size=args.batch_size,
-                           threshold=args.threshold, report_images=args.report_images,
-                           progress=not args.no_progress, meta=meta,
-                           published_candidates=args.published_candidates)
-    except FASegError as e:
-        return _fail("eval", e)
+    dataset = _open(args)
+    # read the inputs once before loading the model, so a bad file fails in a second
+    for path, what in ((args.candidates, "candidates"), (args.captions, "captions"),
+                       (args.published_candidates, "published candidates")):
+        if isinstance(path, Path):
+            read_id_string_json(path, what)
+    check_device_dtype(args)
+    check_frontend(args, caption_attr="captions", classes=dataset.class_names)
+    front = frontend_meta(args)  # {} unless captions / candidates are "auto"
+    seg = load_segmenter(args)  # the front end loads only when a mode asks for it
+    meta = {"model": str(args.model), "backend": args.backend, **front}
+    metrics = evaluate(seg, dataset, args.out, candidates=args.candidates,
+                       captions=args.captions, limit=args.limit, batch_size=args.batch_size,
+                       threshold=args.threshold, report_images=args.report_images,
+                       progress=not args.no_progress, meta=meta,
+                       published_candidates=args.published_candidates)
     print(metrics_markdown(metrics))
     if "presence" in metrics:
         print("\nclass presence (candidates against the ground truth)\n")
@@ -150,17 +129,14 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_eval_masks(args: argparse.Namespace) -> int:
+def cmd_eval_masks(args: argparse.Namespace) -> int:
     """Handler of `faseg-rt eval-masks`."""
     from faseg_rt.eval.loop import evaluate_masks
     from faseg_rt.eval.metrics import metrics_markdown
 
-    try:
-        dataset = _open(args)
-        metrics = evaluate_masks(dataset, args.pred, out_dir=args.out, limit=args.limit,
-                                 report_images=args.report_images if args.out else 0)
-    except FASegError as e:
-        return _fail("eval-masks", e)
+    dataset = _open(args)
+    metrics = evaluate_masks(dataset, args.pred, out_dir=args.out, limit=args.limit,
+                             report_images=args.report_images if args.out else 0)
     print(metrics_markdown(metrics))
     if args.out:
         print(f"\nmetrics: {Path(args.out) / 'metrics.json'}")

@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="rebuild everything, even what is up to date")
 
 
-def run_args(args) -> int:
+def cmd_export(args) -> int:
     import torch
 
     from faseg_rt.errors import InvalidInputError
@@ -71,7 +71,7 @@ def _graphs(text):
     return tuple(x.strip() for x in text.split(",") if x.strip()) if text else None
 
 
-def run_golden(args) -> int:
+def cmd_golden(args) -> int:
     from faseg_rt.engines.golden import SIZES, save_golden
     from faseg_rt.errors import InvalidInputError
 
@@ -82,7 +82,7 @@ def run_golden(args) -> int:
     return 0
 
 
-def run_validate(args) -> int:
+def cmd_validate(args) -> int:
     from faseg_rt.backends import load_backend
     from faseg_rt.engines.golden import validate
     from faseg_rt.engines.manifest import load_manifest
@@ -109,14 +109,14 @@ def register(subparsers) -> None:
         "export", description="Export the four networks to checked ONNX graphs and (on CUDA) build "
                               "TensorRT engines; DIR/manifest.json is written last.")
     add_arguments(p)
-    p.set_defaults(func=run_args)
+    p.set_defaults(func=cmd_export)
     g = subparsers.add_parser("golden", description="Save golden inputs and ONNX Runtime (CPU) outputs of exported graphs.")
     g.add_argument("--engines", required=True, help="engines directory written by faseg-rt export")
     g.add_argument("--out", required=True, help="folder for the polygraphy JSON files and golden.json")
     g.add_argument("--fp16", action="store_true", help="the fp16 graphs (export --fp16) instead of the fp32 ones")
     g.add_argument("--batch", type=int, default=1, help="images per call (N = 2 x batch latents)")
     g.add_argument("--graphs", default=None, help="comma-separated subset (default: all four)")
-    g.set_defaults(func=run_golden)
+    g.set_defaults(func=cmd_golden)
     v = subparsers.add_parser("validate", description="Compare a backend with saved golden outputs (polygraphy Comparator).")
     v.add_argument("--model", required=True, help="the model the engines were built from")
     v.add_argument("--engines", required=True, help="engines directory written by faseg-rt export")
@@ -128,4 +128,4 @@ def register(subparsers) -> None:
     v.add_argument("--rtol", type=float, default=None, help="default: the golden data's, by precision")
     v.add_argument("--graphs", default=None, help="comma-separated subset (bisect one graph at a time)")
     v.add_argument("--report", default=None, help="write the per-output errors as JSON here")
-    v.set_defaults(func=run_validate)
+    v.set_defaults(func=cmd_validate)

@@ -21,7 +21,9 @@ import sys
 from faseg_rt.cli.parser import CLIParser
 from faseg_rt.errors import FASegError
 
-#: subcommand -> (module of faseg_rt.cli that registers it, its line in `faseg-rt --help`)
+#: subcommand -> (module of faseg_rt.cli that registers it, its line in `faseg-rt --help`).
+#: The module's `register(sub)` adds the subcommand's parser with `func=cmd_<subcommand>`
+#: ("eval-masks" -> cmd_eval_masks), the function `main` calls with the parsed flags.
 COMMANDS = {
     "segment": ("segment", "segment images (files or folders) into palette PNG masks"),
     "demo": ("segment", "run end to end offline on a tiny random model"),

@@ -63,8 +63,7 @@ def segment_files(seg, images: list[str], classes: list[str], out: Path, caption
     skipped, and the run goes on.  Internal errors propagate (the CLI exits 1).
     """
     from faseg_rt.images import load_image
-    from faseg_rt.io import atomic_write_json, remove_stale_temps
-    from faseg_rt.scale.inputs import check_collisions
+    from faseg_rt.io import atomic_write_json, check_collisions, remove_stale_temps
 
     check_collisions(images)
     # a run killed mid-write (SIGKILL, power) leaves temporaries of the files it redoes now

@@ -1,12 +1,12 @@
 """What `faseg-rt label` and `faseg-rt segment` read: a directory, a glob, a list file, one image, or
-URIs (s3://, gs://, ... listed through pyarrow's filesystems), and the output name of each."""
+URIs (s3://, gs://, ... listed through pyarrow's filesystems).  The output name of each input is
+`faseg_rt.io.output_name`."""
 
 from __future__ import annotations
 
 import glob
 import os
-from pathlib import Path, PurePosixPath
-from typing import Iterable
+from pathlib import Path
 
 from faseg_rt.errors import InvalidInputError
 
@@ -102,22 +102,3 @@ def resolve_inputs(inputs) -> list[str]:
             seen.add(item)
             out.append(item)
     return out
-
-
-def output_name(path: str) -> str:
-    """OUT/<stem>.png, the same name `faseg-rt segment` writes."""
-    return PurePosixPath(path_key(path).replace("\\", "/")).stem + ".png"
-
-
-def check_collisions(inputs: Iterable[str]) -> None:
-    """Two inputs with one stem would overwrite each other's mask: refuse up front.
-
-    Used by `faseg-rt label` and `faseg-rt segment` alike (both write OUT/<stem>.png)."""
-    seen: dict[str, str] = {}
-    for item in inputs:
-        name = output_name(item)
-        if name in seen:
-            raise InvalidInputError(
-                f"{item} and {seen[name]} would both write {name}; send them to different "
-                "output directories (one run per source directory)")
-        seen[name] = item

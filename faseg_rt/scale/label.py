@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faseg_rt.errors import FASegError, InvalidInputError
-from faseg_rt.io import remove_stale_temps
-from faseg_rt.scale.inputs import check_collisions, is_uri, output_name, path_key, resolve_inputs
+from faseg_rt.io import check_collisions, output_name, remove_stale_temps
+from faseg_rt.scale.inputs import is_uri, path_key, resolve_inputs
 from faseg_rt.scale.manifest import (MANIFEST_NAME, Manifest, is_done, job_settings,
                                      manifest_fields)
 from faseg_rt.scale.worker import _SegmentWorker

@@ -1,4 +1,5 @@
-"""An SD 1.5-shaped model with random weights, built offline, for tests, benchmarks and the demo.
+"""An SD 1.5-shaped model with random weights, built offline, for tests, benchmarks and the demo,
+and the small config (`small_config`, a 64 px grid by default) they run it at.
 
 Same block layout as SD 1.5 (3 x CrossAttnDownBlock2D + DownBlock2D, layers_per_block 2, so 5
 attention layers at latent 64, 32 and 16 and one in the mid block at 8; 8 heads; an 8x VAE;
@@ -151,3 +152,21 @@ def write_synthetic_images(directory, n: int, *, seed: int = 0, width: int = 36,
         synthetic_image(width + 5 * (i % 9), height + 3 * (i % 3), seed=seed + i).save(path)
         paths.append(path)
     return paths
+
+
+def small_config(latent: int = 8):
+    """FASegConfig on a latent x latent grid (image 8 * latent): every stage of the method, far
+    cheaper than 64 x 64 on a CPU; what tests and benchmarks run the tiny model at."""
+    from faseg_rt.config import FASegConfig
+
+    rs = (latent // 8, latent // 4, latent // 2, latent)
+    return FASegConfig(image_size=8 * latent, latent_size=latent,
+                       cross_weights=dict(zip(rs, (0.15, 0.70, 0.15, 0.0))),
+                       self_weights=dict(zip(rs, (0.1, 0.1, 0.5, 0.3))))
+
+
+def write_small_config(path, latent: int = 8) -> Path:
+    """small_config(latent) as the JSON file the commands' --config takes; returns path."""
+    path = Path(path)
+    path.write_text(json.dumps(small_config(latent).to_dict()), encoding="utf-8")
+    return path

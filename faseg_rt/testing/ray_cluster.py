@@ -1,4 +1,5 @@
-"""A real multi-node Ray cluster on this machine for the fault tests, and the small-config hook.
+"""A real multi-node Ray cluster on this machine, for the fault and service tests and the Ray
+scaling benchmark (benchmarks/ray_scaling.py), and the commands they run in fresh processes.
 
 `RayCluster` starts a head and worker nodes with `ray start --block` (each its own process group,
 its own temp dir, ports picked free on 127.0.0.1, one CPU each) and stops them by the process ids
@@ -19,7 +20,9 @@ but Ray 2.60 replaces a loopback node address by the host's own address
 interface; no option changes that.  All traffic stays on this host.
 
 Commands run the tiny model at a small config through their own `--config FILE` option
-(conftest.write_small_config), in the driver and in every Ray worker alike.
+(`faseg_rt.testing.write_small_config`), in the driver and in every Ray worker alike.  Every
+process started here imports the faseg_rt this process imported: the directory that holds it
+goes first on PYTHONPATH, so a checkout under test is what runs, installed or not.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent  # the tree under test (PYTHONPATH for every node)
-TESTS = Path(__file__).resolve().parent
+#: The directory holding this faseg_rt package (the tree under test): PYTHONPATH of every node.
+ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 90.0
 
 
@@ -44,9 +47,9 @@ AUTH_TOKEN = secrets.token_hex(32)
 
 
 def small_env(**extra) -> dict:
-    """Environment for a subprocess that imports the tree under test (and the tests' helpers)."""
+    """Environment for a subprocess (a node, a driver) that imports the tree under test."""
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=AUTH_TOKEN)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTS)] +
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] +
                                         ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.update({"TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error",
                 "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}, **extra)
