@@ -31,8 +31,11 @@ def test_ceiling_scales_each_class_and_keeps_the_rest():
         {"op": "aten::silu", "self_ms": 5.0}]}
     c = ceiling(profile, {"conv": 2.0, "linear": 4.0, "attention": 0.9})
     # conv 40 -> 20, linear 20 -> 5, attention at max(0.9, 1) stays 30, the rest (10) stays
-    assert c["bf16_ms"] == pytest.approx(65.0)
     assert c["speedup"] == pytest.approx(100 / 65)
     assert c["shares"]["rest"] == pytest.approx(0.10)
+    # 2.5x = 40 ms: attention keeps 30, so the other 70 ms must fit in 10 ms: 7x
+    assert c["needed_ratio"] == pytest.approx(7.0)
     faster = ceiling(profile, {"conv": 2.0, "linear": 4.0, "attention": 3.0})
-    assert faster["bf16_ms"] == pytest.approx(45.0)
+    assert faster["speedup"] == pytest.approx(100 / 45)
+    assert faster["needed_ratio"] == pytest.approx(70 / 30)
+    assert ceiling(profile, {"conv": 2.0, "linear": 4.0, "attention": 0.9}, target=4.0)["needed_ratio"] == float("inf")
