@@ -115,7 +115,7 @@ def main(argv=None) -> int:
                                       "images_per_s": round(1 / b_per, 2) if b_per > 0 else None}
     result = {"what": "faseg-rt label on a ray-start cluster (1 CPU per node), tiny model at 64 px",
               "machine": f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()}"
-                         " CPU cores shared with other jobs",
+                         " CPU cores (how busy: load_average_before_after)",
               "load_average_before_after": [load_before, load_after],
               "cluster_start_s": round(cluster_start, 2), "runs": runs, "fit": summary}
     print(json.dumps(result, indent=2))
