@@ -16,8 +16,10 @@ cost and measured as safe (benchmarks/README.md, "Precision policy"):
 
 On a CPU whose bf16 units are AVX-512 BF16 without AMX, the UNet's attention kernel itself
 (flash attention over the 4096 tokens of latent 64, bound by its softmax, not its products) runs
-in float32 inside the bf16 UNet: measured there at 0.91x in bf16 (`faseg-rt bench ops`), so
-float32 is both faster and exact there.  With AMX tiles it stays bf16.
+in float32 inside the bf16 UNet: bf16 runs that kernel no faster there (0.91-1.03x of fp32,
+`faseg-rt bench ops`), and a full-width bf16 call with the kernel in float32 was as fast and its
+labels agreed with fp32 on 1.2-1.4 points more pixels (benchmarks/README.md).  With AMX tiles
+it stays bf16 (not measured here: no AMX machine).
 
 The captured logits come from the UNet's own (reduced) q / k projections: computing to_q / to_k
 in float32 inside a bf16 UNet was measured to raise the labels' agreement with fp32 by at most

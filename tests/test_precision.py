@@ -8,8 +8,10 @@ benchmarks/results/precision-tiny-cpu.json):
 - a bfloat16 stage: <= 0.15 [VAE 0.042, UNet 0.023, capture through the bf16 UNet 0.046 / 0.080];
 - the capture arithmetic itself, the inversion and refine stay float32 inside a bf16 segmenter:
   checked at float32 tolerance on the tensors that segmenter produced;
-- bf16 labels vs fp32 labels >= 92 % [95.83 % and 93.51 %: every changed pixel is a near-tie of
-  the random model; the 99 % target is not reached, see benchmarks/README.md].
+- bf16 labels vs fp32 labels >= 95 % with the UNet's attention kernel in float32 (CPUs without
+  AMX) [97.41 % and 96.26 %], >= 92 % with it in bf16 (AMX) [95.83 % and 93.51 %, measured here by
+  forcing that policy]: every changed pixel is a near-tie of the random model; the 99 % target is
+  not reached, see benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from faseg_rt.precision import STAGES, precision_policy
 from faseg_rt.testing import synthetic_image
 
 F32, BF16 = torch.float32, torch.bfloat16
-BF16_AGREEMENT = 0.92
+BF16_AGREEMENT = {F32: 0.95, None: 0.92}     # by the policy's attention kernel dtype
 TOL = {F32: 1e-4, BF16: 0.15}
 BF16_POLICY = {"text_encoder": F32, "vae_encoder": BF16, "unet": BF16, "capture": F32, "inversion": F32,
                "refine": F32}
@@ -125,7 +127,8 @@ def test_bf16_masks_agree_with_fp32_masks(segmenter, bf16_segmenter):
         a = segmenter(img, classes=classes, caption=caption)
         b = bf16_segmenter(img, classes=classes, caption=caption)
         assert b.scores.dtype == np.float32
-        assert float((a.labels == b.labels).mean()) >= BF16_AGREEMENT
+        floor = BF16_AGREEMENT[bf16_segmenter.backend.precision.attention]
+        assert float((a.labels == b.labels).mean()) >= floor
 
 
 def test_cli_segment_with_dtype_bf16_and_auto(small_segmenter, small_bf16_segmenter, tmp_path, monkeypatch):

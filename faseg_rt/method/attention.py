@@ -134,7 +134,7 @@ class FASegAttnProcessor:
     """Scaled-dot-product attention that can also record what HARD needs (see module doc).
 
     compute_dtype: the dtype softmax(q k^T) v runs in when it differs from the layer's (float32
-    inside a bf16 UNet on CPUs where bf16 attention is slower, faseg_rt.precision); the output
+    inside a bf16 UNet on CPUs where bf16 attention is no faster, faseg_rt.precision); the output
     goes back to the layer's dtype.
     """
 
