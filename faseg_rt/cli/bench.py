@@ -136,35 +136,19 @@ def cmd_bench(args) -> int:
     return 0
 
 
+#: benchmarks run through cmd_bench: module faseg_rt.bench.KIND with functions KIND (run) and
+#: KIND_table (its markdown)
+TABLE_BENCHMARKS = ("latency", "throughput", "ablations", "profile", "precision", "ops", "vocab")
+
+
 def _benchmark(what: str):
     """(run, table) of one benchmark; imported here so that `-h` needs no torch."""
-    if what == "latency":
-        from faseg_rt.bench.latency import latency, latency_table
+    import importlib
 
-        return latency, latency_table
-    if what == "throughput":
-        from faseg_rt.bench.throughput import throughput, throughput_table
-
-        return throughput, throughput_table
-    if what == "ablations":
-        from faseg_rt.bench.ablations import ablations, ablations_table
-
-        return ablations, ablations_table
-    if what == "profile":
-        from faseg_rt.bench.profile import profile, profile_table
-
-        return profile, profile_table
-    if what == "precision":
-        from faseg_rt.bench.precision import precision, precision_table
-
-        return precision, precision_table
-    if what == "ops":
-        from faseg_rt.bench.ops import ops, ops_table
-
-        return ops, ops_table
-    from faseg_rt.bench.vocab import vocab, vocab_table
-
-    return vocab, vocab_table
+    if what not in TABLE_BENCHMARKS:
+        raise ValueError(f"no benchmark {what!r}")
+    module = importlib.import_module(f"faseg_rt.bench.{what}")
+    return getattr(module, what), getattr(module, f"{what}_table")
 
 
 def register(subparsers) -> None:
