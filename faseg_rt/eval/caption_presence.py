@@ -26,6 +26,7 @@ from faseg_rt.eval.datasets.registry import READERS
 from faseg_rt.eval.inputs import build_vocabulary, parse_candidates
 from faseg_rt.eval.presence import PresenceCounts
 from faseg_rt.frontend.caption_classes import classes_in_caption
+from faseg_rt.frontend.per_image import spelling_aliases
 
 SOURCES = ("caption", "published", "union")
 
@@ -37,7 +38,7 @@ def dataset_vocabulary(name: str) -> tuple[tuple[str, ...], dict[str, str]]:
         raise InvalidInputError(f"unknown dataset {name!r}; choose one of {', '.join(readers)}")
     reader = readers[name]
     classes = tuple(reader.class_names[1:] if reader.background else reader.class_names)
-    aliases = {n.replace(" ", ""): n for n in classes if " " in n}
+    aliases = spelling_aliases(classes)  # "tvmonitor", as segment / label's candidates files
     aliases.update(reader.aliases)
     return classes, aliases
 
