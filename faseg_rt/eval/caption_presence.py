@@ -56,6 +56,24 @@ def parse_class_lists(raw: Mapping[str, str], classes: Sequence[str],
     return out, unknown
 
 
+def unknown_words(raw: Mapping[str, str], classes: Sequence[str],
+                  aliases: Mapping[str, str] | None = None) -> tuple[float, list[str]]:
+    """(share of the words of all values that name no class, those words by first appearance):
+    near 0 for class lists, high for captions ("a", "man", "riding", ...), so a captions file
+    and a class-list file given the other's place can be told apart."""
+    vocab = build_vocabulary(classes, aliases)
+    words, unknown = 0, {}
+    for text in raw.values():
+        _, bad = parse_candidates(text or "", vocab)
+        tokens = [w.strip(",;").lower() for w in (text or "").split()]
+        tokens = [w for w in tokens if w]
+        words += len(tokens)
+        for w in tokens:
+            if w in bad:
+                unknown[w] = unknown.get(w, 0) + 1
+    return (sum(unknown.values()) / words if words else 0.0), list(unknown)
+
+
 def caption_presence(captions: Mapping[str, str], truth: Mapping[str, Sequence[str]],
                      classes: Sequence[str],
                      published: Mapping[str, Sequence[str]] | None = None,
