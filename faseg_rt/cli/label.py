@@ -33,13 +33,15 @@ def read_classes_file(path: str) -> list[str]:
 
 
 def cmd_label(args) -> int:
-    from faseg_rt.cli.args import check_device_dtype, check_out_dir, frontend_kwargs, parse_classes
+    from faseg_rt.cli.args import (check_device_dtype, check_engines, check_out_dir, frontend_kwargs,
+                                   parse_classes)
     from faseg_rt.cli.frontend_args import check_frontend
     from faseg_rt.scale.label import import_ray, label
 
     from faseg_rt.method.prompts import normalize_classes
     from faseg_rt.frontend.per_image import read_id_string_json
 
+    check_engines(args)
     ray_settings(args.ray_address)  # read by Ray when it is imported
     import_ray()  # the install hint comes before any other work
     classes = read_classes_file(args.classes_file) if args.classes_file else parse_classes(args.classes)
