@@ -96,9 +96,9 @@ def output_name(path: str) -> str:
     return PurePosixPath(path.replace("\\", "/")).stem + ".png"
 
 
-def check_collisions(inputs: Iterable[str]) -> None:
+def check_collisions(inputs: Iterable[str]) -> set[str]:
     """Two inputs with one stem would overwrite each other's mask: refuse up front, before any
-    model loads or any file is written."""
+    model loads or any file is written.  Returns the output names the inputs write."""
     seen: dict[str, str] = {}
     for item in inputs:
         name = output_name(item)
@@ -107,6 +107,7 @@ def check_collisions(inputs: Iterable[str]) -> None:
                 f"{item} and {seen[name]} would both write {name}; send them to different "
                 "output directories (one run per source directory)")
         seen[name] = item
+    return set(seen)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

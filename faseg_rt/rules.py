@@ -17,6 +17,10 @@ InvalidInputError with one line that names the parameter, what was given and wha
     device(value) -> torch.device                   "cpu" or a CUDA device this machine has
                                                     (available_devices() lists them); the API
                                                     checks it before any model loads
+    candidate_mode(value) -> str | None             a candidates mode of CANDIDATE_MODES (or an
+                                                    alias: "recogniser") in canonical form; None
+                                                    for any other value
+    did_you_mean(value, known) -> str               "; did you mean 'x'?" for a near miss, or ""
 
 Tables: DTYPE_NAMES (every accepted dtype name -> torch dtype), CLI_DTYPES (the precisions the
 command line offers) and DTYPE_CHOICES (the argparse choices of every --dtype flag).
@@ -35,6 +39,7 @@ the CPU) and each exported backend's own precision check.
 
 from __future__ import annotations
 
+import difflib
 import math
 
 import numpy as np
@@ -64,6 +69,33 @@ CLI_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #: argparse choices of every --dtype flag: the short and long name of each CLI dtype, and "auto".
 DTYPE_CHOICES: tuple[str, ...] = tuple(
     name for dt, short, long, _ in _DTYPES if dt in CLI_DTYPES for name in (short, long)) + (AUTO,)
+
+
+#: The candidates modes (faseg_rt.frontend.candidates says what each does), and the other
+#: spellings taken for them (README prose writes the British "recogniser").
+CANDIDATE_MODES = ("auto", "caption", "recognizer")
+CANDIDATE_MODE_ALIASES = {"recogniser": "recognizer"}
+
+
+def candidate_mode(value) -> str | None:
+    """The canonical mode a string names ("recogniser" -> "recognizer"), or None if it names none."""
+    if not isinstance(value, str):
+        return None
+    value = CANDIDATE_MODE_ALIASES.get(value, value)
+    return value if value in CANDIDATE_MODES else None
+
+
+def modes_text(extra: tuple[str, ...] = ()) -> str:
+    """"'auto', 'caption' or 'recognizer'": the modes as every message lists them."""
+    names = [repr(m) for m in (*CANDIDATE_MODES, *extra)]
+    return f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def did_you_mean(value, known) -> str:
+    """"; did you mean 'x'?" when `value` is a near miss of one of `known` (difflib), else ""."""
+    lower = {str(k).lower(): k for k in known}  # case-blind; the answer as `known` spells it
+    close = difflib.get_close_matches(str(value).lower(), list(lower), n=1, cutoff=0.6)
+    return f"; did you mean {lower[close[0]]!r}?" if close else ""
 
 
 def threshold(value, name: str = "threshold") -> float:

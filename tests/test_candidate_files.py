@@ -17,6 +17,7 @@ from PIL import Image
 
 from faseg_rt.cli import main
 from faseg_rt.cli.segment import segment_files
+from faseg_rt.errors import InvalidInputError
 from faseg_rt.frontend.per_image import read_candidates, read_captions
 from faseg_rt.testing import synthetic_image
 
@@ -36,6 +37,25 @@ def test_file_readers_key_by_name_or_stem_and_keep_the_order(photos, tmp_path):
     assert read_captions(caps, images) == ["a cat", None]
     cands = _write(tmp_path / "k.json", {"a": "sky potted plant", "b.png": ["Red car", "cat"]})
     assert read_candidates(cands, images, VOCAB) == [("sky", "potted plant"), ("red car", "cat")]
+
+
+def test_candidates_files_take_devkit_spellings_and_suggest_on_a_typo(photos, tmp_path, capsys):
+    """Eval reads "tvmonitor" / "diningtable" (the devkits' spellings): so do segment and label."""
+    vocab = VOCAB + ["tv monitor", "dining table"]
+    images = [str(photos / "a.png"), str(photos / "b.png")]
+    cands = _write(tmp_path / "k.json", {"a": "tvmonitor pottedplant sky",
+                                         "b": ["TV-Monitor", "diningtable", "red_car"]})
+    assert read_candidates(cands, images, vocab) == [("tv monitor", "potted plant", "sky"),
+                                                     ("tv monitor", "dining table", "red car")]
+    typo = _write(tmp_path / "t.json", {"a": "cat dinning table", "b": ""})
+    with pytest.raises(InvalidInputError, match="'dinning' .* did you mean 'dining table'"):
+        read_candidates(typo, images, vocab)
+    out = tmp_path / "o"
+    rc = main(["segment", *images, "--classes", ",".join(vocab), "--model", str(tmp_path / "never"),
+               "--out", str(out), "--candidates", str(typo)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].endswith("did you mean 'dining table'?"), err
+    assert not out.exists()
 
 
 def test_segment_files_use_the_files_per_image(small_segmenter, photos, tmp_path):

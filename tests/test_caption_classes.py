@@ -226,3 +226,27 @@ def test_eval_candidates_command(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "is empty" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "not-written.json").exists()
+
+
+def test_eval_candidates_refuses_swapped_files(tmp_path, capsys):
+    """Captions given as the ground truth (and class lists as the captions) once scored as given
+    and exited 0 with meaningless numbers; now one line says they look swapped."""
+    files = {}
+    for name, data in (("captions", CAPTIONS), ("gt", TRUTH)):
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(data))
+    out = tmp_path / "presence.json"
+
+    def run(captions, truth):
+        rc = main(["eval-candidates", "--dataset", "voc", "--captions", str(captions),
+                   "--groundtruth", str(truth), "--json", str(out)])
+        printed, err = capsys.readouterr()
+        return rc, printed, err.strip().splitlines()
+
+    rc, printed, err = run(files["gt"], files["captions"])
+    assert rc == 2 and len(err) == 1 and "look swapped" in err[0] and printed == ""
+    assert "'a', 'man', 'riding'" in err[0] and not out.exists()
+    rc, _, err = run(files["captions"], files["captions"])  # no class lists anywhere
+    assert rc == 2 and len(err) == 1 and "does not hold class lists" in err[0]
+    assert "swapped" not in err[0] and not out.exists()
+    assert run(files["captions"], files["gt"])[0] == 0 and out.exists()  # the right way round

@@ -79,6 +79,90 @@ def test_manifest_ignores_a_torn_line_and_compacts(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def _finished(out, inputs, **settings):
+    """OUT as a finished run leaves it: a mask and an "ok" row per input, made with `settings`."""
+    from faseg_rt.scale.manifest import job_settings
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for item in inputs:
+        (out / output_name(item)).write_bytes(b"mask")
+        rows.append(dict(job_settings(**settings), input=item, output=output_name(item),
+                         status="ok", error=None, frontend={"caption": None}))
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return (out / "manifest.jsonl").read_text()
+
+
+def test_settings_check_finds_masks_made_otherwise(tmp_path):
+    """The check `label` runs before Ray starts: it reads the manifest, writes nothing."""
+    from faseg_rt.scale.manifest import SettingsConflictError, check_settings, job_settings
+
+    out, inputs = tmp_path / "o", ["/in/a.png", "/in/b.png"]
+    old = dict(classes=["cat", "dog"], caption=None, threshold=None, model="m")
+    before = _finished(out, inputs, **old)
+    check_settings(out, job_settings(**old))                                  # same job: resumes
+    check_settings(tmp_path / "empty", job_settings(**old))                   # nothing there yet
+    new = job_settings(**dict(old, classes=["cat", "sky"], threshold=0.4))
+    check_settings(out, new, outputs={"c.png"})                               # replaces nothing
+    with pytest.raises(SettingsConflictError) as e:
+        check_settings(out, new, outputs={"a.png", "c.png"})
+    assert e.value.count == 1 and set(e.value.diff) == {"classes", "threshold"}
+    message = str(e.value)
+    assert "holds 1 mask(s) this run would replace" in message and "overwrite=True" in message
+    assert "classes: ['cat', 'dog'] there, ['cat', 'sky'] now" in message and "\n" not in message
+    with pytest.raises(SettingsConflictError, match="2 mask"):
+        check_settings(out, new)
+    (out / "b.png").unlink()                                 # a lost mask is redone, not replaced
+    with pytest.raises(SettingsConflictError, match="1 mask"):
+        check_settings(out, new)
+    assert (out / "manifest.jsonl").read_text() == before and not (tmp_path / "empty").exists()
+
+
+@needs_ray
+@pytest.mark.parametrize("flags, named", [(["--classes", "cat,sky"], "classes: ['cat', 'dog'] there"),
+                                          (["--classes", "cat,dog", "--threshold", "0.3"], "threshold"),
+                                          (["--classes", "cat,dog", "--caption", "a cat"], "caption")])
+def test_label_refuses_to_overwrite_masks_made_otherwise(photos, tmp_path, capsys, flags, named):
+    out = tmp_path / "o"
+    images = [str(photos / "a.png"), str(photos / "b.png")]
+    before = _finished(out, images, classes=["cat", "dog"], caption=None, threshold=None, model="m")
+    rc = main(["label", *images, "--model", "m", "--out", str(out), "--ray-address", "local", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and named in err[0], err
+    assert "holds 2 mask(s)" in err[0] and "pass --overwrite" in err[0] and "overwrite=True" not in err[0]
+    assert (out / "manifest.jsonl").read_text() == before and not ray.is_initialized()
+
+
+def test_label_takes_several_inputs(photos, tmp_path, monkeypatch, capsys):
+    """`faseg-rt label a.png dir/ 'x/*.png' list.txt`: each resolved as one input is."""
+    import faseg_rt.scale.label as scale_label
+    from faseg_rt.scale.label import LabelReport
+
+    monkeypatch.setitem(sys.modules, "ray", sys.modules.get("ray") or type(sys)("ray"))
+    monkeypatch.setitem(sys.modules, "ray.data", sys.modules.get("ray.data") or type(sys)("ray.data"))
+    seen = []
+
+    def fake_label(inputs, classes, out, **kw):
+        seen.append(inputs)
+        return LabelReport(len(inputs), 0, 0, tmp_path / "manifest.jsonl", out, 0.0)
+
+    monkeypatch.setattr(scale_label, "label", fake_label)
+    d = tmp_path / "more"
+    d.mkdir()
+    for name in ("c.png", "d.jpg"):
+        synthetic_image(24, 20).save(d / name)
+    lst = tmp_path / "list.txt"
+    lst.write_text(str(d / "c.png") + "\n")
+    rc = main(["label", str(photos / "a.png"), str(d), str(photos / "*.png"), str(lst),
+               "--classes", "cat", "--out", str(tmp_path / "o"), "--ray-address", "auto"])
+    assert rc == 0, capsys.readouterr().err
+    assert seen == [[str(photos / "a.png"), str(d / "c.png"), str(d / "d.jpg"), str(photos / "b.png")]]
+    rc = main(["label", str(photos / "a.png"), str(tmp_path / "nope.png"), "--classes", "cat",
+               "--out", str(tmp_path / "o"), "--ray-address", "auto"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "nope.png does not exist" in err[0] and len(seen) == 1
+
+
 def test_a_cpu_worker_never_asks_for_more_cpus_than_one_node_has():
     # two 1-CPU `ray start` nodes: 2 CPUs in all, but a worker asking for 2 fits on no node
     from faseg_rt.scale.label import _plan_resources

@@ -185,3 +185,23 @@ def test_bad_selection_flags_are_usage_errors(photos, tmp_path, capsys, flag, co
         main(args[command] + ["--candidates", "auto"] + flag)
     assert e.value.code == 2 and not (tmp_path / "o").exists()
     assert flag[0] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["segment", "label", "eval"])
+def test_candidates_modes_take_the_british_spelling_and_name_the_modes_on_a_typo(
+        photos, tmp_path, capsys, command):
+    from faseg_rt.cli.main import build_parser
+
+    args = {"segment": ["segment", str(photos / "a.png"), "--classes", "cat"],
+            "label": ["label", str(photos), "--classes", "cat", "--out", str(tmp_path / "o")],
+            "eval": ["eval", "--dataset", "voc", "--root", str(tmp_path), "--out", str(tmp_path / "o")]}
+    argv = args[command] + ["--candidates", "recogniser"]
+    assert build_parser(argv).parse_args(argv).candidates == "recognizer"
+    files = args[command] + ["--candidates", "cands.json"]  # a file name stays a file
+    assert build_parser(files).parse_args(files).candidates == pathlib.Path("cands.json")
+    with pytest.raises(SystemExit) as e:
+        main(args[command] + ["--candidates", "atuo"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and not (tmp_path / "o").exists()
+    assert "'atuo' is neither a mode ('auto', 'caption'" in err and "'recognizer'" in err
+    assert err.endswith("did you mean 'auto'?") and "not found" not in err

@@ -226,3 +226,17 @@ def test_cuda_without_a_gpu_is_one_line_not_a_driver_error(small_cli, images, tm
     rc = main(["segment", str(images / "a.png"), "--classes", "cat", "--device", "cuda"])
     err = stderr_lines(capsys)
     assert rc == 2 and len(err) == 1 and "needs a CUDA GPU" in err[0] and small_cli == []
+
+
+@pytest.mark.parametrize("command", ["segment", "label", "serve"])
+def test_an_exported_backend_without_engines_names_the_flag(small_cli, images, tmp_path, capsys,
+                                                            command):
+    """The library says engines=DIR (its keyword); the command line says --engines DIR."""
+    out = tmp_path / "o"
+    head = ([] if command == "serve"
+            else [str(images / "a.png"), "--classes", "cat", "--out", str(out)])
+    rc = main([command, *head, "--backend", "onnxruntime"])
+    err = stderr_lines(capsys)
+    assert rc == 2 and len(err) == 1, err
+    assert "--backend onnxruntime runs exported graphs: pass --engines DIR" in err[0]
+    assert "engines=" not in err[0] and small_cli == [] and not out.exists()

@@ -48,6 +48,36 @@ def test_bad_fields_are_one_line_errors(fields, message):
     assert "\n" not in str(e.value)
 
 
+def _form_request(field: str, filename: str | None, value: bytes):
+    """A starlette Request of a multipart body with one part, and that body."""
+    from starlette.requests import Request
+
+    boundary = "faseg-test-boundary"
+    name = f'name="{field}"' + (f'; filename="{filename}"' if filename else "")
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; {name}\r\n\r\n").encode() + value + \
+        f"\r\n--{boundary}--\r\n".encode()
+    headers = [(b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+               (b"content-length", str(len(body)).encode())]
+    return Request({"type": "http", "method": "POST", "headers": headers}), body
+
+
+@pytest.mark.parametrize("field, message", [
+    ("img", "the form field 'img' is not one this service reads: send the photo as the field 'image'"),
+    ("classes", "the form field 'classes' must be text, not a file; send the photo as the field 'image'"),
+])
+def test_a_file_under_another_field_names_the_image_field(field, message):
+    import asyncio
+
+    from faseg_rt.serve.http import read_form
+
+    request, body = _form_request(field, "photo.png", _png(synthetic_image(24, 20)))
+    with pytest.raises(InvalidInputError) as e:
+        asyncio.run(read_form(request, body))
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    request, body = _form_request("image", "photo.png", b"bytes")  # the right field reads
+    assert asyncio.run(read_form(request, body)) == (b"bytes", {})
+
+
 # the oversized image is a decompression bomb on purpose: PIL warns, our pixel limit refuses it
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_bad_images_are_refused_with_the_package_messages():

@@ -63,6 +63,14 @@ def check_out_dir(text: str) -> Path:
     return out
 
 
+def check_engines(args) -> None:
+    """--backend onnxruntime / tensorrt without --engines: one line naming the flag (the
+    library's message names its keyword, engines=DIR)."""
+    if getattr(args, "backend", "torch") != "torch" and getattr(args, "engines", None) is None:
+        raise InvalidInputError(f"--backend {args.backend} runs exported graphs: pass --engines DIR "
+                                "(written by python export/build_engines.py --model MODEL --out DIR)")
+
+
 def check_device_dtype(args) -> None:
     """--device and --dtype by the library's rules (a device this machine has, a precision that
     runs there), before anything loads: `cuda` without a GPU is one line, not a driver error."""

@@ -38,6 +38,34 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_eval_candidates)
 
 
+#: Above this share of words naming no class, a "ground truth" file holds no class lists.
+NOT_CLASS_LISTS = 0.5
+
+
+def check_roles(args, captions, raw_truth, classes, aliases) -> None:
+    """Refuse a ground-truth file that holds no class lists (most of its words name no class of
+    the dataset), saying the two files look swapped when the captions file holds class lists:
+    scored as given they would print numbers that mean nothing, with exit 0."""
+    from faseg_rt.errors import InvalidInputError
+    from faseg_rt.eval.caption_presence import unknown_words
+
+    share, words = unknown_words(raw_truth, classes, aliases)
+    if share <= NOT_CLASS_LISTS:
+        return
+    example = ", ".join(repr(w) for w in words[:3])
+    caption_share, _ = unknown_words(captions, classes, aliases)
+    if captions and caption_share < 1 - NOT_CLASS_LISTS:
+        raise InvalidInputError(
+            f"--captions {args.captions} holds class lists and --groundtruth {args.groundtruth} "
+            f"holds sentences ({share:.0%} of its words name no {args.dataset} class, e.g. "
+            f"{example}): the two files look swapped; pass the captions as --captions and the "
+            "class lists as --groundtruth")
+    raise InvalidInputError(
+        f"--groundtruth {args.groundtruth} does not hold class lists: {share:.0%} of its words name "
+        f"no {args.dataset} class (e.g. {example}); give JSON image id -> space-separated class "
+        "names of the dataset")
+
+
 def cmd_eval_candidates(args: argparse.Namespace) -> int:
     """Handler of `faseg-rt eval-candidates`."""
     from faseg_rt.eval.caption_presence import (caption_presence, dataset_vocabulary,
@@ -48,8 +76,9 @@ def cmd_eval_candidates(args: argparse.Namespace) -> int:
 
     classes, aliases = dataset_vocabulary(args.dataset)
     captions = read_id_string_json(args.captions, "captions")
-    truth, unknown = parse_class_lists(read_id_string_json(args.groundtruth, "ground truth"),
-                                       classes, aliases)
+    raw_truth = read_id_string_json(args.groundtruth, "ground truth")
+    check_roles(args, captions, raw_truth, classes, aliases)
+    truth, unknown = parse_class_lists(raw_truth, classes, aliases)
     published = None
     if args.published is not None:
         published, bad = parse_class_lists(read_id_string_json(args.published, "published"),

@@ -20,17 +20,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from faseg_rt.cli.args import (add_model_args, check_device_dtype, load_segmenter,
+from faseg_rt.cli.args import (add_model_args, check_device_dtype, check_engines, load_segmenter,
                                positive_int_arg, threshold_arg)
 from faseg_rt.cli.frontend_args import add_frontend_args, check_frontend, frontend_meta, path_or_auto
+from faseg_rt.cli.frontend_args import candidates_arg as mode_or_file
 from faseg_rt.eval.datasets.registry import DATASETS, open_dataset
 
 
 def candidates_arg(text: str):
     """argparse type for eval's --candidates: a mode, 'gt' (the ground-truth oracle) or a JSON file."""
-    from faseg_rt.frontend.candidates import MODES
-
-    return text if text in (*MODES, "gt") else Path(text)
+    return mode_or_file(text, extra=("gt",))
 
 
 def _dataset_args(p: argparse.ArgumentParser) -> None:
@@ -111,6 +110,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                        (args.published_candidates, "published candidates")):
         if isinstance(path, Path):
             read_id_string_json(path, what)
+    check_engines(args)
     check_device_dtype(args)
     check_frontend(args, caption_attr="captions", classes=dataset.class_names)
     front = frontend_meta(args)  # {} unless captions / candidates are "auto"

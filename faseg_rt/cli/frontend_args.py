@@ -2,8 +2,9 @@
 
     --caption auto            BLIP caption per image (eval spells it --captions; both work there)
     --captions FILE           segment / label: JSON image -> caption (eval's shape)
-    --candidates MODE|FILE    auto (caption-named + recogniser), caption, recognizer, or a JSON
-                              file image -> candidate classes (eval also takes gt)
+    --candidates MODE|FILE    auto (caption-named + recogniser), caption, recognizer (or
+                              recogniser), or a JSON file image -> candidate classes (eval also
+                              takes gt); a word that is neither is refused with the modes listed
     --lexicon FILE            JSON / YAML {class: [words]}: more words naming classes in captions
     --captioner ID_OR_DIR     default Salesforce/blip-image-captioning-large
     --recognizer ID_OR_DIR    default google/siglip-base-patch16-224 (SigLIP, SigLIP 2 or CLIP)
@@ -22,19 +23,33 @@ import hashlib
 import json
 from pathlib import Path
 
+from faseg_rt import rules
 from faseg_rt.cli.args import positive_int_arg, threshold_arg
 from faseg_rt.frontend.candidates import AUTO, MODES, uses_caption, uses_recognizer
 from faseg_rt.frontend.captioner import DEFAULT_CAPTIONER
 from faseg_rt.frontend.recognizer import DEFAULT_MAX_CANDIDATES, DEFAULT_RECOGNIZER
 
 CANDIDATES_HELP = ("auto: the classes each image's caption names plus the recogniser's; caption: "
-                   "the caption's only; recognizer: the recogniser's only; or a JSON file image -> "
+                   "the caption's only; recognizer (or recogniser): the recogniser's only; or a JSON file image -> "
                    "candidate classes (labels still index --classes)")
 
 
-def candidates_arg(text: str):
-    """argparse type for --candidates: a mode or a JSON file path."""
-    return text if text in MODES else Path(text)
+def candidates_arg(text: str, extra: tuple[str, ...] = ()):
+    """argparse type for --candidates: a mode (canonical: "recogniser" -> "recognizer"; `extra`:
+    a command's own modes) or a JSON file path.  A word that is neither a mode nor an existing
+    file, nor looks like a file name (a suffix or a folder in it), is a usage error listing the
+    modes ("atuo": did you mean 'auto'?) rather than "candidates file atuo not found"."""
+    if text in extra:
+        return text
+    mode = rules.candidate_mode(text)
+    if mode is not None:
+        return mode
+    path = Path(text)
+    if path.exists() or path.suffix or len(path.parts) > 1:
+        return path
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is neither a mode ({rules.modes_text(extra)}) nor an existing file"
+        f"{rules.did_you_mean(text, (*MODES, *extra))}")
 
 
 def add_frontend_args(p: argparse.ArgumentParser, *, candidates: bool = True) -> None:

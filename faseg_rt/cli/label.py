@@ -1,10 +1,13 @@
 """The `label` subcommand: FA-Seg over many images on a Ray cluster (faseg_rt.scale).
 
-    faseg-rt label INPUT (--classes 'cat,dog' | --classes-file classes.json) --out DIR
+    faseg-rt label INPUT [INPUT ...] (--classes 'cat,dog' | --classes-file classes.json) --out DIR
                    [--model ...] [--backend ...] [--ray-address auto|local|ADDRESS]
                    [--num-workers N] [--batch-size B] [--caption ... | --captions FILE]
                    [--candidates MODE|FILE] [--threshold X] [--overwrite] [--exif-transpose]
 
+Each INPUT is an image, a directory, a glob, a text file of paths/URIs or a URI, as
+faseg_rt.scale.inputs.resolve_inputs reads one.  A rerun into OUT never replaces masks made with
+other settings (classes, caption, threshold, model, ...) unless --overwrite says so.
 Ray is optional: without it the command prints how to install it and exits 2.  Exit codes as for
 `segment`: 0 all done, 2 when some image failed (listed in OUT/manifest.jsonl) or on bad input.
 """
@@ -33,13 +36,17 @@ def read_classes_file(path: str) -> list[str]:
 
 
 def cmd_label(args) -> int:
-    from faseg_rt.cli.args import check_device_dtype, check_out_dir, frontend_kwargs, parse_classes
+    from faseg_rt.cli.args import (check_device_dtype, check_engines, check_out_dir, frontend_kwargs,
+                                   parse_classes)
     from faseg_rt.cli.frontend_args import check_frontend
+    from faseg_rt.scale.inputs import resolve_many
     from faseg_rt.scale.label import import_ray, label
+    from faseg_rt.scale.manifest import SettingsConflictError
 
     from faseg_rt.method.prompts import normalize_classes
     from faseg_rt.frontend.per_image import read_id_string_json
 
+    check_engines(args)
     ray_settings(args.ray_address)  # read by Ray when it is imported
     import_ray()  # the install hint comes before any other work
     classes = read_classes_file(args.classes_file) if args.classes_file else parse_classes(args.classes)
@@ -53,14 +60,19 @@ def cmd_label(args) -> int:
     if starts_local_ray(args.ray_address):  # the workers run on this machine: its devices count
         check_device_dtype(args)
     check_frontend(args, classes=classes)  # a missing captioner / recogniser fails here, not in every worker
-    with ray_terminal_to_log(args.quiet):
-        report = label(args.input, classes, args.out, model=args.model, backend=args.backend,
-                       engines=args.engines, caption=caption, threshold=args.threshold,
-                       num_workers=args.num_workers, batch_size=args.batch_size,
-                       ray_address=args.ray_address, device=args.device, dtype=args.dtype,
-                       overwrite=args.overwrite, progress=not args.quiet,
-                       candidates=candidates, frontend=frontend_kwargs(args),
-                       exif_transpose=args.exif_transpose, config=args.config)
+    # several inputs, each resolved as one is; a missing input or one without images: one line
+    inputs = args.inputs[0] if len(args.inputs) == 1 else resolve_many(args.inputs)
+    try:
+        with ray_terminal_to_log(args.quiet):
+            report = label(inputs, classes, args.out, model=args.model, backend=args.backend,
+                           engines=args.engines, caption=caption, threshold=args.threshold,
+                           num_workers=args.num_workers, batch_size=args.batch_size,
+                           ray_address=args.ray_address, device=args.device, dtype=args.dtype,
+                           overwrite=args.overwrite, progress=not args.quiet,
+                           candidates=candidates, frontend=frontend_kwargs(args),
+                           exif_transpose=args.exif_transpose, config=args.config)
+    except SettingsConflictError as e:  # the library names overwrite=True; here it is a flag
+        raise SettingsConflictError(e.out, e.count, e.diff, flag="--overwrite") from None
     print(f"labelled {report.ok} image(s), {report.failed} failed, {report.skipped} skipped "
           f"(already done) in {report.seconds:.1f} s; manifest: {report.manifest}")
     if report.failed:
@@ -137,7 +149,9 @@ def register(subparsers) -> None:
         "label",
         description="Read images with Ray Data, segment them with one model per worker, write "
                     "OUT/<stem>.png palette masks and OUT/manifest.jsonl; a rerun skips finished images.")
-    p.add_argument("input", help="directory, glob, text file of paths/URIs, or one image")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, directories, globs (quoted: 'x/*.png'), text files of "
+                        "paths/URIs, or URIs; several may be given")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--classes", help="comma-separated class names, e.g. 'cat,dog'")
     g.add_argument("--classes-file", help="JSON list of class names")

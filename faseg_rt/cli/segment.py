@@ -10,6 +10,7 @@ from faseg_rt.cli.args import (
     DEFAULT_MODEL,
     add_model_args,
     check_device_dtype,
+    check_engines,
     check_out_dir,
     load_segmenter,
     parse_classes,
@@ -130,6 +131,7 @@ def cmd_segment(args) -> int:
     images = image_files(args.images)
     out = check_out_dir(args.out)
     caption, candidates = per_image_args(args, images, classes)  # bad files: nothing written
+    check_engines(args)
     check_device_dtype(args)
     check_frontend(args, classes=classes)  # a missing captioner / recogniser fails before the SD model
     seg = load_segmenter(args)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from faseg_rt.cli.args import DEFAULT_MODEL, add_model_args, frontend_kwargs, positive_int_arg
+from faseg_rt.cli.args import (DEFAULT_MODEL, add_model_args, check_engines, frontend_kwargs,
+                               positive_int_arg)
 
 
 def cmd_serve(args) -> int:
+    check_engines(args)  # before Ray Serve is imported: names --engines, not engines=DIR
     from faseg_rt.serve.run import serve_forever
 
     return serve_forever(args.model, host=args.host, port=args.port, address=args.address,

@@ -26,6 +26,7 @@ from faseg_rt.eval.datasets.registry import READERS
 from faseg_rt.eval.inputs import build_vocabulary, parse_candidates
 from faseg_rt.eval.presence import PresenceCounts
 from faseg_rt.frontend.caption_classes import classes_in_caption
+from faseg_rt.frontend.per_image import spelling_aliases
 
 SOURCES = ("caption", "published", "union")
 
@@ -37,7 +38,7 @@ def dataset_vocabulary(name: str) -> tuple[tuple[str, ...], dict[str, str]]:
         raise InvalidInputError(f"unknown dataset {name!r}; choose one of {', '.join(readers)}")
     reader = readers[name]
     classes = tuple(reader.class_names[1:] if reader.background else reader.class_names)
-    aliases = {n.replace(" ", ""): n for n in classes if " " in n}
+    aliases = spelling_aliases(classes)  # "tvmonitor", as segment / label's candidates files
     aliases.update(reader.aliases)
     return classes, aliases
 
@@ -53,6 +54,24 @@ def parse_class_lists(raw: Mapping[str, str], classes: Sequence[str],
         out[image_id] = known
         unknown.update(bad)
     return out, unknown
+
+
+def unknown_words(raw: Mapping[str, str], classes: Sequence[str],
+                  aliases: Mapping[str, str] | None = None) -> tuple[float, list[str]]:
+    """(share of the words of all values that name no class, those words by first appearance):
+    near 0 for class lists, high for captions ("a", "man", "riding", ...), so a captions file
+    and a class-list file given the other's place can be told apart."""
+    vocab = build_vocabulary(classes, aliases)
+    words, unknown = 0, {}
+    for text in raw.values():
+        _, bad = parse_candidates(text or "", vocab)
+        tokens = [w.strip(",;").lower() for w in (text or "").split()]
+        tokens = [w for w in tokens if w]
+        words += len(tokens)
+        for w in tokens:
+            if w in bad:
+                unknown[w] = unknown.get(w, 0) + 1
+    return (sum(unknown.values()) / words if words else 0.0), list(unknown)
 
 
 def caption_presence(captions: Mapping[str, str], truth: Mapping[str, Sequence[str]],

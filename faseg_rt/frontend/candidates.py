@@ -24,19 +24,21 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from faseg_rt import rules
 from faseg_rt.errors import InvalidInputError
 
 AUTO, CAPTION, RECOGNIZER, GIVEN = "auto", "caption", "recognizer", "given"
-MODES = (AUTO, CAPTION, RECOGNIZER)
+MODES = rules.CANDIDATE_MODES  # (AUTO, CAPTION, RECOGNIZER); "recogniser" is taken too
 
 
 def check_candidates(value):
-    """None, one of MODES, or a list of names (a lone string that is no mode is refused)."""
-    if value is None or (isinstance(value, str) and value in MODES):
-        return value
+    """None, a mode (canonical: "recogniser" -> "recognizer"), or a list of names (a lone string
+    that is no mode is refused)."""
+    if value is None or rules.candidate_mode(value):
+        return rules.candidate_mode(value)
     if isinstance(value, str):
-        raise InvalidInputError(f"candidates must be None, {', '.join(repr(m) for m in MODES)} or "
-                                f"a list of class names, got {value!r}")
+        raise InvalidInputError(f"candidates must be None, {rules.modes_text()} or a list of class "
+                                f"names, got {value!r}{rules.did_you_mean(value, MODES)}")
     return value
 
 

@@ -9,17 +9,20 @@ longest match against the vocabulary's names and aliases, so "dining table" is o
 per image.
 
 `per_image_inputs` is what `segment` and `label` use: every image must be named, every candidate
-must be a class of the vocabulary, and a candidates file may name no image outside the run
-(a typo there would otherwise pass silently).
+must be a class of the vocabulary (spelt as --classes does, or as `spelling_aliases` lists:
+"tvmonitor", "tv-monitor"; a near miss gets a "did you mean"), and a candidates file may name
+no image outside the run (a typo there would otherwise pass silently).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from faseg_rt import rules
 from faseg_rt.errors import InvalidInputError
 from faseg_rt.frontend.caption_classes import longest_matches
 
@@ -38,6 +41,20 @@ def build_vocabulary(class_names: Iterable[str],
     for alias, target in (aliases or {}).items():
         vocab.setdefault(tuple(alias.lower().split()), canon.get(target.lower(), target))
     return vocab
+
+
+def spelling_aliases(class_names: Iterable[str]) -> dict[str, str]:
+    """Other spellings of each class name, as devkits and lists write them: the name run
+    together ("tvmonitor", "diningtable", "pottedplant") or its words joined by a space, a hyphen
+    or an underscore ("tv-monitor", "wall other").  Eval's dataset vocabularies and segment /
+    label's candidates files read names with these."""
+    out: dict[str, str] = {}
+    for name in class_names:
+        words = re.findall(r"[a-z0-9]+", name.lower())
+        for alias in ("".join(words), " ".join(words), "-".join(words), "_".join(words)):
+            if alias and alias != name.lower():
+                out.setdefault(alias, name)
+    return out
 
 
 def parse_candidates(text: str, vocabulary: Mapping[tuple[str, ...], str]
@@ -136,19 +153,20 @@ def candidates_for(raw: Mapping, images: Sequence[str], classes: Sequence[str],
                    source) -> list[tuple[str, ...]]:
     """One candidate list per image from a read candidates file, in the file's order; a name
     that is not one of `classes` is refused (it could never be segmented)."""
-    vocab = build_vocabulary(classes)
+    vocab = build_vocabulary(classes, spelling_aliases(classes))
     out = []
     for image, key in zip(images, _check_names(raw, images, source, "candidates", True)):
         value = raw[key]
         if isinstance(value, list):
-            known = tuple(vocab.get(tuple(n.lower().split()), "") for n in value)
+            known = tuple(vocab.get(tuple(" ".join(re.findall(r"[a-z0-9]+", n.lower())).split()), "")
+                          for n in value)
             unknown = tuple(n for n, k in zip(value, known) if not k)
         else:
             known, unknown = parse_candidates(value, vocab)
         if unknown:
             raise InvalidInputError(f"candidates file {source}: {unknown[0]!r} (for {image}) is "
                                     "not a class of the vocabulary; candidates must be names from "
-                                    "--classes")
+                                    f"--classes{rules.did_you_mean(unknown[0], classes)}")
         out.append(tuple(dict.fromkeys(known)))
     return out
 

@@ -220,6 +220,8 @@ def _same_device(a, b) -> bool:
 
 def per_image(value, n: int, what: str, modes: Sequence[str] = (AUTO,)) -> list:
     """None / a mode for every image, or one entry per image (a list of length n)."""
+    if isinstance(value, str) and rules.CANDIDATE_MODE_ALIASES.get(value) in modes:
+        value = rules.CANDIDATE_MODE_ALIASES[value]  # "recogniser"
     if value is None or (isinstance(value, str) and value in modes):
         return [value] * n
     if isinstance(value, str):

@@ -102,3 +102,11 @@ def resolve_inputs(inputs) -> list[str]:
             seen.add(item)
             out.append(item)
     return out
+
+
+def resolve_many(inputs) -> list[str]:
+    """Several command-line inputs (`faseg-rt label a.jpg photos/ 'x/*.png' list.txt`): each
+    resolved as `resolve_inputs` resolves one (a missing path or an input without images is
+    refused), in the order given, a file named twice kept once."""
+    items = [item for text in inputs for item in resolve_inputs(text)]
+    return list(dict.fromkeys(items))

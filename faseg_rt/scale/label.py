@@ -34,8 +34,8 @@ from pathlib import Path
 from faseg_rt.errors import FASegError, InvalidInputError
 from faseg_rt.io import check_collisions, output_name, remove_stale_temps
 from faseg_rt.scale.inputs import is_uri, path_key, resolve_inputs
-from faseg_rt.scale.manifest import (MANIFEST_NAME, Manifest, is_done, job_settings,
-                                     manifest_fields)
+from faseg_rt.scale.manifest import (MANIFEST_NAME, Manifest, check_settings, is_done,
+                                     job_settings, manifest_fields)
 from faseg_rt.scale.worker import _SegmentWorker
 
 #: One line for users without Ray (the CLI prints it and exits 2).
@@ -165,7 +165,8 @@ def _digest(value) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _job_settings(classes, caption, threshold, model, candidates, frontend, exif_transpose) -> dict:
+def _job_settings(classes, caption, threshold, model, candidates, frontend, exif_transpose,
+                  config=None) -> dict:
     """The settings a finished row must match to be skipped; per-image files by their digest."""
     settings = job_settings(classes, _digest(caption) if isinstance(caption, dict) else caption,
                             threshold, model)
@@ -176,6 +177,8 @@ def _job_settings(classes, caption, threshold, model, candidates, frontend, exif
                          for k, v in (frontend or {}).items()})
     if exif_transpose:
         settings["exif_transpose"] = True
+    if config is not None:  # a mask made with other constants is not done
+        settings["config"] = config.to_dict()
     return settings
 
 
@@ -313,7 +316,8 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
     batch_size: images per worker call (and per network batch).
     ray_address: None (Ray's default: RAY_ADDRESS or a new local instance), "local" (always a new
         local instance), "auto" (the running cluster) or "ray://host:port" / "host:port".
-    overwrite: label everything again, ignoring the manifest.
+    overwrite: label everything again, ignoring the manifest; without it, finished masks made
+        with other settings that this run would replace are refused (SettingsConflictError).
     exif_transpose: apply each image's EXIF orientation first (as for Segmenter).
     config: a FASegConfig for every worker (None: the published settings); recorded in the rows.
     Returns a LabelReport (ok / failed / skipped counts); a bad image is a failed row, not an error.
@@ -325,12 +329,12 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
     start = time.perf_counter()
     is_dataset = isinstance(inputs, ray.data.Dataset)
     items = None if is_dataset else resolve_inputs(inputs)
-    if items is not None:
-        check_collisions(items)
+    outputs = None if items is None else check_collisions(items)  # the masks this run writes
     caption, candidates = _per_image_inputs(caption, candidates, items, classes)
-    settings = _job_settings(classes, caption, threshold, model, candidates, frontend, exif_transpose)
-    if config is not None:  # a mask made with other constants is not done
-        settings["config"] = config.to_dict()
+    settings = _job_settings(classes, caption, threshold, model, candidates, frontend, exif_transpose,
+                             config)
+    if not overwrite:  # masks made with other settings are never replaced silently
+        check_settings(out, settings, outputs)
     out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out / MANIFEST_NAME).load()
     manifest.compact()

@@ -79,6 +79,59 @@ def job_settings(classes, caption, threshold, model) -> dict:
     return {"classes": list(classes), "caption": caption, "threshold": threshold, "model": str(model)}
 
 
+#: A row's own fields; every other field is a job setting (job_settings and label's extras).
+ROW_FIELDS = ("input", "output", "status", "error", "frontend")
+
+
+class SettingsConflictError(FASegError):
+    """OUT holds finished masks, made with other settings, that this job would replace.
+
+    `diff`: setting -> (value in the manifest, value now); `count`: how many masks."""
+
+    def __init__(self, out: Path, count: int, diff: dict, flag: str = "overwrite=True"):
+        self.out, self.count, self.diff = out, count, diff
+        super().__init__(self.describe(flag))
+
+    def describe(self, flag: str) -> str:
+        """The one line, naming the flag that allows replacing (the CLI: --overwrite)."""
+        def short(v):
+            text = repr(v)
+            return text if len(text) <= 60 else text[:57] + "..."
+
+        what = "; ".join(f"{k}: {short(old)} there, {short(new)} now" for k, (old, new) in self.diff.items())
+        return (f"{self.out} holds {self.count} mask(s) this run would replace, made with other "
+                f"settings ({what}); pass {flag} to replace them, or use another output directory")
+
+
+def settings_conflicts(out: Path, settings: dict, outputs=None) -> tuple[int, dict]:
+    """(masks, {setting: (there, now)}) of the finished rows in OUT/manifest.jsonl whose mask
+    exists, is one of `outputs` (None: any) and was made with settings other than `settings`.
+    Reads the manifest only: no Ray, nothing written."""
+    out = Path(out)
+    manifest = Manifest(out / MANIFEST_NAME).load()
+    settings = json.loads(json.dumps(settings, sort_keys=True))  # as a row holds it (tuples: lists)
+    count, diff = 0, {}
+    for row in manifest.rows.values():
+        name = row.get("output")
+        if row.get("status") != "ok" or not name or (outputs is not None and name not in outputs):
+            continue
+        there = {k: v for k, v in row.items() if k not in ROW_FIELDS}
+        keys = [k for k in dict.fromkeys([*settings, *there]) if there.get(k) != settings.get(k)]
+        if keys and (out / name).is_file():
+            count += 1
+            for k in keys:
+                diff.setdefault(k, (there.get(k), settings.get(k)))
+    return count, diff
+
+
+def check_settings(out: Path, settings: dict, outputs=None) -> None:
+    """Refuse, before any work, to replace finished masks made with other settings
+    (SettingsConflictError); eval refuses to mix settings in one folder the same way."""
+    count, diff = settings_conflicts(out, settings, outputs)
+    if count:
+        raise SettingsConflictError(Path(out), count, diff)
+
+
 def is_done(row: dict | None, settings: dict, out: Path) -> bool:
     if row is None or row.get("status") != "ok":
         return False

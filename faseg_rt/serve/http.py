@@ -65,12 +65,23 @@ async def read_form(request: Request, body: bytes) -> tuple[bytes, dict[str, str
             elif isinstance(value, str):
                 fields[key] = value
             else:
-                raise InvalidInputError(f"the form field {key!r} must be text, not a file")
+                raise InvalidInputError(_file_in_wrong_field(key))
         if image is None:
             raise InvalidInputError("the form has no 'image' file (curl -F image=@photo.jpg)")
         return image, fields
     finally:
         await form.close()
+
+
+def _file_in_wrong_field(key: str) -> str:
+    """A file sent under a field other than 'image' ('img', 'file', 'classes'): name the field
+    the photo goes in."""
+    text = ", ".join(repr(f) for f in FIELDS[1:])
+    if key in FIELDS:
+        return (f"the form field {key!r} must be text, not a file; send the photo as the field "
+                f"'image' (curl -F image=@photo.jpg)")
+    return (f"the form field {key!r} is not one this service reads: send the photo as the field "
+            f"'image' (curl -F image=@photo.jpg); the others, {text}, are text")
 
 
 def wants_png(request: Request) -> bool:

@@ -58,17 +58,17 @@ def parse_classes(text: str) -> tuple[str, ...]:
 
 
 def parse_candidates(text: str | None):
-    """None / '' -> None (every class); a mode ('auto', 'caption', 'recognizer',
-    faseg_rt.frontend.candidates) as given; a JSON list -> those names, in that order."""
+    """None / '' -> None (every class); a mode (rules.CANDIDATE_MODES, or its alias 'recogniser')
+    in canonical form; a JSON list -> those names, in that order."""
     if text is None or not text.strip():
         return None
     text = text.strip()
-    if text in MODES:
-        return text
+    if rules.candidate_mode(text):
+        return rules.candidate_mode(text)  # "recogniser" -> "recognizer"
     if text.startswith("["):
         return tuple(_json_list(text, "candidates"))
-    raise InvalidInputError(f"candidates must be 'auto', 'caption', 'recognizer' or a JSON list of "
-                            f"class names, got {text[:80]!r}")
+    raise InvalidInputError(f"candidates must be {rules.modes_text()} or a JSON list of class "
+                            f"names, got {text[:80]!r}{rules.did_you_mean(text, MODES)}")
 
 
 def parse_threshold(text: str | None) -> float | None:
