@@ -50,19 +50,13 @@ def write_clip_tokenizer(out_dir: str | os.PathLike) -> Path:
     return out
 
 
-def build_tiny_model(out_dir: str | os.PathLike, *, full: bool = False, seed: int = 0,
-                     sharpen: float = 3.0) -> Path:
-    """Build and save an SD 1.5-shaped random model under out_dir; returns the directory.
-
-    Idempotent: an existing complete model directory (model_index.json present) is reused.
-    """
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+def tiny_modules(widths: dict, *, seed: int = 0, sharpen: float = 3.0, full: bool = False):
+    """(unet, vae, text_encoder) of the SD 1.5 block layout with the widths of `widths` (TINY,
+    FULL or a variant), seeded; attention query/key weights multiplied by `sharpen`."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    out = Path(out_dir)
-    if (out / "model_index.json").exists():
-        return out
-    w = FULL if full else TINY
+    w = widths
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
@@ -84,6 +78,28 @@ def build_tiny_model(out_dir: str | os.PathLike, *, full: bool = False, seed: in
         for name, p in unet.named_parameters():
             if name.endswith(("to_q.weight", "to_k.weight")):
                 p.mul_(sharpen)
+    return unet, vae, text_encoder
+
+
+def build_tiny_model(out_dir: str | os.PathLike, *, full: bool = False, seed: int = 0,
+                     sharpen: float = 3.0) -> Path:
+    """Build and save an SD 1.5-shaped random model under out_dir; returns the directory.
+
+    Idempotent: an existing complete model directory (model_index.json present) is reused.
+    """
+    out = Path(out_dir)
+    if (out / "model_index.json").exists():
+        return out
+    unet, vae, text_encoder = tiny_modules(FULL if full else TINY, seed=seed, sharpen=sharpen, full=full)
+    save_model(out, unet, vae, text_encoder, {"full": full, "seed": seed, "sharpen": sharpen})
+    return out
+
+
+def save_model(out: Path, unet, vae, text_encoder, provenance: dict) -> Path:
+    """Write a diffusers SD model directory (DDIM scheduler of the spec, the test tokenizer) from
+    the three modules, atomically (a .partial directory renamed at the end)."""
+    from diffusers import DDIMScheduler
+
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                               beta_schedule="scaled_linear", clip_sample=False,
                               set_alpha_to_one=False, steps_offset=1)
@@ -101,7 +117,7 @@ def build_tiny_model(out_dir: str | os.PathLike, *, full: bool = False, seed: in
         scheduler.save_pretrained(tmp / "scheduler")
         write_clip_tokenizer(tmp / "tokenizer")
     index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
-             "faseg_rt_test_model": {"full": full, "seed": seed, "sharpen": sharpen},
+             "faseg_rt_test_model": provenance,
              "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
              "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
              "scheduler": ["diffusers", "DDIMScheduler"]}

@@ -1,0 +1,159 @@
+"""The localisation study: how much training on the toy world makes cross-attention find the
+named objects, and which training choice gets there soonest.
+
+    python benchmarks/localisation.py --choice baseline --choice text-full --minutes 15
+    python benchmarks/localisation.py --plot            # curves.png + the table, from the runs
+
+Each choice changes one field of the baseline Recipe (faseg_rt/testing/toy_train.py).  A run
+trains for --minutes of CPU time (the process's, so a choice's budget does not shrink when
+the machine is shared; with --threads 1 it is the wall time of an idle core) and, every --eval-every steps (and at step 0: the untrained
+model, chance level), scores the model on a fixed validation split (toy_eval.evaluate: FA-Seg
+mIoU with ground-truth candidates, and the attention ratio / pointing signal), appending one row
+to OUT/<choice>/curve.jsonl.  The plot puts every curve against training minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from faseg_rt.testing.toy_train import Recipe
+
+BASE = Recipe()
+#: name -> the recipe it trains (one field away from the baseline).
+CHOICES = {
+    "baseline": BASE,
+    "lr-3e-3": BASE.changed(lr=3e-3),
+    "lr-3e-4": BASE.changed(lr=3e-4),
+    "batch-8": BASE.changed(batch=8),
+    "text-embeddings": BASE.changed(text="embeddings"),
+    "text-full": BASE.changed(text="full"),
+    "vae-trained": BASE.changed(vae_steps=300),
+    "width-2x": BASE.changed(width=2.0),
+    "size-256": BASE.changed(size=256),
+    "words": BASE.changed(caption_form="words"),
+    "low-t": BASE.changed(timesteps="low"),
+}
+
+
+def machine() -> dict:
+    """CPU model, its vector ISA, threads and load: recorded with every run."""
+    flags, model = "", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
+    return {"cpu": model, "isa": isa, "threads": torch.get_num_threads(), "cores": os.cpu_count(),
+            "load": os.getloadavg(), "torch": torch.__version__}
+
+
+def run_choice(name: str, out: Path, *, minutes: float, eval_every: int, val: int, log=print) -> Path:
+    """Train CHOICES[name] for `minutes`, scoring every `eval_every` steps; returns the curve file."""
+    from faseg_rt.testing.toy_eval import evaluate
+    from faseg_rt.testing.toy_train import Trainer
+
+    recipe = CHOICES[name]
+    work = out / name
+    work.mkdir(parents=True, exist_ok=True)
+    curve = work / "curve.jsonl"
+    curve.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    trainer = Trainer(recipe, work)
+    setup_s = time.perf_counter() - t0
+    meta = {"choice": name, "recipe": recipe.to_dict(), "machine": machine(), "setup_s": setup_s,
+            "vae_final_loss": (getattr(trainer, "vae_losses", None) or [None])[-1]}
+    (work / "run.json").write_text(json.dumps(meta, indent=1))
+    train_s, cpu_s, losses = 0.0, 0.0, []
+    while True:
+        row = {"step": trainer.steps_done, "train_minutes": cpu_s / 60, "wall_minutes": train_s / 60,
+               "loss": sum(losses) / len(losses) if losses else None}
+        row.update(_score(trainer, work, val, evaluate))
+        row["load"] = os.getloadavg()[0]
+        with curve.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        log(f"[{name}] step {row['step']} {row['train_minutes']:.1f} min loss {row['loss']} "
+            f"mIoU {row['miou']:.3f} (best {row['miou_best']:.3f}) ratio {row['ratio']}")
+        if cpu_s >= minutes * 60:
+            break
+        losses = []
+        t, c = time.perf_counter(), time.process_time()
+        for _ in range(eval_every):
+            losses.append(trainer.step())
+        train_s += time.perf_counter() - t
+        cpu_s += time.process_time() - c
+    trainer.model_dir(work / "model")
+    return curve
+
+
+def _score(trainer, work: Path, val: int, evaluate) -> dict:
+    from faseg_rt import Segmenter
+    from faseg_rt.testing.toy_eval import toy_config
+
+    d = trainer.model_dir(work / "checkpoint")
+    seg = Segmenter.from_pretrained(d, device="cpu", dtype=torch.float32,
+                                    config=toy_config(trainer.recipe.size))
+    t = time.perf_counter()
+    res = evaluate(seg, trainer.world, n=val)
+    res["eval_s"] = time.perf_counter() - t
+    return res
+
+
+def read_curves(out: Path) -> dict[str, list[dict]]:
+    curves = {}
+    for f in sorted(out.glob("*/curve.jsonl")):
+        rows = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+        if rows:
+            curves[f.parent.name] = rows
+    return curves
+
+
+def table(curves: dict[str, list[dict]]) -> str:
+    """Markdown: per choice, the untrained and the last point, and the best mIoU seen."""
+    lines = ["| choice | steps | train min | loss | mIoU @0.55 (untrained -> last) | best mIoU (thr) | "
+             "attn ratio r=4 / 8 (last) | pointing r=8 (last) |", "|---|---|---|---|---|---|---|---|"]
+    for name, rows in curves.items():
+        first, last = rows[0], rows[-1]
+        best = max(rows, key=lambda r: r["miou_best"])
+        ratio = " / ".join(f"{last['ratio'].get(k, float('nan')):.2f}" for k in ("4", "8"))
+        loss = f"{last['loss']:.3f}" if last["loss"] is not None else "-"
+        lines.append(f"| {name} | {last['step']} | {last['train_minutes']:.1f} | {loss} | "
+                     f"{first['miou']:.3f} -> {last['miou']:.3f} | {best['miou_best']:.3f} "
+                     f"({best['best_threshold']}) | {ratio} | {last['pointing'].get('8', float('nan')):.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="localisation", description=__doc__.split("\n\n")[0])
+    p.add_argument("--choice", action="append", choices=sorted(CHOICES),
+                   help="a training choice to run (repeat); default: none (with --plot) or baseline")
+    p.add_argument("--minutes", type=float, default=15.0, help="training CPU minutes per choice (default 15)")
+    p.add_argument("--eval-every", type=int, default=100, help="steps between two scorings (default 100)")
+    p.add_argument("--val", type=int, default=40, help="validation pictures per scoring (default 40)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--out", type=Path, default=Path("faseg-bench/localisation"), help="run directory")
+    p.add_argument("--plot", type=Path, nargs="?", const=Path("curves.png"),
+                   help="write the curves of every run in OUT to this PNG (in OUT) and print the table")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    for name in a.choice or ([] if a.plot else ["baseline"]):
+        run_choice(name, a.out, minutes=a.minutes, eval_every=a.eval_every, val=a.val)
+    if a.plot:
+        from faseg_rt.bench.plot import line_plot
+
+        curves = read_curves(a.out)
+        series = {n: [(r["train_minutes"], r["miou_best"]) for r in rows] for n, rows in curves.items()}
+        line_plot(series, a.out / a.plot, title="toy world: FA-Seg mIoU (best threshold) vs training minutes",
+                  xlabel="training CPU minutes (1 thread)", ylabel="mIoU")
+        print(table(curves))
+    return 0

@@ -1,0 +1,170 @@
+"""Train the tiny SD 1.5-shaped model on the toy world (toy_world.py) with the DDPM noise loss.
+
+A `Recipe` names every choice that may decide how soon cross-attention localises the named
+objects (steps, learning rate, batch, text encoder frozen or trained, VAE random or briefly
+trained, width, picture size, caption form, timestep sampling).  `Trainer` holds the modules
+and the encoded training set; `Trainer.step()` is one optimiser step, `Trainer.model_dir()`
+writes a diffusers model directory that `Segmenter.from_pretrained` loads like any checkpoint.
+
+CPU-sized: the training pictures are VAE-encoded once (both the picture and its mirror), and
+with a frozen text encoder each distinct caption is encoded once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from faseg_rt.testing.tiny_sd import TINY, save_model, tiny_modules, write_clip_tokenizer
+from faseg_rt.testing.toy_world import ToyWorld
+
+TEXT_MODES = ("frozen", "embeddings", "full")   # what of the text encoder is trained
+TIMESTEPS = ("uniform", "low")                   # low: t = 1000 * u^2 (the inversion runs at t = 1)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One training configuration (defaults: the first hand-made try of the study)."""
+
+    lr: float = 1e-3
+    batch: int = 32
+    text: str = "frozen"
+    vae_steps: int = 0          # reconstruction-loss steps on the VAE before the UNet trains
+    width: float = 1.0          # UNet channel multiplier over the tiny model's (32, 32, 64, 64)
+    size: int = 128             # picture side; latent side = size / 8
+    caption_form: str = "sentence"
+    timesteps: str = "uniform"
+    train_images: int = 2000
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.text not in TEXT_MODES or self.timesteps not in TIMESTEPS:
+            raise ValueError(f"text in {TEXT_MODES}, timesteps in {TIMESTEPS}")
+
+    def changed(self, **kw) -> "Recipe":
+        return replace(self, **kw)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def alphas_cumprod(steps: int = 1000) -> torch.Tensor:
+    """The scaled-linear schedule of the spec (beta 0.00085 to 0.012 over 1000 steps)."""
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, steps, dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, 0).float()
+
+
+class Trainer:
+    """The modules of one recipe, its encoded training set and its optimiser."""
+
+    def __init__(self, recipe: Recipe, work_dir: str | Path):
+        from transformers import CLIPTokenizer
+
+        self.recipe = r = recipe
+        self.work = Path(work_dir)
+        widths = dict(TINY, unet_channels=tuple(int(round(c * r.width)) for c in TINY["unet_channels"]))
+        self.unet, self.vae, self.text_encoder = tiny_modules(widths, seed=r.seed, sharpen=1.0)
+        self.tokenizer = CLIPTokenizer.from_pretrained(str(write_clip_tokenizer(self.work / "tokenizer")))
+        self.world = ToyWorld(size=r.size, caption_form=r.caption_form)
+        self.gen = torch.Generator().manual_seed(r.seed)
+        samples = [self.world.sample(r.seed, i) for i in range(r.train_images)]
+        pixels = torch.stack([_pixels(s.image) for s in samples])                # (n, 3, s, s)
+        if r.vae_steps:
+            self.vae_losses = train_vae(self.vae, pixels, r.vae_steps, self.gen)
+        self.latents = self._encode(torch.cat([pixels, pixels.flip(-1)]))        # (2n, 4, s/8, s/8)
+        self.ids = self._tokenize([s.caption for s in samples] * 2)              # (2n, 77)
+        self.text_encoder.requires_grad_(False)
+        params = list(self.unet.parameters())
+        if r.text == "embeddings":
+            emb = self.text_encoder.get_input_embeddings().weight
+            emb.requires_grad_(True)
+            params.append(emb)
+        elif r.text == "full":
+            self.text_encoder.requires_grad_(True)
+            params += list(self.text_encoder.parameters())
+        self._frozen_text = self._encode_text_once() if r.text == "frozen" else None
+        self.opt = torch.optim.AdamW(params, lr=r.lr, weight_decay=0.0)
+        self.acp = alphas_cumprod()
+        self.steps_done = 0
+
+    @torch.no_grad()
+    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """VAE means of `pixels`, scaled to unit std; the scaling is stored in the VAE's config
+        (what the runtime reads as the scaling factor)."""
+        self.vae.eval()
+        means = torch.cat([self.vae.encode(pixels[i:i + 64]).latent_dist.mean
+                           for i in range(0, len(pixels), 64)])
+        scale = float(1.0 / means.std())
+        self.vae.register_to_config(scaling_factor=scale)
+        return means * scale
+
+    def _tokenize(self, texts: list[str]) -> torch.Tensor:
+        return self.tokenizer(texts, padding="max_length", max_length=77, truncation=True,
+                              return_tensors="pt").input_ids
+
+    @torch.no_grad()
+    def _encode_text_once(self) -> torch.Tensor:
+        uniq, inverse = torch.unique(self.ids, dim=0, return_inverse=True)
+        states = self.text_encoder(uniq).last_hidden_state
+        return states[inverse]                                                  # (2n, 77, D)
+
+    def step(self) -> float:
+        """One optimiser step on a random batch; returns the loss."""
+        r = self.recipe
+        idx = torch.randint(len(self.latents), (r.batch,), generator=self.gen)
+        z0 = self.latents[idx]
+        u = torch.rand(r.batch, generator=self.gen)
+        t = (u * 1000).long() if r.timesteps == "uniform" else (u * u * 1000).long()
+        t = t.clamp(0, 999)
+        noise = torch.randn(z0.shape, generator=self.gen)
+        a = self.acp[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        if self._frozen_text is not None:
+            cond = self._frozen_text[idx]
+        else:
+            cond = self.text_encoder(self.ids[idx]).last_hidden_state
+        self.unet.train()
+        pred = self.unet(zt, t, encoder_hidden_states=cond).sample
+        loss = torch.nn.functional.mse_loss(pred, noise)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.steps_done += 1
+        return loss.item()
+
+    def model_dir(self, out: str | Path) -> Path:
+        """Save the current weights as a diffusers model directory; returns it."""
+        self.unet.eval()
+        prov = {"toy_world": True, "recipe": self.recipe.to_dict(), "steps": self.steps_done}
+        return save_model(Path(out), self.unet, self.vae, self.text_encoder, prov)
+
+
+def train_vae(vae, pixels: torch.Tensor, steps: int, gen: torch.Generator, batch: int = 16,
+              lr: float = 1e-3) -> list[float]:
+    """Briefly train the VAE on reconstruction (MSE + a small KL term), so its latents keep the
+    pictures' layout better than a random encoder's; returns the losses."""
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr)
+    vae.train()
+    losses = []
+    for _ in range(steps):
+        x = pixels[torch.randint(len(pixels), (batch,), generator=gen)]
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample(generator=gen)).sample
+        kl = post.kl().mean() / math.prod(x.shape[1:])
+        loss = torch.nn.functional.mse_loss(rec, x) + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    vae.eval()
+    return losses
+
+
+def _pixels(image) -> torch.Tensor:
+    """PIL RGB -> (3, H, W) float32 in [-1, 1]."""
+    a = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
+    return a / 127.5 - 1.0

@@ -1,0 +1,111 @@
+"""The toy world (exact masks, captions that name what is drawn), its trainer and its scorer:
+the pieces of the localisation study (benchmarks/localisation.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from faseg_rt.testing.toy_world import CLASSES, NAMES, ToyWorld
+
+
+def test_world_is_deterministic_by_seed_and_index():
+    w = ToyWorld(size=64)
+    a, b, c = w.sample(3, 5), w.sample(3, 5), w.sample(4, 5)
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image)) and np.array_equal(a.mask, b.mask)
+    assert a.caption == b.caption and a.classes == b.classes
+    assert not np.array_equal(np.asarray(a.image), np.asarray(c.image))
+
+
+@pytest.mark.parametrize("index", range(12))
+def test_masks_are_exact_and_captions_name_what_is_drawn(index):
+    w = ToyWorld(size=96)
+    s = w.sample(0, index)
+    ids = {NAMES.index(c) + 1 for c in s.classes}
+    assert set(np.unique(s.mask)) == ids | {0}            # every named class is visible, no other
+    img = np.asarray(s.image).astype(int)
+    for name, _shape, colour in CLASSES:
+        k = NAMES.index(name) + 1
+        if k in ids:   # object pixels carry the class colour (jitter <= 25, no noise on objects)
+            assert np.abs(img[s.mask == k] - np.asarray(colour)).max() <= 25, name
+    for name in NAMES:
+        assert (name in s.caption.split() or f"{name}," in s.caption.split()) == (name in s.classes)
+    words = ToyWorld(size=96, caption_form="words").sample(0, index)
+    assert words.caption == " ".join(words.classes) and words.classes == s.classes
+
+
+def test_bad_caption_form_is_refused():
+    with pytest.raises(ValueError, match="caption_form must be one of"):
+        ToyWorld(caption_form="poem")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A few steps of the trainer on 16 pictures at 64 px: enough to run every piece."""
+    from faseg_rt.testing.toy_train import Recipe, Trainer
+
+    torch.manual_seed(0)
+    recipe = Recipe(train_images=16, batch=4, size=64)
+    tr = Trainer(recipe, tmp_path_factory.mktemp("toy"))
+    losses = [tr.step() for _ in range(3)]
+    return tr, losses
+
+
+def test_trainer_is_deterministic_and_saves_a_loadable_model(trained, tmp_path):
+    from faseg_rt import Segmenter
+    from faseg_rt.testing.toy_eval import toy_config
+    from faseg_rt.testing.toy_train import Recipe, Trainer
+
+    tr, losses = trained
+    again = Trainer(Recipe(train_images=16, batch=4, size=64), tmp_path / "again")
+    assert [again.step() for _ in range(3)] == losses
+    assert tr.latents.shape == (32, 4, 8, 8)                     # pictures and their mirrors
+    assert abs(float(tr.latents.std()) - 1.0) < 1e-3             # scaled to unit std
+    d = tr.model_dir(tmp_path / "model")
+    prov = json.loads((d / "model_index.json").read_text())["faseg_rt_test_model"]
+    assert prov["steps"] == 3 and prov["recipe"]["size"] == 64
+    seg = Segmenter.from_pretrained(d, device="cpu", dtype=torch.float32, config=toy_config(64))
+    assert seg.backend.dims.scaling_factor == pytest.approx(tr.vae.config.scaling_factor)
+
+
+def test_text_encoder_trains_only_when_asked(tmp_path):
+    from faseg_rt.testing.toy_train import Recipe, Trainer
+
+    tr = Trainer(Recipe(train_images=4, batch=2, size=64, text="embeddings"), tmp_path)
+    emb = tr.text_encoder.get_input_embeddings().weight
+    frozen = next(p for n, p in tr.text_encoder.named_parameters() if n.endswith("final_layer_norm.weight"))
+    before, before_frozen = emb.detach().clone(), frozen.detach().clone()
+    tr.step()
+    assert not torch.equal(emb, before) and torch.equal(frozen, before_frozen)
+
+
+def test_evaluate_scores_in_range_and_the_study_table(trained, tmp_path):
+    from faseg_rt import Segmenter
+    from faseg_rt.bench.localisation import table
+    from faseg_rt.testing.toy_eval import THRESHOLDS, evaluate, toy_config
+
+    tr, _ = trained
+    seg = Segmenter.from_pretrained(tr.model_dir(tmp_path / "m"), device="cpu", dtype=torch.float32,
+                                    config=toy_config(64))
+    res = evaluate(seg, tr.world, n=3)
+    assert 0 <= res["miou"] <= res["miou_best"] <= 1 and set(res["miou_by_threshold"]) == set(THRESHOLDS)
+    assert set(res["per_class"]) == {"background", *NAMES}
+    assert res["ratio"] and all(v > 0 for v in res["ratio"].values())
+    assert all(0 <= v <= 1 for v in res["pointing"].values())
+    row = dict(res, step=3, train_minutes=0.1, loss=0.5)
+    row = json.loads(json.dumps(row))                         # as read back from curve.jsonl
+    md = table({"baseline": [row, row]}).splitlines()
+    assert md[2].startswith("| baseline | 3 | 0.1 | 0.500 |") and len(md) == 3
+
+
+def test_line_plot_writes_a_png(tmp_path):
+    from PIL import Image
+
+    from faseg_rt.bench.plot import line_plot
+
+    p = line_plot({"a": [(0, 0.1), (1, 0.3)], "b": [(0, 0.2)]}, tmp_path / "c.png", size=(400, 300))
+    im = Image.open(p)
+    assert im.size == (400, 300) and len(np.unique(np.asarray(im).reshape(-1, 3), axis=0)) > 3   # lines, markers, text
