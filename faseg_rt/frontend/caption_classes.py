@@ -132,10 +132,11 @@ def _starts_noun(toks: Sequence[str], i: int) -> bool:
     return any(tuple(toks[i:i + n]) in nouns for n in range(1, min(longest, len(toks) - i) + 1))
 
 
-def _is_modifier(toks: Sequence[str], i: int, rank: int) -> bool:
-    """Rule 5: toks[i] describes the noun after it (more modifiers may stand between)."""
+def _is_modifier(toks: Sequence[str], i: int, mine: frozenset) -> bool:
+    """Rule 5: toks[i] describes the noun after it (more modifiers may stand between) and is
+    not one of the user's words (`mine`)."""
     modifiers = lex.common_rules()[1]
-    if rank == _USER or toks[i] not in modifiers:
+    if toks[i] in mine or toks[i] not in modifiers:
         return False
     j = i + 1
     while j < len(toks) and toks[j] in modifiers:
@@ -161,6 +162,7 @@ def classes_in_caption(caption: str, classes: Sequence[str],
     table, longest = _phrase_table(classes, tuple(sorted(mine.items())),
                                    tuple(sorted(phrases.items())))
     toks = tokens(caption or "")
+    own_words = frozenset(w for ws in mine.values() for w in ws)
     found: list[str] = []
     state, gap = None, 0  # state: None, "seek" (after a negation), "after" (its phrase seen)
     for start, n, entry in longest_matches(toks, table, longest):
@@ -173,20 +175,21 @@ def classes_in_caption(caption: str, classes: Sequence[str],
             if state:
                 continue
         if state == "seek":
-            state, gap = _negated(toks, start, n, entry, gap)
+            state, gap = _negated(toks, start, n, entry, gap, own_words)
             if state is not None:
                 continue
-        if entry is not None and not (n == 1 and _is_modifier(toks, start, entry[0])):
+        if entry is not None and not (n == 1 and _is_modifier(toks, start, own_words)):
             found += [c for c in entry[1] if c not in found]
     return found
 
 
-def _negated(toks: Sequence[str], i: int, n: int, entry, gap: int) -> tuple[str | None, int]:
+def _negated(toks: Sequence[str], i: int, n: int, entry, gap: int,
+             mine: frozenset) -> tuple[str | None, int]:
     """The negation state after token i (state "seek"): "after" once its phrase is consumed,
     "seek" while articles and unknown words stand between, None once it has ended."""
     tok = toks[i]
     if entry is not None or _starts_noun(toks, i):
-        modifier = entry is not None and n == 1 and _is_modifier(toks, i, entry[0])
+        modifier = entry is not None and n == 1 and _is_modifier(toks, i, mine)
         return ("seek", gap) if modifier else ("after", 0)
     if tok in CLAUSE_MARKS or tok in _STOPS:
         return None, 0
