@@ -168,3 +168,17 @@ def test_eval_candidates_warns_once_about_unmatched_keys(tmp_path, capsys):
     warnings = [line for line in err.splitlines() if line.startswith("warning")]
     assert len(warnings) == 1 and "'zebra'" in warnings[0] and "'cat'" not in warnings[0]
     assert "_phrases" not in warnings[0]
+
+
+def test_split_halves_are_fixed_disjoint_and_near_half():
+    from faseg_rt.eval.caption_presence import in_split
+
+    ids = [f"2008_{i:06d}" for i in range(2000)]
+    tuning = {i for i in ids if in_split(i, "tuning")}
+    held = {i for i in ids if in_split(i, "held-out")}
+    assert tuning.isdisjoint(held) and tuning | held == set(ids)
+    assert 900 < len(held) < 1100
+    assert in_split("2008_000002.jpg", "held-out") == in_split("2008_000002", "held-out")
+    # pinned: docs/eval.md's held-out figures depend on this exact hash
+    assert [in_split(i, "held-out") for i in ("2007_000032", "2007_000033", "2007_000039")] == [
+        False, False, True]
