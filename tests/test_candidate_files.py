@@ -104,8 +104,8 @@ def _bad_files(tmp_path, photos):
         (["--candidates", "auto", "--lexicon", w("empty.json", "")], "is empty"),
         (["--candidates", "caption", "--caption", "x", "--lexicon", str(tmp_path / "dir.json")],
          "cannot be read"),
-        (["--candidates", "caption", "--caption", "x", "--lexicon", w("bad.json", '{"truck": ["lorry"]}')],
-         "lexicon names class 'truck'"),
+        (["--candidates", "caption", "--caption", "x", "--lexicon", w("bad.json", '{"cat": [1]}')],
+         "entry 'cat' must be a list of words"),
     ]
 
 

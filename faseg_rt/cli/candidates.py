@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from faseg_rt.eval.caption_presence import SPLITS
 from faseg_rt.eval.datasets.registry import DATASETS
 
 
@@ -34,6 +35,9 @@ def register(subparsers) -> None:
                    help="JSON image id -> space-separated candidate classes to score beside")
     p.add_argument("--lexicon", type=Path, default=None,
                    help="JSON or YAML {class: [words]} extending the built-in lexicon")
+    p.add_argument("--split", choices=SPLITS, default="all",
+                   help="score all images, or one half by a fixed hash of the image id: "
+                        "'tuning' (lexicon changes are judged here) or 'held-out' (reported)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     p.set_defaults(func=cmd_eval_candidates)
 
@@ -69,9 +73,9 @@ def check_roles(args, captions, raw_truth, classes, aliases) -> None:
 def cmd_eval_candidates(args: argparse.Namespace) -> int:
     """Handler of `faseg-rt eval-candidates`."""
     from faseg_rt.eval.caption_presence import (caption_presence, dataset_vocabulary,
-                                                parse_class_lists, presence_table)
+                                                in_split, parse_class_lists, presence_table)
     from faseg_rt.eval.inputs import read_id_string_json
-    from faseg_rt.frontend.caption_classes import load_lexicon
+    from faseg_rt.frontend.lexicon import load_lexicon, unmatched_keys
     from faseg_rt.io import atomic_write_json
 
     classes, aliases = dataset_vocabulary(args.dataset)
@@ -79,12 +83,17 @@ def cmd_eval_candidates(args: argparse.Namespace) -> int:
     raw_truth = read_id_string_json(args.groundtruth, "ground truth")
     check_roles(args, captions, raw_truth, classes, aliases)
     truth, unknown = parse_class_lists(raw_truth, classes, aliases)
+    truth = {i: t for i, t in truth.items() if in_split(i, args.split)}
     published = None
     if args.published is not None:
         published, bad = parse_class_lists(read_id_string_json(args.published, "published"),
                                            classes, aliases)
         unknown |= bad
     lexicon = load_lexicon(args.lexicon) if args.lexicon is not None else None
+    stray = unmatched_keys(lexicon, [classes]) if lexicon else []
+    if stray:
+        print(f"warning: --lexicon {args.lexicon}: {', '.join(map(repr, stray))} match no "
+              f"{args.dataset} class and are ignored", file=sys.stderr)
     result = caption_presence(captions, truth, classes, published, lexicon)
     uncaptioned = sum(1 for i in truth if i not in captions)
     if uncaptioned:

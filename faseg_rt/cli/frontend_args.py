@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 from faseg_rt import rules
@@ -120,14 +121,20 @@ def frontend_meta(args, caption_attr: str = "captions") -> dict:
 
 def load_lexicon_arg(args, classes=None) -> dict | None:
     """--lexicon read (one line for an empty, unreadable or malformed file) and, given the
-    vocabulary, checked against it (a class it does not hold is refused)."""
+    vocabulary, one warning line naming the keys that match none of its classes (they are
+    ignored, not refused: one lexicon may serve many vocabularies)."""
     if getattr(args, "lexicon", None) is None:
         return None
-    from faseg_rt.frontend.caption_classes import classes_in_caption, load_lexicon
+    from faseg_rt.frontend.lexicon import load_lexicon, split_user_lexicon, unmatched_keys
 
     lexicon = load_lexicon(args.lexicon)
     if classes is not None:
-        classes_in_caption("", classes, lexicon)  # raises on a class outside the vocabulary
+        split_user_lexicon(lexicon, classes)  # a malformed entry is refused here
+        stray = unmatched_keys(lexicon, [classes])
+        if stray:
+            print(f"warning: --lexicon {args.lexicon}: {', '.join(map(repr, stray))} match no "
+                  "class of the vocabulary and are ignored; key entries by the vocabulary's "
+                  "class names", file=sys.stderr)
     return lexicon
 
 

@@ -19,6 +19,7 @@ spelling is accepted next to the dataset's aliases.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Mapping, Sequence
 
 from faseg_rt.errors import InvalidInputError
@@ -29,6 +30,19 @@ from faseg_rt.frontend.caption_classes import classes_in_caption
 from faseg_rt.frontend.per_image import spelling_aliases
 
 SOURCES = ("caption", "published", "union")
+#: Halves of a captions file by a fixed hash of the image id (`in_split`).
+SPLITS = ("all", "tuning", "held-out")
+
+
+def in_split(image_id: str, split: str) -> bool:
+    """Whether an image is in `split`: "all", or the half chosen by the first byte of the
+    SHA-256 of its id's stem (even: "tuning", odd: "held-out").  Fixed, so a lexicon judged on
+    the tuning half is reported on images it was never judged on."""
+    if split == "all":
+        return True
+    stem = str(image_id).rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    odd = hashlib.sha256(stem.encode("utf-8")).digest()[0] % 2
+    return (split == "held-out") == bool(odd)
 
 
 def dataset_vocabulary(name: str) -> tuple[tuple[str, ...], dict[str, str]]:

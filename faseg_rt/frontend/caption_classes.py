@@ -1,150 +1,147 @@
-"""The vocabulary classes a caption names, in the order it names them.
+"""The vocabulary classes a caption names, in the order it names them: the lexicon rules, all here.
 
 FA-Seg segments only the classes it is told are present, and most of the published candidates
 are classes the image's caption names.  A caption says "two men riding bikes past a couch", not
-"person bicycle sofa", so matching needs three things:
+"person bicycle sofa".  The rules, in the order they apply:
 
-- the names as datasets write them, tokenised the same way as the caption: lower case, words of
-  letters and digits ("tv-monitor" is "tv monitor"); compact spellings ("tvmonitor",
-  "pottedplant") are also matched by the lexicon's spaced key; COCO-Stuff's "-other" / "-stuff"
-  suffixes are dropped ("wall-other" is "wall") and its "wall-brick" also reads "brick wall";
-  "a/b" names each part;
-- singular and plural of each phrase's last word (`faseg_rt.frontend.inflect`);
-- a lexicon of synonyms and hyponyms per class name (people / man / player -> person, couch ->
-  sofa, puppy -> dog), kept as data in `lexicons/*.json`, one file per vocabulary family, keyed
-  by class name, so it serves every vocabulary holding those names.  A user lexicon extends it.
-
-Matching is leftmost-longest over the caption's words: at each word the longest phrase that names
-something wins and its words are consumed, so "fire hydrant" names the hydrant, not a "fire"
-class, "dining table" names the dining table before "table" can, and "computer monitor" names
-the monitor class only.  A phrase can name several classes ("cyclist": person and bicycle); when
-phrases clash, the strongest kind of evidence wins, in this order: a class's own name, a word the
-lexicon (user or built-in) lists under the class's name, a word listed under a shorter form of
-the name ("floor" for "floor-other"), then the same three inflected.  So in a vocabulary holding
-both "desk" and "table", "desk" names the desk only, though the lexicon lists "desk" under
-"table" for vocabularies without a desk class; and COCO-Stuff's "wooden floor" names
-"floor-wood", not also "floor-other".  BLIP-large's artefact tokens ("araffe", "arafed",
-"arafly", "araflane": a caption's first word garbled) name nothing and are skipped, even when a
-lexicon lists them.  A phrase right after "no" or "without" names nothing ("an empty street with
-no cars"), though it is still consumed; so does "couple of" ("a couple of dogs": no person).
+1. Tokens.  Caption and class names are NFKC-normalised, case-folded tokens in any script; a
+   character of a script without spaces (Chinese, Japanese) is a token, so such names match as
+   substrings (`faseg_rt.frontend.caption_text`).  Names match as datasets write them
+   ("tv-monitor", compact "tvmonitor", COCO-Stuff's "wall-other" as "wall", "wall-brick" also
+   as "brick wall", "a/b" as each part), with singular and plural of an English phrase's last
+   word (`faseg_rt.frontend.inflect`).
+2. Words.  A lexicon of synonyms and hyponyms per class name (people / man -> person, couch ->
+   sofa), one file per vocabulary family in `lexicons/*.json`, scoped to the family's classes
+   (the scope rule: `faseg_rt.frontend.lexicon`), plus the user's words.  BLIP-large's artefact
+   words ("araffe", "arafed") are in no built-in list, but a user may list them.
+3. Compounds.  Phrases that would otherwise be read as a class they do not name ("hot dog",
+   "bus stop", "rubber band"; common.json and each family's `_phrases`, a user's `_phrases`)
+   consume their words and name what their targets name in the vocabulary ("fire engine" ->
+   truck where there is one, else nothing; [] names nothing).
+4. Matching is leftmost-longest: at each token the longest phrase wins and its tokens are
+   consumed, so "fire hydrant" names the hydrant, not a "fire" class.  When one phrase is
+   listed several ways, the strongest evidence wins, in this order: a class's own name, a
+   user's word or phrase, a built-in lexicon word, a compound phrase, a word listed under a
+   shorter form of the name ("floor" for "floor-other"), then the same five inflected.  So in
+   a vocabulary holding "desk" and "table", "desk" names the desk alone.  A phrase may name
+   several classes ("cyclist": person and bicycle).
+5. Modifiers.  A modifier word (colours, "baby"; common.json) right before a noun phrase of any
+   family names nothing: "an orange cat" is a cat, "a baby elephant" an elephant (no person),
+   unless it is the user's word.
+6. Negation.  After "no", "without", "not" or "free of", articles, quantifiers and up to two
+   other words ("with no parked cars") may stand before the negated phrase, which names nothing;
+   "or" / "nor" carry the negation to the next phrase.  It ends at the negated phrase, at a
+   clause mark (, ; : . ! ? parentheses) or at a word that starts another part of the sentence
+   ("and", prepositions, "is", ...): "a dog without a leash next to a cat" names dog and cat.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import re
-from importlib import resources
-from pathlib import Path
 from typing import Mapping, Sequence
 
-from faseg_rt.errors import InvalidInputError
+from faseg_rt.frontend import lexicon as lex
+from faseg_rt.frontend.caption_text import CLAUSE_MARKS, name_phrases, tokens, words
 from faseg_rt.frontend.inflect import number_forms
+from faseg_rt.frontend.lexicon import load_lexicon
 
-_WORD = re.compile(r"[a-z0-9]+")
-#: BLIP-large's artefact words: "araffe", "arafed", "arafly", "arrafed", "araflane", ...
-_ARTEFACT = re.compile(r"^ar+af")
-#: A phrase right after one of these is absent: "a street with no cars", "a room without people".
-_NEGATIONS = frozenset({"no", "without"})
-#: Phrases that read like a class word but only count things: "a couple of dogs" has no person.
-_QUANTIFIERS = (("couple", "of"), ("couples", "of"))
-#: Suffixes COCO-Stuff adds to tell stuff from things of the same name.
-_STUFF_SUFFIXES = ("other", "stuff")
-#: Evidence ranks, strongest first (see the module docstring); an inflected form ranks
-#: _INFLECTED below its phrase, after every uninflected one.
-_OWN, _LEXICON, _DERIVED, _INFLECTED = range(4)
+__all__ = ["classes_in_caption", "longest_matches", "load_lexicon", "name_phrases"]
 
-
-def _words(text: str) -> list[str]:
-    """Lower-case word tokens with BLIP's artefact words left out."""
-    return [w for w in _WORD.findall(text.lower()) if not _ARTEFACT.match(w)]
-
-
-def _key(name: str) -> str:
-    """A class name's spelling-free key: "tv monitor", "tvmonitor" and "TV-Monitor" agree."""
-    return "".join(_WORD.findall(name.lower()))
+#: Evidence ranks, strongest first (module docstring, rule 4); inflected forms rank _INFLECTED
+#: below their phrase, after every uninflected one.
+_OWN, _USER, _LEXICON, _COMPOUND, _DERIVED, _INFLECTED = range(6)
+#: Words and phrases that negate what follows (rule 6).
+_NEGATIONS = (("no",), ("without",), ("not",), ("free", "of"))
+_NEGATE = (99, "negate")
+#: Words that may stand between a negation and the phrase it negates.
+_DETERMINERS = frozenset("a an the any some one single other more many much enough of".split())
+#: Words that end a negation's reach: another part of the sentence begins.
+_STOPS = frozenset("and but with next to on in at by near under over above below behind beside "
+                   "besides from into onto while which that who is are was were has have".split())
+#: How many unknown words may stand between a negation and its phrase.
+_MAX_GAP = 2
 
 
-def name_phrases(name: str) -> list[str]:
-    """The phrases (space-joined words) that write a class name as a caption would."""
-    out = [" ".join(_words(name))]
-    for part in re.split(r"\s*/\s*", name):
-        pieces = [" ".join(_words(p)) for p in re.split(r"[-_]", part)]
-        pieces = [p for p in pieces if p]
-        if len(pieces) >= 2 and pieces[-1] in _STUFF_SUFFIXES:
-            pieces = pieces[:-1]
-        elif len(pieces) == 2:
-            out.append(f"{pieces[1]} {pieces[0]}")
-        out.append(" ".join(pieces))
-    out.append(_key(name))  # "tv monitor" also as "tvmonitor", "tvmonitor" as itself
-    return [p for p in dict.fromkeys(out) if p]
+def _add(best: dict, phrase: str, names: tuple[str, ...], rank: int) -> None:
+    toks = tuple(words(phrase))
+    if not toks:
+        return
+    old_rank, old = best.get(toks, (rank, ()))
+    if rank < old_rank:
+        best[toks] = (rank, names)
+    elif rank == old_rank:
+        best[toks] = (rank, old + tuple(n for n in names if n not in old))
 
 
-@functools.lru_cache(maxsize=1)
-def builtin_lexicon() -> dict[str, tuple[str, ...]]:
-    """The shipped lexicons merged: class-name key -> words (spaced class name first)."""
-    merged: dict[str, list[str]] = {}
-    folder = resources.files("faseg_rt.frontend") / "lexicons"
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".json"):
-            continue
-        data = json.loads(entry.read_text(encoding="utf-8"))
-        for name, words in data.items():
-            if name.startswith("_"):
-                continue
-            merged.setdefault(_key(name), [name]).extend(words)
-    return {k: tuple(dict.fromkeys(v)) for k, v in merged.items()}
+def _add_forms(best: dict, phrase: str, names: tuple[str, ...], rank: int) -> None:
+    _add(best, phrase, names, rank)
+    if phrase.isascii():
+        for f in number_forms(phrase):
+            _add(best, f, names, rank + _INFLECTED)
 
 
-def _check_user_lexicon(lexicon: Mapping[str, Sequence[str]],
-                        classes: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    """User lexicon keyed by vocabulary class name; an unknown class is one clear error."""
-    by_key = {_key(c): c for c in classes}
-    out: dict[str, tuple[str, ...]] = {}
-    for name, words in lexicon.items():
-        cls = by_key.get(_key(str(name)))
-        if cls is None:
-            shown = ", ".join(list(classes)[:8]) + (", ..." if len(classes) > 8 else "")
-            raise InvalidInputError(f"lexicon names class {name!r}, which is not in the vocabulary "
-                                    f"({shown}); key each entry by one of the vocabulary's names")
-        if isinstance(words, str):
-            words = [words]
-        if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) for w in words):
-            raise InvalidInputError(f"lexicon entry {name!r} must be a list of words (strings)")
-        out[cls] = out.get(cls, ()) + tuple(words)
+def _resolve(targets: tuple[str, ...], base: dict) -> tuple[str, ...]:
+    """The classes a compound's targets name in a table of class phrases."""
+    out: tuple[str, ...] = ()
+    for t in targets:
+        out += tuple(n for n in base.get(tuple(words(t)), (0, ()))[1] if n not in out)
     return out
 
 
 @functools.lru_cache(maxsize=16)
-def _phrase_table(classes: tuple[str, ...], user: tuple[tuple[str, tuple[str, ...]], ...]
-                  ) -> tuple[dict[tuple[str, ...], tuple[str, ...]], int]:
-    """(word tuple -> the classes it names, strongest evidence kept; longest phrase in words)."""
-    builtin = builtin_lexicon()
-    best: dict[tuple[str, ...], tuple[int, list[str]]] = {}
-
-    def add(phrase: str, cls: str, rank: int) -> None:
-        words = tuple(_words(phrase))
-        if not words:
-            return
-        old_rank, names = best.get(words, (rank, []))
-        if rank < old_rank:
-            best[words] = (rank, [cls])
-        elif rank == old_rank and cls not in names:
-            best[words] = (rank, names + [cls])
-
-    user_words = dict(user)
+def _phrase_table(classes: tuple[str, ...], user_words: tuple, user_phrases: tuple
+                  ) -> tuple[dict[tuple[str, ...], tuple[int, object]], int]:
+    """(token tuple -> (rank, classes it names), strongest kept; longest phrase in tokens)."""
+    builtin = lex.scoped_words(classes)
+    mine = dict(user_words)
+    best: dict[tuple[str, ...], tuple[int, tuple[str, ...]]] = {}
     for cls in classes:
         own = name_phrases(cls)
-        lex = list(builtin.get(_key(cls), ())) + list(user_words.get(cls, ()))
-        derived = [w for p in own[1:] for w in builtin.get(_key(p), ())]
-        for rank, phrases in ((_OWN, own), (_LEXICON, lex), (_DERIVED, derived)):
+        derived = [w for p in own[1:] for w in lex.derived_words(p)]
+        for rank, phrases in ((_OWN, own), (_USER, mine.get(cls, ())),
+                              (_LEXICON, builtin[cls]), (_DERIVED, derived)):
             for p in phrases:
-                add(p, cls, rank)
-                for f in number_forms(p):
-                    add(f, cls, rank + _INFLECTED)
-    table = {w: tuple(names) for w, (_, names) in best.items()}
-    table.update(dict.fromkeys(_QUANTIFIERS, ()))
+                _add_forms(best, p, (cls,), rank)
+    base = dict(best)
+    for rank, phrases in ((_COMPOUND, lex.scoped_phrases(classes)), (_USER, dict(user_phrases))):
+        for phrase, targets in phrases.items():
+            _add_forms(best, phrase, _resolve(targets, base), rank)
+    table: dict = dict(best)
+    for neg in _NEGATIONS:
+        table.setdefault(neg, _NEGATE)
     return table, max(map(len, table), default=1)
+
+
+@functools.lru_cache(maxsize=1)
+def _nouns() -> tuple[frozenset, int]:
+    """Every phrase any family knows as a thing (class names, words, compounds): what a
+    modifier may describe and what a negation may negate, in any vocabulary."""
+    out = set()
+    for fam in lex.families():
+        out.update(fam.words)
+        out.update(w for ws in fam.words.values() for w in ws)
+        out.update(fam.phrases)
+    out.update(lex.common_rules()[0])
+    more = {f for p in out if p.isascii() for f in number_forms(p)}
+    nouns = frozenset(tuple(p.split(" ")) for p in out | more)
+    return nouns, max(map(len, nouns))
+
+
+def _starts_noun(toks: Sequence[str], i: int) -> bool:
+    nouns, longest = _nouns()
+    return any(tuple(toks[i:i + n]) in nouns for n in range(1, min(longest, len(toks) - i) + 1))
+
+
+def _is_modifier(toks: Sequence[str], i: int, mine: frozenset) -> bool:
+    """Rule 5: toks[i] describes the noun after it (more modifiers may stand between) and is
+    not one of the user's words (`mine`)."""
+    modifiers = lex.common_rules()[1]
+    if toks[i] in mine or toks[i] not in modifiers:
+        return False
+    j = i + 1
+    while j < len(toks) and toks[j] in modifiers:
+        j += 1
+    return j < len(toks) and _starts_noun(toks, j)
 
 
 def classes_in_caption(caption: str, classes: Sequence[str],
@@ -152,22 +149,53 @@ def classes_in_caption(caption: str, classes: Sequence[str],
     """The classes of `classes` that `caption` names, in order of first mention, no repeats.
 
     caption: free text (a BLIP caption, a user's sentence); classes: the vocabulary, as the
-    dataset or user writes it ("tv monitor", "tvmonitor", "wall-other"); lexicon: extra words
-    per class, {class name: [words]}, added to the built-in lexicon (a key that is not a class
-    of `classes` is an InvalidInputError).  Matching is described in the module docstring.
+    dataset or user writes it ("tv monitor", "tvmonitor", "wall-other", "猫"); lexicon: extra
+    words per class, {class name: [words]}, and optionally "_phrases": {phrase: [targets]},
+    ranked above the built-in rules; keys that are not classes of `classes` are ignored.
+    The rules are in the module docstring.
 
     >>> classes_in_caption("two men ride bikes past a couch", ["sofa", "person", "bicycle"])
     ['person', 'bicycle', 'sofa']
     """
     classes = tuple(str(c) for c in classes)
-    user = _check_user_lexicon(lexicon, classes) if lexicon else {}
-    table, longest = _phrase_table(classes, tuple(sorted(user.items())))
-    words = _words(caption or "")
+    mine, phrases = lex.split_user_lexicon(lexicon, classes) if lexicon else ({}, {})
+    table, longest = _phrase_table(classes, tuple(sorted(mine.items())),
+                                   tuple(sorted(phrases.items())))
+    toks = tokens(caption or "")
+    own_words = frozenset(w for ws in mine.values() for w in ws)
     found: list[str] = []
-    for start, _, names in longest_matches(words, table, longest):
-        if names is not None and (start == 0 or words[start - 1] not in _NEGATIONS):
-            found += [c for c in names if c not in found]
+    state, gap = None, 0  # state: None, "seek" (after a negation), "after" (its phrase seen)
+    for start, n, entry in longest_matches(toks, table, longest):
+        tok = toks[start]
+        if entry is _NEGATE:
+            state, gap = "seek", 0
+            continue
+        if state == "after":
+            state = "seek" if tok in ("or", "nor") else None
+            if state:
+                continue
+        if state == "seek":
+            state, gap = _negated(toks, start, n, entry, gap, own_words)
+            if state is not None:
+                continue
+        if entry is not None and not (n == 1 and _is_modifier(toks, start, own_words)):
+            found += [c for c in entry[1] if c not in found]
     return found
+
+
+def _negated(toks: Sequence[str], i: int, n: int, entry, gap: int,
+             mine: frozenset) -> tuple[str | None, int]:
+    """The negation state after token i (state "seek"): "after" once its phrase is consumed,
+    "seek" while articles and unknown words stand between, None once it has ended."""
+    tok = toks[i]
+    if entry is not None or _starts_noun(toks, i):
+        modifier = entry is not None and n == 1 and _is_modifier(toks, i, mine)
+        return ("seek", gap) if modifier else ("after", 0)
+    if tok in CLAUSE_MARKS or tok in _STOPS:
+        return None, 0
+    if tok in _DETERMINERS or tok.isdigit():
+        return "seek", gap
+    return ("seek", gap + 1) if gap < _MAX_GAP else (None, 0)
 
 
 def longest_matches(words: Sequence[str], table: Mapping[tuple[str, ...], object],
@@ -191,46 +219,3 @@ def longest_matches(words: Sequence[str], table: Mapping[tuple[str, ...], object
         else:
             yield i, 1, None
             i += 1
-
-
-def load_lexicon(path: str | Path) -> dict[str, list[str]]:
-    """Read a user lexicon file: a JSON (or, with PyYAML installed, YAML) mapping class name ->
-    list of words (a single word may be given as a string).  An empty, unreadable or
-    non-mapping file is one InvalidInputError line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidInputError(f"lexicon file {path} cannot be read: {e}") from None
-    if not text.strip():
-        raise InvalidInputError(f"lexicon file {path} is empty; write a JSON object "
-                                '{"class name": ["word", ...]}')
-    data = _parse_lexicon_text(text, path)
-    if not isinstance(data, dict) or not data:
-        raise InvalidInputError(f"lexicon file {path} must hold a non-empty mapping "
-                                '{"class name": ["word", ...]}')
-    out: dict[str, list[str]] = {}
-    for name, words in data.items():
-        words = [words] if isinstance(words, str) else words
-        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-            raise InvalidInputError(f"lexicon file {path}: entry {name!r} must be a list of words")
-        out[str(name)] = list(words)
-    return out
-
-
-def _parse_lexicon_text(text: str, path: Path):
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise InvalidInputError(f"lexicon file {path} is YAML but PyYAML is not installed; "
-                                    "pip install pyyaml, or write the lexicon as JSON") from None
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise InvalidInputError(f"lexicon file {path} is not valid YAML: "
-                                    f"{' '.join(str(e).split())}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InvalidInputError(f"lexicon file {path} is not valid JSON: {e}") from None
