@@ -176,5 +176,5 @@ def test_bad_requests(small_segmenter, images):
         small_segmenter(images[0], classes=["cat", "cat"], caption="auto")
     with pytest.raises(InvalidInputError, match="got 1 candidates for 2 images"):
         small_segmenter.segment_batch(images[:2], VOCAB, candidates=[None])
-    with pytest.raises(InvalidInputError, match="'recognizer'"):
-        small_segmenter(images[0], classes=VOCAB, candidates="recogniser")
+    with pytest.raises(InvalidInputError, match="'recognizer'.*did you mean 'auto'"):
+        small_segmenter(images[0], classes=VOCAB, candidates="atuo")   # 'recogniser' is an alias
