@@ -124,7 +124,7 @@ def per_image_args(args, images: list[str], classes: list[str]):
 
 
 def cmd_segment(args) -> int:
-    from faseg_rt.method.prompts import normalize_classes
+    from faseg_rt.rules import normalize_classes
 
     # every mistake that needs no model is refused first, in one line (exit 2)
     classes = list(normalize_classes(parse_classes(args.classes)))
