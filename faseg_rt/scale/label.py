@@ -174,12 +174,26 @@ def _job_settings(classes, caption, threshold, model, candidates, frontend, exif
         settings["candidates"] = _digest(candidates) if isinstance(candidates, dict) else candidates
         settings.update({k: (_digest(v) if isinstance(v, dict) else
                              str(v) if isinstance(v, os.PathLike) else v)
-                         for k, v in (frontend or {}).items()})
+                         for k, v in used_frontend(caption, candidates, frontend).items()})
     if exif_transpose:
         settings["exif_transpose"] = True
     if config is not None:  # a mask made with other constants is not done
         settings["config"] = config.to_dict()
     return settings
+
+
+def used_frontend(caption, candidates, frontend: dict | None) -> dict:
+    """The front-end settings this job uses, of Segmenter.from_pretrained's: the captioner where
+    a caption is made (caption "auto", or a caption-using mode without a caption), the
+    recogniser and its selection where a mode uses it, the lexicon where captions name
+    candidates.  Captions and candidates from files use neither model, so a row names none."""
+    from faseg_rt.frontend.candidates import uses_caption, uses_recognizer
+
+    mode = candidates if isinstance(candidates, str) else None
+    used = {"captioner": caption == "auto" or (caption is None and uses_caption(mode)),
+            "recognizer": uses_recognizer(mode), "candidate_threshold": uses_recognizer(mode),
+            "max_candidates": uses_recognizer(mode), "lexicon": uses_caption(mode)}
+    return {k: v for k, v in (frontend or {}).items() if used.get(k, True)}
 
 
 def _per_image_inputs(caption, candidates, items, classes):
