@@ -22,20 +22,25 @@ PROBE_TIMEOUT_S = 8.0
 
 
 def quiet_libraries() -> None:
-    """Keep diffusers / transformers chatter (progress bars, info logs) off the terminal."""
+    """Keep diffusers / transformers chatter (progress bars, info logs) off the terminal.
+
+    Sets the environment variables the libraries read when they are imported, and quiets those
+    already imported; it imports neither (the CLI calls it before it checks its arguments, and a
+    usage error must not wait seconds for torch).  Loads also run under `quiet_loading`."""
+    import sys
+
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
-        import diffusers
-        import transformers
-
-        diffusers.utils.logging.set_verbosity_error()
-        diffusers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except Exception:  # pragma: no cover - logging tweaks never stop a load
-        pass
+    for name in ("diffusers", "transformers"):
+        lib = sys.modules.get(name)
+        if lib is None:
+            continue
+        try:
+            lib.utils.logging.set_verbosity_error()
+            lib.utils.logging.disable_progress_bar()
+        except Exception:  # pragma: no cover - logging tweaks never stop a load
+            pass
 
 
 @contextlib.contextmanager

@@ -30,8 +30,9 @@ parses text (float(text), int(text)) and hands the result to the same rule (cli/
 reports the one line as its usage error.
 
 Extending: a new rule is a function here returning the canonical value, with a test in
-tests/test_rules.py; keep this module low in the layering (it imports only torch, numpy and
-faseg_rt.errors) so any layer may use it.  A new precision (bfloat16, say) is one row of _DTYPES
+tests/test_rules.py; keep this module low in the layering (it imports only numpy and faseg_rt.errors at
+load, torch inside the rules that need it) so any layer may use it and a command line checks
+its arguments without importing torch.  A new precision (bfloat16, say) is one row of _DTYPES
 (its names reach DTYPE_NAMES, and DTYPE_CHOICES once the dtype is in CLI_DTYPES) plus the
 device / precision pairing in faseg_rt.devices.default_device_dtype (today it refuses float16 on
 the CPU) and each exported backend's own precision check.
@@ -43,32 +44,42 @@ import difflib
 import math
 
 import numpy as np
-import torch
 
 from faseg_rt.errors import InvalidInputError
 
-#: (dtype, short name, long name, other accepted names); the first row is the CPU default.
+#: (torch dtype's name, short name, long name, other accepted names); the first row is the CPU
+#: default.  Names, not torch dtypes, so that importing the rules (every command line does,
+#: before it checks its arguments) does not import torch: DTYPE_NAMES and CLI_DTYPES, which
+#: hold torch dtypes, are built on first use (module __getattr__).
 _DTYPES = (
-    (torch.float32, "fp32", "float32", ("float",)),
-    (torch.float16, "fp16", "float16", ("half",)),
-    (torch.float64, "fp64", "float64", ("double",)),
-    (torch.bfloat16, "bf16", "bfloat16", ()),
+    ("float32", "fp32", "float32", ("float",)),
+    ("float16", "fp16", "float16", ("half",)),
+    ("float64", "fp64", "float64", ("double",)),
+    ("bfloat16", "bf16", "bfloat16", ()),
 )
 
 #: The name that lets the device pick: bf16 on a CPU with bf16 matrix units, else fp32; fp16 on
 #: CUDA (faseg_rt.devices.auto_dtype).
 AUTO = "auto"
 
-#: Every name `dtype` accepts (also with a "torch." prefix) -> its torch dtype.
-DTYPE_NAMES: dict[str, torch.dtype] = {
-    name: dt for dt, short, long, other in _DTYPES for name in (short, long, *other)}
-
-#: The precisions the command line offers (float64 serves parity checks from Python).
-CLI_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+#: The precisions the command line offers (float64 serves parity checks from Python), by name.
+_CLI_DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
 #: argparse choices of every --dtype flag: the short and long name of each CLI dtype, and "auto".
 DTYPE_CHOICES: tuple[str, ...] = tuple(
-    name for dt, short, long, _ in _DTYPES if dt in CLI_DTYPES for name in (short, long)) + (AUTO,)
+    name for dt, short, long, _ in _DTYPES if dt in _CLI_DTYPE_NAMES for name in (short, long)) + (AUTO,)
+
+
+def __getattr__(name: str):
+    """DTYPE_NAMES (every accepted dtype name, also with a "torch." prefix, -> its torch dtype)
+    and CLI_DTYPES (the torch dtypes the command line offers), built when first read."""
+    if name not in ("DTYPE_NAMES", "CLI_DTYPES"):  # e.g. an introspecting tool: no torch import
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import torch
+
+    if name == "DTYPE_NAMES":
+        return {n: getattr(torch, dt) for dt, short, long, other in _DTYPES for n in (short, long, *other)}
+    return tuple(getattr(torch, dt) for dt in _CLI_DTYPE_NAMES)
 
 
 #: The candidates modes (faseg_rt.frontend.candidates says what each does), and the other
@@ -125,28 +136,35 @@ def max_candidates(value) -> int:
     return positive_int(value, "max_candidates")
 
 
-def dtype(value) -> torch.dtype | str:
+def dtype(value) -> "torch.dtype | str":
     """A torch float dtype from a torch.dtype or a name ("fp16", "float16", "torch.float16"), or
     AUTO ("auto"), which faseg_rt.devices resolves for the device."""
+    import torch
+
+    table = __getattr__("DTYPE_NAMES")
     if isinstance(value, torch.dtype):
-        if value in DTYPE_NAMES.values():
+        if value in table.values():
             return value
     elif value == AUTO:
         return AUTO
-    elif isinstance(value, str) and value.removeprefix("torch.") in DTYPE_NAMES:
-        return DTYPE_NAMES[value.removeprefix("torch.")]
+    elif isinstance(value, str) and value.removeprefix("torch.") in table:
+        return table[value.removeprefix("torch.")]
     names = ", ".join([n for dt, short, long, _ in _DTYPES for n in (short, long)] + [AUTO])
     raise InvalidInputError(f"unknown dtype {value!r}; use one of {names} (or a torch.dtype of those)")
 
 
 def available_devices() -> list[str]:
     """The devices this process can run on: "cpu" and one "cuda:i" per visible GPU."""
+    import torch
+
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return ["cpu"] + [f"cuda:{i}" for i in range(count)]
 
 
-def device(value) -> torch.device:
+def device(value) -> "torch.device":
     """A torch.device this machine has: "cpu", "cuda" / "cuda:i" with that GPU present."""
+    import torch
+
     have = available_devices()
     try:
         dev = torch.device(value)

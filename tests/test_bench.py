@@ -100,3 +100,36 @@ def test_throughput_runs_each_batch_size_in_a_fresh_process(tiny_model_dir, tmp_
     assert 0 < r["hard_extra_mb_k20"] < r["peak_rss_mb"]
     assert res["device"] == "cpu" and res["dtype"] == "float32"
     assert "| 2 |" in capsys.readouterr().out
+
+
+def test_throughput_table_explains_every_column_under_it():
+    from faseg_rt.bench.throughput import TERMS, throughput_table
+
+    res = {"model": "tiny", "device": "cpu", "dtype": "float32", "batches": {
+        "1": {"images_per_s": 1.5, "peak_rss_mb": 900, "hard_extra_mb_k20": 12},
+        "2": {"error": ["out of memory"]}}}
+    text = throughput_table(res)
+    header = next(line for line in text.splitlines() if line.startswith("| batch"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    explained = [t.split(":", 1)[0].removeprefix("- ") for t in TERMS]
+    assert columns == explained                                       # every column, in order
+    assert text.index("| 2 | error") < text.index(TERMS[0]) and all(t in text for t in TERMS)
+
+
+def test_ablations_table_explains_its_terms_under_it():
+    from faseg_rt.bench.ablations import TERMS, ablations_table
+
+    names = ["S_64 @ maps: fused attention vs dense per-head softmax",
+             "A_32 @ maps: factorised (blocksum, S_32, bicubic)",
+             "HARD on K=3 classes: all classes in one call vs a loop over classes",
+             "text embeddings: cache hit vs encoder call"]
+    rows = [{"optimisation": n, "fast_ms": 1.0, "plain_ms": 2.0, "speedup": 2.0, "max_abs_diff": 0.0,
+             "note": "plain builds 4096 x 4096" if i == 0 else ""} for i, n in enumerate(names)]
+    text = ablations_table({"model": "tiny", "device": "cpu", "classes": 3, "rows": rows})
+    terms = "\n".join(TERMS)
+    for name in names:           # the term each row starts with is explained
+        assert f"- {name.split(':')[0].split(' on ')[0]}:" in terms, name
+    for word in ("blocksum", "S_32", "bicubic", "K:", "fast / plain"):
+        assert word in terms
+    assert text.index(names[-1]) < text.index(TERMS[0]) and all(t in text for t in TERMS)
+    assert f"- {names[0]}: plain builds 4096 x 4096" in text              # a row's note too

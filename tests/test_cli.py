@@ -84,5 +84,8 @@ def test_console_script_demo_runs_offline(tmp_path):
                               str(tmp_path / "model")], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "random weights" in r.stdout
+    wrote = r.stdout.splitlines()[0]
+    for name in ("demo_image.png", "demo_image_mask.png", "demo_image_overlay.png"):  # all it writes
+        assert str(tmp_path / "demo" / name) in wrote and (tmp_path / "demo" / name).is_file(), wrote
     with Image.open(tmp_path / "demo" / "demo_image_mask.png") as m:
         assert m.mode == "P" and m.size == (320, 240)

@@ -80,6 +80,38 @@ def test_help_and_version_do_not_import_torch(flag):
     assert p.stdout.strip().splitlines()[-1] == "False False"
 
 
+#: Modules a usage error must not wait for (seconds each on a small CPU).
+HEAVY = ("torch", "transformers", "diffusers", "ray")
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["segment", "/nonexistent.jpg", "--classes", "cat"], "image /nonexistent.jpg does not exist"),
+    (["eval-candidates", "--dataset", "voc", "--captions", "/nonexistent.json", "--groundtruth",
+      "/nonexistent-gt.json"], "captions file /nonexistent.json not found"),
+    (["label", "/nonexistent.jpg", "--classes", "cat", "--out", "OUT"], "input /nonexistent.jpg does not exist"),
+    (["label", "/nonexistent.jpg", "--classes", "cat", "--out", "OUT", "--caption", "auto",
+      "--candidates", "auto"], "input /nonexistent.jpg does not exist"),
+])
+def test_usage_errors_come_before_heavy_imports(argv, line, tmp_path):
+    """A usage error is one line and imports none of torch, transformers, diffusers or Ray (they
+    take seconds to import): `python -X importtime` lists every module the command imported."""
+    import os
+    from pathlib import Path
+
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "faseg_rt.cli", *argv], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120, env=env)
+    errors = [x for x in p.stderr.splitlines() if not x.startswith("import time:")]
+    assert p.returncode == 2 and len(errors) == 1, p.stderr[-2000:]
+    assert errors[0].startswith(f"faseg-rt: error: {line}"), errors
+    imported = {x.rsplit("|", 1)[-1].strip() for x in p.stderr.splitlines() if x.startswith("import time:")}
+    assert "faseg_rt.cli.main" in imported                      # the listing is read right
+    assert imported.isdisjoint(HEAVY), sorted(imported & set(HEAVY))
+    assert not (tmp_path / "out").exists()                      # nothing written
+
+
 def test_benchmarks_write_to_a_git_ignored_folder_by_default(tmp_path):
     """A benchmark run from the checkout never edits the checked-in benchmarks/results/."""
     from pathlib import Path

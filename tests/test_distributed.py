@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 
 import pytest
@@ -40,12 +41,46 @@ N_GOOD = 11
 def test_without_ray_the_command_says_how_to_install(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
     monkeypatch.setitem(sys.modules, "ray.data", None)
+    synthetic_image(24, 20).save(tmp_path / "a.png")  # valid arguments: they are checked first
     rc = main(["label", str(tmp_path), "--classes", "cat", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and RAY_MISSING in err[0]
     assert not (tmp_path / "o").exists()
     with pytest.raises(RayUnavailableError, match="pip install"):
         label([str(tmp_path / "a.png")], ["cat"], tmp_path / "o", model="m")
+
+
+_TALK = """
+import logging, os, sys
+from faseg_rt.cli.label import ray_terminal_to_log
+log = logging.getLogger("ray.fake")
+log.addHandler(logging.StreamHandler())  # as Ray's handler: it holds sys.stderr as it was
+log.propagate = False
+with ray_terminal_to_log(quiet=%r, verbose=%r):
+    os.write(2, b"core_worker.cc: max_restarts > 0\\n")  # Ray's C++ core: straight to fd 2
+    print("progress", file=sys.stderr)
+    log.warning("a Ray warning")
+print("after", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("quiet, verbose, shown", [
+    (False, False, ["progress", "a Ray warning", "after"]),           # default: no core notices
+    (True, False, ["after"]),                                          # --quiet: the summary only
+    (False, True, ["core_worker.cc: max_restarts > 0", "progress", "a Ray warning", "after"]),
+])
+def test_label_keeps_ray_core_lines_for_verbose(quiet, verbose, shown):
+    """What Ray's core writes to file descriptor 2 reaches the terminal only with --verbose;
+    this command's stderr and Ray's Python warnings do unless --quiet; the log is removed."""
+    import glob
+    import subprocess
+    import tempfile
+
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "faseg-rt-label-*.log")))
+    p = subprocess.run([sys.executable, "-c", _TALK % (quiet, verbose)], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0 and p.stderr.splitlines() == shown, p.stderr
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "faseg-rt-label-*.log"))) <= before
 
 
 def test_inputs_from_directory_glob_and_list_file(tmp_path):

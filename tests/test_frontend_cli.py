@@ -107,6 +107,50 @@ def test_label_worker_records_the_front_end(tiny_model_dir, frontend_dirs, photo
     assert manifest_fields({"frontend": rows["frontend"][1]}) == {}
 
 
+def test_segment_sidecar_with_files_names_no_front_end_model(tiny_model_dir, frontend_dirs, photos,
+                                                             tmp_path, capsys):
+    """Captions and candidates from files run neither model: <stem>.json names none (and no
+    selection rule), though --captioner / --recognizer hold their defaults."""
+    caps = tmp_path / "caps.json"
+    caps.write_text(json.dumps({"a.png": "a cat under the sky"}))
+    cands = tmp_path / "cands.json"
+    cands.write_text(json.dumps({"a.png": "cat sky"}))
+    out = tmp_path / "out"
+    config = tmp_path / "small.json"
+    from faseg_rt.testing import write_small_config
+
+    write_small_config(config)
+    rc = main(["segment", str(photos / "a.png"), "--classes", VOCAB, "--model", str(tiny_model_dir),
+               "--captions", str(caps), "--candidates", str(cands), "--out", str(out), "--quiet",
+               "--config", str(config)])
+    assert rc == 0, capsys.readouterr().err
+    side = json.loads((out / "a.json").read_text())
+    assert side["caption"] == "a cat under the sky" and side["candidates"] == ["cat", "sky"]
+    assert side["captioner"] is None and side["recognizer"] is None and side["scores"] is None
+    assert "candidate_threshold" not in side and "max_candidates" not in side
+
+
+@pytest.mark.parametrize("caption, candidates, named", [
+    ({"a.png": "a cat"}, {"a.png": ["cat"]}, set()),                  # both from files
+    ("a cat", ["cat"], set()),                                        # both given
+    ("a cat", "caption", {"lexicon"}),                                # the caption names candidates
+    ("auto", {"a.png": ["cat"]}, {"captioner"}),
+    (None, "caption", {"captioner", "lexicon"}),                      # a caption is made for the mode
+    ({"a.png": "a cat"}, "recognizer", {"recognizer", "candidate_threshold", "max_candidates"}),
+    ("auto", "auto", {"captioner", "recognizer", "candidate_threshold", "max_candidates", "lexicon"}),
+])
+def test_label_rows_name_only_the_front_end_used(caption, candidates, named):
+    """A manifest row's settings name a captioner / recogniser only when the job ran it."""
+    from faseg_rt.scale.label import _job_settings
+
+    frontend = {"captioner": "Salesforce/blip", "recognizer": pathlib.Path("siglip"),
+                "candidate_threshold": 0.2, "max_candidates": 4, "lexicon": {"cat": ["kitty"]}}
+    settings = _job_settings(["cat", "dog"], caption, None, "m", candidates, frontend, False)
+    assert set(settings) & set(frontend) == named
+    if "recognizer" in named:
+        assert settings["recognizer"] == "siglip" and settings["candidate_threshold"] == 0.2
+
+
 def test_eval_auto_reports_presence(auto_segmenter, tiny_model_dir, frontend_dirs, tmp_path, capsys):
     from faseg_rt.eval.datasets.registry import open_dataset
     from faseg_rt.testing.datasets import candidates_from_labels, make_voc, write_json

@@ -204,3 +204,73 @@ def test_healthz_is_503_until_the_model_is_loaded(tiny_model_dir):
     replica._seg = Loaded()
     assert replica.healthz() == {"status": "ok", "model": str(tiny_model_dir.resolve()),
                                  "backend": "torch", "device": "cpu", "dtype": "float32"}
+
+
+def test_the_page_has_a_candidates_field_in_its_form():
+    from html.parser import HTMLParser
+
+    from faseg_rt.serve.page import PAGE
+
+    class Fields(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.in_form, self.names = False, []
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            self.in_form |= tag == "form"
+            if self.in_form and tag == "input":
+                self.names.append(attrs.get("name"))
+
+        def handle_endtag(self, tag):
+            self.in_form &= tag != "form"
+
+    parser = Fields()
+    parser.feed(PAGE)
+    assert parser.names == ["image", "classes", "caption", "candidates", "threshold"]
+    assert "__MODES__" not in PAGE
+
+
+#: The page's script run in Node with the browser objects it touches stubbed: it submits the
+#: form with the typed candidates and prints the fields it sent to POST /v1/segment.
+_SUBMIT = """
+const typed = process.env.TYPED;
+let handler = null, sent = null;
+const element = { addEventListener: (_, f) => { handler = f; }, dataset: {}, textContent: "" };
+global.document = { getElementById: () => element };
+global.FormData = class { constructor(fields) { this.m = new Map(Object.entries(fields)); }
+  get(k) { return this.m.has(k) ? this.m.get(k) : null; } set(k, v) { this.m.set(k, v); }
+  delete(k) { this.m.delete(k); } has(k) { return this.m.has(k); } };
+global.fetch = async (url, opts) => { sent = [url, Object.fromEntries(opts.body.m)];
+  return { ok: false, status: 400, json: async () => ({ error: "stop" }) }; };
+%s
+handler({ preventDefault() {}, target: { image: "photo", classes: "cat, sofa", caption: "",
+          threshold: "", candidates: typed } }).then(() => console.log(JSON.stringify(sent)));
+"""
+
+
+@pytest.mark.parametrize("typed, field", [
+    ("auto", "auto"), ("recogniser", "recognizer"), ("cat, sofa", ("cat", "sofa")),
+    (" sofa ", ("sofa",)), ('["sofa"]', ("sofa",)), ("", None),
+])
+def test_the_page_sends_the_candidates_the_api_takes(typed, field):
+    """The script sends a mode or a JSON list (a comma list typed by hand becomes one) as the
+    `candidates` form field, and nothing when the field is empty; the API parses what it sent."""
+    import re
+    import shutil
+    import subprocess
+
+    from faseg_rt.serve.page import PAGE
+    from faseg_rt.serve.request import parse_candidates
+
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        pytest.skip("no Node.js to run the page's script (the headless-browser test in test_serve.py covers it)")
+    script = re.search(r"<script>(.*)</script>", PAGE, re.S).group(1)
+    p = subprocess.run([node, "-e", _SUBMIT % script], capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/bin:/bin", "TYPED": typed})
+    assert p.returncode == 0, p.stderr
+    url, fields = json.loads(p.stdout)
+    assert url == "/v1/segment" and fields["classes"] == "cat, sofa"
+    assert "caption" not in fields and "threshold" not in fields     # empty fields are not sent
+    assert parse_candidates(fields.get("candidates")) == field

@@ -88,7 +88,26 @@ def ablations_table(res: dict) -> str:
     for r in res["rows"]:
         lines.append(f"| {r['optimisation']} | {r['fast_ms']:.1f} | {r['plain_ms']:.1f} | "
                      f"{r['speedup']:.1f}x | {r['max_abs_diff']:.1e} |")
-    return "\n".join(lines)
+    notes = [f"- {r['optimisation']}: {r['note']}" for r in res["rows"] if r.get("note")]
+    return "\n".join([*lines, "", *TERMS, *(["", "Plain ways:", *notes] if notes else [])])
+
+
+#: One line per term of the ablations table, printed under it.
+TERMS = (
+    "- fast / plain: the runtime's way and the straightforward way of computing the same numbers "
+    "on the same captured tensors of one image (max abs diff: how far apart they land).",
+    "- K: the number of class maps (the vocabulary size) the step works on.",
+    "- S_64 @ maps: the 64 x 64 self-attention of the UNet's highest-resolution layers applied to "
+    "the K class maps, one of HARD's refinement steps; fast: fused attention from the captured "
+    "queries and keys, never forming the 4096 x 4096 matrix.",
+    "- A_32 @ maps: the 32 x 32 self-attention's affinity applied to 64 x 64 maps; fast: "
+    "factorised as blocksum (each 2 x 2 block of a map summed down to 32 x 32), S_32 (the "
+    "averaged 32 x 32 self-attention), then a bicubic resize back to 64 x 64.",
+    "- HARD: hierarchical attention refinement, all resolutions' affinities applied to the maps.",
+    "- text embeddings: the class prompts' CLIP text encoding, cached per class list.",
+)
+
+
 def _best_ms(fn, repeats: int) -> float:
     """Fastest of `repeats` runs (ms): the least noisy estimate on a shared machine."""
     best = float("inf")

@@ -27,8 +27,7 @@ from pathlib import Path
 from faseg_rt import rules
 from faseg_rt.cli.args import positive_int_arg, threshold_arg
 from faseg_rt.frontend.candidates import AUTO, MODES, uses_caption, uses_recognizer
-from faseg_rt.frontend.captioner import DEFAULT_CAPTIONER
-from faseg_rt.frontend.recognizer import DEFAULT_MAX_CANDIDATES, DEFAULT_RECOGNIZER
+from faseg_rt.frontend.defaults import DEFAULT_CAPTIONER, DEFAULT_MAX_CANDIDATES, DEFAULT_RECOGNIZER
 
 CANDIDATES_HELP = ("auto: the classes each image's caption names plus the recogniser's; caption: "
                    "the caption's only; recognizer (or recogniser): the recogniser's only; or a JSON file image -> "

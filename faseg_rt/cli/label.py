@@ -4,6 +4,7 @@
                    [--model ...] [--backend ...] [--ray-address auto|local|ADDRESS]
                    [--num-workers N] [--batch-size B] [--caption ... | --captions FILE]
                    [--candidates MODE|FILE] [--threshold X] [--overwrite] [--exif-transpose]
+                   [--quiet | --verbose]
 
 Each INPUT is an image, a directory, a glob, a text file of paths/URIs or a URI, as
 faseg_rt.scale.inputs.resolve_inputs reads one.  A rerun into OUT never replaces masks made with
@@ -39,16 +40,14 @@ def cmd_label(args) -> int:
     from faseg_rt.cli.args import (check_device_dtype, check_engines, check_out_dir, frontend_kwargs,
                                    parse_classes)
     from faseg_rt.cli.frontend_args import check_frontend
+    from faseg_rt.frontend.per_image import read_id_string_json
+    from faseg_rt.rules import normalize_classes
     from faseg_rt.scale.inputs import resolve_many
     from faseg_rt.scale.label import import_ray, label
     from faseg_rt.scale.manifest import SettingsConflictError
 
-    from faseg_rt.method.prompts import normalize_classes
-    from faseg_rt.frontend.per_image import read_id_string_json
-
+    # every mistake in the arguments is one line before Ray or torch is imported (seconds each)
     check_engines(args)
-    ray_settings(args.ray_address)  # read by Ray when it is imported
-    import_ray()  # the install hint comes before any other work
     classes = read_classes_file(args.classes_file) if args.classes_file else parse_classes(args.classes)
     classes = list(normalize_classes(classes))
     # per-image files are read here and checked against the inputs by label, before any writing
@@ -57,18 +56,20 @@ def cmd_label(args) -> int:
     if isinstance(candidates, Path):
         candidates = read_id_string_json(candidates, "candidates", lists=True)
     check_out_dir(args.out)
+    # several inputs, each resolved as one is; a missing input or one without images: one line
+    inputs = resolve_many(args.inputs)
+    check_frontend(args, classes=classes)  # a missing captioner / recogniser fails here, not in every worker
+    ray_settings(args.ray_address)  # read by Ray when it is imported
+    import_ray()  # without Ray: the install hint
     if starts_local_ray(args.ray_address):  # the workers run on this machine: its devices count
         check_device_dtype(args)
-    check_frontend(args, classes=classes)  # a missing captioner / recogniser fails here, not in every worker
-    # several inputs, each resolved as one is; a missing input or one without images: one line
-    inputs = args.inputs[0] if len(args.inputs) == 1 else resolve_many(args.inputs)
     try:
-        with ray_terminal_to_log(args.quiet):
+        with ray_terminal_to_log(args.quiet, args.verbose):
             report = label(inputs, classes, args.out, model=args.model, backend=args.backend,
                            engines=args.engines, caption=caption, threshold=args.threshold,
                            num_workers=args.num_workers, batch_size=args.batch_size,
                            ray_address=args.ray_address, device=args.device, dtype=args.dtype,
-                           overwrite=args.overwrite, progress=not args.quiet,
+                           overwrite=args.overwrite, progress=not args.quiet, verbose=args.verbose,
                            candidates=candidates, frontend=frontend_kwargs(args),
                            exif_transpose=args.exif_transpose, config=args.config)
     except SettingsConflictError as e:  # the library names overwrite=True; here it is a flag
@@ -103,10 +104,11 @@ def starts_local_ray(address: str | None) -> bool:
 
 
 @contextlib.contextmanager
-def ray_terminal_to_log(enabled: bool):
-    """With --quiet, what is written to this process's stderr while the Ray job runs goes to a
-    temporary log instead: deleted when the job ends, its path printed when the job fails
-    with something in it.
+def ray_terminal_to_log(quiet: bool, verbose: bool = False):
+    """What Ray writes to this process's stderr while the job runs goes to a temporary log
+    (deleted when the job ends, its path printed when the job fails with something in it),
+    unless --verbose.  Without --quiet, this command's own output and Ray's Python warnings (and
+    Ray Data's progress bars in a terminal) still reach the terminal; with --quiet nothing does.
 
     Ray's C++ core writes its ERROR lines straight to file descriptor 2, whatever Python's
     logging says; its only setting, RAY_BACKEND_LOG_LEVEL, announces itself with a line of its
@@ -116,7 +118,7 @@ def ray_terminal_to_log(enabled: bool):
     keyword arguments) as object references that the running dataset holds until it finishes,
     so a worker restarted mid-job finds them (the node-kill tests check it, docs/ray.md).
     """
-    if not enabled:
+    if verbose:
         yield
         return
     import tempfile
@@ -125,9 +127,11 @@ def ray_terminal_to_log(enabled: bool):
     sys.stderr.flush()
     saved = os.dup(2)
     os.dup2(log.fileno(), 2)
+    restore = contextlib.nullcontext() if quiet or not _on_fd2(sys.stderr) else _python_stderr_to(saved)
     failed = True
     try:
-        yield
+        with restore:
+            yield
         failed = False
     finally:
         sys.stderr.flush()
@@ -138,6 +142,38 @@ def ray_terminal_to_log(enabled: bool):
             print(f"faseg-rt: Ray's messages of this run are in {log.name}", file=sys.stderr)
         else:
             os.unlink(log.name)
+
+
+def _on_fd2(stream) -> bool:
+    """True when `stream` writes to file descriptor 2 (not when a caller or pytest replaced it)."""
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return False
+
+
+@contextlib.contextmanager
+def _python_stderr_to(fd: int):
+    """sys.stderr, and the logging handlers that write to it (Ray's among them), write to file
+    descriptor `fd` (the terminal's copy) while file descriptor 2 goes to the log."""
+    import logging
+
+    old = sys.stderr
+    term = os.fdopen(os.dup(fd), "w", buffering=1, encoding=getattr(old, "encoding", None) or "utf-8",
+                     errors="backslashreplace")
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.root.manager.loggerDict))]
+    moved = [h for lg in loggers if isinstance(lg, logging.Logger) for h in lg.handlers
+             if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is old]
+    sys.stderr = term
+    for h in moved:
+        h.setStream(term)
+    try:
+        yield
+    finally:
+        for h in moved:
+            h.setStream(old)
+        sys.stderr = old
+        term.close()
 
 
 def register(subparsers) -> None:
@@ -167,8 +203,12 @@ def register(subparsers) -> None:
                    help="model replicas (default: one per GPU, or 1 without GPUs)")
     p.add_argument("--batch-size", type=positive_int_arg, default=1, help="images per worker call")
     p.add_argument("--overwrite", action="store_true", help="label everything again")
-    p.add_argument("--quiet", action="store_true",
-                   help="print only the summary (no progress bars, no Ray notices)")
+    talk = p.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", action="store_true",
+                      help="print only the summary (no progress bars, no Ray notices)")
+    talk.add_argument("--verbose", action="store_true",
+                      help="also print Ray's INFO lines (execution plans, progress as log lines "
+                           "when stderr is no terminal) and its core's notices")
     add_model_args(p)
     add_frontend_args(p)
     add_image_file_args(p, caption)

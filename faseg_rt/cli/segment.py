@@ -124,7 +124,7 @@ def per_image_args(args, images: list[str], classes: list[str]):
 
 
 def cmd_segment(args) -> int:
-    from faseg_rt.method.prompts import normalize_classes
+    from faseg_rt.rules import normalize_classes
 
     # every mistake that needs no model is refused first, in one line (exit 2)
     classes = list(normalize_classes(parse_classes(args.classes)))
@@ -187,8 +187,9 @@ def cmd_demo(args) -> int:
     with atomic_path(out / "demo_image_overlay.png") as tmp:
         res.overlay().save(tmp, format="PNG")
     counts = {name: int((res.labels == i + 1).sum()) for i, name in enumerate(classes)}
-    print(f"wrote {out / 'demo_image_mask.png'} and {out / 'demo_image_overlay.png'} "
-          f"(pixels per class: {counts}, background: {int((res.labels == 0).sum())})")
+    print(f"wrote {out / 'demo_image.png'} (the picture), {out / 'demo_image_mask.png'} (its mask) and "
+          f"{out / 'demo_image_overlay.png'} (pixels per class: {counts}, background: "
+          f"{int((res.labels == 0).sum())})")
     print("NOTE: this model has random weights, so its masks mean nothing; the demo only shows "
           "that the pipeline runs end to end. For real masks use trained SD 1.5 weights, e.g.\n"
           f"  faseg-rt segment photo.jpg --classes 'cat,dog' --model {DEFAULT_MODEL} --out masks/")

@@ -21,7 +21,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from faseg_rt.frontend.recognizer import DEFAULT_MAX_CANDIDATES, select
+from faseg_rt.frontend.candidates import select
+from faseg_rt.frontend.defaults import DEFAULT_MAX_CANDIDATES
 
 #: Thresholds of the sweep: log-spaced where SigLIP's probabilities live, up to 0.5.
 SWEEP_THRESHOLDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)

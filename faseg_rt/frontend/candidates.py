@@ -93,3 +93,16 @@ def check_lexicon(lexicon) -> dict | None:
         raise InvalidInputError("lexicon must be a non-empty dict {class name: [words naming it]}, "
                                 f"got {lexicon!r:.60}")
     return dict(lexicon)
+
+
+def select(scores: np.ndarray, threshold: float, max_candidates: int) -> np.ndarray:
+    """Kept indices (ascending) of one image's (K,) scores: >= threshold, the best max_candidates.
+
+    Ties at the cut are broken by vocabulary order (the earlier class wins), so the answer is a
+    function of the scores alone.
+    """
+    passing = np.flatnonzero(scores >= threshold)
+    if len(passing) > max_candidates:
+        order = np.argsort(-scores[passing], kind="stable")
+        passing = np.sort(passing[order[:max_candidates]])
+    return passing

@@ -29,9 +29,7 @@ from faseg_rt.errors import InvalidInputError
 from faseg_rt.images import load_image
 from faseg_rt.frontend.base import FrontEndModel
 from faseg_rt.frontend.checkpoints import checkpoint_dir, load, model_type
-
-#: BLIP-1 large captioning model (ViT-L/16 at 384 px + BERT-base decoder), as in the paper.
-DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-large"
+from faseg_rt.frontend.defaults import DEFAULT_CAPTIONER  # noqa: F401 (re-exported)
 
 _SUPPORTED = {"blip": "BLIP (BlipForConditionalGeneration)"}
 

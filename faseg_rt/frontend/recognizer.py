@@ -67,13 +67,11 @@ from faseg_rt.images import load_image
 from faseg_rt.rules import normalize_classes
 from faseg_rt.frontend.base import FrontEndModel
 from faseg_rt.frontend.checkpoints import checkpoint_dir, load, model_type
+from faseg_rt.frontend.candidates import select  # noqa: F401 (re-exported; numpy only, eval reads it)
+from faseg_rt.frontend.defaults import DEFAULT_MAX_CANDIDATES, DEFAULT_RECOGNIZER  # noqa: F401 (re-exported)
 from faseg_rt.frontend.encoding import (FAMILIES, check_max_num_patches, image_inputs, model_class,
                                         text_inputs, text_rule, unknown_token_names)
 from faseg_rt.frontend.templates import NULL_PROMPTS, check_templates, fill
-
-#: SigLIP base, 224 px, patch 16: the smallest SigLIP (203 M parameters), transformers' default
-#: SiglipConfig.  Larger members (google/siglip-so400m-patch14-384) are drop-in and better.
-DEFAULT_RECOGNIZER = "google/siglip-base-patch16-224"
 
 #: Default thresholds per family.  SigLIP: its sigmoid is conservative on prompt-style text (the
 #: model card's example gives 0.32 to a correct "a photo of 2 cats" and ~0 to wrong prompts);
@@ -84,12 +82,6 @@ DEFAULT_RECOGNIZER = "google/siglip-base-patch16-224"
 #: "siglip2", and fixed-resolution checkpoints, which are "siglip"): 0.05 for the same reason, as
 #: it is trained with the same sigmoid loss and learnt bias (not yet measured on real checkpoints).
 DEFAULT_THRESHOLD = {"siglip": 0.05, "siglip2": 0.05, "clip": 0.10}
-
-#: The recogniser's classes per image (caption-named classes come on top).  The published lists
-#: hold at most 6 classes on VOC (mean 1.4), 9 on Context (mean 2.6) and 13 on COCO-Object (mean
-#: 1.9), and 6 or fewer on 99.7 % of Context and 99.1 % of COCO-Object images: 6 keeps nearly
-#: every real list's length while bounding what a low threshold can add.
-DEFAULT_MAX_CANDIDATES = 6
 
 _SUPPORTED = {family: label for family, (_, label) in FAMILIES.items()}
 
@@ -114,19 +106,6 @@ class Recognition:
 
     def score_dict(self) -> dict[str, float]:
         return {c: float(s) for c, s in zip(self.classes, self.scores)}
-
-
-def select(scores: np.ndarray, threshold: float, max_candidates: int) -> np.ndarray:
-    """Kept indices (ascending) of one image's (K,) scores: >= threshold, the best max_candidates.
-
-    Ties at the cut are broken by vocabulary order (the earlier class wins), so the answer is a
-    function of the scores alone.
-    """
-    passing = np.flatnonzero(scores >= threshold)
-    if len(passing) > max_candidates:
-        order = np.argsort(-scores[passing], kind="stable")
-        passing = np.sort(passing[order[:max_candidates]])
-    return passing
 
 
 class Recognizer(FrontEndModel):

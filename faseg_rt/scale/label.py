@@ -174,12 +174,26 @@ def _job_settings(classes, caption, threshold, model, candidates, frontend, exif
         settings["candidates"] = _digest(candidates) if isinstance(candidates, dict) else candidates
         settings.update({k: (_digest(v) if isinstance(v, dict) else
                              str(v) if isinstance(v, os.PathLike) else v)
-                         for k, v in (frontend or {}).items()})
+                         for k, v in used_frontend(caption, candidates, frontend).items()})
     if exif_transpose:
         settings["exif_transpose"] = True
     if config is not None:  # a mask made with other constants is not done
         settings["config"] = config.to_dict()
     return settings
+
+
+def used_frontend(caption, candidates, frontend: dict | None) -> dict:
+    """The front-end settings this job uses, of Segmenter.from_pretrained's: the captioner where
+    a caption is made (caption "auto", or a caption-using mode without a caption), the
+    recogniser and its selection where a mode uses it, the lexicon where captions name
+    candidates.  Captions and candidates from files use neither model, so a row names none."""
+    from faseg_rt.frontend.candidates import uses_caption, uses_recognizer
+
+    mode = candidates if isinstance(candidates, str) else None
+    used = {"captioner": caption == "auto" or (caption is None and uses_caption(mode)),
+            "recognizer": uses_recognizer(mode), "candidate_threshold": uses_recognizer(mode),
+            "max_candidates": uses_recognizer(mode), "lexicon": uses_caption(mode)}
+    return {k: v for k, v in (frontend or {}).items() if used.get(k, True)}
 
 
 def _per_image_inputs(caption, candidates, items, classes):
@@ -251,13 +265,17 @@ def _dataset_todo(ds, manifest, settings, out, overwrite):
     return ds.filter(lambda row: row["path"] not in done) if done else ds
 
 
-def _quiet_ray(ray, progress: bool) -> None:
+def _quiet_ray(ray, progress: bool, verbose: bool) -> None:
+    """Ray Data's progress bars when `progress`; its INFO lines (an execution plan per dataset,
+    and, when stderr is no terminal, the progress as a block of log lines every 10 s) only when
+    `verbose`; with neither, not its warning that the bars are off (as asked) either."""
+    import logging
+
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = bool(progress)
-    if not progress:  # quiet: keep Ray Data's per-dataset INFO lines off the terminal, and
-        import logging  # its warning that the progress bars are off (as asked) too
-
+    if not verbose:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+    if not progress and not verbose:
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
@@ -299,7 +317,7 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
           threshold=None, num_workers: int | None = None, batch_size: int = 1, ray_address=None,
           device=None, dtype=None, overwrite: bool = False, progress: bool = False,
           candidates=None, frontend: dict | None = None, exif_transpose: bool = False,
-          config=None) -> LabelReport:
+          config=None, verbose: bool = False) -> LabelReport:
     """Label images with FA-Seg on Ray; writes OUT/<stem>.png masks and OUT/manifest.jsonl.
 
     inputs: a directory, a glob, a text file listing paths/URIs, an image, a list of paths/URIs,
@@ -318,8 +336,8 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
         local instance), "auto" (the running cluster) or "ray://host:port" / "host:port".
     overwrite: label everything again, ignoring the manifest; without it, finished masks made
         with other settings that this run would replace are refused (SettingsConflictError).
-    exif_transpose: apply each image's EXIF orientation first (as for Segmenter).
-    config: a FASegConfig for every worker (None: the published settings); recorded in the rows.
+    exif_transpose: apply EXIF orientation first (as for Segmenter); config: a FASegConfig for all
+        workers (None: the published one), in the rows; progress / verbose: Ray Data's bars / INFO.
     Returns a LabelReport (ok / failed / skipped counts); a bad image is a failed row, not an error.
     """
     ray = import_ray()
@@ -352,7 +370,7 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
             # temporaries of masks a killed worker was writing (they are redone now)
             remove_stale_temps(out, {output_name(item) for item in todo})
         started = _connect(ray, ray_address)
-        _quiet_ray(ray, progress)
+        _quiet_ray(ray, progress, verbose)
         if not is_dataset:
             ds = ray.data.read_binary_files(todo, include_paths=True, num_cpus=0)
         workers, cpus, gpus = _plan_resources(ray, num_workers, device)

@@ -3,9 +3,16 @@
 It posts the form to the same POST /v1/segment as any client, decodes the returned label PNG
 (a palette PNG, so the browser sees VOC colours, background black) and draws it at half opacity
 over the photo, with a legend of the classes found (pixel counts, largest first).
+
+Its Candidates field takes what the API's `candidates` field takes (a mode, or a JSON list of
+class names) and also a comma list ("cat, sofa"), which the script sends as a JSON list.
 """
 
-PAGE = """<!doctype html>
+import json
+
+from faseg_rt import rules
+
+_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>FA-Seg</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
@@ -22,6 +29,7 @@ PAGE = """<!doctype html>
  <label for="image">Photo</label><input id="image" name="image" type="file" accept="image/*" required>
  <label for="classes">Classes</label><input id="classes" name="classes" placeholder="cat, dog, sofa" required>
  <label for="caption">Caption</label><input id="caption" name="caption" placeholder="optional; 'auto' for a BLIP caption">
+ <label for="candidates">Candidates</label><input id="candidates" name="candidates" placeholder="optional; 'auto', 'caption', 'recognizer' or classes: cat, sofa">
  <label for="threshold">Threshold</label><input id="threshold" name="threshold" placeholder="optional, in [0, 1]">
  <span></span><button id="submit" type="submit">Segment</button>
 </form>
@@ -37,6 +45,12 @@ function voc(k) {  // the PASCAL VOC colour of label k (faseg_rt.io.color_palett
     b |= ((k >> (3 * j + 2)) & 1) << (7 - j);
   }
   return [r, g, b];
+}
+const MODES = __MODES__;  // the candidates modes the API takes (faseg_rt.rules)
+function candidatesField(text) {  // a mode or a JSON list as typed; a comma list as a JSON list
+  text = text.trim();
+  if (!text || text.startsWith("[") || MODES.includes(text)) return text;
+  return JSON.stringify(text.split(",").map(s => s.trim()).filter(s => s));
 }
 function loadImage(src) {
   return new Promise((ok, fail) => { const im = new Image(); im.onload = () => ok(im);
@@ -74,7 +88,8 @@ function draw(photo, mask, classes) {
 document.getElementById("form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const status = document.getElementById("status"), form = new FormData(ev.target);
-  for (const k of ["caption", "threshold"]) if (!form.get(k)) form.delete(k);
+  form.set("candidates", candidatesField(form.get("candidates") || ""));
+  for (const k of ["caption", "candidates", "threshold"]) if (!form.get(k)) form.delete(k);
   status.className = ""; status.textContent = "segmenting ...";
   try {
     const r = await fetch("/v1/segment", { method: "POST", body: form });
@@ -84,7 +99,8 @@ document.getElementById("form").addEventListener("submit", async (ev) => {
     const mask = await loadImage("data:image/png;base64," + body.labels_png);
     const n = draw(photo, mask, body.classes);
     status.textContent = body.width + " x " + body.height + ", " + n + " class(es) found" +
-      (body.caption ? ", caption: " + body.caption : "");
+      (body.caption ? ", caption: " + body.caption : "") +
+      (form.has("candidates") ? ", candidates: " + body.candidates.join(", ") : "");
     status.dataset.done = "1";
   } catch (e) {
     status.className = "error"; status.textContent = e.message; status.dataset.done = "1";
@@ -93,3 +109,6 @@ document.getElementById("form").addEventListener("submit", async (ev) => {
 </script>
 </body></html>
 """
+
+#: The page GET / serves, with the candidates modes (and their aliases) of faseg_rt.rules.
+PAGE = _PAGE.replace("__MODES__", json.dumps([*rules.CANDIDATE_MODES, *rules.CANDIDATE_MODE_ALIASES]))
