@@ -37,9 +37,24 @@ def test_masks_are_exact_and_captions_name_what_is_drawn(index):
     assert words.caption == " ".join(words.classes) and words.classes == s.classes
 
 
-def test_bad_caption_form_is_refused():
+@pytest.mark.parametrize("index", range(6))
+def test_named_colours_are_the_colours_drawn(index):
+    from faseg_rt.testing.toy_world import PALETTE
+
+    s = ToyWorld(size=96, colours="named").sample(0, index)
+    words, img = s.caption.replace(",", "").split(), np.asarray(s.image).astype(int)
+    palette = dict(PALETTE)
+    for name in s.classes:
+        said = words[words.index(name) - 1]                      # "a red cat": the word before
+        px = img[s.mask == NAMES.index(name) + 1]
+        assert np.abs(px - np.asarray(palette[said])).max() <= 25, (name, said)
+
+
+def test_bad_world_settings_are_refused():
     with pytest.raises(ValueError, match="caption_form must be one of"):
         ToyWorld(caption_form="poem")
+    with pytest.raises(ValueError, match="colours must be one of"):
+        ToyWorld(colours="rainbow")
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +79,11 @@ def test_trainer_is_deterministic_and_saves_a_loadable_model(trained, tmp_path):
     assert [again.step() for _ in range(3)] == losses
     assert tr.latents.shape == (32, 4, 8, 8)                     # pictures and their mirrors
     assert abs(float(tr.latents.std()) - 1.0) < 1e-3             # scaled to unit std
+    # FA-Seg samples mean + std * noise: that must be the mean the UNet was trained on
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        post = tr.vae.encode(x).latent_dist
+    assert float(post.std.max()) < 1e-3 * float(post.mean.std())
     d = tr.model_dir(tmp_path / "model")
     prov = json.loads((d / "model_index.json").read_text())["faseg_rt_test_model"]
     assert prov["steps"] == 3 and prov["recipe"]["size"] == 64

@@ -37,7 +37,9 @@ CHOICES = {
     "width-2x": BASE.changed(width=2.0),
     "size-256": BASE.changed(size=256),
     "words": BASE.changed(caption_form="words"),
+    "named-colours": BASE.changed(colours="named"),
     "low-t": BASE.changed(timesteps="low"),
+    "mid-t": BASE.changed(timesteps="mid"),
 }
 
 

@@ -12,7 +12,6 @@ with a frozen text encoder each distinct caption is encoded once.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -23,7 +22,10 @@ from faseg_rt.testing.tiny_sd import TINY, save_model, tiny_modules, write_clip_
 from faseg_rt.testing.toy_world import ToyWorld
 
 TEXT_MODES = ("frozen", "embeddings", "full")   # what of the text encoder is trained
-TIMESTEPS = ("uniform", "low")                   # low: t = 1000 * u^2 (the inversion runs at t = 1)
+#: uniform; low: t = 1000 u^2 (the inversion runs at t = 1); mid: logit-normal, t = 1000 sigmoid(n)
+#: with n ~ N(0, 1), which weights the mid-noise steps where the caption is most informative
+#: (the sampling Stable Diffusion 3 trains with)
+TIMESTEPS = ("uniform", "low", "mid")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Recipe:
     width: float = 1.0          # UNet channel multiplier over the tiny model's (32, 32, 64, 64)
     size: int = 128             # picture side; latent side = size / 8
     caption_form: str = "sentence"
+    colours: str = "class"      # toy_world.COLOUR_MODES
     timesteps: str = "uniform"
     train_images: int = 2000
     seed: int = 0
@@ -68,13 +71,15 @@ class Trainer:
         self.work = Path(work_dir)
         widths = dict(TINY, unet_channels=tuple(int(round(c * r.width)) for c in TINY["unet_channels"]))
         self.unet, self.vae, self.text_encoder = tiny_modules(widths, seed=r.seed, sharpen=1.0)
+        deterministic_posterior(self.vae)
         self.tokenizer = CLIPTokenizer.from_pretrained(str(write_clip_tokenizer(self.work / "tokenizer")))
-        self.world = ToyWorld(size=r.size, caption_form=r.caption_form)
+        self.world = ToyWorld(size=r.size, caption_form=r.caption_form, colours=r.colours)
         self.gen = torch.Generator().manual_seed(r.seed)
         samples = [self.world.sample(r.seed, i) for i in range(r.train_images)]
         pixels = torch.stack([_pixels(s.image) for s in samples])                # (n, 3, s, s)
         if r.vae_steps:
             self.vae_losses = train_vae(self.vae, pixels, r.vae_steps, self.gen)
+            deterministic_posterior(self.vae)
         self.latents = self._encode(torch.cat([pixels, pixels.flip(-1)]))        # (2n, 4, s/8, s/8)
         self.ids = self._tokenize([s.caption for s in samples] * 2)              # (2n, 77)
         self.text_encoder.requires_grad_(False)
@@ -117,9 +122,7 @@ class Trainer:
         r = self.recipe
         idx = torch.randint(len(self.latents), (r.batch,), generator=self.gen)
         z0 = self.latents[idx]
-        u = torch.rand(r.batch, generator=self.gen)
-        t = (u * 1000).long() if r.timesteps == "uniform" else (u * u * 1000).long()
-        t = t.clamp(0, 999)
+        t = sample_timesteps(r.timesteps, r.batch, self.gen)
         noise = torch.randn(z0.shape, generator=self.gen)
         a = self.acp[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
@@ -143,19 +146,42 @@ class Trainer:
         return save_model(Path(out), self.unet, self.vae, self.text_encoder, prov)
 
 
+def deterministic_posterior(vae, log_std: float = -10.0) -> None:
+    """Make the VAE's posterior std exp(log_std) (its log-variance rows of quant_conv output a
+    constant), so the latent sample FA-Seg draws (mean + std * fixed noise, spec step 2) is the
+    mean the UNet was trained on.  A random VAE's posterior std is ~1 against a mean of std
+    ~0.23: its samples are mostly noise, and no attention trained on the means finds anything in
+    them.  SD's trained VAE has a small posterior std too."""
+    conv = vae.quant_conv
+    c = conv.out_channels // 2
+    with torch.no_grad():
+        conv.weight[c:].zero_()
+        conv.bias[c:].fill_(2 * log_std)
+
+
+def sample_timesteps(kind: str, n: int, gen: torch.Generator) -> torch.Tensor:
+    """(n,) int64 training timesteps in [0, 999] drawn as TIMESTEPS[kind] says."""
+    if kind == "mid":
+        u = torch.sigmoid(torch.randn(n, generator=gen))
+    else:
+        u = torch.rand(n, generator=gen)
+        u = u * u if kind == "low" else u
+    return (u * 1000).long().clamp(0, 999)
+
+
 def train_vae(vae, pixels: torch.Tensor, steps: int, gen: torch.Generator, batch: int = 16,
               lr: float = 1e-3) -> list[float]:
-    """Briefly train the VAE on reconstruction (MSE + a small KL term), so its latents keep the
-    pictures' layout better than a random encoder's; returns the losses."""
+    """Briefly train the VAE as an autoencoder of its posterior means (MSE, a tiny pull of the
+    means toward 0), so its latents keep the pictures' layout better than a random encoder's;
+    returns the losses."""
     opt = torch.optim.AdamW(vae.parameters(), lr=lr)
     vae.train()
     losses = []
     for _ in range(steps):
         x = pixels[torch.randint(len(pixels), (batch,), generator=gen)]
         post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample(generator=gen)).sample
-        kl = post.kl().mean() / math.prod(x.shape[1:])
-        loss = torch.nn.functional.mse_loss(rec, x) + 1e-4 * kl
+        rec = vae.decode(post.mean).sample                       # an autoencoder on the means
+        loss = torch.nn.functional.mse_loss(rec, x) + 1e-6 * post.mean.pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -30,6 +30,15 @@ NAMES = tuple(c[0] for c in CLASSES)
 
 #: Caption forms: "sentence" ("a photo of a cat and a dog"), "words" ("cat dog").
 CAPTION_FORMS = ("sentence", "words")
+#: Colour modes: "class" (each class its own colour family, as CLASSES says) or "named" (each
+#: object one of PALETTE's colours, named in the caption before its class: "a red cat"; the
+#: class is then its shape alone).  Named colours make the caption's words matter per object:
+#: where the disc is, the denoiser needs the colour said next to "cat", so cross-attention
+#: pays for finding "cat" there instead of reading the caption as one bag of words.
+COLOUR_MODES = ("class", "named")
+PALETTE = (("red", (220, 40, 40)), ("green", (40, 170, 60)), ("blue", (40, 80, 220)),
+           ("yellow", (240, 220, 40)), ("white", (240, 240, 240)), ("black", (25, 25, 25)),
+           ("purple", (140, 60, 180)), ("pink", (240, 140, 190)))
 _TEMPLATES = ("a photo of {}", "a picture of {}", "{} in a picture", "an image with {}")
 
 
@@ -47,15 +56,18 @@ class ToySample:
 @dataclass(frozen=True)
 class ToyWorld:
     """size: picture side in pixels; max_objects: 1..max objects per picture (distinct
-    classes); caption_form: one of CAPTION_FORMS."""
+    classes); caption_form: one of CAPTION_FORMS; colours: one of COLOUR_MODES."""
 
     size: int = 128
     max_objects: int = 3
     caption_form: str = "sentence"
+    colours: str = "class"
 
     def __post_init__(self):
         if self.caption_form not in CAPTION_FORMS:
             raise ValueError(f"caption_form must be one of {', '.join(CAPTION_FORMS)}, not {self.caption_form!r}")
+        if self.colours not in COLOUR_MODES:
+            raise ValueError(f"colours must be one of {', '.join(COLOUR_MODES)}, not {self.colours!r}")
 
     def sample(self, seed: int, index: int) -> ToySample:
         """Picture `index` of the split drawn with `seed`."""
@@ -69,18 +81,23 @@ class ToyWorld:
         mask = Image.new("L", (s, s), 0)
         n = int(rng.integers(1, self.max_objects + 1))
         picked = rng.choice(len(CLASSES), size=n, replace=False)
+        said = {}
         for k in picked:
             name, shape, colour = CLASSES[int(k)]
             poly = _shape(shape, rng, s)
+            if self.colours == "named":
+                said[name], colour = PALETTE[int(rng.integers(len(PALETTE)))]
             c = tuple(int(v) for v in np.clip(np.asarray(colour) + rng.integers(-25, 26, 3), 0, 255))
             _draw(ImageDraw.Draw(img), shape, poly, c)
             _draw(ImageDraw.Draw(mask), shape, poly, int(k) + 1)
         mask_np = np.asarray(mask, dtype=np.uint8).copy()
         present = [NAMES[int(k)] for k in picked if (mask_np == int(k) + 1).any()]
         order = [present[i] for i in rng.permutation(len(present))]
-        return ToySample(img, mask_np, tuple(order), self._caption(order, rng))
+        phrases = [f"{said[n]} {n}" if n in said else n for n in order]
+        return ToySample(img, mask_np, tuple(order), self._caption(phrases, rng))
 
     def _caption(self, names: list[str], rng) -> str:
+        """The caption of the object phrases `names` ("cat" or "red cat"), in that order."""
         if self.caption_form == "words":
             return " ".join(names)
         objs = [f"a {n}" for n in names]
