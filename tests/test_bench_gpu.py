@@ -1,5 +1,5 @@
 """`faseg-rt bench gpu --dry`: the GPU plan runs end to end on the CPU (what needs CUDA is
-skipped by the preflight with its reason), so it cannot rot between the rare runs on a lent GPU;
+skipped by the preflight with its reason), so it cannot rot between runs on a GPU;
 and the budget, the step split and the incremental writing behave as documented."""
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def test_killed_step_keeps_what_it_measured(tmp_path, monkeypatch):
     assert json.loads((tmp_path / f"{step.name}.json").read_text())["status"] == "timeout"
 
 
-def test_plan_fits_the_window_and_preflight_names_wheels(monkeypatch):
+def test_plan_fits_the_budget_and_preflight_names_wheels(monkeypatch):
     default = select("default", dry=False)
     assert [s.name for s in default[:4]] == ["env", "parity-fp16-full", "eager-b1-full", "eager-b8-full"]
     assert all(s.estimate_s <= 180 for s in STEPS)  # every step under 3 minutes by estimate

@@ -1,4 +1,4 @@
-"""`faseg-rt bench gpu` / benchmarks/gpu.sh: what a lent GPU should measure, within its time.
+"""`faseg-rt bench gpu` / benchmarks/gpu.sh: a time-boxed, resumable benchmark for any CUDA GPU.
 
     bash benchmarks/gpu.sh OUT                       # preflight, then the default plan, --budget 540
     bash benchmarks/gpu.sh OUT                       # again: steps already ok in OUT are kept
@@ -6,7 +6,7 @@
     faseg-rt bench gpu --list                        # the steps and their estimates
 
 1. Preflight (seconds): the imports each step needs, a C compiler for compile, free GPU
-   memory; prints what is missing and which wheels to carry.  A step whose needs are missing
+   memory; prints what is missing and which wheels to install.  A step whose needs are missing
    is recorded as skipped with the reason, without spending time on it.
 2. Steps of one variant x one batch size (faseg_rt/bench/gpu_plan.py), in order, each in its own
    process under a limit of twice its estimate (never past the budget; --dry: the budget); a step writes
@@ -31,7 +31,8 @@ from pathlib import Path
 from faseg_rt.bench.gpu_plan import Step, preflight, select
 from faseg_rt.io import atomic_write_bytes, atomic_write_json
 
-#: One tool command may run 10 minutes; this leaves one for Python start-up and the summary.
+#: Keeps one command under 10 minutes (a common limit for a batch job), with one minute left
+#: for Python start-up and the summary; pass --budget to fit another limit.
 DEFAULT_BUDGET_S = 540
 
 
@@ -112,7 +113,7 @@ def summary_markdown(summary: dict) -> str:
     pre = summary["preflight"]
     lines += [f"- {n}: {state}" for n, state in pre["checks"].items()]
     if pre["carry"]:
-        lines.append(f"- carry: {' '.join(pre['carry'])}")
+        lines.append(f"- wheels to install: {' '.join(pre['carry'])}")
     lines += ["", "| step | status | seconds | note |", "|---|---|---|---|"]
     for name, rec in summary["steps"].items():
         note = (rec.get("reason", "") + (" (kept from an earlier run)" if rec.get("kept") else ""))

@@ -1,10 +1,11 @@
 """The steps of `faseg-rt bench gpu` and the preflight that runs before any of them.
 
-A lent GPU comes for about 15 minutes of device time in all (start-up included), at most 10
-minutes per command, with CUDA torch and transformers installed and no package registry.  So
-the work is cut into steps of one variant x one batch size, each estimated (H100-class GPU,
-16 CPU cores) to take under 3 minutes; the estimates drive `--budget`, which stops starting
-steps that would not fit.  The default order measures what matters most first.
+A time-boxed, resumable benchmark for any CUDA GPU: the work is cut into steps of one variant x
+one batch size, each estimated (H100-class GPU, 16 CPU cores) to take under 3 minutes, so that
+`--budget SECONDS` can stop starting steps that would not fit and a second run into the same
+folder continues where the first stopped.  The default order measures what matters most first.
+Preflight needs nothing beyond the installed packages: on an offline machine it names the
+wheels to copy over (WHEELS).
 
 Estimates (seconds) include the step's own Python start-up and model load (~15 s for the
 SD 1.5-width random model); the first step that needs `full` also builds it (~60 s, once).
@@ -98,8 +99,8 @@ def select(spec: str | None, dry: bool) -> list[Step]:
 
 
 # ----------------------------------------------------------------------------- preflight
-#: What to carry (pip download --no-deps, see benchmarks/README.md "On a GPU") when an import
-#: fails for want of a module: the module's name -> its wheel.
+#: What to install (pip download --no-deps on a machine with a registry, see benchmarks/README.md
+#: "On a GPU") when an import fails for want of a module: the module's name -> its wheel.
 WHEELS = {"diffusers": "diffusers==0.42.1", "PIL": "pillow==13.0.0", "requests": "requests==2.34.2",
           "charset_normalizer": "charset-normalizer==3.4.7", "idna": "idna==3.20", "urllib3": "urllib3==2.7.0",
           "certifi": "certifi==2026.5.20", "importlib_metadata": "importlib-metadata==10.2.0",
@@ -168,7 +169,7 @@ def _names(state: str, module: str, dist: str) -> bool:
 
 
 def preflight(steps: list[Step], dry: bool, log=print) -> dict:
-    """Check what each step needs before any device time is spent (seconds: imports).
+    """Check what each step needs before any step starts (seconds: imports).
 
     Returns {"checks": {check: "ok ..." | "missing: why"}, "missing": {step: [checks]},
     "carry": [wheels that would fix a missing import], "seconds"}."""
@@ -189,5 +190,5 @@ def preflight(steps: list[Step], dry: bool, log=print) -> dict:
     if skipped:
         log(f"[preflight] will skip: {'; '.join(skipped)}")
     if carry:
-        log(f"[preflight] carry these wheels (benchmarks/README.md, 'On a GPU'): {' '.join(carry)}")
+        log(f"[preflight] install these wheels (benchmarks/README.md, 'On a GPU'): {' '.join(carry)}")
     return {"checks": checks, "missing": missing, "carry": carry, "seconds": time.perf_counter() - t0}
