@@ -181,7 +181,7 @@ def test_bf16_on_a_cpu_without_bf16_units_says_so_and_auto_stays_fp32(monkeypatc
     from faseg_rt.devices import default_device_dtype
 
     monkeypatch.setattr(precision, "cpu_bf16_units", lambda: None)
-    with pytest.warns(UserWarning, match="no bf16 matrix units.*slower than float32"):
+    with pytest.warns(UserWarning, match="no bf16 instructions.*slower than float32"):
         assert default_device_dtype("cpu", "bf16")[1] == BF16
     assert default_device_dtype("cpu", "auto")[1] == F32
     monkeypatch.setattr(precision, "cpu_bf16_units", lambda: "amx_bf16")
