@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+from argparse import Namespace
 
 import pytest
+import torch
 
-from faseg_rt.bench import gpu
-from faseg_rt.bench.gpu_plan import STEPS, preflight, select
+from faseg_rt.bench import gpu, gpu_plan, gpu_steps
+from faseg_rt.bench.gpu_plan import STEPS, preflight, run_key, select
 from faseg_rt.bench.gpu_steps import Record
 from faseg_rt.cli import main
 
@@ -36,7 +38,7 @@ def test_bench_gpu_dry_run(tiny_model_dir, tmp_path):
     assert summary["preflight"]["checks"]["cuda"].startswith("missing")
     b8 = json.loads((out / "eager-b8-tiny.json").read_text())["result"]
     assert b8["latency_ms"]["median"] > 0 and b8["images_per_s"] > 0
-    assert (out / "ref" / "eager-tiny-float32.npz").is_file()  # what graphs / compiled compare with
+    assert len(list((out / "ref").glob("eager-tiny-float32-*.npz"))) == 1  # what graphs / compiled compare with
     md = (out / "summary.md").read_text()
     rows = [ln.split("|")[1].strip() for ln in md.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
     assert rows == [s.name for s in select("default", dry=True)]  # the run order
@@ -91,3 +93,51 @@ def test_plan_fits_the_budget_and_preflight_names_wheels(monkeypatch):
     assert "requests==2.34.2" in pre["carry"]
     assert "cc" in pre["missing"]["compiled-b1-full"] and "diffusers" in pre["missing"]["eager-b1-full"]
     assert main(["bench", "gpu", "--steps", "nope"]) == 2
+
+
+def test_a_dry_record_is_never_kept_by_a_real_run(tiny_model_dir, tmp_path, monkeypatch):
+    """A --dry (CPU) record in OUT is run again by a real run into the same OUT, never reported as
+    "ok (kept)"; the real record is kept by the same real command and not by a dry one, nor by a
+    run with other arguments."""
+    cache, out = _cache(tmp_path, tiny_model_dir), tmp_path / "gpu"
+    common = ["--in-process", "--out", str(out), "--cache", str(cache), "--steps", "env", "--iters", "1"]
+    assert main(["bench", "gpu", "--dry"] + common) == 0  # a real dry record, written by the env step
+    assert json.loads((out / "env.json").read_text())["key"]["dry"] is True
+    ran = []
+
+    def fake_step(step, args):  # the GPU run, faked: the step "measures" and records its key
+        ran.append((step.name, args.dry, args.iters))
+        rec = gpu_steps.Record(out / f"{step.name}.json", run_key(step, args))
+        rec.put("gpu", "faked")
+        return rec.finish("ok")
+
+    monkeypatch.setattr(gpu_steps, "run_step", fake_step)
+    monkeypatch.setitem(gpu_plan.CHECKS, "cuda", lambda dry: "ok (faked)")
+
+    def env_after(argv):
+        assert main(["bench", "gpu"] + argv) == 0
+        return json.loads((out / "summary.json").read_text())["steps"]["env"]
+
+    assert not env_after(common).get("kept") and ran == [("env", False, 1)]  # the dry record was not kept
+    assert env_after(common)["kept"] and len(ran) == 1                         # the real one is, by a real run
+    assert not env_after(["--dry"] + common).get("kept") and ran[-1] == ("env", True, 1)
+    assert not env_after(common[:-1] + ["2"]).get("kept") and ran[-1] == ("env", False, 2)
+
+
+def test_dry_and_real_runs_never_share_the_eager_reference(tmp_path):
+    graphs, eager = select("graphs-b1-tiny", dry=True)[0], select("eager-b1-tiny", dry=True)[0]
+    dry, real = (Namespace(out=tmp_path, cache="c", iters=1, dry=d) for d in (True, False))
+    f32 = torch.float32
+    assert gpu_steps._ref_path(dry, graphs, f32) == gpu_steps._ref_path(dry, eager, f32)  # writer = reader
+    assert gpu_steps._ref_path(dry, graphs, f32) != gpu_steps._ref_path(real, graphs, f32)
+
+
+def test_images_per_s_comes_from_the_median_latency(tmp_path, monkeypatch):
+    step = select("eager-b8-tiny", dry=True)[0]
+    times = iter([5000.0, 100.0, 400.0, 200.0])  # the first call, then 3 timed calls: median 200 ms
+    monkeypatch.setattr(gpu_steps, "_timed", lambda fn: next(times))
+    monkeypatch.setattr(gpu_steps, "_segmenter", lambda *a, **k: None)
+    monkeypatch.setattr(gpu_steps, "_image", lambda args: None)
+    rec = gpu_steps.Record(tmp_path / "x.json")
+    gpu_steps.step_latency(step, Namespace(out=tmp_path, cache="c", iters=3, dry=True), rec)
+    assert rec.data["result"]["images_per_s"] == pytest.approx(8 / 0.2)

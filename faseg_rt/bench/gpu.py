@@ -14,6 +14,9 @@
 3. --budget SECONDS: a step starts only if its estimate fits in what is left (time spent so far,
    counted as at least the estimates of the steps run).  OUT/summary.json and OUT/summary.md
    are rewritten after every step.
+4. Resuming: a step already ok in OUT is kept only when it ran with the same --dry, arguments,
+   package version and git commit (gpu_plan.run_key); anything else runs again.  --dry and real
+   runs default to different folders and never share a kept record or the eager reference.
 
 `--dry` runs the same plan on the CPU with the tiny model, the 64 px config and one iteration;
 what needs CUDA is skipped by the preflight with the reason.  CI runs it (tests/test_bench_gpu.py).
@@ -28,9 +31,11 @@ import sys
 import time
 from pathlib import Path
 
-from faseg_rt.bench.gpu_plan import Step, preflight, select
+from faseg_rt.bench.gpu_plan import Step, preflight, run_key, select
 from faseg_rt.io import atomic_write_bytes, atomic_write_json
 
+#: Where results go by default; --dry runs use a folder of their own (DEFAULT_OUT-dry).
+DEFAULT_OUT = "benchmarks/results/gpu"
 #: Keeps one command under 10 minutes (a common limit for a batch job), with one minute left
 #: for Python start-up and the summary; pass --budget to fit another limit.
 DEFAULT_BUDGET_S = 540
@@ -56,13 +61,14 @@ def _run_child(step: Step, args, timeout: float) -> dict:
     return rec
 
 
-def _kept(path: Path) -> dict | None:
-    """A finished step's record from an earlier run into the same OUT, if it succeeded."""
+def _kept(path: Path, key: dict) -> dict | None:
+    """A finished step's record from an earlier run into the same OUT, if it succeeded under the
+    same key (gpu_plan.run_key: dry flag, arguments, package version, git commit)."""
     try:
         rec = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return rec if rec.get("status") == "ok" else None
+    return rec if rec.get("status") == "ok" and rec.get("key") == key else None
 
 
 def run_all(args) -> dict:
@@ -80,7 +86,8 @@ def run_all(args) -> dict:
     for step in steps:
         path = out / f"{step.name}.json"
         left = args.budget - max(time.perf_counter() - t0, charged)
-        kept = None if args.force else _kept(path)
+        key = run_key(step, args)
+        kept = None if args.force else _kept(path, key)
         if kept is not None:
             rec = dict(kept, kept=True)
         elif pre["missing"][step.name]:
@@ -94,6 +101,7 @@ def run_all(args) -> dict:
             limit = left if args.dry else min(2 * step.estimate_s, left)
             rec = run_step(step, args) if args.in_process else _run_child(step, args, limit)
         if kept is None and rec["status"] in ("skipped", "not started"):
+            rec = dict(rec, key=key)
             atomic_write_json(path, rec)
         summary["steps"][step.name] = rec
         summary["seconds"] = time.perf_counter() - t0
@@ -129,7 +137,8 @@ def add_arguments(p) -> None:
     import os
     import tempfile
 
-    p.add_argument("--out", default="benchmarks/results/gpu", help="folder for the JSON and markdown")
+    p.add_argument("--out", default=None,
+                   help=f"folder for the JSON and markdown (default {DEFAULT_OUT}, with --dry {DEFAULT_OUT}-dry)")
     p.add_argument("--dry", action="store_true", help="CPU, tiny model, 64 px config, 1 iteration")
     p.add_argument("--iters", type=int, default=None, help="timed calls per measurement (default 10; dry 1)")
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "faseg_rt_bench_models"))
@@ -154,6 +163,15 @@ def _list(args) -> int:
     return 0
 
 
+def _defaults(args):
+    """--iters and --out when not given: dry runs get one iteration and a folder of their own."""
+    if args.iters is None:
+        args.iters = 1 if args.dry else 10
+    if args.out is None:
+        args.out = DEFAULT_OUT + ("-dry" if args.dry else "")
+    return args
+
+
 def main(argv=None) -> int:
     from faseg_rt.errors import InvalidInputError
 
@@ -162,15 +180,12 @@ def main(argv=None) -> int:
         p = argparse.ArgumentParser(prog="faseg_rt.bench.gpu _step")
         p.add_argument("step")
         add_arguments(p)
-        args = p.parse_args(argv[1:])
-        args.iters = args.iters or (1 if args.dry else 10)
+        args = _defaults(p.parse_args(argv[1:]))
         from faseg_rt.bench.gpu_steps import run_step
 
         run_step(select(args.step, args.dry)[0], args)
         return 0
-    args = _parser().parse_args(argv)
-    if args.iters is None:
-        args.iters = 1 if args.dry else 10
+    args = _defaults(_parser().parse_args(argv))
     if args.list:
         return _list(args)
     try:

@@ -14,6 +14,7 @@ Compile is the longest: inductor compiles vae, unet, unet_attn, HARD and TTF at 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import shutil
@@ -96,6 +97,46 @@ def select(spec: str | None, dry: bool) -> list[Step]:
 
         raise InvalidInputError(f"unknown step(s) {', '.join(unknown)}; choose from {', '.join(sorted(known))}")
     return [s for s in steps if s.name in want]
+
+
+# ----------------------------------------------------------------------------- run keys
+def run_key(step: Step, args) -> dict:
+    """What a step's numbers depend on beyond the step itself: a record from an earlier run is
+    kept only when its key is equal (the dry flag, the arguments, the package version and the
+    git commit of the checkout when there is one), so a CPU --dry record never stands in for a
+    GPU one, nor a record of older code for the current one."""
+    from faseg_rt.version import __version__
+
+    return {"step": step.name, "dry": bool(args.dry), "iters": args.iters, "cache": str(args.cache),
+            "version": __version__, "commit": git_commit()}
+
+
+def key_digest(key: dict) -> str:
+    """A short stable name for a key (file names of what a step leaves for later steps)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """HEAD of the git checkout this package is imported from (with '+dirty' when tracked files
+    differ from it), or None when it is not one (an installed wheel, no git)."""
+    import subprocess
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parents[1]
+    try:
+        top = subprocess.run(["git", "-C", str(pkg), "rev-parse", "--show-toplevel", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout.split()
+        if len(top) != 2 or Path(top[0]).resolve() != pkg.parent:
+            return None  # a repository that merely contains an installed copy
+        dirty = subprocess.run(["git", "-C", str(pkg), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return top[1] + ("+dirty" if dirty else "")
 
 
 # ----------------------------------------------------------------------------- preflight
