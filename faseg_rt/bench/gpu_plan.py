@@ -143,9 +143,9 @@ def git_commit() -> str | None:
 #: What to install (pip download --no-deps on a machine with a registry, see benchmarks/README.md
 #: "On a GPU") when an import fails for want of a module: the module's name -> its wheel.
 WHEELS = {"diffusers": "diffusers==0.42.1", "PIL": "pillow==13.0.0", "requests": "requests==2.34.2",
-          "charset_normalizer": "charset-normalizer==3.4.7", "idna": "idna==3.20", "urllib3": "urllib3==2.7.0",
+          "charset_normalizer": "charset-normalizer==3.4.7", "idna": "idna==3.21", "urllib3": "urllib3==2.7.0",
           "certifi": "certifi==2026.5.20", "importlib_metadata": "importlib-metadata==10.2.0",
-          "zipp": "zipp==4.1.2", "huggingface_hub": "huggingface-hub==2.4.0", "accelerate": "accelerate==1.15.0",
+          "zipp": "zipp==4.1.2", "huggingface_hub": "huggingface-hub==2.4.0", "accelerate": "accelerate==1.16.0",
           "onnx": "onnx==1.23.2", "polygraphy": "polygraphy==0.53.6"}
 #: Free GPU memory below which CUDA steps are not started (the full model at batch 8 in fp16
 #: with its fp32 twin loaded for parity stays well under it).
