@@ -18,7 +18,7 @@ from PIL import Image
 from faseg_rt.cli import main
 from faseg_rt.cli.segment import segment_files
 from faseg_rt.errors import InvalidInputError
-from faseg_rt.frontend.per_image import read_candidates, read_captions
+from faseg_rt.frontend.input_files import read_candidates, read_captions
 from faseg_rt.testing import synthetic_image
 
 VOCAB = ["cat", "dog", "potted plant", "sky", "red car"]

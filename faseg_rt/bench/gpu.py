@@ -34,8 +34,9 @@ from pathlib import Path
 from faseg_rt.bench.gpu_plan import Step, preflight, run_key, select
 from faseg_rt.io import atomic_write_bytes, atomic_write_json
 
-#: Where results go by default; --dry runs use a folder of their own (DEFAULT_OUT-dry).
-DEFAULT_OUT = "benchmarks/results/gpu"
+#: Where results go by default; --dry runs (a check of the plan, not figures) go to a git-ignored
+#: folder of their own.
+DEFAULT_OUT, DEFAULT_DRY_OUT = "benchmarks/results/gpu", "faseg-bench/gpu-dry"
 #: Keeps one command under 10 minutes (a common limit for a batch job), with one minute left
 #: for Python start-up and the summary; pass --budget to fit another limit.
 DEFAULT_BUDGET_S = 540
@@ -138,7 +139,7 @@ def add_arguments(p) -> None:
     import tempfile
 
     p.add_argument("--out", default=None,
-                   help=f"folder for the JSON and markdown (default {DEFAULT_OUT}, with --dry {DEFAULT_OUT}-dry)")
+                   help=f"folder for the JSON and markdown (default {DEFAULT_OUT}, with --dry {DEFAULT_DRY_OUT})")
     p.add_argument("--dry", action="store_true", help="CPU, tiny model, 64 px config, 1 iteration")
     p.add_argument("--iters", type=int, default=None, help="timed calls per measurement (default 10; dry 1)")
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "faseg_rt_bench_models"))
@@ -168,7 +169,7 @@ def _defaults(args):
     if args.iters is None:
         args.iters = 1 if args.dry else 10
     if args.out is None:
-        args.out = DEFAULT_OUT + ("-dry" if args.dry else "")
+        args.out = DEFAULT_DRY_OUT if args.dry else DEFAULT_OUT
     return args
 
 

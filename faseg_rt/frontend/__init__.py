@@ -3,7 +3,7 @@ present in each image (a SigLIP, SigLIP 2 or CLIP recogniser), loaded on first u
 and the classes a caption names (`classes_in_caption`, a lexicon matcher with no model).
 
 The names below are imported when first read (module __getattr__): importing a light submodule
-(per_image, caption_classes, defaults) must not import torch and transformers, which the
+(input_files, caption_classes, defaults) must not import torch and transformers, which the
 captioner and the recogniser need, so the command line checks its arguments at once."""
 
 import importlib
