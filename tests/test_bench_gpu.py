@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from faseg_rt.bench import gpu, gpu_plan, gpu_steps
-from faseg_rt.bench.gpu_plan import STEPS, preflight, run_key, select
+from faseg_rt.bench.gpu_plan import preflight, run_key, select
 from faseg_rt.bench.gpu_steps import Record
 from faseg_rt.cli import main
 
@@ -79,19 +79,48 @@ def test_killed_step_keeps_what_it_measured(tmp_path, monkeypatch):
     assert json.loads((tmp_path / f"{step.name}.json").read_text())["status"] == "timeout"
 
 
-def test_plan_fits_the_budget_and_preflight_names_wheels(monkeypatch):
-    default = select("default", dry=False)
-    assert [s.name for s in default[:4]] == ["env", "parity-fp16-full", "eager-b1-full", "eager-b8-full"]
-    assert all(s.estimate_s <= 180 for s in STEPS)  # every step under 3 minutes by estimate
-    assert all(s.batch == 1 for s in default if "compiled" in s.variant)
-    from faseg_rt.bench import gpu_plan
+def test_default_plan_is_the_documented_one():
+    """benchmarks/README.md's step table lists the default plan in its run order."""
+    from pathlib import Path
 
-    monkeypatch.setitem(gpu_plan.CHECKS, "diffusers",
-                        lambda dry: "missing: ModuleNotFoundError: No module named 'requests'")
-    monkeypatch.setitem(gpu_plan.CHECKS, "cc", lambda dry: "missing: no C compiler")
-    pre = preflight(select("eager-b1-full,compiled-b1-full", dry=False), dry=False, log=lambda m: None)
-    assert "requests==2.34.2" in pre["carry"]
-    assert "cc" in pre["missing"]["compiled-b1-full"] and "diffusers" in pre["missing"]["eager-b1-full"]
+    readme = (Path(__file__).resolve().parents[1] / "benchmarks" / "README.md").read_text()
+    rows = [ln.split("|") for ln in readme.splitlines() if ln.startswith("| ") and "`" in ln]
+    documented = [r[2].strip().strip("`") for r in rows if r[1].strip().isdigit() and r[1].strip() != "0"]
+    assert documented == [s.name for s in select("default", dry=False)]
+
+
+def test_each_step_runs_under_twice_its_estimate_never_past_the_budget(tmp_path, monkeypatch):
+    limits = {}
+
+    def fake_child(step, args, timeout):
+        limits[step.name] = timeout
+        return {"status": "ok"}
+
+    monkeypatch.setattr(gpu, "_run_child", fake_child)
+    for name in gpu_plan.CHECKS:
+        monkeypatch.setitem(gpu_plan.CHECKS, name, lambda dry: "ok (faked)")
+    steps = select("env,eager-b1-full,compiled-b1-full", dry=False)
+    assert main(["bench", "gpu", "--out", str(tmp_path), "--steps", ",".join(s.name for s in steps),
+                 "--budget", "400"]) == 0
+    env, eager, compiled = steps
+    assert limits["env"] == 2 * env.estimate_s and limits["eager-b1-full"] == 2 * eager.estimate_s
+    # compiled's twice-estimate would pass the budget: it gets what is left of it instead
+    left = 400 - env.estimate_s - eager.estimate_s
+    assert 2 * compiled.estimate_s > left and left - 5 < limits["compiled-b1-full"] <= left
+
+
+def test_preflight_names_the_wheel_of_what_is_missing(monkeypatch):
+    def carry_when(diffusers_says):
+        monkeypatch.setitem(gpu_plan.CHECKS, "diffusers", lambda dry: f"missing: {diffusers_says}")
+        monkeypatch.setitem(gpu_plan.CHECKS, "cc", lambda dry: "missing: no C compiler")
+        pre = preflight(select("eager-b1-full,compiled-b1-full", dry=False), dry=False, log=lambda m: None)
+        assert "cc" in pre["missing"]["compiled-b1-full"] and "diffusers" in pre["missing"]["eager-b1-full"]
+        return [w for w in pre["carry"] if not w.startswith("diffusers==")]
+
+    # the module an import names, or the distribution a version check names; no wheel for a compiler
+    assert carry_when("ModuleNotFoundError: No module named 'requests'") == [gpu_plan.WHEELS["requests"]]
+    assert carry_when("ImportError: huggingface-hub>=1.32.0 is required") == [gpu_plan.WHEELS["huggingface_hub"]]
+    assert carry_when("ImportError: something else") == []
     assert main(["bench", "gpu", "--steps", "nope"]) == 2
 
 
