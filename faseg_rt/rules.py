@@ -43,10 +43,14 @@ from __future__ import annotations
 
 import difflib
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from faseg_rt.errors import InvalidInputError
+
+if TYPE_CHECKING:  # torch is imported inside the rules that need it, never at load
+    import torch
 
 #: (torch dtype's name, short name, long name, other accepted names); the first row is the CPU
 #: default.  Names, not torch dtypes, so that importing the rules (every command line does,

@@ -245,7 +245,7 @@ class Segmenter:
         s = cfg.latent_size
         with stage("hard", self.device):
             cross = {r: summaries[f"cross_{r}"][rows].float() for r in cfg.resolutions}
-            j, t = cross[s].shape[1], cross[s].shape[3]
+            j = cross[s].shape[1]
             tm = device_token_matrix(self._token_mats, prompts, j, self.backend.dims.text_len, self.device)  # (J*77, K)
             maps = class_maps_fused(cross, cfg.cross_weights, tm, s)                  # (n, K, s, s)
             self_attn = {r: summaries[f"self_{r}"][rows] for r in cfg.resolutions if r != s}

@@ -1,10 +1,10 @@
-import pytest
 """`faseg-rt eval` with the real Segmenter on the tiny model: the saved masks are exactly the
 Segmenter's labels mapped to dataset ids, and the metrics are computed from those masks."""
 
 import json
 
 import numpy as np
+import pytest
 
 from faseg_rt import cli
 from faseg_rt.eval import open_dataset

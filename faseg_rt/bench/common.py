@@ -155,5 +155,3 @@ def reference_hard_memory_mb(summaries: dict, classes_count: int) -> float:
 
 
 # ----------------------------------------------------------------------------- operator profile
-
-

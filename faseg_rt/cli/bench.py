@@ -128,7 +128,8 @@ def cmd_bench(args) -> int:
     table = table_fn(res)
     res["markdown"] = table
     res["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    tag = args.tag or f"{args.model if args.model in ('tiny', 'full') else 'model'}-{res.get('device', args.device or 'auto')}"
+    model = args.model if args.model in ("tiny", "full") else "model"
+    tag = args.tag or f"{model}-{res.get('device', args.device or 'auto')}"
     path = Path(args.out) / f"{args.what}-{tag}.json".replace(":", "")
     atomic_write_json(path, res)
     print(table)

@@ -222,4 +222,3 @@ def register(sub) -> None:
     d.add_argument("--model-dir", default=None,
                    help="where the tiny model is built once and reused (default: ~/.cache/faseg_rt/tiny-sd15-random)")
     d.set_defaults(func=cmd_demo)
-

@@ -7,8 +7,14 @@ The names below are imported when first read (module __getattr__): importing a l
 captioner and the recogniser need, so the command line checks its arguments at once."""
 
 import importlib
+from typing import TYPE_CHECKING
 
 from faseg_rt.frontend.defaults import DEFAULT_CAPTIONER, DEFAULT_RECOGNIZER
+
+if TYPE_CHECKING:  # what _LAZY loads, for linters and type checkers (never at run time)
+    from faseg_rt.frontend.caption_classes import classes_in_caption, load_lexicon
+    from faseg_rt.frontend.captioner import Captioner
+    from faseg_rt.frontend.recognizer import Recognition, Recognizer
 
 #: public name -> the submodule that defines it
 _LAZY = {"classes_in_caption": "caption_classes", "load_lexicon": "caption_classes",

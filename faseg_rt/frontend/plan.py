@@ -204,6 +204,7 @@ class FrontEnd:
                                        selection=selection if on else None, **common))
         return plans
 
+
 def _same_device(a, b) -> bool:
     """torch.device("cuda") and "cuda:0" name one GPU (a model reports the indexed form): moving
     on every call would also drop the recogniser's cached class embeddings."""
