@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What a lent GPU should measure, within its time (benchmarks/README.md, "On a GPU").
+# A time-boxed, resumable benchmark for any CUDA GPU (benchmarks/README.md, "On a GPU").
 #   bash benchmarks/gpu.sh [OUT] [--budget S] [--steps A,B]   # default OUT: benchmarks/results/gpu-<date>
 #   bash benchmarks/gpu.sh OUT                                # again: continues where the budget stopped
 #   bash benchmarks/gpu.sh OUT --dry                          # the same plan on the CPU, CUDA parts skipped

@@ -8,8 +8,15 @@ The public classes are imported on first use (PEP 562), so `import faseg_rt` (an
 `faseg-rt --help` / `--version`) does not import torch.
 """
 
+from typing import TYPE_CHECKING
+
 from faseg_rt.errors import FASegError, InvalidInputError, ModelLoadError
 from faseg_rt.version import __version__  # noqa: F401
+
+if TYPE_CHECKING:  # what _LAZY loads, for linters and type checkers (never at run time)
+    from faseg_rt.config import FASegConfig
+    from faseg_rt.results import SegmentationResult
+    from faseg_rt.segmenter import Segmenter
 
 #: name -> module that defines it, imported when the name is first read
 _LAZY = {"Segmenter": "faseg_rt.segmenter", "SegmentationResult": "faseg_rt.results",

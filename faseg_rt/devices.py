@@ -33,8 +33,9 @@ def default_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.d
 
 
 def auto_dtype(device: torch.device) -> torch.dtype:
-    """fp16 on CUDA; bf16 on a CPU with bf16 matrix units (3x faster networks there, masks
-    measured in benchmarks/README.md "Precision policy"); fp32 on other CPUs."""
+    """fp16 on CUDA; bf16 on a CPU with bf16 instructions (AMX or AVX-512 BF16: faster networks
+    there, labels equal to fp32's but for near-ties; benchmarks/README.md "Precision policy");
+    fp32 on other CPUs."""
     from faseg_rt.precision import cpu_bf16_units
 
     if device.type == "cuda":
@@ -48,12 +49,12 @@ def check_device_dtype(device: torch.device, dtype: torch.dtype) -> None:
 
     if device.type == "cpu" and dtype == torch.float16:
         raise InvalidInputError("float16 on the CPU is not supported; use dtype=torch.float32, or "
-                                "torch.bfloat16 on a CPU with bf16 matrix units (AMX, AVX-512 BF16)")
+                                "torch.bfloat16 on a CPU with bf16 instructions (AMX, AVX-512 BF16)")
     if dtype != torch.bfloat16:
         return
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise InvalidInputError(f"{torch.cuda.get_device_name(device)} has no bfloat16 support; use "
                                 "dtype=torch.float16 (or float32)")
     if device.type == "cpu" and cpu_bf16_units() is None:
-        warnings.warn("this CPU has no bf16 matrix units (amx_bf16 / avx512_bf16): bfloat16 runs "
+        warnings.warn("this CPU has no bf16 instructions (amx_bf16 / avx512_bf16): bfloat16 runs "
                       "emulated, slower than float32; dtype='auto' picks float32 here", stacklevel=3)

@@ -1,9 +1,10 @@
 """Precision policy: the float type of every stage of the method, from the one dtype a caller names.
 
 A caller asks for float32 (exact, the default), float16 (CUDA) or bfloat16 (a CPU with bf16
-matrix units, or a CUDA GPU that has them).  A reduced dtype is not a cast of everything: FA-Seg
-reads softmax outputs and min-max normalises them, so the policy lowers only what carries the
-cost and measured as safe (benchmarks/README.md, "Precision policy"):
+instructions, AMX tiles or AVX-512 BF16, or a CUDA GPU that supports it).  A reduced dtype is not
+a cast of everything: FA-Seg reads softmax outputs and min-max normalises them, so the policy
+lowers only the stages that carry the cost and whose error does not move the labels beyond
+near-ties (the figures, with their dates and commands: benchmarks/README.md, "Precision policy"):
 
 | stage          | what                                              | fp32 | bf16 | fp16 |
 |----------------|---------------------------------------------------|------|------|------|
@@ -14,18 +15,17 @@ cost and measured as safe (benchmarks/README.md, "Precision policy"):
 | inversion      | latent sample and the DDIM inversion step         | fp32 | fp32 | fp32 |
 | refine         | cross fusion, HARD, TTF, labels                   | fp32 | fp32 | fp32 |
 
-On a CPU whose bf16 units are AVX-512 BF16 without AMX, the UNet's attention kernel itself
-(flash attention over the 4096 tokens of latent 64, bound by its softmax, not its products) runs
-in float32 inside the bf16 UNet: bf16 runs that kernel no faster there (0.91-1.03x of fp32,
-`faseg-rt bench ops`), and a full-width bf16 call with the kernel in float32 was as fast and its
-labels agreed with fp32 on 1.2-1.4 points more pixels (benchmarks/README.md).  With AMX tiles
-it stays bf16 (not measured here: no AMX machine).
+On a CPU with AVX-512 BF16 but no AMX, the UNet's attention kernel itself (flash attention over
+the 4096 tokens of latent 64, bound by its softmax, not its products) runs in float32 inside the
+bf16 UNet: without matrix tiles bf16 does not make that kernel faster, and float32 there keeps
+the labels closer to fp32's (`faseg-rt bench ops`, `faseg-rt bench precision`).  With AMX it
+stays bf16.
 
-The captured logits come from the UNet's own (reduced) q / k projections: computing to_q / to_k
-in float32 inside a bf16 UNet was measured to raise the labels' agreement with fp32 by at most
-0.14 points on the tiny model: the hidden states they project already carry the bf16 error.  The fp16 rows are what the exported
-fp16 graphs and TensorRT engines do (engines/build.py): the torch fp16 path follows the same
-table.  float64 (checks only) runs the networks in float64 and the last three rows in float32.
+The captured logits come from the UNet's own (reduced) q / k projections, left in the UNet's
+dtype: the hidden states they project already carry the bf16 error, so float32 projections
+would cost time for little agreement.  The fp16 rows are what the exported fp16 graphs and
+TensorRT engines do (engines/build.py): the torch fp16 path follows the same table.  float64
+(checks only) runs the networks in float64 and the last three rows in float32.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ def precision_policy(dtype: torch.dtype, device: torch.device | str = "cpu") -> 
     text = _F32 if dtype in (_BF16, _F16) else dtype
     stages = (("text_encoder", text), ("vae_encoder", dtype), ("unet", dtype),
               ("capture", _F32), ("inversion", _F32), ("refine", _F32))
-    # channels-last convolutions for bf16 on the CPU (oneDNN's fastest bf16 layout; VAE encoder
-    # at SD 1.5 widths: bf16 channels-last 5.3 s against fp32 16.7 s); GPU kernels pick their own
+    # channels-last convolutions for bf16 on the CPU (oneDNN's fastest bf16 layout); GPU kernels
+    # pick their own
     cpu_bf16 = torch.device(device).type == "cpu" and dtype == _BF16
     # float32 attention where bf16 has no matrix tiles: no slower there, and closer to fp32's
     # labels (module doc)
@@ -91,7 +91,8 @@ def apply_policy(policy: PrecisionPolicy, vae, text_encoder, unet, device) -> No
 
 
 def cpu_bf16_units() -> str | None:
-    """The CPU's bf16 matrix units as cpuinfo names them ('amx_bf16', 'avx512_bf16'), or None."""
+    """The CPU's bf16 support as cpuinfo names it: 'amx_bf16' (matrix tiles), 'avx512_bf16'
+    (vector instructions), or None."""
     caps = getattr(torch.cpu, "get_capabilities", lambda: {})()
     for flag in ("amx_bf16", "avx512_bf16"):
         if caps.get(flag):

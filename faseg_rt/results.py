@@ -23,7 +23,6 @@ def legend_entries(labels: np.ndarray, classes: tuple[str, ...]) -> list[tuple[s
     return [(classes[int(i) - 1], int(i)) for i in ids[order]]
 
 
-
 @dataclass(frozen=True)
 class SegmentationResult:
     """Masks for one image.

@@ -32,20 +32,25 @@ reports the one line as its usage error.
 Extending: a new rule is a function here returning the canonical value, with a test in
 tests/test_rules.py; keep this module low in the layering (it imports only numpy and faseg_rt.errors at
 load, torch inside the rules that need it) so any layer may use it and a command line checks
-its arguments without importing torch.  A new precision (bfloat16, say) is one row of _DTYPES
-(its names reach DTYPE_NAMES, and DTYPE_CHOICES once the dtype is in CLI_DTYPES) plus the
-device / precision pairing in faseg_rt.devices.default_device_dtype (today it refuses float16 on
-the CPU) and each exported backend's own precision check.
+its arguments without importing torch.  A new precision (float8, say) is one row of _DTYPES
+(its names reach DTYPE_NAMES, and DTYPE_CHOICES once the dtype is in CLI_DTYPES), a column of
+the stage table in faseg_rt.precision, the device / precision pairing in
+faseg_rt.devices.check_device_dtype (which refuses float16 on the CPU, and bfloat16 on a GPU
+without it) and each exported backend's own precision check.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from faseg_rt.errors import InvalidInputError
+
+if TYPE_CHECKING:  # torch is imported inside the rules that need it, never at load
+    import torch
 
 #: (torch dtype's name, short name, long name, other accepted names); the first row is the CPU
 #: default.  Names, not torch dtypes, so that importing the rules (every command line does,
@@ -58,7 +63,7 @@ _DTYPES = (
     ("bfloat16", "bf16", "bfloat16", ()),
 )
 
-#: The name that lets the device pick: bf16 on a CPU with bf16 matrix units, else fp32; fp16 on
+#: The name that lets the device pick: bf16 on a CPU with bf16 instructions, else fp32; fp16 on
 #: CUDA (faseg_rt.devices.auto_dtype).
 AUTO = "auto"
 

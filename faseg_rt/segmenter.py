@@ -26,7 +26,7 @@ from faseg_rt.config import FASegConfig
 from faseg_rt.devices import default_device_dtype
 from faseg_rt.errors import InvalidInputError
 from faseg_rt.frontend.candidates import MODES
-from faseg_rt.frontend.plan import FrontEnd, ImagePlan, per_image
+from faseg_rt.frontend.plan import FrontEnd, ImagePlan, one_per_image
 from faseg_rt.images import load_image, pair_pixels, preprocess
 from faseg_rt.method.hard import class_maps_fused, hard
 from faseg_rt.method.inversion import fixed_noise, invert, sample_latents
@@ -245,7 +245,7 @@ class Segmenter:
         s = cfg.latent_size
         with stage("hard", self.device):
             cross = {r: summaries[f"cross_{r}"][rows].float() for r in cfg.resolutions}
-            j, t = cross[s].shape[1], cross[s].shape[3]
+            j = cross[s].shape[1]
             tm = device_token_matrix(self._token_mats, prompts, j, self.backend.dims.text_len, self.device)  # (J*77, K)
             maps = class_maps_fused(cross, cfg.cross_weights, tm, s)                  # (n, K, s, s)
             self_attn = {r: summaries[f"self_{r}"][rows] for r in cfg.resolutions if r != s}
@@ -304,8 +304,8 @@ class Segmenter:
         batch_size = rules.batch_size(batch_size)
         self.backend.check_batch(min(batch_size, len(images)))
         vocabularies = [normalize_classes(c) for c in _per_image_classes(classes, len(images))]
-        captions = per_image(captions, len(images), "captions")
-        candidates = per_image(candidates, len(images), "candidates", MODES)
+        captions = one_per_image(captions, len(images), "captions")
+        candidates = one_per_image(candidates, len(images), "candidates", MODES)
         for vocab in {tuple(v) for v, c in zip(vocabularies, candidates) if c is None}:
             if self._vocab_cache.get(vocab) is None:  # new vocabulary: too large fails before any work
                 self.check_vocabulary(self._prompts(vocab))

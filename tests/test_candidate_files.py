@@ -18,7 +18,7 @@ from PIL import Image
 from faseg_rt.cli import main
 from faseg_rt.cli.segment import segment_files
 from faseg_rt.errors import InvalidInputError
-from faseg_rt.frontend.per_image import read_candidates, read_captions
+from faseg_rt.frontend.input_files import read_candidates, read_captions
 from faseg_rt.testing import synthetic_image
 
 VOCAB = ["cat", "dog", "potted plant", "sky", "red car"]
@@ -238,3 +238,24 @@ def test_eval_modes_score_each_source(auto_segmenter, tmp_path, mode):
         assert "candidate_threshold" not in m and m["presence"]["caption"]["mean_candidates"] == 2.0
     else:   # the threshold actually used is recorded, the sweep made from the stored scores
         assert (m["candidate_threshold"], m["max_candidates"]) == (0.3, 6) and "sweep" in m["presence"]
+
+
+def test_the_lexicon_file_is_read_once_per_command(tmp_path, monkeypatch, capsys):
+    """--lexicon is read in one place (cli.args.lexicon_arg): the front-end settings, the check
+    and the run metadata all see the mapping read first, and stray keys warn once per check."""
+    from argparse import Namespace
+
+    from faseg_rt.cli.args import frontend_kwargs, lexicon_arg
+    from faseg_rt.frontend import lexicon as lexicon_module
+
+    path = tmp_path / "lex.json"
+    path.write_text('{"dog": ["mutt"], "zebra": ["zeb"]}')
+    reads, real = [], lexicon_module.load_lexicon
+    monkeypatch.setattr(lexicon_module, "load_lexicon", lambda p: reads.append(p) or real(p))
+    args = Namespace(lexicon=path)
+    first = lexicon_arg(args, ["dog", "cat"])
+    assert first == {"dog": ["mutt"], "zebra": ["zeb"]}
+    assert "'zebra' match no class of the vocabulary" in capsys.readouterr().err
+    path.write_text('{"cat": ["moggy"]}')  # changed mid-command: the command keeps what it read
+    assert frontend_kwargs(args)["lexicon"] == lexicon_arg(args) == first
+    assert reads == [path]

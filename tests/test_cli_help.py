@@ -136,3 +136,15 @@ def test_every_command_is_handled_by_cmd_of_its_name():
         func = sub.choices[name].get_default("func")
         assert (func.__module__, func.__name__) == (f"faseg_rt.cli.{module}",
                                                     "cmd_" + name.replace("-", "_")), name
+
+
+def test_bench_dispatches_every_kind_through_its_table():
+    """Each `faseg-rt bench KIND` but gpu (its own plan) has an entry in the explicit dispatch
+    table, and the entry loads that benchmark's run and table functions."""
+    sub = next(a for a in cli_bench.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    kinds = {k for k in sub.choices if not k.startswith("_")} - {"gpu"}
+    assert kinds == set(cli_bench.TABLE_BENCHMARKS)
+    for kind in sorted(kinds):
+        run, table = cli_bench._benchmark(kind)
+        assert (run.__name__, table.__name__) == (kind, f"{kind}_table")
+        assert run.__module__ == table.__module__ == f"faseg_rt.bench.{kind}"

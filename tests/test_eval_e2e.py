@@ -1,15 +1,15 @@
-import pytest
 """`faseg-rt eval` with the real Segmenter on the tiny model: the saved masks are exactly the
 Segmenter's labels mapped to dataset ids, and the metrics are computed from those masks."""
 
 import json
 
 import numpy as np
+import pytest
 
 from faseg_rt import cli
 from faseg_rt.eval import open_dataset
 from faseg_rt.testing.datasets import candidates_from_labels, make_voc, write_json
-from faseg_rt.eval.inputs import build_vocabulary, parse_candidates
+from faseg_rt.eval.inputs import build_vocabulary, split_candidate_string
 from faseg_rt.eval.metrics import ConfusionMatrix
 from faseg_rt.io import load_label_png
 
@@ -34,7 +34,7 @@ def test_eval_command_with_real_segmenter(tmp_path, tiny_model_dir, segmenter, c
     cm = ConfusionMatrix(ds.num_classes)
     for i in split.ids[:2]:
         # the candidate string is space separated; multi-word names come from the dataset list
-        names = list(parse_candidates(cands[i], build_vocabulary(ds.class_names[1:], ds.aliases))[0])
+        names = list(split_candidate_string(cands[i], build_vocabulary(ds.class_names[1:], ds.aliases))[0])
         res = segmenter(str(ds.image_path(i)), classes=names,
                         caption="a photo of shapes" if i == split.ids[0] else None,
                         threshold=ds.default_threshold)

@@ -8,7 +8,7 @@ from faseg_rt.errors import InvalidInputError
 from faseg_rt.eval.datasets import coco_object, context, voc
 from faseg_rt.eval.inputs import (
     build_vocabulary,
-    parse_candidates,
+    split_candidate_string,
     read_id_string_json,
     resolve_candidates,
     resolve_captions,
@@ -24,34 +24,34 @@ COCO_MULTI = ["traffic light", "fire hydrant", "hair drier", "stop sign", "parki
 
 
 def test_voc_multi_word_names_stay_together():
-    known, unknown = parse_candidates("person dining table potted plant tv monitor cat", VOC)
+    known, unknown = split_candidate_string("person dining table potted plant tv monitor cat", VOC)
     assert known == ("person", "dining table", "potted plant", "tv monitor", "cat")
     assert unknown == ()
 
 
 def test_context_longest_match_and_respellings():
-    assert parse_candidates("tv monitor potted plant table", CTX) == (
+    assert split_candidate_string("tv monitor potted plant table", CTX) == (
         ("tv monitor", "potted plant", "table"), ())
     # "dining table" is not a Context class: "dining" is unknown, "table" is the class
-    assert parse_candidates("dining table", CTX) == (("table",), ("dining",))
-    assert parse_candidates("bed clothes compu ter aerop lane bed", CTX)[0] == (
+    assert split_candidate_string("dining table", CTX) == (("table",), ("dining",))
+    assert split_candidate_string("bed clothes compu ter aerop lane bed", CTX)[0] == (
         "bedclothes", "computer", "aeroplane", "bed")
 
 
 def test_all_fifteen_coco_multi_word_names():
     assert sum(" " in n for n in coco_object.CLASSES) == 15
-    known, unknown = parse_candidates(" ".join(COCO_MULTI), COCO)
+    known, unknown = split_candidate_string(" ".join(COCO_MULTI), COCO)
     assert known == tuple(COCO_MULTI) and unknown == ()
-    assert parse_candidates("hot dog dog tv cell phone", COCO)[0] == ("hot dog", "dog", "tv",
+    assert split_candidate_string("hot dog dog tv cell phone", COCO)[0] == ("hot dog", "dog", "tv",
                                                                       "cell phone")
-    assert parse_candidates("fire hydr ant surf board", COCO)[0] == ("fire hydrant", "surfboard")
+    assert split_candidate_string("fire hydr ant surf board", COCO)[0] == ("fire hydrant", "surfboard")
 
 
 def test_unknown_case_punctuation_duplicates_and_empty():
-    assert parse_candidates("Cat, DOG zebra cat zebra", VOC) == (("cat", "dog"), ("zebra",))
-    assert parse_candidates("", VOC) == ((), ())
-    assert parse_candidates("   ", VOC) == ((), ())
-    assert parse_candidates("tvmonitor diningtable", VOC)[0] == ("tv monitor", "dining table")
+    assert split_candidate_string("Cat, DOG zebra cat zebra", VOC) == (("cat", "dog"), ("zebra",))
+    assert split_candidate_string("", VOC) == ((), ())
+    assert split_candidate_string("   ", VOC) == ((), ())
+    assert split_candidate_string("tvmonitor diningtable", VOC)[0] == ("tv monitor", "dining table")
 
 
 def test_resolve_candidates_defaults_missing_ids_and_one_warning():

@@ -175,7 +175,8 @@ def _large_vocab_parity(seg, ref_seg):
         _assert_same_masks(got, ref)
 
 
-@pytest.mark.filterwarnings("ignore:the full prompt is:UserWarning")  # long prompts are the subject here; test_prompts asserts the warning
+# long prompts are the subject here; test_prompts asserts the warning
+@pytest.mark.filterwarnings("ignore:the full prompt is:UserWarning")
 def test_onnxruntime_large_vocabularies_match_torch(engines_dir, tiny_model_dir, segmenter):
     seg = Segmenter.from_pretrained(tiny_model_dir, backend="onnxruntime", engines=engines_dir[0],
                                     device="cpu", dtype=torch.float32)

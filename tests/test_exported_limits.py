@@ -44,7 +44,8 @@ def test_limits_come_from_the_manifest():
     assert exported_limits(man, "onnxruntime") == {"max_prompts": None, "max_latents": None, "max_chunks": 4}
 
 
-@pytest.mark.filterwarnings("ignore:the full prompt is:UserWarning")  # long prompts are the subject here; test_prompts asserts the warning
+# long prompts are the subject here; test_prompts asserts the warning
+@pytest.mark.filterwarnings("ignore:the full prompt is:UserWarning")
 @pytest.mark.slow  # the session segmenter and 200 class prompts through the text encoder
 def test_segmenter_keeps_text_calls_and_batches_within_the_backend(segmenter):
     from faseg_rt import Segmenter

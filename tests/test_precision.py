@@ -30,16 +30,35 @@ from faseg_rt.testing import synthetic_image
 F32, BF16 = torch.float32, torch.bfloat16
 BF16_AGREEMENT = {F32: 0.95, None: 0.92}     # by the policy's attention kernel dtype
 TOL = {F32: 1e-4, BF16: 0.15}
-BF16_POLICY = {"text_encoder": F32, "vae_encoder": BF16, "unet": BF16, "capture": F32, "inversion": F32,
-               "refine": F32}
+#: The policy rows code reads (precision.apply_policy, Segmenter's encode / invert / reconstruct).
+#: The capture, inversion and refine rows are read by no code yet: their float32 is what the
+#: behaviour tests below check (test_capture_runs_in_float32, test_inversion_runs_in_float32,
+#: test_refine_is_the_same_float32_code_in_a_bf16_segmenter), not a pinned row.
+NETWORK_ROWS = ("text_encoder", "vae_encoder", "unet")
 
 
-def test_bf16_policy_lowers_only_the_costly_stages():
-    assert dict(precision_policy(BF16, "cpu").stages) == BF16_POLICY
-    assert precision_policy(BF16, "cpu").channels_last
-    assert {d for _, d in precision_policy(F32, "cpu").stages} == {F32}
+def test_bf16_policy_lowers_only_the_costly_networks():
+    rows = {s: precision_policy(BF16, "cpu")[s] for s in NETWORK_ROWS}
+    assert rows == {"text_encoder": F32, "vae_encoder": BF16, "unet": BF16}
+    assert precision_policy(BF16, "cpu").channels_last and not precision_policy(F32, "cpu").channels_last
     fp16 = precision_policy(torch.float16, "cuda")
-    assert [fp16[s] for s in STAGES] == [F32, torch.float16, torch.float16, F32, F32, F32]
+    assert [fp16[s] for s in NETWORK_ROWS] == [F32, torch.float16, torch.float16]
+
+
+def test_the_networks_follow_their_rows_whatever_they_say():
+    """apply_policy casts each network to its own row: a policy with the rows swapped around
+    (the text encoder lowered, the VAE kept float32) gets exactly those dtypes."""
+    import dataclasses
+
+    from faseg_rt.precision import apply_policy
+
+    policy = dataclasses.replace(precision_policy(BF16, "cpu"), stages=(
+        ("text_encoder", BF16), ("vae_encoder", F32), ("unet", BF16)) + tuple(
+        (s, F32) for s in STAGES if s not in NETWORK_ROWS))
+    vae, text_encoder, unet = torch.nn.Conv2d(4, 4, 1), torch.nn.Linear(4, 4), torch.nn.Conv2d(4, 4, 1)
+    apply_policy(policy, vae, text_encoder, unet, "cpu")
+    assert (text_encoder.weight.dtype, vae.weight.dtype, unet.weight.dtype) == (BF16, F32, BF16)
+    assert unet.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_modules_follow_the_policy(small_bf16_segmenter):
@@ -131,27 +150,25 @@ def test_bf16_masks_agree_with_fp32_masks(segmenter, bf16_segmenter):
         assert float((a.labels == b.labels).mean()) >= floor
 
 
-def test_cli_segment_with_dtype_bf16_and_auto(small_segmenter, small_bf16_segmenter, tmp_path, monkeypatch):
-    """--dtype bf16 / auto reach the segmenter as the dtype the device rule resolves them to."""
+def test_cli_segment_with_dtype_bf16_and_auto(tiny_model_dir, small_config_file, tmp_path, monkeypatch):
+    """--dtype bf16 / auto: the segmenter `segment` really loads (spied, not replaced) runs in
+    bf16, in bf16 for auto on a CPU with bf16 instructions, and in fp32 for auto without them."""
+    import faseg_rt.precision as precision
     from faseg_rt.cli import segment as cli
     from faseg_rt.cli.main import main
-    from faseg_rt.devices import default_device_dtype
-    from faseg_rt.precision import cpu_bf16_units
 
-    asked = []
-
-    def load(args):  # the session segmenters stand in for a model load
-        asked.append(default_device_dtype(args.device, args.dtype)[1])
-        return small_bf16_segmenter if asked[-1] == BF16 else small_segmenter
-
-    monkeypatch.setattr(cli, "load_segmenter", load)
+    loaded, real_load = [], cli.load_segmenter
+    monkeypatch.setattr(cli, "load_segmenter", lambda args: loaded.append(real_load(args)) or loaded[-1])
     synthetic_image(40, 30, seed=6).save(tmp_path / "a.png")
-    for flag in ("bf16", "auto"):
-        out = tmp_path / flag
+    for flag, units in (("bf16", "avx512_bf16"), ("auto", "avx512_bf16"), ("auto", None)):
+        monkeypatch.setattr(precision, "cpu_bf16_units", lambda units=units: units)
+        out = tmp_path / f"{flag}-{units}"
         rc = main(["segment", str(tmp_path / "a.png"), "--classes", "cat,dog", "--device", "cpu",
+                   "--model", str(tiny_model_dir), "--config", str(small_config_file),
                    "--dtype", flag, "--out", str(out), "--quiet"])
         assert rc == 0 and (out / "a.png").is_file()
-    assert asked == [BF16, BF16 if cpu_bf16_units() else F32]
+    assert [seg.backend.dtype for seg in loaded] == [BF16, BF16, F32]
+    assert loaded[0].backend.modules[2].conv_in.weight.dtype == BF16  # the UNet really is bf16
 
 
 def test_bf16_with_an_exported_backend_is_one_line_naming_torch(tiny_model_dir, tmp_path, capsys):
@@ -181,7 +198,7 @@ def test_bf16_on_a_cpu_without_bf16_units_says_so_and_auto_stays_fp32(monkeypatc
     from faseg_rt.devices import default_device_dtype
 
     monkeypatch.setattr(precision, "cpu_bf16_units", lambda: None)
-    with pytest.warns(UserWarning, match="no bf16 matrix units.*slower than float32"):
+    with pytest.warns(UserWarning, match="no bf16 instructions.*slower than float32"):
         assert default_device_dtype("cpu", "bf16")[1] == BF16
     assert default_device_dtype("cpu", "auto")[1] == F32
     monkeypatch.setattr(precision, "cpu_bf16_units", lambda: "amx_bf16")

@@ -157,13 +157,13 @@ def test_candidate_modes_one_source_for_library_service_and_cli():
     """"recogniser" (README prose) is the mode "recognizer" everywhere; a typo is refused with
     the modes listed and the nearest one suggested, by the library and the service alike."""
     from faseg_rt.frontend.candidates import MODES, check_candidates
-    from faseg_rt.frontend.plan import per_image
+    from faseg_rt.frontend.plan import one_per_image
     from faseg_rt.serve.request import parse_candidates
 
     assert MODES is rules.CANDIDATE_MODES
     for parse in (rules.candidate_mode, check_candidates, parse_candidates):
         assert parse("recogniser") == "recognizer" and parse("auto") == "auto"
-    assert per_image("recogniser", 2, "candidates", MODES) == ["recognizer", "recognizer"]
+    assert one_per_image("recogniser", 2, "candidates", MODES) == ["recognizer", "recognizer"]
     assert rules.candidate_mode("atuo") is None and rules.candidate_mode(["cat"]) is None
     for parse in (check_candidates, parse_candidates):
         message = _refused(parse, "atuo", "did you mean 'auto'")

@@ -83,7 +83,8 @@ def test_per_image_class_lists_and_captions_in_one_batch(segmenter, fast_cases):
         assert agree(r.labels, c["fast"].labels) >= 0.999
 
 
-@pytest.mark.filterwarnings("ignore:the full prompt is:UserWarning")  # long prompts are the subject here; test_prompts asserts the warning
+# long prompts are the subject here; test_prompts asserts the warning
+@pytest.mark.filterwarnings("ignore:the full prompt is:UserWarning")
 def test_vocabulary_over_77_tokens_matches_reference(segmenter, reference64):
     """Classes split over several class prompts, all captured in one reconstruction pass.
 

@@ -168,7 +168,6 @@ class CudaGraphs:
             self.graphs.popitem(last=False)[1][0].reset()  # its memory goes back to the pool
 
 
-
 def hand_out(t: torch.Tensor) -> torch.Tensor:
     """A copy of a static output the caller may keep.  Dimensions of stride 0 (the expanded
     zeros of a skipped resolution) stay expanded: only one element along them is copied."""

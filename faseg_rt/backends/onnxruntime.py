@@ -145,7 +145,7 @@ class OnnxRuntimeBackend(ExportedBackend):
 #: CUDA arena policy: each session's arena grows by what a run asks for (not by powers of two)
 #: and is shrunk back after every run (RunOptions), so the four sessions do not each keep their
 #: peak activations for good; inputs and outputs live in torch memory (IO binding) anyway.  The
-#: cost is a cudaMalloc per run for the activations, measured by `bench gpu`'s onnxruntime step.
+#: cost is a cudaMalloc per run for the activations, which `bench gpu`'s onnxruntime step times.
 ARENA_OPTIONS = {"arena_extend_strategy": "kSameAsRequested", "cudnn_conv_algo_search": "HEURISTIC"}
 
 

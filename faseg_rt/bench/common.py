@@ -1,7 +1,9 @@
-"""Benchmarks: latency per stage and throughput, always side by side with the reference path
-and the network-only floor, measured in ONE run (ratios are what we compare; this machine is
-shared and noisy).  This module: what every benchmark shares (models, timing, memory); one module per benchmark
-beside it; `faseg-rt bench` and the scripts in benchmarks/ are faseg_rt/cli/bench.py.
+"""What every benchmark shares: the random models, timing, memory, the machine's description.
+
+Benchmarks report ratios against a baseline (the reference path, the network-only floor) run
+in the same process, because a shared machine's absolute times move with its load.  One module
+per benchmark beside this one; `faseg-rt bench` and the scripts in benchmarks/ go through
+faseg_rt/cli/bench.py.
 """
 
 from __future__ import annotations
@@ -153,5 +155,3 @@ def reference_hard_memory_mb(summaries: dict, classes_count: int) -> float:
 
 
 # ----------------------------------------------------------------------------- operator profile
-
-

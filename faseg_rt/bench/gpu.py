@@ -1,4 +1,4 @@
-"""`faseg-rt bench gpu` / benchmarks/gpu.sh: what a lent GPU should measure, within its time.
+"""`faseg-rt bench gpu` / benchmarks/gpu.sh: a time-boxed, resumable benchmark for any CUDA GPU.
 
     bash benchmarks/gpu.sh OUT                       # preflight, then the default plan, --budget 540
     bash benchmarks/gpu.sh OUT                       # again: steps already ok in OUT are kept
@@ -6,7 +6,7 @@
     faseg-rt bench gpu --list                        # the steps and their estimates
 
 1. Preflight (seconds): the imports each step needs, a C compiler for compile, free GPU
-   memory; prints what is missing and which wheels to carry.  A step whose needs are missing
+   memory; prints what is missing and which wheels to install.  A step whose needs are missing
    is recorded as skipped with the reason, without spending time on it.
 2. Steps of one variant x one batch size (faseg_rt/bench/gpu_plan.py), in order, each in its own
    process under a limit of twice its estimate (never past the budget; --dry: the budget); a step writes
@@ -14,6 +14,9 @@
 3. --budget SECONDS: a step starts only if its estimate fits in what is left (time spent so far,
    counted as at least the estimates of the steps run).  OUT/summary.json and OUT/summary.md
    are rewritten after every step.
+4. Resuming: a step already ok in OUT is kept only when it ran with the same --dry, arguments,
+   package version and git commit (gpu_plan.run_key); anything else runs again.  --dry and real
+   runs default to different folders and never share a kept record or the eager reference.
 
 `--dry` runs the same plan on the CPU with the tiny model, the 64 px config and one iteration;
 what needs CUDA is skipped by the preflight with the reason.  CI runs it (tests/test_bench_gpu.py).
@@ -28,10 +31,14 @@ import sys
 import time
 from pathlib import Path
 
-from faseg_rt.bench.gpu_plan import Step, preflight, select
+from faseg_rt.bench.gpu_plan import Step, preflight, run_key, select
 from faseg_rt.io import atomic_write_bytes, atomic_write_json
 
-#: One tool command may run 10 minutes; this leaves one for Python start-up and the summary.
+#: Where results go by default; --dry runs (a check of the plan, not figures) go to a git-ignored
+#: folder of their own.
+DEFAULT_OUT, DEFAULT_DRY_OUT = "benchmarks/results/gpu", "faseg-bench/gpu-dry"
+#: Keeps one command under 10 minutes (a common limit for a batch job), with one minute left
+#: for Python start-up and the summary; pass --budget to fit another limit.
 DEFAULT_BUDGET_S = 540
 
 
@@ -55,13 +62,14 @@ def _run_child(step: Step, args, timeout: float) -> dict:
     return rec
 
 
-def _kept(path: Path) -> dict | None:
-    """A finished step's record from an earlier run into the same OUT, if it succeeded."""
+def _kept(path: Path, key: dict) -> dict | None:
+    """A finished step's record from an earlier run into the same OUT, if it succeeded under the
+    same key (gpu_plan.run_key: dry flag, arguments, package version, git commit)."""
     try:
         rec = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return rec if rec.get("status") == "ok" else None
+    return rec if rec.get("status") == "ok" and rec.get("key") == key else None
 
 
 def run_all(args) -> dict:
@@ -79,7 +87,8 @@ def run_all(args) -> dict:
     for step in steps:
         path = out / f"{step.name}.json"
         left = args.budget - max(time.perf_counter() - t0, charged)
-        kept = None if args.force else _kept(path)
+        key = run_key(step, args)
+        kept = None if args.force else _kept(path, key)
         if kept is not None:
             rec = dict(kept, kept=True)
         elif pre["missing"][step.name]:
@@ -93,6 +102,7 @@ def run_all(args) -> dict:
             limit = left if args.dry else min(2 * step.estimate_s, left)
             rec = run_step(step, args) if args.in_process else _run_child(step, args, limit)
         if kept is None and rec["status"] in ("skipped", "not started"):
+            rec = dict(rec, key=key)
             atomic_write_json(path, rec)
         summary["steps"][step.name] = rec
         summary["seconds"] = time.perf_counter() - t0
@@ -112,7 +122,7 @@ def summary_markdown(summary: dict) -> str:
     pre = summary["preflight"]
     lines += [f"- {n}: {state}" for n, state in pre["checks"].items()]
     if pre["carry"]:
-        lines.append(f"- carry: {' '.join(pre['carry'])}")
+        lines.append(f"- wheels to install: {' '.join(pre['carry'])}")
     lines += ["", "| step | status | seconds | note |", "|---|---|---|---|"]
     for name, rec in summary["steps"].items():
         note = (rec.get("reason", "") + (" (kept from an earlier run)" if rec.get("kept") else ""))
@@ -128,7 +138,8 @@ def add_arguments(p) -> None:
     import os
     import tempfile
 
-    p.add_argument("--out", default="benchmarks/results/gpu", help="folder for the JSON and markdown")
+    p.add_argument("--out", default=None,
+                   help=f"folder for the JSON and markdown (default {DEFAULT_OUT}, with --dry {DEFAULT_DRY_OUT})")
     p.add_argument("--dry", action="store_true", help="CPU, tiny model, 64 px config, 1 iteration")
     p.add_argument("--iters", type=int, default=None, help="timed calls per measurement (default 10; dry 1)")
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "faseg_rt_bench_models"))
@@ -153,6 +164,15 @@ def _list(args) -> int:
     return 0
 
 
+def _defaults(args):
+    """--iters and --out when not given: dry runs get one iteration and a folder of their own."""
+    if args.iters is None:
+        args.iters = 1 if args.dry else 10
+    if args.out is None:
+        args.out = DEFAULT_DRY_OUT if args.dry else DEFAULT_OUT
+    return args
+
+
 def main(argv=None) -> int:
     from faseg_rt.errors import InvalidInputError
 
@@ -161,15 +181,12 @@ def main(argv=None) -> int:
         p = argparse.ArgumentParser(prog="faseg_rt.bench.gpu _step")
         p.add_argument("step")
         add_arguments(p)
-        args = p.parse_args(argv[1:])
-        args.iters = args.iters or (1 if args.dry else 10)
+        args = _defaults(p.parse_args(argv[1:]))
         from faseg_rt.bench.gpu_steps import run_step
 
         run_step(select(args.step, args.dry)[0], args)
         return 0
-    args = _parser().parse_args(argv)
-    if args.iters is None:
-        args.iters = 1 if args.dry else 10
+    args = _defaults(_parser().parse_args(argv))
     if args.list:
         return _list(args)
     try:

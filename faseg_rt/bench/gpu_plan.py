@@ -1,10 +1,11 @@
 """The steps of `faseg-rt bench gpu` and the preflight that runs before any of them.
 
-A lent GPU comes for about 15 minutes of device time in all (start-up included), at most 10
-minutes per command, with CUDA torch and transformers installed and no package registry.  So
-the work is cut into steps of one variant x one batch size, each estimated (H100-class GPU,
-16 CPU cores) to take under 3 minutes; the estimates drive `--budget`, which stops starting
-steps that would not fit.  The default order measures what matters most first.
+A time-boxed, resumable benchmark for any CUDA GPU: the work is cut into steps of one variant x
+one batch size, each estimated (H100-class GPU, 16 CPU cores) to take under 3 minutes, so that
+`--budget SECONDS` can stop starting steps that would not fit and a second run into the same
+folder continues where the first stopped.  The default order measures what matters most first.
+Preflight needs nothing beyond the installed packages: on an offline machine it names the
+wheels to copy over (WHEELS).
 
 Estimates (seconds) include the step's own Python start-up and model load (~15 s for the
 SD 1.5-width random model); the first step that needs `full` also builds it (~60 s, once).
@@ -13,6 +14,7 @@ Compile is the longest: inductor compiles vae, unet, unet_attn, HARD and TTF at 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import shutil
@@ -97,13 +99,53 @@ def select(spec: str | None, dry: bool) -> list[Step]:
     return [s for s in steps if s.name in want]
 
 
+# ----------------------------------------------------------------------------- run keys
+def run_key(step: Step, args) -> dict:
+    """What a step's numbers depend on beyond the step itself: a record from an earlier run is
+    kept only when its key is equal (the dry flag, the arguments, the package version and the
+    git commit of the checkout when there is one), so a CPU --dry record never stands in for a
+    GPU one, nor a record of older code for the current one."""
+    from faseg_rt.version import __version__
+
+    return {"step": step.name, "dry": bool(args.dry), "iters": args.iters, "cache": str(args.cache),
+            "version": __version__, "commit": git_commit()}
+
+
+def key_digest(key: dict) -> str:
+    """A short stable name for a key (file names of what a step leaves for later steps)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """HEAD of the git checkout this package is imported from (with '+dirty' when tracked files
+    differ from it), or None when it is not one (an installed wheel, no git)."""
+    import subprocess
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parents[1]
+    try:
+        top = subprocess.run(["git", "-C", str(pkg), "rev-parse", "--show-toplevel", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout.split()
+        if len(top) != 2 or Path(top[0]).resolve() != pkg.parent:
+            return None  # a repository that merely contains an installed copy
+        dirty = subprocess.run(["git", "-C", str(pkg), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return top[1] + ("+dirty" if dirty else "")
+
+
 # ----------------------------------------------------------------------------- preflight
-#: What to carry (pip download --no-deps, see benchmarks/README.md "On a GPU") when an import
-#: fails for want of a module: the module's name -> its wheel.
+#: What to install (pip download --no-deps on a machine with a registry, see benchmarks/README.md
+#: "On a GPU") when an import fails for want of a module: the module's name -> its wheel.
 WHEELS = {"diffusers": "diffusers==0.42.1", "PIL": "pillow==13.0.0", "requests": "requests==2.34.2",
-          "charset_normalizer": "charset-normalizer==3.4.7", "idna": "idna==3.20", "urllib3": "urllib3==2.7.0",
+          "charset_normalizer": "charset-normalizer==3.4.7", "idna": "idna==3.21", "urllib3": "urllib3==2.7.0",
           "certifi": "certifi==2026.5.20", "importlib_metadata": "importlib-metadata==10.2.0",
-          "zipp": "zipp==4.1.2", "huggingface_hub": "huggingface-hub==2.4.0", "accelerate": "accelerate==1.15.0",
+          "zipp": "zipp==4.1.2", "huggingface_hub": "huggingface-hub==2.4.0", "accelerate": "accelerate==1.16.0",
           "onnx": "onnx==1.23.2", "polygraphy": "polygraphy==0.53.6"}
 #: Free GPU memory below which CUDA steps are not started (the full model at batch 8 in fp16
 #: with its fp32 twin loaded for parity stays well under it).
@@ -168,7 +210,7 @@ def _names(state: str, module: str, dist: str) -> bool:
 
 
 def preflight(steps: list[Step], dry: bool, log=print) -> dict:
-    """Check what each step needs before any device time is spent (seconds: imports).
+    """Check what each step needs before any step starts (seconds: imports).
 
     Returns {"checks": {check: "ok ..." | "missing: why"}, "missing": {step: [checks]},
     "carry": [wheels that would fix a missing import], "seconds"}."""
@@ -189,5 +231,5 @@ def preflight(steps: list[Step], dry: bool, log=print) -> dict:
     if skipped:
         log(f"[preflight] will skip: {'; '.join(skipped)}")
     if carry:
-        log(f"[preflight] carry these wheels (benchmarks/README.md, 'On a GPU'): {' '.join(carry)}")
+        log(f"[preflight] install these wheels (benchmarks/README.md, 'On a GPU'): {' '.join(carry)}")
     return {"checks": checks, "missing": missing, "carry": carry, "seconds": time.perf_counter() - t0}

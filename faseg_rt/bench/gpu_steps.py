@@ -8,13 +8,14 @@ compiled steps (other processes) compare their masks with eager without loading 
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from faseg_rt.bench.gpu_plan import VARIANTS, Step
+from faseg_rt.bench.gpu_plan import VARIANTS, Step, key_digest, run_key
 from faseg_rt.io import atomic_write_json
 
 CLASSES = ["sky", "ball", "box", "person", "tree"]
@@ -25,12 +26,13 @@ class Skip(Exception):
 
 
 class Record:
-    """A step's JSON: {status, seconds, result, reason?}, rewritten on every `put`."""
+    """A step's JSON: {status, seconds, result, key, reason?}, rewritten on every `put`; key
+    (gpu_plan.run_key) says which runs may keep it."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, key: dict | None = None):
         self.path = Path(path)
         self.t0 = time.perf_counter()
-        self.data: dict = {"status": "running", "seconds": 0.0, "result": {}}
+        self.data: dict = {"status": "running", "seconds": 0.0, "result": {}, "key": key}
 
     def put(self, key: str, value) -> None:
         self.data["result"][key] = value
@@ -50,7 +52,7 @@ class Record:
 
 def run_step(step: Step, args) -> dict:
     """Run one step in this process; its record (also written to OUT/<step>.json)."""
-    rec = Record(Path(args.out) / f"{step.name}.json")
+    rec = Record(Path(args.out) / f"{step.name}.json", run_key(step, args))
     try:
         KINDS[step.kind](step, args, rec)
         out = rec.finish("ok")
@@ -117,7 +119,18 @@ def compare(a, b) -> dict:
 
 
 def _ref_path(args, step: Step, dtype) -> Path:
-    return Path(args.out) / "ref" / f"eager-{step.model}-{str(dtype).removeprefix('torch.')}.npz"
+    """Eager batch-1 masks for the graphs / compiled steps of the same run key (never a dry
+    run's for a real one, nor older code's)."""
+    eager = select_eager(step)
+    name = f"eager-{step.model}-{str(dtype).removeprefix('torch.')}-{key_digest(run_key(eager, args))}.npz"
+    return Path(args.out) / "ref" / name
+
+
+def select_eager(step: Step) -> Step:
+    """The eager batch-1 step of `step`'s model (the one that writes the reference masks)."""
+    from dataclasses import replace
+
+    return replace(step, name=f"eager-b1-{step.model}", kind="latency", variant="eager", batch=1)
 
 
 # ----------------------------------------------------------------------------- kinds
@@ -203,7 +216,7 @@ def step_latency(step: Step, args, rec: Record) -> None:
     for _ in range(args.iters):
         times.append(_timed(call))
         rec.put("latency_ms", _summary(times))
-    rec.put("images_per_s", step.batch / (min(times) / 1e3))
+    rec.put("images_per_s", step.batch / (statistics.median(times) / 1e3))  # what a user sees, not the best case
     if torch.cuda.is_available():
         rec.put("peak_allocated_gib", torch.cuda.max_memory_allocated() / 2**30)
     if step.batch != 1:
@@ -251,7 +264,8 @@ def step_exported(step: Step, args, rec: Record) -> None:
     torch_seg = Segmenter.from_pretrained(model, device="cuda", dtype=torch.float16)
     for name, s in ((backend, seg), ("torch", torch_seg)):
         s(image, classes=CLASSES)
-        rec.put(f"{name}_latency_ms", min(_timed(lambda: s(image, classes=CLASSES)) for _ in range(args.iters)))
+        rec.put(f"{name}_latency_ms", statistics.median(_timed(lambda: s(image, classes=CLASSES))
+                                                       for _ in range(args.iters)))
     rec.put(f"{backend}_vs_torch", compare(seg(image, classes=CLASSES), torch_seg(image, classes=CLASSES)))
 
 

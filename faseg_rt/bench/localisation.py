@@ -6,7 +6,8 @@ named objects, and which training choice gets there soonest.
 
 Each choice changes one field of the baseline Recipe (faseg_rt/testing/toy_train.py).  A run
 trains for --minutes of CPU time (the process's, so a choice's budget does not shrink when
-the machine is shared; with --threads 1 it is the wall time of an idle core) and, every --eval-every steps (and at step 0: the untrained
+the machine is shared; with --threads 1 it is the wall time of an idle core) and, every
+--eval-every steps (and at step 0: the untrained
 model, chance level), scores the model on a fixed validation split (toy_eval.evaluate: FA-Seg
 mIoU with ground-truth candidates, and the attention ratio / pointing signal), appending one row
 to OUT/<choice>/curve.jsonl.  The plot puts every curve against training minutes.

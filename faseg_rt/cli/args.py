@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from faseg_rt import rules
@@ -93,10 +94,31 @@ def frontend_kwargs(args) -> dict:
     names = ("captioner", "recognizer", "candidate_threshold", "max_candidates")
     kw = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     if getattr(args, "lexicon", None) is not None:
-        from faseg_rt.frontend.caption_classes import load_lexicon
-
-        kw["lexicon"] = load_lexicon(args.lexicon)
+        kw["lexicon"] = lexicon_arg(args)
     return kw
+
+
+def lexicon_arg(args, classes=None, what: str = "class of the vocabulary") -> dict | None:
+    """--lexicon FILE, the one place a command reads it: read on the first call and kept on
+    `args`, so every later use in the command sees the same mapping.  An empty, unreadable or
+    malformed file is one InvalidInputError line; given the vocabulary, a malformed entry is
+    refused and keys matching none of its classes get one warning line (they are ignored, not
+    refused: one lexicon may serve many vocabularies).  None when the flag is not given."""
+    path = getattr(args, "lexicon", None)
+    if path is None:
+        return None
+    from faseg_rt.frontend.lexicon import load_lexicon, split_user_lexicon, unmatched_keys
+
+    lexicon = vars(args).get("_lexicon_read")
+    if lexicon is None:
+        lexicon = args._lexicon_read = load_lexicon(path)
+    if classes is not None:
+        split_user_lexicon(lexicon, classes)
+        stray = unmatched_keys(lexicon, [classes])
+        if stray:
+            print(f"warning: --lexicon {path}: {', '.join(map(repr, stray))} match no {what} and "
+                  "are ignored; key entries by the vocabulary's class names", file=sys.stderr)
+    return lexicon
 
 
 def threshold_arg(text: str) -> float:

@@ -128,7 +128,8 @@ def cmd_bench(args) -> int:
     table = table_fn(res)
     res["markdown"] = table
     res["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    tag = args.tag or f"{args.model if args.model in ('tiny', 'full') else 'model'}-{res.get('device', args.device or 'auto')}"
+    model = args.model if args.model in ("tiny", "full") else "model"
+    tag = args.tag or f"{model}-{res.get('device', args.device or 'auto')}"
     path = Path(args.out) / f"{args.what}-{tag}.json".replace(":", "")
     atomic_write_json(path, res)
     print(table)
@@ -136,19 +137,53 @@ def cmd_bench(args) -> int:
     return 0
 
 
-#: benchmarks run through cmd_bench: module faseg_rt.bench.KIND with functions KIND (run) and
-#: KIND_table (its markdown)
-TABLE_BENCHMARKS = ("latency", "throughput", "ablations", "profile", "precision", "ops", "vocab")
+# Each benchmark run through cmd_bench: a loader returning its (run, table) functions.  The
+# imports sit inside the loaders so that `faseg-rt bench -h` needs no torch.
+def _latency():
+    from faseg_rt.bench.latency import latency, latency_table
+    return latency, latency_table
+
+
+def _throughput():
+    from faseg_rt.bench.throughput import throughput, throughput_table
+    return throughput, throughput_table
+
+
+def _ablations():
+    from faseg_rt.bench.ablations import ablations, ablations_table
+    return ablations, ablations_table
+
+
+def _profile():
+    from faseg_rt.bench.profile import profile, profile_table
+    return profile, profile_table
+
+
+def _precision():
+    from faseg_rt.bench.precision import precision, precision_table
+    return precision, precision_table
+
+
+def _ops():
+    from faseg_rt.bench.ops import ops, ops_table
+    return ops, ops_table
+
+
+def _vocab():
+    from faseg_rt.bench.vocab import vocab, vocab_table
+    return vocab, vocab_table
+
+
+#: KIND -> loader of its (run(args) -> dict, table(dict) -> markdown); `gpu` runs its own plan
+TABLE_BENCHMARKS = {"latency": _latency, "throughput": _throughput, "ablations": _ablations,
+                    "profile": _profile, "precision": _precision, "ops": _ops, "vocab": _vocab}
 
 
 def _benchmark(what: str):
-    """(run, table) of one benchmark; imported here so that `-h` needs no torch."""
-    import importlib
-
+    """(run, table) of one benchmark."""
     if what not in TABLE_BENCHMARKS:
         raise ValueError(f"no benchmark {what!r}")
-    module = importlib.import_module(f"faseg_rt.bench.{what}")
-    return getattr(module, what), getattr(module, f"{what}_table")
+    return TABLE_BENCHMARKS[what]()
 
 
 def register(subparsers) -> None:

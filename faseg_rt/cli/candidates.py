@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from faseg_rt.cli.args import lexicon_arg
 from faseg_rt.eval.caption_presence import SPLITS
 from faseg_rt.eval.datasets.registry import DATASETS
 
@@ -75,7 +76,6 @@ def cmd_eval_candidates(args: argparse.Namespace) -> int:
     from faseg_rt.eval.caption_presence import (caption_presence, dataset_vocabulary,
                                                 in_split, parse_class_lists, presence_table)
     from faseg_rt.eval.inputs import read_id_string_json
-    from faseg_rt.frontend.lexicon import load_lexicon, unmatched_keys
     from faseg_rt.io import atomic_write_json
 
     classes, aliases = dataset_vocabulary(args.dataset)
@@ -89,11 +89,7 @@ def cmd_eval_candidates(args: argparse.Namespace) -> int:
         published, bad = parse_class_lists(read_id_string_json(args.published, "published"),
                                            classes, aliases)
         unknown |= bad
-    lexicon = load_lexicon(args.lexicon) if args.lexicon is not None else None
-    stray = unmatched_keys(lexicon, [classes]) if lexicon else []
-    if stray:
-        print(f"warning: --lexicon {args.lexicon}: {', '.join(map(repr, stray))} match no "
-              f"{args.dataset} class and are ignored", file=sys.stderr)
+    lexicon = lexicon_arg(args, classes, what=f"{args.dataset} class")
     result = caption_presence(captions, truth, classes, published, lexicon)
     uncaptioned = sum(1 for i in truth if i not in captions)
     if uncaptioned:

@@ -98,8 +98,9 @@ def cmd_validate(args) -> int:
     report = validate(backend, args.golden, atol=args.atol, rtol=args.rtol, graphs=_graphs(args.graphs), log=_log)
     if args.report:
         atomic_write_json(args.report, report)
-    _log(f"[validate] {args.backend} vs golden onnxruntime-cpu ({rec['precision']}, atol {report['tolerances']['atol']}, "
-         f"rtol {report['tolerances']['rtol']}): {'PASSED' if report['passed'] else 'FAILED'}")
+    tol = report["tolerances"]
+    _log(f"[validate] {args.backend} vs golden onnxruntime-cpu ({rec['precision']}, atol {tol['atol']}, "
+         f"rtol {tol['rtol']}): {'PASSED' if report['passed'] else 'FAILED'}")
     return 0 if report["passed"] else 1
 
 
@@ -110,14 +111,16 @@ def register(subparsers) -> None:
                               "TensorRT engines; DIR/manifest.json is written last.")
     add_arguments(p)
     p.set_defaults(func=cmd_export)
-    g = subparsers.add_parser("golden", description="Save golden inputs and ONNX Runtime (CPU) outputs of exported graphs.")
+    g = subparsers.add_parser("golden",
+                              description="Save golden inputs and ONNX Runtime (CPU) outputs of exported graphs.")
     g.add_argument("--engines", required=True, help="engines directory written by faseg-rt export")
     g.add_argument("--out", required=True, help="folder for the polygraphy JSON files and golden.json")
     g.add_argument("--fp16", action="store_true", help="the fp16 graphs (export --fp16) instead of the fp32 ones")
     g.add_argument("--batch", type=int, default=1, help="images per call (N = 2 x batch latents)")
     g.add_argument("--graphs", default=None, help="comma-separated subset (default: all four)")
     g.set_defaults(func=cmd_golden)
-    v = subparsers.add_parser("validate", description="Compare a backend with saved golden outputs (polygraphy Comparator).")
+    v = subparsers.add_parser("validate",
+                              description="Compare a backend with saved golden outputs (polygraphy Comparator).")
     v.add_argument("--model", required=True, help="the model the engines were built from")
     v.add_argument("--engines", required=True, help="engines directory written by faseg-rt export")
     v.add_argument("--golden", required=True, help="folder written by faseg-rt golden")

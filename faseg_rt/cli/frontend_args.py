@@ -21,11 +21,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 from faseg_rt import rules
-from faseg_rt.cli.args import positive_int_arg, threshold_arg
+from faseg_rt.cli.args import lexicon_arg, positive_int_arg, threshold_arg
 from faseg_rt.frontend.candidates import AUTO, MODES, uses_caption, uses_recognizer
 from faseg_rt.frontend.defaults import DEFAULT_CAPTIONER, DEFAULT_MAX_CANDIDATES, DEFAULT_RECOGNIZER
 
@@ -113,28 +112,9 @@ def frontend_meta(args, caption_attr: str = "captions") -> dict:
         meta.update(recognizer=str(args.recognizer), candidate_threshold=threshold,
                     max_candidates=args.max_candidates or DEFAULT_MAX_CANDIDATES)
     if uses_caption(_mode(args)) and getattr(args, "lexicon", None) is not None:
-        lexicon = json.dumps(load_lexicon_arg(args), sort_keys=True).encode()
+        lexicon = json.dumps(lexicon_arg(args), sort_keys=True).encode()
         meta["lexicon"] = f"{args.lexicon} (sha256 {hashlib.sha256(lexicon).hexdigest()[:16]})"
     return meta
-
-
-def load_lexicon_arg(args, classes=None) -> dict | None:
-    """--lexicon read (one line for an empty, unreadable or malformed file) and, given the
-    vocabulary, one warning line naming the keys that match none of its classes (they are
-    ignored, not refused: one lexicon may serve many vocabularies)."""
-    if getattr(args, "lexicon", None) is None:
-        return None
-    from faseg_rt.frontend.lexicon import load_lexicon, split_user_lexicon, unmatched_keys
-
-    lexicon = load_lexicon(args.lexicon)
-    if classes is not None:
-        split_user_lexicon(lexicon, classes)  # a malformed entry is refused here
-        stray = unmatched_keys(lexicon, [classes])
-        if stray:
-            print(f"warning: --lexicon {args.lexicon}: {', '.join(map(repr, stray))} match no "
-                  "class of the vocabulary and are ignored; key entries by the vocabulary's "
-                  "class names", file=sys.stderr)
-    return lexicon
 
 
 def check_frontend(args, caption_attr: str = "caption", classes=None) -> None:
@@ -143,7 +123,7 @@ def check_frontend(args, caption_attr: str = "caption", classes=None) -> None:
     from faseg_rt.frontend.captioner import Captioner
     from faseg_rt.frontend.recognizer import Recognizer
 
-    load_lexicon_arg(args, classes)
+    lexicon_arg(args, classes)
     if _needs_captioner(args, caption_attr):
         Captioner.check(args.captioner)
     if uses_recognizer(_mode(args)):

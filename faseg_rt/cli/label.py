@@ -40,7 +40,7 @@ def cmd_label(args) -> int:
     from faseg_rt.cli.args import (check_device_dtype, check_engines, check_out_dir, frontend_kwargs,
                                    parse_classes)
     from faseg_rt.cli.frontend_args import check_frontend
-    from faseg_rt.frontend.per_image import read_id_string_json
+    from faseg_rt.frontend.input_files import read_id_string_json
     from faseg_rt.rules import normalize_classes
     from faseg_rt.scale.inputs import resolve_many
     from faseg_rt.scale.label import import_ray, label

@@ -38,7 +38,6 @@ class CLIParser(argparse.ArgumentParser):
                 hints.append(f"{name}: did you mean {close[0]}?")
         return hints
 
-
     def _parsed(self):
         """This parser and the subcommand parsers that parsed words of this command line (their
         unrecognised words are reported by the top parser)."""

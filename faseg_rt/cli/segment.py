@@ -113,7 +113,7 @@ def segment_files(seg, images: list[str], classes: list[str], out: Path, caption
 def per_image_args(args, images: list[str], classes: list[str]):
     """(caption, candidates) for segment_files: the flags' value, or a dict image -> value read
     from --captions / --candidates files (every image named, every class known; else one line)."""
-    from faseg_rt.frontend.per_image import read_candidates, read_captions
+    from faseg_rt.frontend.input_files import read_candidates, read_captions
 
     caption, candidates = args.caption, args.candidates
     if args.captions is not None:
@@ -222,4 +222,3 @@ def register(sub) -> None:
     d.add_argument("--model-dir", default=None,
                    help="where the tiny model is built once and reused (default: ~/.cache/faseg_rt/tiny-sd15-random)")
     d.set_defaults(func=cmd_demo)
-

@@ -239,7 +239,7 @@ def verify_manifest(engines_dir, model, backend: str, *, device=None, fingerprin
             if gpu != eng["gpu"]:
                 problems.append(f"GPU: engines built for {eng['gpu']['name']} (compute capability "
                                 f"{eng['gpu']['compute_capability']}), this machine has "
-                                f"{'no CUDA GPU' if gpu is None else gpu['name'] + ' (' + gpu['compute_capability'] + ')'}")
+                                + ("no CUDA GPU" if gpu is None else f"{gpu['name']} ({gpu['compute_capability']})"))
             problems += _check_entries(engines_dir, eng["graphs"], "engine")
     if problems:
         onnx_only = bool(args.get("onnx_only", True)) if backend == "onnxruntime" else False

@@ -4,7 +4,7 @@ ONNX Runtime on random inputs of other sizes than the trace's.
 fp16 graphs are traced from the fp16 modules (on the CPU), as NVIDIA's diffusion demo traces
 them on the GPU: the precision is then in the graph, and the attention capture's `.float()`
 become real Casts, so a strongly typed TensorRT engine computes the capture in fp32 exactly as
-the torch backend does.  They are checked against the same fp16 modules in PyTorch.""" 
+the torch backend does.  They are checked against the same fp16 modules in PyTorch."""
 
 from __future__ import annotations
 

@@ -24,10 +24,10 @@ from typing import Mapping, Sequence
 
 from faseg_rt.errors import InvalidInputError
 from faseg_rt.eval.datasets.registry import READERS
-from faseg_rt.eval.inputs import build_vocabulary, parse_candidates
+from faseg_rt.eval.inputs import build_vocabulary, split_candidate_string
 from faseg_rt.eval.presence import PresenceCounts
 from faseg_rt.frontend.caption_classes import classes_in_caption
-from faseg_rt.frontend.per_image import spelling_aliases
+from faseg_rt.frontend.input_files import spelling_aliases
 
 SOURCES = ("caption", "published", "union")
 #: Halves of a captions file by a fixed hash of the image id (`in_split`).
@@ -64,7 +64,7 @@ def parse_class_lists(raw: Mapping[str, str], classes: Sequence[str],
     vocab = build_vocabulary(classes, aliases)
     out, unknown = {}, set()
     for image_id, text in raw.items():
-        known, bad = parse_candidates(text or "", vocab)
+        known, bad = split_candidate_string(text or "", vocab)
         out[image_id] = known
         unknown.update(bad)
     return out, unknown
@@ -78,7 +78,7 @@ def unknown_words(raw: Mapping[str, str], classes: Sequence[str],
     vocab = build_vocabulary(classes, aliases)
     words, unknown = 0, {}
     for text in raw.values():
-        _, bad = parse_candidates(text or "", vocab)
+        _, bad = split_candidate_string(text or "", vocab)
         tokens = [w.strip(",;").lower() for w in (text or "").split()]
         tokens = [w for w in tokens if w]
         words += len(tokens)

@@ -1,6 +1,6 @@
 """The published per-image inputs: candidate class strings and captions (JSON: image id -> string).
 
-The file reader and the candidate-string parser live in faseg_rt.frontend.per_image (segment
+The file reader and the candidate-string parser live in faseg_rt.frontend.input_files (segment
 and label read the same files); here they resolve a dataset's ids.  Names that match no class
 are returned separately: a prediction index must always map back to a dataset class, so they
 can never be segmented.
@@ -11,9 +11,9 @@ from __future__ import annotations
 import warnings
 from typing import Iterable, Mapping
 
-from faseg_rt.frontend.per_image import build_vocabulary, parse_candidates, read_id_string_json
+from faseg_rt.frontend.input_files import build_vocabulary, split_candidate_string, read_id_string_json
 
-__all__ = ["build_vocabulary", "parse_candidates", "read_id_string_json", "resolve_candidates",
+__all__ = ["build_vocabulary", "split_candidate_string", "read_id_string_json", "resolve_candidates",
            "resolve_captions"]
 
 
@@ -37,7 +37,7 @@ def resolve_candidates(raw: Mapping[str, str] | None, ids: Iterable[str],
     out: dict[str, tuple[str, ...]] = {}
     unknown: dict[str, int] = {}
     for i in ids:
-        known, bad = parse_candidates(raw.get(i, ""), vocab)
+        known, bad = split_candidate_string(raw.get(i, ""), vocab)
         out[i] = known
         for w in bad:
             unknown[w] = unknown.get(w, 0) + 1

@@ -39,7 +39,7 @@ from faseg_rt.frontend.candidates import (AUTO, GIVEN, by_score, check_candidate
 from faseg_rt.frontend.captioner import DEFAULT_CAPTIONER, Captioner
 from faseg_rt.frontend.recognizer import DEFAULT_RECOGNIZER, Recognizer
 
-__all__ = ["AUTO", "FrontEnd", "ImagePlan", "given_candidates", "per_image"]
+__all__ = ["AUTO", "FrontEnd", "ImagePlan", "given_candidates", "one_per_image"]
 
 
 @dataclass(frozen=True)
@@ -204,6 +204,7 @@ class FrontEnd:
                                        selection=selection if on else None, **common))
         return plans
 
+
 def _same_device(a, b) -> bool:
     """torch.device("cuda") and "cuda:0" name one GPU (a model reports the indexed form): moving
     on every call would also drop the recogniser's cached class embeddings."""
@@ -218,7 +219,7 @@ def _same_device(a, b) -> bool:
     return (current if a.index is None else a.index) == (current if b.index is None else b.index)
 
 
-def per_image(value, n: int, what: str, modes: Sequence[str] = (AUTO,)) -> list:
+def one_per_image(value, n: int, what: str, modes: Sequence[str] = (AUTO,)) -> list:
     """None / a mode for every image, or one entry per image (a list of length n)."""
     if isinstance(value, str) and rules.CANDIDATE_MODE_ALIASES.get(value) in modes:
         value = rules.CANDIDATE_MODE_ALIASES[value]  # "recogniser"

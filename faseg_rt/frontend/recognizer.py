@@ -113,7 +113,8 @@ class Recognizer(FrontEndModel):
 
     model: a SiglipModel, Siglip2Model or CLIPModel in eval mode; processor: its processor;
     family: "siglip", "siglip2" or "clip" (module docstring); templates: prompt templates (None:
-    the default ensemble); null_prompts: CLIP's "none of these" texts (None: NULL_PROMPTS); threshold, max_candidates: the default selection (None threshold: the
+    the default ensemble); null_prompts: CLIP's "none of these" texts (None: NULL_PROMPTS);
+    threshold, max_candidates: the default selection (None threshold: the
     family's default); max_num_patches: NaFlex ("siglip2") only, the patch budget per image
     (None: the checkpoint's image processor setting).
     """

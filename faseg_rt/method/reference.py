@@ -212,7 +212,8 @@ class ReferenceFASeg:
         x0 = (z0 - math.sqrt(1 - self.a_prev) * eps) / math.sqrt(self.a_prev)
         z1 = math.sqrt(self.a) * x0 + math.sqrt(1 - self.a) * eps
         if trace is not None:
-            trace.update(E_ids=self._ids(full), E=E, E_cls=E_cls, pixels=x, moments=dist.parameters, z0=z0, eps=eps, z1=z1)
+            trace.update(E_ids=self._ids(full), E=E, E_cls=E_cls, pixels=x, moments=dist.parameters,
+                         z0=z0, eps=eps, z1=z1)
         cross, selfs = self.reconstruct(z1, E, E_cls)
         return cross, selfs, spans
 

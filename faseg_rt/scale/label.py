@@ -200,9 +200,9 @@ def _per_image_inputs(caption, candidates, items, classes):
     """caption / candidates as the workers take them: one value, or a dict image stem -> value.
 
     A mapping (a --captions / --candidates file) is checked against the listed inputs up front:
-    every image named, candidates only of `classes` (faseg_rt.frontend.per_image); with a
+    every image named, candidates only of `classes` (faseg_rt.frontend.input_files); with a
     Dataset input the workers report an image it lacks as an error row."""
-    from faseg_rt.frontend.per_image import candidates_for, captions_for, image_key
+    from faseg_rt.frontend.input_files import candidates_for, captions_for, image_key
 
     if isinstance(caption, dict):
         source = getattr(caption, "source", "the caption mapping")

@@ -82,9 +82,9 @@ MULTI_TOKEN = frozenset({"aeroplane"})
 def dataset_words() -> list[str]:
     """The words of every class name of the evaluation datasets (VOC to ADE20K-847), sorted.
 
-    Real CLIP BPE has nearly all of them as one token each; without them a 1000-class
-    vocabulary tokenised to 2.3x the real token count (77 class-prompt chunks instead of 34),
-    so the large-vocabulary benchmarks measured a harder case than any real checkpoint sees.
+    Real CLIP BPE has nearly all of them as one token each; without them the tiny vocabulary
+    splits a large class list into many more tokens than a real checkpoint does, and the
+    large-vocabulary benchmarks would time a harder case than any real checkpoint sees.
     """
     import re
 

@@ -134,5 +134,3 @@ class SegDataset:
 def read_split_file(path: Path) -> list[str]:
     """Ids listed one per line (blank lines skipped), as in VOC's ImageSets files."""
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
