@@ -52,13 +52,16 @@ def start_ray(ray, address: str | None) -> bool:
 
 
 def replica_resources(ray, replicas: int, device: str | None) -> dict:
-    """num_cpus / num_gpus / num_threads of one replica from the cluster's resources: a GPU
-    each when the cluster has enough and device is not cpu, else the CPUs split evenly."""
-    res = ray.cluster_resources()
-    gpus, cpus = float(res.get("GPU", 0)), float(res.get("CPU", 1))
+    """num_cpus / num_gpus / num_threads of one replica, from the alive nodes' own resources
+    (a replica runs on one node, so it never asks for more than one node has): a GPU each when
+    the nodes hold `replicas` GPUs and device is not cpu, else the most CPUs per replica such
+    that `replicas` of them fit on the nodes."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    gpus = sum(int(n.get("GPU", 0)) for n in nodes)
     if gpus >= replicas and not (device and str(device).startswith("cpu")):
         return {"num_cpus": 1.0, "num_gpus": 1.0}
-    per = max(1, int(cpus // replicas))
+    cpus = [int(n.get("CPU", 0)) for n in nodes] or [1]
+    per = next((p for p in range(max(cpus), 0, -1) if sum(c // p for c in cpus) >= replicas), 1)
     return {"num_cpus": float(per), "num_gpus": 0.0, "num_threads": per}
 
 
@@ -66,18 +69,23 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def wait_loaded(handle, timeout_s: float) -> None:
-    """Block until every replica has its model (or one failed: FASegError with its error)."""
+def wait_loaded(handle, timeout_s: float, replicas: int = 1) -> None:
+    """Block until every one of `replicas` replicas has its model (asked until each has
+    answered loaded; FASegError with the error as soon as one failed, or at the deadline)."""
     deadline = time.monotonic() + timeout_s
+    loaded: set[str] = set()
     while True:
         state = handle.load_state.remote().result(timeout_s=max(1.0, deadline - time.monotonic()))
         if state["error"]:
             raise FASegError(f"the model failed to load: {state['error']}")
         if state["loaded"]:
-            return
+            loaded.add(state["replica"])
+            if len(loaded) >= replicas:
+                return
         if time.monotonic() > deadline:
-            raise FASegError(f"the model did not load within {timeout_s:.0f} s")
-        time.sleep(0.5)
+            raise FASegError(f"{len(loaded)} of {replicas} replicas loaded the model within "
+                             f"{timeout_s:.0f} s")
+        time.sleep(0.5 if not state["loaded"] else 0.05)
 
 
 def serve_forever(model, *, host="127.0.0.1", port=8000, address=None, load_timeout_s=1800.0,
@@ -106,7 +114,7 @@ def serve_forever(model, *, host="127.0.0.1", port=8000, address=None, load_time
         handle = serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
         deployed = True
         print(f"faseg-rt serve: loading {model} ...", file=out, flush=True)
-        wait_loaded(handle, load_timeout_s)
+        wait_loaded(handle, load_timeout_s, settings.get("replicas") or 1)
         print(f"faseg-rt serve: ready on http://{host}:{port}/ (Ctrl-C or SIGTERM to stop)",
               file=out, flush=True)
         while True:
