@@ -9,6 +9,9 @@ InvalidInputError with one line that names the parameter, what was given and wha
 
     threshold(value, name="threshold") -> float    a number in [0, 1]; bools, NaN, strings refused
     positive_int(value, name) -> int                an int (or numpy int) >= 1; bools refused
+    number(value, name, low, integer=False)         a finite real (int / float / numpy scalar, or
+                                                    its text from a config file) >= low; bools,
+                                                    NaN and inf refused
     normalize_classes(value) -> tuple[str, ...]     a non-empty list of unique (case-insensitive),
                                                     non-empty names, inner whitespace collapsed
     batch_size(value) -> int                        positive_int named "batch_size"
@@ -129,6 +132,21 @@ def positive_int(value, name: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
         raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
+
+
+def number(value, name: str, low: float = 0, integer: bool = False):
+    """A finite number >= low (an int when `integer`): int, float, numpy scalar or its text
+    ("4" from a config file); True, NaN, inf and 1.5 for an integer are refused."""
+    kind = "an integer" if integer else "a finite number"
+    v = None
+    if not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, str, np.integer, np.floating)):
+        try:
+            v = float(value)
+        except ValueError:
+            v = None
+    if v is None or not math.isfinite(v) or (integer and v != int(v)) or v < low:
+        raise InvalidInputError(f"{name} must be {kind} >= {low:g}, got {value!r}")
+    return int(v) if integer else v
 
 
 def batch_size(value) -> int:

@@ -36,6 +36,7 @@ requests = pytest.importorskip("requests", reason="requests is not installed")
 # max queued: above any test's concurrency but the flood's (Serve's router may refuse a few more
 # than the queue holds while simultaneous requests race for it)
 MAX_BATCH, MAX_QUEUED, MAX_MB = 4, 8, 1
+BODY_TIMEOUT_S, MAX_PIXELS, MAX_CLASSES = 5, 4_000_000, 3000
 LATENT = 16  # the replica's and the reference's small_config grid
 READY_TIMEOUT_S = 300
 HTTP_TIMEOUT_S = 120
@@ -76,11 +77,13 @@ def service(tiny_model_dir, tmp_path_factory):
                       "--config", str(config),
                       "--address", "local", "--max-batch-size", str(MAX_BATCH), "--batch-wait-ms",
                       "400", "--max-queued", str(MAX_QUEUED), "--max-request-mb", str(MAX_MB),
-                      "--num-threads", "1")
+                      "--num-threads", "1", "--body-timeout", str(BODY_TIMEOUT_S),
+                      "--max-pixels", str(MAX_PIXELS), "--max-classes", str(MAX_CLASSES))
     proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                             env=small_env(),
                             start_new_session=True)
     svc = Service(proc, port, log)
+    svc.model = str(tiny_model_dir)
     try:
         _wait_ready(svc)
         svc.tree = descendants(proc.pid)
@@ -124,10 +127,13 @@ def _reference(seg, img, classes, **kw) -> bytes:
 
 
 def test_health_page_and_openapi(service):
-    r = requests.get(service.url + "/healthz", timeout=HTTP_TIMEOUT_S)
-    assert r.status_code == 200
-    assert r.json() == {"status": "ok", "model": str(Path(r.json()["model"])), "backend": "torch",
-                        "device": "cpu", "dtype": "float32"}
+    for route in ("/healthz", "/readyz"):
+        r = requests.get(service.url + route, timeout=HTTP_TIMEOUT_S)
+        assert r.status_code == 200
+        assert r.json() == {"status": "ok", "model": Path(service.model).name, "backend": "torch",
+                            "device": "cpu", "dtype": "float32"}
+    docs = requests.get(service.url + "/docs", timeout=HTTP_TIMEOUT_S)
+    assert docs.status_code == 200 and "/openapi.json" in docs.text and "https://" not in docs.text
     page = requests.get(service.url + "/", timeout=HTTP_TIMEOUT_S)
     assert page.status_code == 200 and 'id="overlay"' in page.text and "/v1/segment" in page.text
     spec = requests.get(service.url + "/openapi.json", timeout=HTTP_TIMEOUT_S).json()
@@ -221,25 +227,113 @@ def test_a_client_that_hangs_up_does_not_poison_its_batch(service, reference, on
                       _reference(reference, im, ["cat", "sky"])) >= 0.999
 
 
-def test_beyond_max_queued_the_service_answers_503_with_retry_after(service):
-    """More requests at once than the replica takes (2 batches + 4) plus the queue: the rest are
-    refused at once with Retry-After; the accepted ones are answered."""
-    # four times what the replica and its queue hold, released together by a barrier: the
-    # replica drains at most 2 batches per --batch-wait-ms, far fewer than arrive at once
-    n = 4 * (2 * MAX_BATCH + 4 + MAX_QUEUED)
+def _health_latency(service) -> float:
+    t0 = time.monotonic()
+    r = requests.get(service.url + "/healthz", timeout=HTTP_TIMEOUT_S)
+    assert r.status_code == 200, r.text
+    return time.monotonic() - t0
+
+
+def test_a_flood_gets_json_503s_while_health_answers_at_once(service):
+    """Four times what the replica holds (uploads, two batches, the queue), released together:
+    the rest are refused at once, as JSON with Retry-After; /healthz answers within 1 s meanwhile."""
+    n = 4 * (2 * MAX_BATCH + MAX_QUEUED) + 8
     image = _png(synthetic_image(32, 32, seed=9))
-    start = threading.Barrier(n)
+    start = threading.Barrier(n + 1)
 
     def post(_):
         start.wait(timeout=HTTP_TIMEOUT_S)
         return service.post(image, classes="cat")
 
     with ThreadPoolExecutor(n) as pool:
-        answers = list(pool.map(post, range(n)))
+        sent = [pool.submit(post, i) for i in range(n)]
+        start.wait(timeout=HTTP_TIMEOUT_S)
+        health = [_health_latency(service) for _ in range(5)]  # bounded: five probes
+        answers = [f.result() for f in sent]
     codes = [r.status_code for r in answers]
     assert set(codes) <= {200, 503} and codes.count(503) >= 1 and codes.count(200) >= 1, codes
-    assert all(r.headers.get("retry-after", "").isdigit() for r in answers if r.status_code == 503)
-    assert requests.get(service.url + "/healthz", timeout=HTTP_TIMEOUT_S).status_code == 200
+    for r in answers:
+        if r.status_code == 503:
+            assert r.headers["content-type"] == "application/json" and set(r.json()) == {"error"}
+            assert r.headers.get("retry-after", "").isdigit()
+    assert max(health) < 1.0, health
+
+
+def test_slow_clients_get_408_and_do_not_block_anyone(service):
+    """24 connections send headers promising 5000 bytes, then a byte a second: /healthz and /
+    answer within 1 s meanwhile, a normal request is served, each slow client gets a 408."""
+    import socket
+
+    host, port = "127.0.0.1", int(service.url.rsplit(":", 1)[1])
+    head = (b"POST /v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+            b"boundary=b\r\nContent-Length: 5000\r\n\r\n")
+    slow = [socket.create_connection((host, port), timeout=30) for _ in range(24)]
+    try:
+        for c in slow:
+            c.sendall(head)
+        health, served = [], None
+        for second in range(BODY_TIMEOUT_S - 1):  # bounded: shorter than the body deadline
+            for c in slow:
+                c.sendall(b"x")
+            health.append(_health_latency(service))
+            if served is None:
+                served = service.post(_png(synthetic_image(32, 32, seed=2)), classes="cat")
+            time.sleep(0.5)
+        assert max(health) < 1.0 and served.status_code == 200, (health, served.text)
+        statuses = [c.recv(200).split(b"\r\n")[0] for c in slow]
+    finally:
+        for c in slow:
+            c.close()
+    assert statuses == [b"HTTP/1.1 408 Request Timeout"] * len(slow)
+
+
+def _replica_rss(service) -> int:
+    """Resident bytes of the replica process (found by name among the service's processes)."""
+    for pid in descendants(service.proc.pid):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().startswith("ray::ServeRepli"):
+                fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+                return int(fields["VmRSS"].split()[0]) * 1024
+        except (OSError, ValueError, KeyError):
+            continue
+    pytest.fail("no replica process found")
+
+
+def test_pixel_bombs_are_refused_from_the_header_and_memory_stays_bounded(service):
+    """1-bit PNGs of a few KB: over --max-pixels refused at once (no decoding), just under it
+    served; four at once; the replica's RSS stays under its own before + the stated bound."""
+    from faseg_rt.serve.settings import ServeSettings
+
+    def bomb(width, height):
+        buf = io.BytesIO()
+        Image.new("1", (width, height)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    bound = ServeSettings(model="m", max_batch_size=MAX_BATCH, max_queued=MAX_QUEUED,
+                          max_request_mb=MAX_MB, max_pixels=MAX_PIXELS).memory_bound()["total"]
+    before = _replica_rss(service)
+    over = service.post(bomb(11585, 11585), classes="cat")
+    assert over.status_code == 400 and f"over the limit of {MAX_PIXELS} pixels" in over.json()["error"]
+    with ThreadPoolExecutor(4) as pool:
+        under = list(pool.map(lambda _: service.post(bomb(2000, 1999), classes="cat"), range(4)))
+    assert [r.status_code for r in under] == [200] * 4
+    assert _replica_rss(service) < before + bound, (before, _replica_rss(service), bound)
+
+
+def test_the_result_header_is_bounded_at_3000_classes(service):
+    classes = json.dumps([f"c{i}" for i in range(MAX_CLASSES)])
+    image = _png(synthetic_image(32, 32, seed=4))
+    png = service.post(image, headers={"Accept": "image/png"}, classes=classes)
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert "x-faseg-result" not in png.headers and "application/json" in png.headers["x-faseg-result-omitted"]
+    assert service.post(image, classes=classes).json()["classes"] == json.loads(classes)
+    over = service.post(image, classes=json.dumps([f"c{i}" for i in range(MAX_CLASSES + 1)]))
+    assert over.status_code == 400 and "--max-classes" in over.json()["error"]
+
+
+def test_caption_auto_without_a_captioner_names_the_flag(service):
+    r = service.post(_png(synthetic_image(32, 32, seed=4)), classes="cat", caption="auto")
+    assert r.status_code == 400 and "--captioner" in r.json()["error"]
 
 
 def test_the_page_form_shows_an_overlay_in_a_headless_browser(service, tmp_path):
@@ -290,16 +384,48 @@ def _chromium():
     return webdriver.Chrome(service=DriverService(driver_path), options=opts)
 
 
-def test_sigterm_stops_the_service_and_its_ray(service):
-    """Last: SIGTERM to `faseg-rt serve` ends it and every process it started (Ray's too)."""
-    tree = set(service.tree) | set(descendants(service.proc.pid))
-    assert len(tree) > 3  # the CLI, Ray's GCS and raylet, Serve's actors ...
-    service.proc.send_signal(signal.SIGTERM)
-    rc = service.proc.wait(timeout=120)
+def _stop_and_check(proc, tree, sig, log) -> None:
+    """sig to the service's whole process group (what systemd and Ctrl-C do): exit 0 within
+    30 s, and every process it started gone."""
+    import os
+
+    t0 = time.monotonic()
+    os.killpg(proc.pid, sig)
+    rc = proc.wait(timeout=60)
+    took = time.monotonic() - t0
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(alive(p) for p in tree):
         time.sleep(0.2)
     left = [p for p in tree if alive(p)]
-    assert rc == 0 and not left, (rc, left, service.log.read_text(errors="replace")[-2000:])
+    assert rc == 0 and took < 30 and not left, (rc, took, left, log.read_text(errors="replace")[-2000:])
+
+
+def test_sigterm_to_the_group_with_requests_in_flight_stops_everything(service):
+    """Last: SIGTERM to the process group while requests run; the service and every process it
+    started (Ray's too) are gone within 30 s."""
+    tree = set(service.tree) | set(descendants(service.proc.pid))
+    assert len(tree) > 3  # the CLI, Ray's GCS and raylet, Serve's actors ...
+    image = _png(synthetic_image(48, 40, seed=7))
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(4):
+            pool.submit(lambda: service.post(image, classes="cat", timeout=60))
+        time.sleep(0.5)
+        _stop_and_check(service.proc, tree, signal.SIGTERM, service.log)
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.get(service.url + "/healthz", timeout=5)
+
+
+def test_sigint_to_the_group_stops_a_fresh_service(tiny_model_dir, tmp_path):
+    """Ctrl-C in a terminal: SIGINT to the foreground group (a service of its own)."""
+    port, log = free_port(), tmp_path / "serve.log"
+    cmd = cli_command("serve", "--model", str(tiny_model_dir), "--device", "cpu", "--port",
+                      str(port), "--address", "local", "--num-threads", "1")
+    proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=small_env(),
+                            start_new_session=True)
+    svc = Service(proc, port, log)
+    try:
+        _wait_ready(svc)
+        _stop_and_check(proc, descendants(proc.pid), signal.SIGINT, log)
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc, signal.SIGKILL)

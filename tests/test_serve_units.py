@@ -157,8 +157,13 @@ def test_settings_are_checked_before_anything_deploys(tiny_model_dir, tmp_path):
     for kw, msg in [({"max_batch_size": 0}, "max_batch_size must be an integer >= 1"),
                     ({"replicas": 1.5}, "replicas must be an integer"),
                     ({"max_queued": -1}, "max_queued must be an integer >= 0"),
-                    ({"max_request_mb": 0}, "max_request_mb must be above 0"),
-                    ({"batch_wait_ms": "soon"}, "batch_wait_ms must be a number"),
+                    ({"max_request_mb": 0}, "max_request_mb must be a finite number >= 0.01"),
+                    ({"batch_wait_ms": "soon"}, "batch_wait_ms must be a finite number"),
+                    ({"batch_wait_ms": float("inf")}, "batch_wait_ms must be a finite number"),
+                    ({"body_timeout_s": "inf"}, "body_timeout_s must be a finite number"),
+                    ({"max_batch_size": True}, "max_batch_size must be an integer"),
+                    ({"max_pixels": 0}, "max_pixels must be an integer >= 1"),
+                    ({"max_classes": 2.5}, "max_classes must be an integer"),
                     ({"dtype": "int8"}, "unknown dtype"),
                     ({"colour": 1}, "unknown service setting")]:
         with pytest.raises(InvalidInputError, match=msg):
@@ -180,10 +185,13 @@ def test_without_ray_serve_the_command_says_how_to_install(monkeypatch, capsys, 
 
 # Ray Serve's ASGI ingress wrapper defines an async __del__, which Python never awaits (upstream)
 @pytest.mark.filterwarnings("ignore:coroutine .*ASGIIngressWrapper.__del__' was never awaited:RuntimeWarning")
-def test_healthz_is_503_until_the_model_is_loaded(tiny_model_dir):
-    """The replica's routes as plain methods (no Serve running): 503 + Retry-After while
-    loading, 503 with the error if loading failed, 200 with the model's description after."""
+def test_liveness_and_readiness_while_loading_loaded_and_failed(tiny_model_dir):
+    """The replica's routes as plain coroutines (no Serve running): /healthz is 200 while the
+    model loads (liveness), /readyz 503 + Retry-After until it is loaded; a failed load is 503
+    on both, without the exception's class or any absolute path."""
     pytest.importorskip("ray.serve", reason="Ray Serve is not installed: pip install 'faseg_rt[serve]'")
+    import asyncio
+
     import torch
 
     from faseg_rt.serve.app import FASegService
@@ -191,19 +199,21 @@ def test_healthz_is_503_until_the_model_is_loaded(tiny_model_dir):
     cls = FASegService.func_or_class
     replica = cls.__new__(cls)  # the state __init__ sets, without its background load
     replica.settings, replica._seg, replica._load_error = ServeSettings.make(str(tiny_model_dir)), None, None
-    r = replica.healthz()
-    assert r.status_code == 503 and r.headers["retry-after"] == "1"
-    assert json.loads(r.body) == {"error": "the model is loading; retry shortly"}
-    replica._load_error = "ModelLoadError: no unet/ in the model directory"
-    r = replica.healthz()
-    assert r.status_code == 503 and "failed to load: ModelLoadError" in json.loads(r.body)["error"]
+    live, ready = asyncio.run(replica.healthz()), asyncio.run(replica.readyz())
+    assert live == {"status": "loading", "model": "tiny-sd15", "backend": "torch"}
+    assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
+    assert json.loads(ready.body) == {"error": "the model is loading; retry shortly"}
+    replica._load_error = f"ModelLoadError: no unet/ in {tiny_model_dir.resolve()}"
+    for r in (asyncio.run(replica.healthz()), asyncio.run(replica.readyz())):
+        assert r.status_code == 503
+        assert json.loads(r.body) == {"error": "the model failed to load: no unet/ in tiny-sd15"}
 
-    class Loaded:  # what healthz reads of a Segmenter
+    class Loaded:  # what the routes read of a Segmenter
         device, dtype = torch.device("cpu"), torch.float32
 
-    replica._seg = Loaded()
-    assert replica.healthz() == {"status": "ok", "model": str(tiny_model_dir.resolve()),
-                                 "backend": "torch", "device": "cpu", "dtype": "float32"}
+    replica._seg, replica._load_error = Loaded(), None
+    want = {"status": "ok", "model": "tiny-sd15", "backend": "torch", "device": "cpu", "dtype": "float32"}
+    assert asyncio.run(replica.healthz()) == want and asyncio.run(replica.readyz()) == want
 
 
 def test_the_page_has_a_candidates_field_in_its_form():
@@ -227,7 +237,7 @@ def test_the_page_has_a_candidates_field_in_its_form():
 
     parser = Fields()
     parser.feed(PAGE)
-    assert parser.names == ["image", "classes", "caption", "candidates", "threshold"]
+    assert parser.names == ["image", "classes", "caption", "candidates", "threshold", "exif_transpose"]
     assert "__MODES__" not in PAGE
 
 

@@ -51,17 +51,28 @@ def candidates_arg(text: str, extra: tuple[str, ...] = ()):
         f"{rules.did_you_mean(text, (*MODES, *extra))}")
 
 
-def add_frontend_args(p: argparse.ArgumentParser, *, candidates: bool = True) -> None:
+def add_frontend_args(p: argparse.ArgumentParser, *, candidates: bool = True,
+                      loaded_at_start: bool = False) -> None:
     """--captioner, --recognizer, --candidate-threshold, --max-candidates, --lexicon (and
-    --candidates unless the command defines its own)."""
+    --candidates unless the command defines its own).  loaded_at_start (serve): no default
+    captioner / recogniser; one is loaded at start when named, and requests needing a missing
+    one are refused."""
     if candidates:
         p.add_argument("--candidates", type=candidates_arg, default=None, metavar="MODE|FILE",
                        help=CANDIDATES_HELP)
-    p.add_argument("--captioner", default=DEFAULT_CAPTIONER, metavar="ID_OR_DIR",
-                   help=f"BLIP captioning checkpoint for --caption auto (default {DEFAULT_CAPTIONER})")
-    p.add_argument("--recognizer", default=DEFAULT_RECOGNIZER, metavar="ID_OR_DIR",
-                   help=f"SigLIP, SigLIP 2 or CLIP checkpoint for --candidates auto / recognizer "
-                        f"(default {DEFAULT_RECOGNIZER})")
+    if loaded_at_start:
+        p.add_argument("--captioner", default=None, metavar="ID_OR_DIR",
+                       help=f"BLIP captioning checkpoint, loaded at start, for caption=auto (e.g. "
+                            f"{DEFAULT_CAPTIONER}; default none: caption=auto is refused)")
+        p.add_argument("--recognizer", default=None, metavar="ID_OR_DIR",
+                       help=f"SigLIP, SigLIP 2 or CLIP checkpoint, loaded at start, for candidates="
+                            f"auto / recognizer (e.g. {DEFAULT_RECOGNIZER}; default none)")
+    else:
+        p.add_argument("--captioner", default=DEFAULT_CAPTIONER, metavar="ID_OR_DIR",
+                       help=f"BLIP captioning checkpoint for --caption auto (default {DEFAULT_CAPTIONER})")
+        p.add_argument("--recognizer", default=DEFAULT_RECOGNIZER, metavar="ID_OR_DIR",
+                       help=f"SigLIP, SigLIP 2 or CLIP checkpoint for --candidates auto / recognizer "
+                            f"(default {DEFAULT_RECOGNIZER})")
     p.add_argument("--candidate-threshold", type=threshold_arg, default=None, metavar="X",
                    help="keep classes whose probability is >= X (default: SigLIP / SigLIP 2 0.05, CLIP 0.10)")
     p.add_argument("--max-candidates", type=positive_int_arg, default=None, metavar="N",

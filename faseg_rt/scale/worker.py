@@ -9,6 +9,7 @@ from pathlib import Path
 from faseg_rt.errors import FASegError
 from faseg_rt.frontend.per_image import image_key
 from faseg_rt.io import output_name
+from faseg_rt.retry import run_isolating
 from faseg_rt.scale.manifest import frontend_record
 
 
@@ -89,22 +90,16 @@ class _SegmentWorker:
                 "frontend": np.array(front, dtype=object)}
 
     def _segment(self, decoded):
-        """Segment and save -> [(index, error or None, frontend record)]; a failing batch is
-        retried image by image to find the culprit."""
+        """Segment and save -> [(index, error or None, frontend record)]; a failed batch follows
+        faseg_rt.retry (each image alone once to find the culprit; out of memory: no rerun)."""
         if not decoded:
             return []
-        try:
-            results = self.seg.segment_batch([img for _, _, img, _ in decoded], self.classes,
-                                             captions=[c for *_, (c, _) in decoded],
-                                             batch_size=self.batch_size, threshold=self.threshold,
-                                             candidates=[k for *_, (_, k) in decoded],
-                                             return_scores=False)
-        except Exception as e:
-            if len(decoded) > 1:
-                return [r for item in decoded for r in self._segment([item])]
-            return [(decoded[0][0], f"{type(e).__name__}: {e}", "")]
+        results, _ = run_isolating(self._run, decoded)
         done = []
         for (i, path, _, _), res in zip(decoded, results):
+            if isinstance(res, Exception):
+                done.append((i, f"{type(res).__name__}: {res}", ""))
+                continue
             name = output_name(path)
             try:
                 res.save(self.out / name)
@@ -112,3 +107,10 @@ class _SegmentWorker:
             except Exception as e:
                 done.append((i, f"cannot write {self.out / name}: {type(e).__name__}: {e}", ""))
         return done
+
+    def _run(self, decoded):
+        return self.seg.segment_batch([img for _, _, img, _ in decoded], self.classes,
+                                      captions=[c for *_, (c, _) in decoded],
+                                      batch_size=self.batch_size, threshold=self.threshold,
+                                      candidates=[k for *_, (_, k) in decoded],
+                                      return_scores=False)

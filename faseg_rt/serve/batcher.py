@@ -4,8 +4,9 @@ The requests Ray Serve gathered (up to max_batch_size within batch_wait_ms) are 
 vocabulary and threshold: one segment_batch call per group, so the text-embedding cache and
 HARD's shared-K batching apply, and every image of a call uses the threshold it asked for.
 Each request's answer is what a single `Segmenter.__call__` gives (segment_batch is exact per
-image); a group the package refuses is retried request by request, so one bad request gets its
-own error and the others their answers.  Nothing is raised: each slot holds an Answer or the
+image); a failed group follows faseg_rt.retry: rerun request by request once, so one bad request
+gets its own error and the others their answers, except out of memory, which fails the group's
+requests (503) without rerunning them.  Nothing is raised: each slot holds an Answer or the
 exception of that request.
 """
 
@@ -16,6 +17,7 @@ from collections import Counter
 from typing import Sequence
 
 from faseg_rt.errors import InvalidInputError
+from faseg_rt.retry import is_resource_error, run_isolating
 from faseg_rt.serve.request import Answer, SegmentRequest, answer
 
 
@@ -49,20 +51,10 @@ def run_batch(seg, requests: Sequence[SegmentRequest], stats: BatchStats | None 
     out: list[Answer | Exception | None] = [None] * len(requests)
     calls = 0
     for idx in groups.values():
-        calls += 1
-        try:
-            for i, a in zip(idx, _segment(seg, [requests[i] for i in idx])):
-                out[i] = a
-        except Exception as e:
-            if len(idx) == 1:
-                out[idx[0]] = e
-                continue
-            for i in idx:  # find the culprit: each request alone
-                calls += 1
-                try:
-                    out[i] = _segment(seg, [requests[i]])[0]
-                except Exception as e1:
-                    out[i] = e1
+        answers, n = run_isolating(lambda group: _segment(seg, group), [requests[i] for i in idx])
+        calls += n
+        for i, a in zip(idx, answers):
+            out[i] = a
     if stats is not None:
         stats.record(len(requests), calls)
     return out
@@ -85,3 +77,8 @@ def _candidates(c):
 def is_bad_input(e: Exception) -> bool:
     """A request's own fault (HTTP 400), as opposed to the service's (500)."""
     return isinstance(e, InvalidInputError)
+
+
+def is_overloaded(e: Exception) -> bool:
+    """The replica ran out of memory (HTTP 503 with Retry-After; the batch was not rerun)."""
+    return is_resource_error(e)

@@ -1,7 +1,11 @@
-"""HTTP plumbing of the service that needs no model: bounded body reading, the multipart form,
-content negotiation and the one-line error answers."""
+"""HTTP plumbing of the service that needs no model: bounded body reading (size and deadline),
+the multipart form, content negotiation and the one-line error answers."""
 
 from __future__ import annotations
+
+import asyncio
+import re
+import time
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -10,23 +14,58 @@ from faseg_rt.errors import InvalidInputError
 from faseg_rt.serve.request import FIELDS
 
 
+#: Longest error message a client gets, and the longest run of one word inside it (a 10,000
+#: character class name is cut, with its length said).
+MAX_MESSAGE_CHARS = 600
+MAX_WORD_CHARS = 80
+_LONG_WORD = re.compile(r"\S{%d,}" % (MAX_WORD_CHARS + 1))
+#: An absolute path (two or more parts): clients see only its last part.
+_ABS_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/'\"]+/)+([^\s/'\"]+)")
+
+
 class RequestTooLarge(Exception):
     """The request body is over the service's cap (HTTP 413)."""
 
 
+class BodyTimeout(Exception):
+    """The request body did not arrive within the service's deadline (HTTP 408)."""
+
+
+def client_message(message) -> str:
+    """One line for a client: whitespace collapsed, absolute paths cut to their last part,
+    words over MAX_WORD_CHARS and the whole over MAX_MESSAGE_CHARS cut with their length said."""
+    text = _ABS_PATH.sub(lambda m: m.group(1), " ".join(str(message).split()))
+    text = _LONG_WORD.sub(lambda m: f"{m.group(0)[:MAX_WORD_CHARS - 20]}... ({len(m.group(0))} "
+                                    f"characters)", text)
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = f"{text[:MAX_MESSAGE_CHARS - 30]}... ({len(text)} characters)"
+    return text
+
+
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
-    """{"error": one line} with the status (400, 413, 500, 503)."""
-    return JSONResponse({"error": " ".join(str(message).split())}, status_code=status, headers=headers)
+    """{"error": one line} with the status (400, 408, 413, 500, 503); see client_message."""
+    return JSONResponse({"error": client_message(message)}, status_code=status, headers=headers)
 
 
-async def read_body(request: Request, cap: int) -> bytes:
+async def read_body(request: Request, cap: int, timeout_s: float = 30.0) -> bytes:
     """The whole body, refused as soon as it is known to exceed `cap` bytes (Content-Length up
-    front; a chunked body while it streams), so an oversized upload is never held whole."""
+    front; a chunked body while it streams), so an oversized upload is never held whole; and
+    BodyTimeout unless all of it arrives within `timeout_s` (a client trickling bytes holds a
+    slot for that long at most)."""
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > cap:
         raise RequestTooLarge(f"the request is {int(length)} bytes, over the limit of {cap} bytes")
     parts, size = [], 0
-    async for chunk in request.stream():
+    deadline = time.monotonic() + timeout_s
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), max(0.0, deadline - time.monotonic()))
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise BodyTimeout(f"the request body did not arrive within {timeout_s:g} s "
+                              f"({size} bytes came); send it faster or in one piece") from None
         size += len(chunk)
         if size > cap:
             raise RequestTooLarge(f"the request is over the limit of {cap} bytes")

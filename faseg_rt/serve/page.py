@@ -5,7 +5,13 @@ It posts the form to the same POST /v1/segment as any client, decodes the return
 over the photo, with a legend of the classes found (pixel counts, largest first).
 
 Its Candidates field takes what the API's `candidates` field takes (a mode, or a JSON list of
-class names) and also a comma list ("cat, sofa"), which the script sends as a JSON list.
+class names) and also a comma list ("cat, sofa"), which the script sends as a JSON list.  The
+button is disabled while a request runs; the EXIF checkbox sends exif_transpose=1, and the photo
+under the mask is drawn as the mask was computed (upright with it, the stored pixels without:
+createImageBitmap's imageOrientation), so a phone photo's overlay fits either way.  An error
+shows the service's one line, or the HTTP status when the answer is not JSON.
+
+DOCS_PAGE (GET /docs) lists the API from /openapi.json with no CDN (works offline).
 """
 
 import json
@@ -31,6 +37,7 @@ _PAGE = """<!doctype html>
  <label for="caption">Caption</label><input id="caption" name="caption" placeholder="optional; 'auto' for a BLIP caption">
  <label for="candidates">Candidates</label><input id="candidates" name="candidates" placeholder="optional; 'auto', 'caption', 'recognizer' or classes: cat, sofa">
  <label for="threshold">Threshold</label><input id="threshold" name="threshold" placeholder="optional, in [0, 1]">
+ <label for="exif_transpose">Upright (EXIF)</label><span><input id="exif_transpose" name="exif_transpose" type="checkbox" value="1"> turn the photo as its EXIF orientation says first</span>
  <span></span><button id="submit" type="submit">Segment</button>
 </form>
 <p id="status"></p>
@@ -55,6 +62,17 @@ function candidatesField(text) {  // a mode or a JSON list as typed; a comma lis
 function loadImage(src) {
   return new Promise((ok, fail) => { const im = new Image(); im.onload = () => ok(im);
     im.onerror = () => fail(new Error("the browser cannot show this file")); im.src = src; });
+}
+async function photoAsSegmented(file, upright) {  // the pixels the mask refers to
+  try { return await createImageBitmap(file, { imageOrientation: upright ? "from-image" : "none" }); }
+  catch (e) { return loadImage(URL.createObjectURL(file)); }
+}
+async function readAnswer(r) {  // the JSON answer, or an error with the service's one line
+  let body = null;
+  try { body = await r.json(); } catch (e) { body = null; }
+  if (!r.ok || body === null)
+    throw new Error((body && body.error) || ("the service answered HTTP " + r.status + " " + (r.statusText || "")));
+  return body;
 }
 function draw(photo, mask, classes) {
   const canvas = document.getElementById("overlay"), w = mask.width, h = mask.height;
@@ -88,14 +106,15 @@ function draw(photo, mask, classes) {
 document.getElementById("form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const status = document.getElementById("status"), form = new FormData(ev.target);
+  const button = document.getElementById("submit");
   form.set("candidates", candidatesField(form.get("candidates") || ""));
-  for (const k of ["caption", "candidates", "threshold"]) if (!form.get(k)) form.delete(k);
-  status.className = ""; status.textContent = "segmenting ...";
+  for (const k of ["caption", "candidates", "threshold", "exif_transpose"]) if (!form.get(k)) form.delete(k);
+  status.className = ""; status.textContent = "segmenting ..."; status.dataset.done = "0";
+  button.disabled = true;
   try {
     const r = await fetch("/v1/segment", { method: "POST", body: form });
-    const body = await r.json();
-    if (!r.ok) throw new Error(body.error || ("HTTP " + r.status));
-    const photo = await loadImage(URL.createObjectURL(form.get("image")));
+    const body = await readAnswer(r);
+    const photo = await photoAsSegmented(form.get("image"), form.has("exif_transpose"));
     const mask = await loadImage("data:image/png;base64," + body.labels_png);
     const n = draw(photo, mask, body.classes);
     status.textContent = body.width + " x " + body.height + ", " + n + " class(es) found" +
@@ -104,10 +123,42 @@ document.getElementById("form").addEventListener("submit", async (ev) => {
     status.dataset.done = "1";
   } catch (e) {
     status.className = "error"; status.textContent = e.message; status.dataset.done = "1";
+  } finally {
+    button.disabled = false;
   }
 });
 </script>
 </body></html>
+"""
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>FA-Seg API</title>
+<style> body { font: 15px system-ui, sans-serif; margin: 2em auto; max-width: 60em; padding: 0 1em; }
+ code { background: #f4f4f4; padding: 0 .2em; } li { margin: .3em 0; } </style></head>
+<body><h1>FA-Seg API</h1>
+<p>The machine-readable description: <a href="/openapi.json">/openapi.json</a> (OpenAPI 3; load it
+into any OpenAPI viewer). The routes and form fields, read from it:</p>
+<div id="api">loading /openapi.json ...</div>
+<script>
+fetch("/openapi.json").then(r => r.json()).then(spec => {
+  const out = document.getElementById("api"); out.replaceChildren();
+  for (const [path, ops] of Object.entries(spec.paths)) for (const [verb, op] of Object.entries(ops)) {
+    const h = document.createElement("h2"); h.textContent = verb.toUpperCase() + " " + path;
+    const p = document.createElement("p"); p.textContent = op.summary || "";
+    out.append(h, p);
+    const form = (((op.requestBody || {}).content || {})["multipart/form-data"] || {}).schema;
+    if (!form) continue;
+    const ul = document.createElement("ul");
+    for (const [name, f] of Object.entries(form.properties)) {
+      const li = document.createElement("li"), c = document.createElement("code");
+      c.textContent = name; li.append(c, (form.required.includes(name) ? " (required) " : " ") +
+        (f.description || ""));
+      ul.append(li);
+    }
+    out.append(ul);
+  }
+}).catch(e => { document.getElementById("api").textContent = "cannot read /openapi.json: " + e.message; });
+</script></body></html>
 """
 
 #: The page GET / serves, with the candidates modes (and their aliases) of faseg_rt.rules.

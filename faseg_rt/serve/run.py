@@ -3,6 +3,12 @@
 On a signal (or any error) the application is deleted, Serve is shut down when this process
 started it, and a Ray instance this process started is shut down with every process it
 launched (raylet, GCS, Serve's controller, proxy and replicas), so nothing is left running.
+
+A signal to the whole process group (Ctrl-C in a terminal, systemd's KillMode=control-group)
+also reaches the local Ray's GCS and raylet, which die at once; a graceful shutdown would then
+wait ~60 s on the gone GCS (and Ray's core worker aborts the process).  So when the head this
+process started is gone, the stop is immediate: the node's remaining processes and this
+process's own descendants are killed and the process exits 0 (`_hard_stop`).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 
 from faseg_rt.errors import FASegError
@@ -52,13 +59,16 @@ def start_ray(ray, address: str | None) -> bool:
 
 
 def replica_resources(ray, replicas: int, device: str | None) -> dict:
-    """num_cpus / num_gpus / num_threads of one replica from the cluster's resources: a GPU
-    each when the cluster has enough and device is not cpu, else the CPUs split evenly."""
-    res = ray.cluster_resources()
-    gpus, cpus = float(res.get("GPU", 0)), float(res.get("CPU", 1))
+    """num_cpus / num_gpus / num_threads of one replica, from the alive nodes' own resources
+    (a replica runs on one node, so it never asks for more than one node has): a GPU each when
+    the nodes hold `replicas` GPUs and device is not cpu, else the most CPUs per replica such
+    that `replicas` of them fit on the nodes."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    gpus = sum(int(n.get("GPU", 0)) for n in nodes)
     if gpus >= replicas and not (device and str(device).startswith("cpu")):
         return {"num_cpus": 1.0, "num_gpus": 1.0}
-    per = max(1, int(cpus // replicas))
+    cpus = [int(n.get("CPU", 0)) for n in nodes] or [1]
+    per = next((p for p in range(max(cpus), 0, -1) if sum(c // p for c in cpus) >= replicas), 1)
     return {"num_cpus": float(per), "num_gpus": 0.0, "num_threads": per}
 
 
@@ -66,18 +76,23 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def wait_loaded(handle, timeout_s: float) -> None:
-    """Block until every replica has its model (or one failed: FASegError with its error)."""
+def wait_loaded(handle, timeout_s: float, replicas: int = 1) -> None:
+    """Block until every one of `replicas` replicas has its model (asked until each has
+    answered loaded; FASegError with the error as soon as one failed, or at the deadline)."""
     deadline = time.monotonic() + timeout_s
+    loaded: set[str] = set()
     while True:
         state = handle.load_state.remote().result(timeout_s=max(1.0, deadline - time.monotonic()))
         if state["error"]:
             raise FASegError(f"the model failed to load: {state['error']}")
         if state["loaded"]:
-            return
+            loaded.add(state["replica"])
+            if len(loaded) >= replicas:
+                return
         if time.monotonic() > deadline:
-            raise FASegError(f"the model did not load within {timeout_s:.0f} s")
-        time.sleep(0.5)
+            raise FASegError(f"{len(loaded)} of {replicas} replicas loaded the model within "
+                             f"{timeout_s:.0f} s")
+        time.sleep(0.5 if not state["loaded"] else 0.05)
 
 
 def serve_forever(model, *, host="127.0.0.1", port=8000, address=None, load_timeout_s=1800.0,
@@ -106,7 +121,7 @@ def serve_forever(model, *, host="127.0.0.1", port=8000, address=None, load_time
         handle = serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
         deployed = True
         print(f"faseg-rt serve: loading {model} ...", file=out, flush=True)
-        wait_loaded(handle, load_timeout_s)
+        wait_loaded(handle, load_timeout_s, settings.get("replicas") or 1)
         print(f"faseg-rt serve: ready on http://{host}:{port}/ (Ctrl-C or SIGTERM to stop)",
               file=out, flush=True)
         while True:
@@ -122,9 +137,58 @@ def serve_forever(model, *, host="127.0.0.1", port=8000, address=None, load_time
             signal.signal(s, h)
 
 
-def _shutdown(ray, serve, started: bool, deployed: bool) -> None:
-    """Delete the application (its replicas finish what they hold), then stop the Ray this
-    process started (Serve's controller and proxy go with it)."""
+#: Seconds the graceful stop (delete the application, stop Serve) may take before the stop is
+#: made immediate; it also ends as soon as the local head is seen gone.
+GRACEFUL_STOP_S = 20.0
+
+
+def _head_lost(ray) -> bool:
+    """True when the GCS or raylet of the local Ray this process started has exited (a signal
+    to the process group reached them)."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is None:
+        return False
+    head = [p.process for kind in ("gcs_server", "raylet") for p in node.all_processes.get(kind, [])]
+    return any(p.poll() is not None for p in head)
+
+
+def _hard_stop(ray, tree: list[int]) -> None:
+    """The local head is gone (or the graceful stop overran): kill what is left of the node and
+    `tree` (this process's descendants, recorded when the stop began: Ray's workers among
+    them), then exit 0 at once (Ray's own shutdown would wait on the gone GCS)."""
+    node = ray._private.worker._global_node
+    try:
+        node.kill_all_processes(check_alive=False, allow_graceful=False, wait=True)
+    except Exception as e:  # already gone: the processes below are still killed
+        print(f"faseg-rt serve: while stopping Ray: {type(e).__name__}: {e}", file=sys.stderr)
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    print("faseg-rt serve: stopped at once (Ray's head was stopping too)", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def _children(root: int) -> list[int]:
+    """Every live process below root, from /proc (Linux; [] elsewhere)."""
+    below: dict[int, list[int]] = {}
+    for d in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                below.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(d))
+        except (OSError, ValueError, IndexError):
+            continue
+    out, todo = [], list(below.get(root, []))
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(below.get(pid, []))
+    return out
+
+
+def _graceful(serve, started: bool, deployed: bool) -> None:
     try:
         if deployed:
             serve.delete(APP_NAME)
@@ -136,4 +200,20 @@ def _shutdown(ray, serve, started: bool, deployed: bool) -> None:
             serve.shutdown()
         except Exception as e:
             print(f"faseg-rt serve: while shutting Serve down: {type(e).__name__}: {e}", file=sys.stderr)
-        ray.shutdown()
+
+
+def _shutdown(ray, serve, started: bool, deployed: bool) -> None:
+    """Delete the application (its replicas finish what they hold), then stop the Ray this
+    process started (Serve's controller and proxy go with it).  With a local Ray, at once
+    (_hard_stop) when its head goes away meanwhile or this takes over GRACEFUL_STOP_S."""
+    if not started:
+        return _graceful(serve, started, deployed)
+    tree = _children(os.getpid())
+    worker = threading.Thread(target=_graceful, args=(serve, started, deployed), daemon=True)
+    worker.start()
+    deadline = time.monotonic() + GRACEFUL_STOP_S
+    while worker.is_alive() and time.monotonic() < deadline and not _head_lost(ray):
+        worker.join(0.1)
+    if worker.is_alive() or _head_lost(ray):
+        _hard_stop(ray, tree)
+    ray.shutdown()
