@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from faseg_rt.errors import FASegError
-from faseg_rt.frontend.per_image import image_key
+from faseg_rt.frontend.input_files import image_key
 from faseg_rt.io import output_name
 from faseg_rt.retry import run_isolating
 from faseg_rt.scale.manifest import frontend_record

@@ -234,4 +234,3 @@ def app_builder(args: dict) -> serve.Application:
     if "model" not in args:
         raise InvalidInputError("give the model: model=ID_OR_DIR")
     return build_app(args.pop("model"), **args)
-

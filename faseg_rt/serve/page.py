@@ -34,10 +34,15 @@ _PAGE = """<!doctype html>
 <form id="form">
  <label for="image">Photo</label><input id="image" name="image" type="file" accept="image/*" required>
  <label for="classes">Classes</label><input id="classes" name="classes" placeholder="cat, dog, sofa" required>
- <label for="caption">Caption</label><input id="caption" name="caption" placeholder="optional; 'auto' for a BLIP caption">
- <label for="candidates">Candidates</label><input id="candidates" name="candidates" placeholder="optional; 'auto', 'caption', 'recognizer' or classes: cat, sofa">
+ <label for="caption">Caption</label>
+ <input id="caption" name="caption" placeholder="optional; 'auto' for a BLIP caption">
+ <label for="candidates">Candidates</label>
+ <input id="candidates" name="candidates"
+        placeholder="optional; 'auto', 'caption', 'recognizer' or classes: cat, sofa">
  <label for="threshold">Threshold</label><input id="threshold" name="threshold" placeholder="optional, in [0, 1]">
- <label for="exif_transpose">Upright (EXIF)</label><span><input id="exif_transpose" name="exif_transpose" type="checkbox" value="1"> turn the photo as its EXIF orientation says first</span>
+ <label for="exif_transpose">Upright (EXIF)</label>
+ <span><input id="exif_transpose" name="exif_transpose" type="checkbox" value="1">
+  turn the photo as its EXIF orientation says first</span>
  <span></span><button id="submit" type="submit">Segment</button>
 </form>
 <p id="status"></p>
