@@ -38,6 +38,7 @@ CHOICES = {
     "width-2x": BASE.changed(width=2.0),
     "size-256": BASE.changed(size=256),
     "words": BASE.changed(caption_form="words"),
+    "tokens-30": BASE.changed(token_scale=30.0),
     "named-colours": BASE.changed(colours="named"),
     "low-t": BASE.changed(timesteps="low"),
     "mid-t": BASE.changed(timesteps="mid"),

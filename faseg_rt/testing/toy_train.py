@@ -41,6 +41,7 @@ class Recipe:
     caption_form: str = "sentence"
     colours: str = "class"      # toy_world.COLOUR_MODES
     timesteps: str = "uniform"
+    token_scale: float = 1.0    # the frozen text encoder's token embeddings multiplied by this
     train_images: int = 2000
     seed: int = 0
 
@@ -72,6 +73,8 @@ class Trainer:
         widths = dict(TINY, unet_channels=tuple(int(round(c * r.width)) for c in TINY["unet_channels"]))
         self.unet, self.vae, self.text_encoder = tiny_modules(widths, seed=r.seed, sharpen=1.0)
         deterministic_posterior(self.vae)
+        with torch.no_grad():
+            self.text_encoder.get_input_embeddings().weight.mul_(r.token_scale)
         self.tokenizer = CLIPTokenizer.from_pretrained(str(write_clip_tokenizer(self.work / "tokenizer")))
         self.world = ToyWorld(size=r.size, caption_form=r.caption_form, colours=r.colours)
         self.gen = torch.Generator().manual_seed(r.seed)
