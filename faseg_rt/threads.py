@@ -11,9 +11,9 @@ The facts, each optional (missing: no limit from it):
 - quota: the cgroup CPU quota in CPUs, from cgroup v2 `cpu.max` ("50000 100000" = 0.5 CPU,
   "max 100000" = none) or cgroup v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us` (-1 = none), the
   smallest along the process's cgroup and its parents;
-- ray_cpus: the CPUs Ray assigned to this worker or replica (`get_assigned_resources()["CPU"]`),
-  read only when Ray is already imported and this process is a Ray worker: the policy never
-  imports Ray;
+- ray_cpus: the CPUs Ray assigned to this worker or replica (`get_assigned_resources()["CPU"]`;
+  an actor that asked for none counts as 1, as Ray's own OMP_NUM_THREADS does), read only when
+  Ray is already imported and this process is a Ray worker: the policy never imports Ray;
 - explicit: `threads=` / `--threads N`, else `OMP_NUM_THREADS` from the environment.
 
 The decision (`decide`, a pure function): an explicit setting wins as given, even above the
@@ -54,7 +54,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 #: the environment variables of libgomp's waiting (KMP_BLOCKTIME: Intel OpenMP only)
@@ -132,7 +132,7 @@ def decide(affinity=None, quota: float | None = None, ray_cpus: float | None = N
     """
     n_aff = len(affinity) if isinstance(affinity, (set, frozenset, list, tuple)) else affinity
     limits = []  # (whole CPUs, source), most specific first: the first of the smallest wins ties
-    if ray_cpus is not None and ray_cpus > 0:
+    if ray_cpus is not None:  # an actor given no CPU runs 1 thread, as Ray's own OMP_NUM_THREADS does
         limits.append((_whole(ray_cpus), "ray"))
     if quota is not None:
         limits.append((_whole(quota), "cgroup"))
@@ -246,11 +246,25 @@ def apply(threads: int | None = None) -> dict:
     return last_applied
 
 
-def prefer_passive_wait(environ=os.environ) -> bool:
+def current() -> dict:
+    """The record of the threads torch runs with now: apply()'s when the count is still the one
+    it set, else the count as found, with this process's facts (source "caller": set by the
+    caller, or torch's default)."""
+    import torch
+
+    n = torch.get_num_threads()
+    if last_applied is not None and last_applied["threads"] == n:
+        return last_applied
+    found = decide(explicit=n, **facts())
+    return replace(found, source="caller", reason=f"set outside the policy: {n}").record()
+
+
+def prefer_passive_wait(environ=os.environ, modules=sys.modules) -> bool:
     """OMP_WAIT_POLICY=PASSIVE where the user set neither it nor GOMP_SPINCOUNT (module
-    docstring: it helped under contention).  Call before torch is imported: True when it was
-    set and torch was not imported yet (so this process honours it; started processes do too)."""
-    if any(v in environ for v in WAIT_VARIABLES):
+    docstring: it helped under contention), and only while torch is not imported yet, so that
+    this process honours it (the processes it starts inherit it).  True when it was set.  An
+    in-process caller that imported torch already keeps its environment as it was."""
+    if "torch" in modules or any(v in environ for v in WAIT_VARIABLES):
         return False
     environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return "torch" not in sys.modules
+    return True

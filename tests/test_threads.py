@@ -55,10 +55,11 @@ def test_ray_cpus_bound_the_threads(ray_cpus, want):
     assert decide(affinity=set(range(4)), quota=1.0, ray_cpus=3.0).source == "cgroup"
 
 
-def test_a_ray_actor_without_cpus_is_bounded_by_the_rest():
-    """num_cpus=0 (Ray's default for actors): no limit from Ray, the other facts decide."""
+def test_a_ray_actor_without_cpus_runs_one_thread():
+    """num_cpus=0 (Ray's default for actors): 1 thread, as Ray sets OMP_NUM_THREADS there; the
+    scheduler may pack any number of such actors on a node."""
     d = decide(affinity={0, 1}, ray_cpus=0.0, cpu_count=2)
-    assert (d.threads, d.source) == (2, "affinity")
+    assert (d.threads, d.source) == (1, "ray")
 
 
 def test_explicit_wins_over_every_fact_and_says_when_it_oversubscribes():
@@ -140,7 +141,7 @@ def test_read_ray_cpus_in_a_worker_only(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", _fake_ray("worker", {"CPU": 1.5, "GPU": 0.0}))
     assert threads.read_ray_cpus() == 1.5
     monkeypatch.setitem(sys.modules, "ray", _fake_ray("worker", {}))
-    assert threads.read_ray_cpus() == 0.0  # an actor without num_cpus: no limit (decide ignores 0)
+    assert threads.read_ray_cpus() == 0.0  # an actor without num_cpus (decide: 1 thread)
     monkeypatch.setitem(sys.modules, "ray", _fake_ray("driver", {"CPU": 1.0}))
     assert threads.read_ray_cpus() is None
 
@@ -186,13 +187,36 @@ def test_apply_refuses_a_bad_count_by_the_rules(monkeypatch):
             threads.apply(bad)
 
 
-def test_passive_wait_only_where_the_user_set_nothing():
+def test_passive_wait_only_where_the_user_set_nothing_and_before_torch():
     env = {}
-    threads.prefer_passive_wait(env)
+    assert threads.prefer_passive_wait(env, modules={}) is True
     assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
     for mine in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "10000"}):
         env = dict(mine)
-        assert threads.prefer_passive_wait(env) is False and env == mine
+        assert threads.prefer_passive_wait(env, modules={}) is False and env == mine
+    env = {}  # torch loaded already: libgomp read its settings, nothing changes
+    assert threads.prefer_passive_wait(env, modules={"torch": torch}) is False and env == {}
+
+
+def test_the_command_line_sets_passive_before_torch_loads(tmp_path):
+    """`faseg-rt` in a fresh process: OMP_WAIT_POLICY is PASSIVE when torch loads (libgomp reads
+    it then), unless the user set a wait variable."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, os\nfrom faseg_rt.cli.main import main\n"
+            "m = sys.modules['faseg_rt.cli.main']\n"
+            "real = m.build_parser\n"
+            "def spy(argv):\n    print('policy at parse:', os.environ.get('OMP_WAIT_POLICY'))\n"
+            "    print('torch loaded:', 'torch' in sys.modules)\n    return real(argv)\n"
+            "m.build_parser = spy\nmain(['--version'])\n")
+    env = {k: v for k, v in os.environ.items() if k not in threads.WAIT_VARIABLES}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert "policy at parse: PASSIVE" in run.stdout and "torch loaded: False" in run.stdout, run.stderr
+    run = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, timeout=120)
+    assert "policy at parse: ACTIVE" in run.stdout, run.stderr
 
 
 def test_this_machine_s_facts_decide_without_error():

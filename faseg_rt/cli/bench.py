@@ -194,6 +194,9 @@ def register(subparsers) -> None:
 
 
 def main(argv=None) -> int:
+    from faseg_rt.threads import prefer_passive_wait
+
+    prefer_passive_wait()  # before torch loads (faseg_rt/threads.py)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     return cmd_bench(build_parser().parse_args(sys.argv[1:] if argv is None else list(argv)))

@@ -113,10 +113,9 @@ class FASegService:
                                               **s.frontend)
 
     def _set_threads(self) -> None:
-        if self.settings.num_threads:
-            import torch
+        from faseg_rt.threads import apply
 
-            torch.set_num_threads(self.settings.num_threads)
+        apply(self.settings.num_threads)  # None: this replica's Ray CPUs (faseg_rt/threads.py)
 
     def load_state(self) -> dict:
         """{"loaded": bool, "error": str | None}: for the CLI waiting on the replicas."""
