@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -81,6 +82,7 @@ def main(argv=None) -> int:
     if len(sizes) < 2:
         p.error("give at least two job sizes to separate fixed from per-image cost")
 
+    from faseg_rt.bench.common import machine_info
     from faseg_rt.testing import build_tiny_model, write_synthetic_images
 
     work = Path(tempfile.mkdtemp(prefix="ray-scaling-"))
@@ -88,8 +90,7 @@ def main(argv=None) -> int:
     pool = write_synthetic_images(work / "in", max(sizes), seed=300)
     config = write_small_config(work / "small.json")  # the 64 px small config
 
-    with open("/proc/loadavg") as f:
-        load_before = f.read().split()[0]
+    load_before = os.getloadavg()
     t0 = time.perf_counter()
     cluster = RayCluster(work).start(workers=1)
     cluster_start = time.perf_counter() - t0
@@ -104,8 +105,6 @@ def main(argv=None) -> int:
     finally:
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
-    with open("/proc/loadavg") as f:
-        load_after = f.read().split()[0]
 
     summary = {}
     for workers in (1, 2):
@@ -114,9 +113,8 @@ def main(argv=None) -> int:
         summary[f"{workers}_node"] = {"fixed_s": round(a_fixed, 2), "per_image_s": round(b_per, 3),
                                       "images_per_s": round(1 / b_per, 2) if b_per > 0 else None}
     result = {"what": "faseg-rt label on a ray-start cluster (1 CPU per node), tiny model at 64 px",
-              "machine": f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()}"
-                         " CPU cores (how busy: load_average_before_after)",
-              "load_average_before_after": [load_before, load_after],
+              # CPU, ISA, cores and the load average before and after (the driver's threads: unused)
+              "machine": machine_info("cpu", load_before=load_before),
               "cluster_start_s": round(cluster_start, 2), "runs": runs, "fit": summary}
     print(json.dumps(result, indent=2))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -118,11 +118,10 @@ def service_points(args, model, config, bodies) -> list[dict]:
 
 
 def in_process_points(args, model, config, images) -> list[dict]:
-    import torch
-
     from faseg_rt.segmenter import Segmenter
+    from faseg_rt.threads import apply
 
-    torch.set_num_threads(args.threads)
+    apply(args.threads)  # as each replica does (explicit: the replicas get num_threads=args.threads)
     seg = Segmenter.from_pretrained(model, device=args.device, dtype=args.dtype, config=config)
     seg.segment_batch(images[:2], CLASSES.split(","), batch_size=1, return_scores=False)  # warm-up
     rows = []
@@ -163,7 +162,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
-    from faseg_rt.bench.common import machine_info, resolve_model
+    from faseg_rt.bench.common import machine_info, resolve_model, with_provenance
     from faseg_rt.testing import small_config, synthetic_image
 
     model = resolve_model(args.model, Path.home() / ".cache" / "faseg_rt")
@@ -174,11 +173,12 @@ def main(argv=None) -> int:
         buf = io.BytesIO()
         im.save(buf, format="PNG")
         bodies.append(buf.getvalue())
-    res = {"args": vars(args), "machine": machine_info(args.device), "load_avg_before": os.getloadavg(),
-           "service": service_points(args, model, config, bodies)}
+    load_before = os.getloadavg()
+    res = {"args": vars(args), "service": service_points(args, model, config, bodies)}
     res["in_process"] = in_process_points(args, model, config, images)
-    res["load_avg_after"] = os.getloadavg()
-    res["markdown"] = table(res)
+    # CPU, ISA, threads, load before and after; a heading when the load exceeded the CPUs used
+    res["machine"] = machine_info(args.device, load_before=load_before)
+    res["markdown"] = with_provenance(table(res), res["machine"])
     print(res["markdown"])
     where = "gpu" if args.device.startswith("cuda") else "cpu"
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"serve-{args.model}-{where}.json")

@@ -16,6 +16,8 @@ InvalidInputError with one line that names the parameter, what was given and wha
                                                     non-empty names, inner whitespace collapsed
     batch_size(value) -> int                        positive_int named "batch_size"
     max_candidates(value) -> int                    positive_int named "max_candidates"
+    threads(value) -> int                           positive_int named "threads" (torch's intra-op
+                                                    threads; faseg_rt.threads decides without it)
     dtype(value) -> torch.dtype | "auto"            a torch.dtype, a name of DTYPE_NAMES, or "auto"
     device(value) -> torch.device                   "cpu" or a CUDA device this machine has
                                                     (available_devices() lists them); the API
@@ -157,6 +159,11 @@ def batch_size(value) -> int:
 def max_candidates(value) -> int:
     """The most classes the recogniser keeps per image."""
     return positive_int(value, "max_candidates")
+
+
+def threads(value) -> int:
+    """An explicit count of torch's intra-op threads (threads= / --threads)."""
+    return positive_int(value, "threads")
 
 
 def dtype(value) -> "torch.dtype | str":

@@ -19,7 +19,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # the engines' sha256 cache (faseg_rt.engines.file_hash) goes to a directory of this run, not ~/.cache
 os.environ["FASEG_RT_CACHE_DIR"] = os.path.join(tempfile.mkdtemp(prefix="faseg_rt_test_cache_"), "cache")
 warnings.filterwarnings("ignore", message=".*accelerate.*")
-torch.set_num_threads(max(1, os.cpu_count() or 1))
+# the count the commands pick (faseg_rt/threads.py: affinity, cgroup quota, OMP_NUM_THREADS), so a
+# command run in-process computes at the same count as the session's fixtures it is compared with
+from faseg_rt.threads import apply as _apply_thread_policy  # noqa: E402
+
+_apply_thread_policy()
 
 
 #: Fixtures that run the literal fp32 / fp64 oracle (dense 4096 x 4096 matrices): a test that needs
@@ -167,8 +171,10 @@ def small_bf16_segmenter(tiny_model_dir):
 
 
 @pytest.fixture
-def one_thread():
-    """Run the test with torch on one thread (byte-identical results need a fixed thread count)."""
+def one_thread(monkeypatch):
+    """Run the test with torch on one thread (byte-identical results need a fixed thread count);
+    a command run in-process picks 1 as well (the thread policy reads OMP_NUM_THREADS)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -14,6 +14,7 @@ import pathlib
 
 import numpy as np
 import pytest
+import torch
 
 from faseg_rt.cli import main
 from faseg_rt.cli.segment import segment_files
@@ -41,6 +42,7 @@ def test_segment_command_writes_the_json_beside_the_mask(tiny_model_dir, fronten
     assert "1 of 1 mask(s) all background (no class scored >= 1 by the recogniser): a.png" in captured.out
     assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png"]
     side = json.loads((out / "a.json").read_text())
+    assert side.pop("threads")["threads"] == torch.get_num_threads()  # tests/test_threads_cli.py
     caption = Captioner.from_pretrained(frontend_dirs["blip"], device="cpu")([photos / "a.png"])[0]
     rec = Recognizer.from_pretrained(frontend_dirs["siglip"], device="cpu")([photos / "a.png"],
                                                                              VOCAB.split(","))[0]
@@ -60,6 +62,7 @@ def test_segment_files_with_kept_candidates(auto_segmenter, photos, tmp_path):
     for f in files:
         stem = pathlib.Path(f).stem
         side = json.loads((out / f"{stem}.json").read_text())
+        assert side.pop("threads")["threads"] == torch.get_num_threads()
         res = auto_segmenter(f, classes=VOCAB.split(","), caption="auto", candidates="auto")
         want = json.loads(json.dumps(res.sidecar()))
         # full float precision: a batch of 2 and of 1 differ in the last bits

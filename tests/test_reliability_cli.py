@@ -34,8 +34,10 @@ def images(tmp_path):
 
 @pytest.fixture
 def small_cli(small_segmenter, monkeypatch):
-    """The CLI with the small segmenter instead of a model load; 1 intra-op thread."""
+    """The CLI with the small segmenter instead of a model load; 1 intra-op thread (also the
+    thread policy's choice inside the command: it reads OMP_NUM_THREADS)."""
     calls = []
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
     def load(args):
         calls.append(args.model)

@@ -41,6 +41,7 @@ def test_threshold_names_the_parameter():
 
 @pytest.mark.parametrize("rule, name", [(rules.batch_size, "batch_size"),
                                         (rules.max_candidates, "max_candidates"),
+                                        (rules.threads, "threads"),
                                         (lambda v: rules.positive_int(v, "limit"), "limit")])
 def test_counts(rule, name):
     assert rule(1) == 1 and rule(np.int32(7)) == 7 and type(rule(np.int64(3))) is int

@@ -9,6 +9,7 @@ faseg_rt/cli/bench.py.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import statistics
 import warnings
@@ -44,8 +45,11 @@ def resolve_model(spec: str, cache: Path) -> Path:
 
 def load_segmenter(args, model, backend: str = "torch", dtype=None):
     """The Segmenter a benchmark measures: --device, --dtype (a name; `dtype` overrides it) and
-    --engines as given."""
+    --engines as given, with torch's threads by the thread policy (--threads wins)."""
     from faseg_rt.segmenter import Segmenter
+    from faseg_rt.threads import apply
+
+    apply(getattr(args, "num_threads", None))
 
     return Segmenter.from_pretrained(model, backend=backend, device=args.device,
                                      dtype=dtype or args.dtype, engines=args.engines)
@@ -62,12 +66,76 @@ def summarize(samples: list[float]) -> dict:
     return {"median": statistics.median(s), "p90": p90, "n": len(s)}
 
 
-def machine_info(device) -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__,
-            "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads()}
+#: the /proc/cpuinfo flags that decide which kernels run (AVX2, AVX-512, bf16 dot products, AMX)
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_description(cpuinfo: str | None = None) -> dict:
+    """{"cpu": model name, "isa": the kernels torch dispatches to now (ATen's capability, which
+    ATEN_CPU_CAPABILITY caps; ONEDNN_MAX_CPU_ISA when set), "cpu_flags": ISA_FLAGS present}.
+    cpuinfo: /proc/cpuinfo's text (read when None; empty where there is none, e.g. macOS)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    model, flags = "", set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not model:
+            model = value.strip()
+        if key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    isa = torch.backends.cpu.get_cpu_capability()
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        isa += f" (oneDNN max {os.environ['ONEDNN_MAX_CPU_ISA']})"
+    return {"cpu": model or platform.processor() or platform.machine(), "isa": isa,
+            "cpu_flags": [f for f in ISA_FLAGS if f in flags]}
+
+
+def machine_info(device, load_before=None) -> dict:
+    """Where a result comes from: CPU model, ISA in use and flags, torch's threads and why
+    (faseg_rt.threads), the cores, and the load average (1/5/15 min) before the run (when the
+    caller took it) and now; the GPU's name on CUDA."""
+    from faseg_rt.threads import current
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, **cpu_description(),
+            "threads": torch.get_num_threads(), "thread_policy": current(), "cores": os.cpu_count(),
+            "load_before": None if load_before is None else list(load_before),
+            "load_after": list(os.getloadavg())}
     if torch.device(device).type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def loaded_heading(machine: dict) -> str:
+    """A heading for a table measured while the 1-minute load average (before or after the run)
+    exceeded the CPUs the run could use (its thread policy's cpus_allowed, else the cores): its
+    figures are that run's under contention, not the machine's speed.  "" otherwise."""
+    cores = (machine.get("thread_policy") or {}).get("cpus_allowed") or machine.get("cores")
+    loads = [x[0] for x in (machine.get("load_before"), machine.get("load_after")) if x]
+    if not cores or not loads or max(loads) <= cores:
+        return ""
+    before, after = (f"{x[0]:.1f}" if x else "?" for x in (machine.get("load_before"), machine.get("load_after")))
+    return (f"**Loaded run: load average {before} before, {after} after, above the {cores} CPU(s) this "
+            "run could use; the figures below are this run's under contention, not the machine's "
+            "speed.**\n\n")
+
+
+def machine_line(machine: dict) -> str:
+    """One line under a table: CPU, ISA in use, threads and why, load before -> after."""
+    pol = machine.get("thread_policy") or {}
+    load = " -> ".join(f"{x[0]:.1f}" for x in (machine.get("load_before"), machine.get("load_after")) if x)
+    flags = " ".join(machine.get("cpu_flags") or []) or "none of " + "/".join(ISA_FLAGS)
+    return (f"Machine: {machine.get('cpu')}, kernels {machine.get('isa')} (flags: {flags}), "
+            f"{machine.get('threads')} thread(s) ({pol.get('source', '?')}) of {machine.get('cores')} "
+            f"core(s), load average {load or '?'}, torch {machine.get('torch')}"
+            + (f", GPU {machine['gpu']}" if machine.get("gpu") else ""))
+
+
+def with_provenance(table: str, machine: dict) -> str:
+    """The table with the loaded-run heading (when it applies) above it and the machine line under it."""
+    return f"{loaded_heading(machine)}{table}\n\n{machine_line(machine)}"
 
 
 class PeakTensorMemory(TorchDispatchMode):

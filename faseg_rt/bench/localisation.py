@@ -23,7 +23,9 @@ from pathlib import Path
 
 import torch
 
+from faseg_rt.bench.common import machine_info
 from faseg_rt.testing.toy_train import Recipe
+from faseg_rt.threads import apply as apply_threads
 
 BASE = Recipe()
 #: name -> the recipe it trains (one field away from the baseline).
@@ -45,22 +47,6 @@ CHOICES = {
 }
 
 
-def machine() -> dict:
-    """CPU model, its vector ISA, threads and load: recorded with every run."""
-    flags, model = "", ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not model:
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line
-    except OSError:
-        pass
-    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
-    return {"cpu": model, "isa": isa, "threads": torch.get_num_threads(), "cores": os.cpu_count(),
-            "load": os.getloadavg(), "torch": torch.__version__}
-
-
 def run_choice(name: str, out: Path, *, minutes: float, eval_every: int, val: int, log=print) -> Path:
     """Train CHOICES[name] for `minutes`, scoring every `eval_every` steps; returns the curve file."""
     from faseg_rt.testing.toy_eval import evaluate
@@ -74,7 +60,7 @@ def run_choice(name: str, out: Path, *, minutes: float, eval_every: int, val: in
     t0 = time.perf_counter()
     trainer = Trainer(recipe, work)
     setup_s = time.perf_counter() - t0
-    meta = {"choice": name, "recipe": recipe.to_dict(), "machine": machine(), "setup_s": setup_s,
+    meta = {"choice": name, "recipe": recipe.to_dict(), "machine": machine_info("cpu"), "setup_s": setup_s,
             "vae_final_loss": (getattr(trainer, "vae_losses", None) or [None])[-1]}
     (work / "run.json").write_text(json.dumps(meta, indent=1))
     train_s, cpu_s, losses = 0.0, 0.0, []
@@ -96,6 +82,9 @@ def run_choice(name: str, out: Path, *, minutes: float, eval_every: int, val: in
         train_s += time.perf_counter() - t
         cpu_s += time.process_time() - c
     trainer.model_dir(work / "model")
+    # the load average at the start and now, beside the CPU, ISA and threads (bench/common.py)
+    meta["machine"] = machine_info("cpu", load_before=meta["machine"]["load_after"])
+    (work / "run.json").write_text(json.dumps(meta, indent=1))
     return curve
 
 
@@ -143,13 +132,13 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=15.0, help="training CPU minutes per choice (default 15)")
     p.add_argument("--eval-every", type=int, default=100, help="steps between two scorings (default 100)")
     p.add_argument("--val", type=int, default=40, help="validation pictures per scoring (default 40)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads (default: faseg_rt.threads' choice from the CPUs this process may use)")
     p.add_argument("--out", type=Path, default=Path("faseg-bench/localisation"), help="run directory")
     p.add_argument("--plot", type=Path, nargs="?", const=Path("curves.png"),
                    help="write the curves of every run in OUT to this PNG (in OUT) and print the table")
     a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    apply_threads(a.threads or None)
     for name in a.choice or ([] if a.plot else ["baseline"]):
         run_choice(name, a.out, minutes=a.minutes, eval_every=a.eval_every, val=a.val)
     if a.plot:

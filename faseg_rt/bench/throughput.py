@@ -22,7 +22,9 @@ def throughput(args) -> dict:
         cmd = [sys.executable, "-m", "faseg_rt.cli.bench", "_throughput_one", "--model", args.model,
                "--batch", str(b), "--images", str(max(b, args.images)), "--backend", args.backend,
                "--cache", args.cache] + (["--device", args.device] if args.device else []) + \
-              (["--dtype", args.dtype] if args.dtype else []) + (["--engines", args.engines] if args.engines else [])
+              (["--dtype", args.dtype] if args.dtype else []) + \
+              (["--engines", args.engines] if args.engines else []) + \
+              (["--threads", str(args.num_threads)] if args.num_threads else [])
         print(f"[bench] batch {b} ...", file=sys.stderr)
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode != 0:

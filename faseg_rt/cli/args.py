@@ -28,7 +28,29 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str | None = DEFAU
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES,
                    help="network precision (default: float16 on CUDA, else float32)")
+    add_threads_arg(p)
     add_config_arg(p)
+
+
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    """--threads N: torch's intra-op threads (per worker / replica where there are several).
+    dest num_threads: serve's older --num-threads sets the same value."""
+    p.add_argument("--threads", dest="num_threads", type=threads_arg, default=None, metavar="N",
+                   help="torch threads (default: the CPUs this process may use: its CPU affinity, "
+                        "cgroup quota and Ray's CPUs for a worker, or OMP_NUM_THREADS)")
+
+
+def threads_arg(text: str) -> int:
+    """argparse type for --threads: rules.threads of the integer."""
+    return _rule_int(text, rules.threads)
+
+
+def apply_threads(args) -> dict:
+    """Set torch's threads by faseg_rt.threads (--threads wins); returns the record that
+    sidecars and metrics store."""
+    from faseg_rt.threads import apply
+
+    return apply(getattr(args, "num_threads", None))
 
 
 def add_config_arg(p: argparse.ArgumentParser) -> None:
@@ -137,11 +159,16 @@ def threshold_arg(text: str) -> float:
 
 def positive_int_arg(text: str) -> int:
     """argparse type for counts (--batch-size, --limit, ...): rules.positive_int of the integer."""
+    return _rule_int(text, lambda v: rules.positive_int(v, "the value"))
+
+
+def _rule_int(text: str, rule) -> int:
+    """int(text) checked by `rule`; either failure is argparse's one line."""
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"the value must be an integer >= 1, got {text!r}") from None
     try:
-        return rules.positive_int(v, "the value")
+        return rule(v)
     except InvalidInputError as e:
         raise argparse.ArgumentTypeError(str(e)) from None

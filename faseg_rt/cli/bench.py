@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from faseg_rt import rules
-from faseg_rt.cli.args import positive_int_arg
+from faseg_rt.cli.args import add_threads_arg, positive_int_arg
 from faseg_rt.cli.parser import CLIParser
 
 #: where results go unless --out says otherwise (listed in .gitignore)
@@ -36,6 +36,7 @@ def add_common(p):
                    help="folder for the result JSON (default: %(default)s/; benchmarks/results to "
                         "update the checked-in figures)")
     p.add_argument("--tag", default=None, help="suffix of the result file name (default: MODEL-DEVICE)")
+    add_threads_arg(p)
 
 
 def add_benchmarks(sub) -> None:
@@ -88,6 +89,7 @@ def add_benchmarks(sub) -> None:
                      help="fp32 `bench profile --model full` JSON: print the call's bf16 ceiling")
     ops.add_argument("--out", default="faseg-bench", help="folder for the result JSON (default: faseg-bench/)")
     ops.add_argument("--tag", default="cpu", help="suffix of the result file name (default: cpu)")
+    add_threads_arg(ops)
     sub.add_parser("gpu", help="every GPU measurement in steps (faseg-rt bench gpu -h)",
                    add_help=False, prefix_chars="\0").add_argument(
         "rest", nargs=argparse.REMAINDER, help="options of faseg-rt bench gpu")
@@ -109,6 +111,9 @@ def build_parser():
 
 
 def cmd_bench(args) -> int:
+    from faseg_rt.threads import apply
+
+    apply(getattr(args, "num_threads", None))  # every benchmark (and each throughput child) by the policy
     if args.what == "gpu":  # its own steps and options (faseg_rt/bench/gpu.py)
         from faseg_rt.bench.gpu import main as gpu_main
 
@@ -120,15 +125,19 @@ def cmd_bench(args) -> int:
         return 0
     from faseg_rt.io import atomic_write_json
 
-    from faseg_rt.bench.common import long_vocabularies_expected
+    from faseg_rt.bench.common import long_vocabularies_expected, machine_info, with_provenance
 
     run_fn, table_fn = _benchmark(args.what)
+    load_before = os.getloadavg()
     with long_vocabularies_expected():
         res = run_fn(args)
-    table = table_fn(res)
+    # where the figures come from (CPU, ISA, threads, load before and after), in the JSON and the table
+    device = res.get("device") or getattr(args, "device", None) or "cpu"
+    res["machine"] = {**res.get("machine", {}), **machine_info(device, load_before=load_before)}
+    table = with_provenance(table_fn(res), res["machine"])
     res["markdown"] = table
     res["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    model = args.model if args.model in ("tiny", "full") else "model"
+    model = args.model if getattr(args, "model", None) in ("tiny", "full") else "model"  # ops has none
     tag = args.tag or f"{model}-{res.get('device', args.device or 'auto')}"
     path = Path(args.out) / f"{args.what}-{tag}.json".replace(":", "")
     atomic_write_json(path, res)
@@ -194,6 +203,9 @@ def register(subparsers) -> None:
 
 
 def main(argv=None) -> int:
+    from faseg_rt.threads import prefer_passive_wait
+
+    prefer_passive_wait()  # before torch loads (faseg_rt/threads.py)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     return cmd_bench(build_parser().parse_args(sys.argv[1:] if argv is None else list(argv)))

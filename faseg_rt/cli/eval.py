@@ -20,8 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from faseg_rt.cli.args import (add_model_args, check_device_dtype, check_engines, load_segmenter,
-                               positive_int_arg, threshold_arg)
+from faseg_rt.cli.args import (add_model_args, apply_threads, check_device_dtype, check_engines,
+                               load_segmenter, positive_int_arg, threshold_arg)
 from faseg_rt.cli.frontend_args import add_frontend_args, check_frontend, frontend_meta, path_or_auto
 from faseg_rt.cli.frontend_args import candidates_arg as mode_or_file
 from faseg_rt.eval.datasets.registry import DATASETS, open_dataset
@@ -114,6 +114,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_device_dtype(args)
     check_frontend(args, caption_attr="captions", classes=dataset.class_names)
     front = frontend_meta(args)  # {} unless captions / candidates are "auto"
+    apply_threads(args)  # --threads, else what this process may use (metrics.json records it)
     seg = load_segmenter(args)  # the front end loads only when a mode asks for it
     meta = {"model": str(args.model), "backend": args.backend, **front}
     metrics = evaluate(seg, dataset, args.out, candidates=args.candidates,

@@ -2,7 +2,7 @@
 
     faseg-rt label INPUT [INPUT ...] (--classes 'cat,dog' | --classes-file classes.json) --out DIR
                    [--model ...] [--backend ...] [--ray-address auto|local|ADDRESS]
-                   [--num-workers N] [--batch-size B] [--caption ... | --captions FILE]
+                   [--num-workers N] [--threads N] [--batch-size B] [--caption ... | --captions FILE]
                    [--candidates MODE|FILE] [--threshold X] [--overwrite] [--exif-transpose]
                    [--quiet | --verbose]
 
@@ -71,7 +71,8 @@ def cmd_label(args) -> int:
                            ray_address=args.ray_address, device=args.device, dtype=args.dtype,
                            overwrite=args.overwrite, progress=not args.quiet, verbose=args.verbose,
                            candidates=candidates, frontend=frontend_kwargs(args),
-                           exif_transpose=args.exif_transpose, config=args.config)
+                           exif_transpose=args.exif_transpose, config=args.config,
+                           threads=args.num_threads)
     except SettingsConflictError as e:  # the library names overwrite=True; here it is a flag
         raise SettingsConflictError(e.out, e.count, e.diff, flag="--overwrite") from None
     print(f"labelled {report.ok} image(s), {report.failed} failed, {report.skipped} skipped "

@@ -79,6 +79,9 @@ def _chosen(argv) -> str | None:
 
 
 def main(argv=None) -> int:
+    from faseg_rt.threads import prefer_passive_wait
+
+    prefer_passive_wait()  # before torch loads, or libgomp never reads it (faseg_rt/threads.py)
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)

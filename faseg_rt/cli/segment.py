@@ -9,6 +9,7 @@ from pathlib import Path
 from faseg_rt.cli.args import (
     DEFAULT_MODEL,
     add_model_args,
+    apply_threads,
     check_device_dtype,
     check_engines,
     check_out_dir,
@@ -55,7 +56,8 @@ def segment_files(seg, images: list[str], classes: list[str], out: Path, caption
 
     <stem>.json (SegmentationResult.sidecar): the vocabulary the labels index, the caption used,
     the segmented candidates and their sources, the recogniser's score of every class and the
-    front-end model ids.  caption / candidates: one value for every image, as for
+    front-end model ids, and "threads": torch's threads and why (faseg_rt.threads.current).
+    caption / candidates: one value for every image, as for
     Segmenter.segment_batch (a mode runs the front end), or a dict image path -> value (from
     --captions / --candidates files).
 
@@ -65,8 +67,10 @@ def segment_files(seg, images: list[str], classes: list[str], out: Path, caption
     """
     from faseg_rt.images import load_image
     from faseg_rt.io import atomic_write_json, check_collisions, remove_stale_temps
+    from faseg_rt.threads import current
 
     check_collisions(images)
+    threads = current()
     # a run killed mid-write (SIGKILL, power) leaves temporaries of the files it redoes now
     remove_stale_temps(out, {f"{Path(p).stem}{tail}" for p in images
                              for tail in (".png", "_overlay.png", ".json")})
@@ -95,7 +99,7 @@ def segment_files(seg, images: list[str], classes: list[str], out: Path, caption
         for (path, _), res in zip(group, results):
             stem = Path(path).stem
             res.save(out / f"{stem}.png")
-            atomic_write_json(out / f"{stem}.json", res.sidecar())
+            atomic_write_json(out / f"{stem}.json", {**res.sidecar(), "threads": threads})
             if empty is not None and not res.labels.any():
                 empty.append((path, res.empty_reason()))
             if overlay:
@@ -134,6 +138,7 @@ def cmd_segment(args) -> int:
     check_engines(args)
     check_device_dtype(args)
     check_frontend(args, classes=classes)  # a missing captioner / recogniser fails before the SD model
+    apply_threads(args)  # --threads, else what this process may use (the sidecars record it)
     seg = load_segmenter(args)
     empty: list[tuple[str, str]] = []
     failures = segment_files(seg, images, classes, out, caption=caption,

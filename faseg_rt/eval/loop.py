@@ -10,7 +10,8 @@ of the tests alike. Output directory:
     masks/<id>.json  with captions "auto" or a candidate mode: caption, kept candidates and
                      their sources, class scores
     run.json         the settings the masks were made with (checked when resuming)
-    metrics.json     mIoU and per-class IoU in percent, plus how they were obtained
+    metrics.json     mIoU and per-class IoU in percent, plus how they were obtained (and the
+                     torch threads used, faseg_rt.threads.current)
     report.png       image | ground truth | prediction for the first images
 
 Masks are written atomically and an image whose mask exists is skipped, so an interrupted run
@@ -40,6 +41,7 @@ from faseg_rt.eval.presence import class_presence
 from faseg_rt.eval.report import write_report
 from faseg_rt.frontend.candidates import MODES
 from faseg_rt.io import atomic_write_json, load_label_png, remove_stale_temps, save_label_png
+from faseg_rt.threads import current as current_threads
 
 StrMap = Mapping[str, str]
 
@@ -267,6 +269,7 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
         "images_per_second": round(len(todo) / seconds, 3) if todo and seconds > 0 else None,
         **inp.described, "images_without_candidates": sum(1 for i in ids if not inp.cands[i]),
         "masks": str(masks_dir), **dict(meta or {}), **selection,
+        "threads": current_threads(),  # not in run.json: another count may resume a run
     })
     if inp.mode or inp.published is not None:
         front = getattr(segmenter, "frontend", None)

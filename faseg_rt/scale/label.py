@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from faseg_rt import rules
 from faseg_rt.errors import FASegError, InvalidInputError
 from faseg_rt.io import check_collisions, output_name, remove_stale_temps
 from faseg_rt.scale.inputs import is_uri, path_key, resolve_inputs
@@ -137,10 +138,9 @@ def _plan_resources(ray, num_workers, device) -> tuple[int, float, float]:
     return num_workers, min(per, largest), 0.0
 
 
-def _check_settings(classes, threshold, batch_size, num_workers, dtype, model):
-    """(classes, threshold, batch_size, num_workers, dtype name, model) checked by the shared
-    rules once in the driver, not in every worker."""
-    from faseg_rt import rules
+def _check_settings(classes, threshold, batch_size, num_workers, dtype, model, threads=None):
+    """(classes, threshold, batch_size, num_workers, dtype name, model, threads) checked by the
+    shared rules once in the driver, not in every worker."""
     from faseg_rt.rules import normalize_classes
 
     classes = list(normalize_classes(classes))
@@ -149,6 +149,8 @@ def _check_settings(classes, threshold, batch_size, num_workers, dtype, model):
     batch_size = rules.batch_size(batch_size)
     if num_workers is not None:
         num_workers = rules.positive_int(num_workers, "num_workers")
+    if threads is not None:
+        threads = rules.threads(threads)
     if dtype is not None:  # workers get the name: a torch.dtype does not travel in the job settings
         dtype = str(rules.dtype(dtype)).removeprefix("torch.")
     if isinstance(model, (str, os.PathLike)) and Path(model).exists():
@@ -156,7 +158,7 @@ def _check_settings(classes, threshold, batch_size, num_workers, dtype, model):
 
         check_model_dir(model)  # a bad local model fails here once, not in every worker
         model = str(Path(model).resolve())
-    return classes, threshold, batch_size, num_workers, dtype, model
+    return classes, threshold, batch_size, num_workers, dtype, model, threads
 
 
 def _digest(value) -> str:
@@ -317,7 +319,7 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
           threshold=None, num_workers: int | None = None, batch_size: int = 1, ray_address=None,
           device=None, dtype=None, overwrite: bool = False, progress: bool = False,
           candidates=None, frontend: dict | None = None, exif_transpose: bool = False,
-          config=None, verbose: bool = False) -> LabelReport:
+          config=None, verbose: bool = False, threads: int | None = None) -> LabelReport:
     """Label images with FA-Seg on Ray; writes OUT/<stem>.png masks and OUT/manifest.jsonl.
 
     inputs: a directory, a glob, a text file listing paths/URIs, an image, a list of paths/URIs,
@@ -330,8 +332,8 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
         frontend: Segmenter.from_pretrained's front-end settings (captioner, recognizer,
         candidate_threshold, max_candidates, lexicon).  Each finished row records the caption
         used, the candidates and their sources and every class's score under "frontend".
-    num_workers: model replicas (default: one per GPU, or 1 on a CPU-only cluster).
-    batch_size: images per worker call (and per network batch).
+    num_workers: model replicas (default: one per GPU, else 1); batch_size: images per worker call
+        (and per network batch); threads: torch threads per worker (None: faseg_rt.threads decides).
     ray_address: None (Ray's default: RAY_ADDRESS or a new local instance), "local" (always a new
         local instance), "auto" (the running cluster) or "ray://host:port" / "host:port".
     overwrite: label everything again, ignoring the manifest; without it, finished masks made
@@ -341,8 +343,8 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
     Returns a LabelReport (ok / failed / skipped counts); a bad image is a failed row, not an error.
     """
     ray = import_ray()
-    classes, threshold, batch_size, num_workers, dtype, model = _check_settings(
-        classes, threshold, batch_size, num_workers, dtype, model)
+    classes, threshold, batch_size, num_workers, dtype, model, threads = _check_settings(
+        classes, threshold, batch_size, num_workers, dtype, model, threads)
     out = Path(out)
     start = time.perf_counter()
     is_dataset = isinstance(inputs, ray.data.Dataset)
@@ -380,7 +382,7 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
                                        caption=caption, threshold=threshold, backend=backend,
                                        engines=None if engines is None else str(engines),
                                        device=device, dtype=dtype, batch_size=batch_size,
-                                       num_threads=int(cpus) if gpus == 0 else None,
+                                       num_threads=threads,
                                        candidates=candidates, frontend=frontend,
                                        exif_transpose=exif_transpose, config=config),
             batch_size=batch_size, batch_format="numpy",

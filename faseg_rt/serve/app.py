@@ -95,10 +95,9 @@ class FASegService:
         self._seg = seg
 
     def _set_threads(self) -> None:
-        if self.settings.num_threads:
-            import torch
+        from faseg_rt.threads import apply
 
-            torch.set_num_threads(self.settings.num_threads)
+        apply(self.settings.num_threads)  # None: this replica's Ray CPUs (faseg_rt/threads.py)
 
     def load_state(self) -> dict:
         """{"loaded", "error", "replica"}: for the CLI waiting on every replica."""
