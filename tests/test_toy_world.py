@@ -129,3 +129,23 @@ def test_line_plot_writes_a_png(tmp_path):
     p = line_plot({"a": [(0, 0.1), (1, 0.3)], "b": [(0, 0.2)]}, tmp_path / "c.png", size=(400, 300))
     im = Image.open(p)
     assert im.size == (400, 300) and len(np.unique(np.asarray(im).reshape(-1, 3), axis=0)) > 3   # lines, markers, text
+
+
+def _class_token_cosine(trainer) -> float:
+    """Mean cosine between the text states of the six class words in the class prompt."""
+    ids = trainer.tokenizer(", ".join(NAMES), padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        h = trainer.text_encoder(ids).last_hidden_state[0, 1:12:2]        # cat, dog, ... (commas between)
+    h = torch.nn.functional.normalize(h, dim=-1)
+    c = h @ h.T
+    return float((c.sum() - c.diagonal().sum()) / (c.numel() - len(c)))
+
+
+def test_token_scale_makes_the_class_tokens_distinct(tmp_path):
+    """A random text encoder's states are position- and context-dominated (every class token gets
+    nearly the same key); scaled token embeddings make them differ, as a trained encoder's do."""
+    from faseg_rt.testing.toy_train import Recipe, Trainer
+
+    plain = Trainer(Recipe(train_images=2, batch=2, size=64), tmp_path / "a")
+    scaled = Trainer(Recipe(train_images=2, batch=2, size=64, token_scale=30.0), tmp_path / "b")
+    assert _class_token_cosine(plain) > 0.5 > 0.25 > _class_token_cosine(scaled)

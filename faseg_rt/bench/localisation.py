@@ -43,6 +43,9 @@ CHOICES = {
     "tokens-30": BASE.changed(token_scale=30.0),
     "named-colours": BASE.changed(colours="named"),
     "low-t": BASE.changed(timesteps="low"),
+    # second round, one field away from tokens-30 (the first choice whose class tokens differ)
+    "tokens-30+named-colours": BASE.changed(token_scale=30.0, colours="named"),
+    "tokens-30+lr-3e-3": BASE.changed(token_scale=30.0, lr=3e-3),
     "mid-t": BASE.changed(timesteps="mid"),
 }
 
