@@ -276,7 +276,7 @@ def _rows(out):
 def test_masks_are_byte_identical_to_the_single_process_cli(labelled, tiny_model_dir, tmp_path):
     # Each of the 2 workers owns 1 of the 2 CPUs, so torch runs 1 thread there; the CPU kernels'
     # reduction order depends on the thread count (a near-tie pixel can flip), so the reference
-    # CLI run uses 1 thread too: same computation, same bytes.
+    # CLI run uses 1 thread too (--threads: the command sets its own count): same bytes.
     import torch
 
     threads = torch.get_num_threads()
@@ -284,7 +284,8 @@ def test_masks_are_byte_identical_to_the_single_process_cli(labelled, tiny_model
     try:
         ref = tmp_path / "cli"
         rc = main(["segment", *map(str, labelled["good"]), "--classes", ",".join(CLASSES),
-                   "--caption", "a photo", "--model", str(tiny_model_dir), "--out", str(ref), "--quiet"])
+                   "--caption", "a photo", "--model", str(tiny_model_dir), "--out", str(ref), "--quiet",
+                   "--threads", "1"])
     finally:
         torch.set_num_threads(threads)
     assert rc == 0

@@ -72,7 +72,8 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture
 def one_thread():
-    """CLI runs in this process use 1 torch thread, as the reference does."""
+    """This process computes at 1 torch thread, as the reference does (the commands themselves
+    are given --threads 1: they set their own count by faseg_rt/threads.py)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -225,7 +226,8 @@ def test_segment_on_a_full_disk_stops_with_one_line(images, reference, tiny_mode
 
     out = small_disk / "seg"
     rc = main(["segment", *map(str, images), "--classes", ",".join(CLASSES), "--out", str(out),
-               "--model", str(tiny_model_dir), "--config", str(small_config_file), "--quiet"])
+               "--model", str(tiny_model_dir), "--config", str(small_config_file), "--quiet",
+               "--threads", "1"])  # the command sets its own count (faseg_rt/threads.py): the reference's
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "No space left on device" in err[0], err
     written = {f.name for f in out.iterdir()}
@@ -255,7 +257,7 @@ def test_segment_killed_leaves_no_partial_file(images, reference, tiny_model_dir
     out = tmp_path / "seg"
     args = ["segment", *map(str, images), "--classes", ",".join(CLASSES), "--out", str(out),
             "--model", str(tiny_model_dir), "--device", "cpu", "--dtype", "float32", "--quiet",
-            "--config", str(small_config_file)]
+            "--config", str(small_config_file), "--threads", "1"]  # the reference's count
     log = tmp_path / "seg.log"
     proc = start(cli_command(*args), small_env(), log)
     wait_for(proc, lambda: out.is_dir() and len(list(out.glob("img*.png"))) >= 2, log)

@@ -151,5 +151,9 @@ def main(argv=None) -> int:
         series = {n: [(r["train_minutes"], r["miou_best"]) for r in rows] for n, rows in curves.items()}
         line_plot(series, a.out / a.plot, title="toy world: FA-Seg mIoU (best threshold) vs training minutes",
                   xlabel="training CPU minutes (1 thread)", ylabel="mIoU")
+        ratio = {n: [(r["train_minutes"], r["ratio"].get("8", 0.0)) for r in rows] for n, rows in curves.items()}
+        line_plot(ratio, a.out / a.plot.with_name(a.plot.stem + "-ratio.png"),
+                  title="toy world: class attention inside / outside its object (latent 8) vs training minutes",
+                  xlabel="training CPU minutes (1 thread)", ylabel="ratio")
         print(table(curves))
     return 0
