@@ -1,8 +1,11 @@
 """Train the tiny SD 1.5-shaped model on the toy world (toy_world.py) with the DDPM noise loss.
 
 A `Recipe` names every choice that may decide how soon cross-attention localises the named
-objects (steps, learning rate, batch, text encoder frozen or trained, VAE random or briefly
-trained, width, picture size, caption form, timestep sampling).  `Trainer` holds the modules
+objects (steps, learning rate, batch, text encoder frozen or trained, the frozen encoder's token
+scale, VAE random or briefly trained, width, picture size, caption form and colours, timestep
+sampling).  Two things hold for every recipe, because a random test model breaks FA-Seg without
+them (docs/eval.md, "the localisation study"): the VAE's posterior is near-deterministic (FA-Seg
+samples mean + std * noise), and the UNet starts from plain init (no sharpening).  `Trainer` holds the modules
 and the encoded training set; `Trainer.step()` is one optimiser step, `Trainer.model_dir()`
 writes a diffusers model directory that `Segmenter.from_pretrained` loads like any checkpoint.
 
@@ -41,7 +44,9 @@ class Recipe:
     caption_form: str = "sentence"
     colours: str = "class"      # toy_world.COLOUR_MODES
     timesteps: str = "uniform"
-    token_scale: float = 1.0    # the frozen text encoder's token embeddings multiplied by this
+    # the text encoder's token embeddings multiplied by this: a random encoder's states are
+    # position- and context-dominated, so every class token would get nearly the same key
+    token_scale: float = 1.0
     train_images: int = 2000
     seed: int = 0
 
