@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from faseg_rt.eval.metrics import ConfusionMatrix
+from faseg_rt.images import preprocess
 from faseg_rt.testing.tiny_sd import small_config
 from faseg_rt.testing.toy_world import NAMES, ToyWorld
 
@@ -40,12 +41,13 @@ def evaluate(segmenter, world: ToyWorld, *, n: int = 40, seed: int = 1000) -> di
     for i in range(n):
         s = world.sample(seed, i)
         ids = np.asarray([NAMES.index(c) + 1 for c in s.classes])
-        res = segmenter(s.image, classes=list(s.classes), caption=s.caption, return_scores=True)
-        scores = res.scores                                                    # (k, H, W)
+        text, summ = _reconstruct(sig, s)
+        # FA-Seg's scores from the same pass: the configured fusion reads only its own grids
+        scores = segmenter.refine(summ, text.prompts)[0].numpy()                 # (k, size, size)
         best, arg = scores.max(0), scores.argmax(0)
         for t, cm in cms.items():
             cm.update(s.mask, np.where(best >= t, ids[arg], 0))
-        _attention_signal(sig, s, ratios, points)
+        _attention_signal(sig.config, s, text, summ, ratios, points)
     ref = min(THRESHOLDS, key=lambda t: abs(t - cfg.threshold))
     mious = {t: float(cm.mean_iou()) for t, cm in cms.items()}
     best_t = max(mious, key=mious.get)
@@ -59,7 +61,8 @@ def evaluate(segmenter, world: ToyWorld, *, n: int = 40, seed: int = 1000) -> di
 
 def _signal_segmenter(segmenter):
     """A sibling segmenter on the same modules whose capture computes every resolution's cross
-    maps (the configured one skips those with fusion weight 0)."""
+    maps (the configured one skips those with fusion weight 0); its summaries serve both the
+    signal and FA-Seg's own refinement, so each picture takes one pass."""
     from faseg_rt.segmenter import Segmenter
 
     cfg = segmenter.config
@@ -69,11 +72,13 @@ def _signal_segmenter(segmenter):
 
 
 @torch.no_grad()
-def _attention_signal(seg, sample, ratios: dict, points: dict) -> None:
-    cfg = seg.config
+def _reconstruct(seg, sample):
+    """(TextEmbeddings, unet_attn summaries) of one picture: encode, invert, reconstruct."""
     text = seg.encode_text(list(sample.classes), sample.caption)
-    img = torch.from_numpy(np.array(sample.image.resize((cfg.image_size,) * 2))).permute(2, 0, 1)
-    summ = seg.attention_summaries(img[None], [text])
+    return text, seg.attention_summaries(preprocess([sample.image], seg.config.image_size), [text])
+
+
+def _attention_signal(cfg, sample, text, summ: dict, ratios: dict, points: dict) -> None:
     tm = text.prompts.token_matrix(summ[f"cross_{cfg.resolutions[0]}"].shape[-1])  # (J*77, K)
     for r in cfg.resolutions:
         cross = summ[f"cross_{r}"][0].float()                                 # (J, r*r, 77)
