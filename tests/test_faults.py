@@ -70,16 +70,6 @@ def cluster(tmp_path_factory):
         c.stop()
 
 
-@pytest.fixture
-def one_thread():
-    """This process computes at 1 torch thread, as the reference does (the commands themselves
-    are given --threads 1: they set their own count by faseg_rt/threads.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------ helpers
 def label_args(images, out, model, config, cluster, workers=2) -> list[str]:
     return [str(images[0].parent), "--classes", ",".join(CLASSES), "--out", str(out),
