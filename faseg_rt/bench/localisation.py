@@ -28,6 +28,7 @@ from faseg_rt.testing.toy_train import Recipe
 from faseg_rt.threads import apply as apply_threads
 
 BASE = Recipe()
+GROUNDED = BASE.changed(token_scale=30.0, grounding=1.0, grouping=1.0, prompts="dual")
 #: name -> the recipe it trains (one field away from the baseline).
 CHOICES = {
     "baseline": BASE,
@@ -47,6 +48,14 @@ CHOICES = {
     "tokens-30+named-colours": BASE.changed(token_scale=30.0, colours="named"),
     "tokens-30+lr-3e-3": BASE.changed(token_scale=30.0, lr=3e-3),
     "mid-t": BASE.changed(timesteps="mid"),
+    # third round: the noise loss plus grounding terms (toy_grounding.py), on FA-Seg's prompt forms
+    "grounded": GROUNDED,
+    "grounded-caption-only": GROUNDED.changed(prompts="caption"),
+    "grounded-cross-only": GROUNDED.changed(grouping=0.0),
+    "grounded-lr-3e-4": GROUNDED.changed(lr=3e-4),
+    "grounded-low-t": GROUNDED.changed(timesteps="low"),
+    "grounded-size-256": GROUNDED.changed(size=256),
+    "grounded-width-2x": GROUNDED.changed(width=2.0),
 }
 
 
@@ -66,10 +75,12 @@ def run_choice(name: str, out: Path, *, minutes: float, eval_every: int, val: in
     meta = {"choice": name, "recipe": recipe.to_dict(), "machine": machine_info("cpu"), "setup_s": setup_s,
             "vae_final_loss": (getattr(trainer, "vae_losses", None) or [None])[-1]}
     (work / "run.json").write_text(json.dumps(meta, indent=1))
-    train_s, cpu_s, losses = 0.0, 0.0, []
+    train_s, cpu_s, losses, terms = 0.0, 0.0, [], []
     while True:
         row = {"step": trainer.steps_done, "train_minutes": cpu_s / 60, "wall_minutes": train_s / 60,
                "loss": sum(losses) / len(losses) if losses else None}
+        if terms:
+            row["terms"] = {k: sum(x[k] for x in terms) / len(terms) for k in terms[0]}
         row.update(_score(trainer, work, val, evaluate))
         row["load"] = os.getloadavg()[0]
         with curve.open("a") as f:
@@ -78,10 +89,11 @@ def run_choice(name: str, out: Path, *, minutes: float, eval_every: int, val: in
             f"mIoU {row['miou']:.3f} (best {row['miou_best']:.3f}) ratio {row['ratio']}")
         if cpu_s >= minutes * 60:
             break
-        losses = []
+        losses, terms = [], []
         t, c = time.perf_counter(), time.process_time()
         for _ in range(eval_every):
             losses.append(trainer.step())
+            terms.append(trainer.last_terms)
         train_s += time.perf_counter() - t
         cpu_s += time.process_time() - c
     trainer.model_dir(work / "model")

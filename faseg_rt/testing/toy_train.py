@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from faseg_rt.testing.tiny_sd import TINY, save_model, tiny_modules, write_clip_tokenizer
-from faseg_rt.testing.toy_world import ToyWorld
+from faseg_rt.testing.toy_world import NAMES, ToyWorld
 
 TEXT_MODES = ("frozen", "embeddings", "full")   # what of the text encoder is trained
 #: uniform; low: t = 1000 u^2 (the inversion runs at t = 1); mid: logit-normal, t = 1000 sigmoid(n)
@@ -47,6 +47,13 @@ class Recipe:
     # the text encoder's token embeddings multiplied by this: a random encoder's states are
     # position- and context-dominated, so every class token would get nearly the same key
     token_scale: float = 1.0
+    # weight of the grounding term (toy_grounding.py) beside the noise loss; 0: noise loss only
+    grounding: float = 0.0
+    # weight of the self-attention grouping term (toy_grounding.py); 0: none
+    grouping: float = 0.0
+    # the texts trained on: "caption" (the world's caption), or "dual": each picture's caption,
+    # FA-Seg's full prompt "caption ; classes" and its class prompt "classes", one drawn per step
+    prompts: str = "caption"
     train_images: int = 2000
     seed: int = 0
 
@@ -89,7 +96,8 @@ class Trainer:
             self.vae_losses = train_vae(self.vae, pixels, r.vae_steps, self.gen)
             deterministic_posterior(self.vae)
         self.latents = self._encode(torch.cat([pixels, pixels.flip(-1)]))        # (2n, 4, s/8, s/8)
-        self.ids = self._tokenize([s.caption for s in samples] * 2)              # (2n, 77)
+        self.texts = [texts * 2 for texts in _texts(samples, r.prompts)]        # V lists of 2n
+        self.ids = self._tokenize([t for texts in self.texts for t in texts])    # (V * 2n, 77)
         self.text_encoder.requires_grad_(False)
         params = list(self.unet.parameters())
         if r.text == "embeddings":
@@ -100,6 +108,7 @@ class Trainer:
             self.text_encoder.requires_grad_(True)
             params += list(self.text_encoder.parameters())
         self._frozen_text = self._encode_text_once() if r.text == "frozen" else None
+        self._grounding = self._grounding_targets(samples) if r.grounding or r.grouping else None
         self.opt = torch.optim.AdamW(params, lr=r.lr, weight_decay=0.0)
         self.acp = alphas_cumprod()
         self.steps_done = 0
@@ -115,6 +124,16 @@ class Trainer:
         self.vae.register_to_config(scaling_factor=scale)
         return means * scale
 
+    def _grounding_targets(self, samples):
+        from faseg_rt.testing import toy_grounding
+
+        self._store = toy_grounding.install(self.unet)
+        classes = [s.classes for s in samples]
+        class_ids = {name: self.tokenizer(name, add_special_tokens=False).input_ids[0] for name in NAMES}
+        self._tokens = toy_grounding.token_positions(self.ids, classes * 2 * len(self.texts), class_ids)
+        t = toy_grounding.GroundingTargets.build([s.mask for s in samples], classes)
+        return t.cat(t.flipped())
+
     def _tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts, padding="max_length", max_length=77, truncation=True,
                               return_tensors="pt").input_ids
@@ -129,18 +148,28 @@ class Trainer:
         """One optimiser step on a random batch; returns the loss."""
         r = self.recipe
         idx = torch.randint(len(self.latents), (r.batch,), generator=self.gen)
+        tid = idx + len(self.latents) * torch.randint(len(self.texts), (r.batch,), generator=self.gen)
         z0 = self.latents[idx]
         t = sample_timesteps(r.timesteps, r.batch, self.gen)
         noise = torch.randn(z0.shape, generator=self.gen)
         a = self.acp[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
         if self._frozen_text is not None:
-            cond = self._frozen_text[idx]
+            cond = self._frozen_text[tid]
         else:
-            cond = self.text_encoder(self.ids[idx]).last_hidden_state
+            cond = self.text_encoder(self.ids[tid]).last_hidden_state
         self.unet.train()
+        if self._grounding is not None:
+            self._store.clear()
         pred = self.unet(zt, t, encoder_hidden_states=cond).sample
         loss = torch.nn.functional.mse_loss(pred, noise)
+        self.last_terms = {"noise": loss.item()}
+        if self._grounding is not None:
+            from faseg_rt.testing.toy_grounding import grounding_loss
+
+            g, s = grounding_loss(self._store, self._tokens[tid], self._grounding, idx, a.sqrt().view(-1))
+            self.last_terms.update(grounding=float(g), grouping=float(s))
+            loss = loss + r.grounding * g + r.grouping * s
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -196,6 +225,19 @@ def train_vae(vae, pixels: torch.Tensor, steps: int, gen: torch.Generator, batch
         losses.append(float(loss))
     vae.eval()
     return losses
+
+
+def _texts(samples, prompts: str) -> list[list[str]]:
+    """The training texts of `samples`: [captions] or, for "dual", [captions, full prompts,
+    class prompts] in the spec's dual-prompt form (the class prompt lists the objects in the
+    caption's order, as the study's ground-truth candidates do)."""
+    captions = [s.caption for s in samples]
+    if prompts == "caption":
+        return [captions]
+    if prompts != "dual":
+        raise ValueError(f"prompts must be 'caption' or 'dual', not {prompts!r}")
+    class_prompts = [", ".join(s.classes) for s in samples]
+    return [captions, [f"{c} ; {p}" for c, p in zip(captions, class_prompts)], class_prompts]
 
 
 def _pixels(image) -> torch.Tensor:
