@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from faseg_rt.testing.toy_world import CLASSES, NAMES, ToyWorld
+from faseg_rt.eval.datasets.toy_world import CLASSES, NAMES, ToyWorld
 
 
 def test_world_is_deterministic_by_seed_and_index():
@@ -39,7 +39,7 @@ def test_masks_are_exact_and_captions_name_what_is_drawn(index):
 
 @pytest.mark.parametrize("index", range(6))
 def test_named_colours_are_the_colours_drawn(index):
-    from faseg_rt.testing.toy_world import PALETTE
+    from faseg_rt.eval.datasets.toy_world import PALETTE
 
     s = ToyWorld(size=96, colours="named").sample(0, index)
     words, img = s.caption.replace(",", "").split(), np.asarray(s.image).astype(int)

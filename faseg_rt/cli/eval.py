@@ -1,17 +1,19 @@
 """The `eval` and `eval-masks` subcommands, for the core CLI to mount with `register(sub)`.
 
-    faseg-rt eval --dataset voc|context|coco-object|ade150|ade847|context459|coco-stuff
-                  --root DIR --out DIR
-                  [--candidates FILE.json|gt] [--captions FILE.json] [--model ID_OR_DIR]
+    faseg-rt eval --dataset voc|context|coco-object|ade150|ade847|context459|coco-stuff|toy
+                  [--root DIR] --out DIR [--toy-split val|train] [--toy-count N]
+                  [--candidates FILE.json|gt] [--captions FILE.json|auto|dataset] [--model ID_OR_DIR]
                   [--backend B] [--device D] [--dtype T] [--engines DIR] [--limit N]
                   [--batch-size B] [--threshold X] [--report-images N] [--no-progress]
-    faseg-rt eval-masks --dataset ... --root DIR --pred MASKS_DIR [--out DIR] [--limit N]
+    faseg-rt eval-masks --dataset ... [--root DIR] --pred MASKS_DIR [--out DIR] [--limit N]
 
 --root points at VOCdevkit/VOC2012 (voc), VOCdevkit/VOC2010 (context, context459),
 coco_stuff164k (coco-object, coco-stuff), ADEChallengeData2016 (ade150) or ADE20K_2021_17_01
 (ade847), or at a folder above it: the reader says which it used (docs/eval.md lists every
-layout). Each handler returns an exit code: 0 on success, 2 after printing one line to
-stderr for a FASegError (bad input, missing files, model problems).
+layout); it is required for all but toy, the generated toy world, whose split is written on
+first use into --root or, without one, a cache folder. Each handler returns an exit code: 0 on
+success, 2 after printing one line to stderr for a FASegError (bad input, missing files, model
+problems).
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ from faseg_rt.cli.args import (add_model_args, apply_threads, check_device_dtype
                                load_segmenter, positive_int_arg, threshold_arg)
 from faseg_rt.cli.frontend_args import add_frontend_args, check_frontend, frontend_meta, path_or_auto
 from faseg_rt.cli.frontend_args import candidates_arg as mode_or_file
-from faseg_rt.eval.datasets.registry import DATASETS, open_dataset
+from faseg_rt.errors import InvalidInputError
+from faseg_rt.eval.datasets.registry import DATASETS, READERS, open_dataset
+from faseg_rt.eval.datasets.toy import COUNT as TOY_COUNT
+from faseg_rt.eval.datasets.toy import SPLIT_SEEDS as TOY_SPLITS
+
+#: --captions value: the captions file the dataset ships (toy: ROOT/captions.json).
+DATASET_CAPTIONS = "dataset"
 
 
 def candidates_arg(text: str):
@@ -32,15 +40,28 @@ def candidates_arg(text: str):
     return mode_or_file(text, extra=("gt",))
 
 
+def captions_arg(text: str):
+    """argparse type for eval's --captions: 'auto', 'dataset' or a JSON file (./dataset for a
+    file of that name)."""
+    return DATASET_CAPTIONS if text == DATASET_CAPTIONS else path_or_auto(text)
+
+
 def _dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, choices=DATASETS,
                    help="voc (VOC2012 val, 21 classes), context (PASCAL Context-59 val, 60), "
                         "coco-object (COCO val2017 objects, 81), ade150 (ADE20K-150 val), "
                         "ade847 (ADE20K-847 val), context459 (PASCAL Context-459 val), "
-                        "coco-stuff (COCO-Stuff-171 val2017)")
-    p.add_argument("--root", required=True, type=Path,
+                        "coco-stuff (COCO-Stuff-171 val2017), toy (the synthetic toy world, 7 "
+                        "classes: generated on first use, see --toy-split / --toy-count)")
+    p.add_argument("--root", type=Path, default=None,
                    help="VOCdevkit/VOC2012 | VOCdevkit/VOC2010 | coco_stuff164k | "
-                        "ADEChallengeData2016 | ADE20K_2021_17_01, or a folder above it")
+                        "ADEChallengeData2016 | ADE20K_2021_17_01, or a folder above it; required "
+                        "except for toy (a folder to write the split in; default: the cache, "
+                        "toy/<split>-128-<count>)")
+    p.add_argument("--toy-split", choices=tuple(TOY_SPLITS), default=None,
+                   help="toy only: val (seed 1000, the default) or train (seed 0)")
+    p.add_argument("--toy-count", type=positive_int_arg, default=None, metavar="N",
+                   help=f"toy only: pictures in the split (default: {TOY_COUNT})")
     p.add_argument("--limit", type=positive_int_arg, default=None,
                    help="score only the first N images of the split")
 
@@ -60,8 +81,9 @@ def register(subparsers) -> None:
                         "'recognizer'; or 'gt': the oracle, each image's ground-truth classes "
                         "(labelled as such in the report). Default: every image gets all "
                         "dataset classes")
-    p.add_argument("--captions", "--caption", type=path_or_auto, default=None,
-                   help="JSON image id -> caption, or 'auto' (BLIP captions; default: none)")
+    p.add_argument("--captions", "--caption", type=captions_arg, default=None,
+                   help="JSON image id -> caption, 'auto' (BLIP captions) or 'dataset' (the "
+                        "captions the dataset ships: toy's ROOT/captions.json); default: none")
     p.add_argument("--published-candidates", type=Path, default=None, metavar="FILE",
                    help="with a --candidates mode: score these lists' precision / recall of class "
                         "presence beside the front end's (they are not used to segment)")
@@ -90,11 +112,28 @@ def register(subparsers) -> None:
 
 
 def _open(args: argparse.Namespace):
-    """The dataset reader for --dataset / --root; names the folder when it was found below --root."""
-    dataset = open_dataset(args.dataset, args.root)
-    if dataset.root != args.root:
+    """The dataset reader for --dataset / --root (and toy's options); names the folder when it was
+    found below --root, or generated or chosen for toy."""
+    toy = {k: v for k, v in (("split", args.toy_split), ("count", args.toy_count)) if v is not None}
+    if args.dataset != "toy":
+        if toy:
+            raise InvalidInputError(f"--toy-{next(iter(toy))} applies to --dataset toy only")
+        if args.root is None:
+            hint = next(r.root_hint for r in READERS if r.name == args.dataset)
+            raise InvalidInputError(f"--root is required for --dataset {args.dataset}: point it at {hint}")
+    dataset = open_dataset(args.dataset, args.root, **toy)
+    if dataset.root != args.root or dataset.generated:
         print(dataset.root_note, file=sys.stderr)
     return dataset
+
+
+def _dataset_captions(dataset) -> Path:
+    """--captions dataset: the captions file the dataset ships (an error when it ships none)."""
+    path = dataset.captions_file
+    if path is None:
+        raise InvalidInputError(f"--captions dataset: --dataset {dataset.name} ships no captions; "
+                                "pass a JSON file of image id -> caption, or 'auto'")
+    return path
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -105,6 +144,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from faseg_rt.eval.presence import presence_markdown
 
     dataset = _open(args)
+    if args.captions == DATASET_CAPTIONS:
+        args.captions = _dataset_captions(dataset)
     # read the inputs once before loading the model, so a bad file fails in a second
     for path, what in ((args.candidates, "candidates"), (args.captions, "captions"),
                        (args.published_candidates, "published candidates")):

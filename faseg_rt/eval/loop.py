@@ -263,7 +263,7 @@ def evaluate(segmenter, dataset: SegDataset, out_dir: str | os.PathLike,
 
     metrics = cm.summary(dataset.class_names)
     metrics.update({
-        "dataset": dataset.name, "split": "val", "images": len(ids), "threshold": thr,
+        "dataset": dataset.name, "split": dataset.split, "images": len(ids), "threshold": thr,
         "predicted_this_run": len(todo), "reused_masks": len(done),
         "seconds_this_run": round(seconds, 3),
         "images_per_second": round(len(todo) / seconds, 3) if todo and seconds > 0 else None,
@@ -307,7 +307,7 @@ def evaluate_masks(dataset: SegDataset, pred_dir: str | os.PathLike,
             pred = np.array(Image.fromarray(pred).resize((gt.shape[1], gt.shape[0]), Image.NEAREST))
         cm.update(gt, pred)
     metrics = cm.summary(dataset.class_names)
-    metrics.update({"dataset": dataset.name, "split": "val", "images": len(ids),
+    metrics.update({"dataset": dataset.name, "split": dataset.split, "images": len(ids),
                     "masks": str(pred_dir), "resized_predictions": resized})
     if out_dir is not None:
         out_dir = Path(out_dir)

@@ -20,7 +20,7 @@ import torch
 from faseg_rt.eval.metrics import ConfusionMatrix
 from faseg_rt.images import preprocess
 from faseg_rt.testing.tiny_sd import small_config
-from faseg_rt.testing.toy_world import NAMES, ToyWorld
+from faseg_rt.eval.datasets.toy_world import NAMES, ToyWorld
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.55, 0.6, 0.7, 0.8)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from faseg_rt.testing.toy_world import NAMES
+from faseg_rt.eval.datasets.toy_world import NAMES
 
 
 class RecordingAttention:

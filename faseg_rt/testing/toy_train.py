@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from faseg_rt.testing.tiny_sd import TINY, save_model, tiny_modules, write_clip_tokenizer
-from faseg_rt.testing.toy_world import NAMES, ToyWorld
+from faseg_rt.eval.datasets.toy_world import NAMES, ToyWorld
 
 TEXT_MODES = ("frozen", "embeddings", "full")   # what of the text encoder is trained
 #: uniform; low: t = 1000 u^2 (the inversion runs at t = 1); mid: logit-normal, t = 1000 sigmoid(n)

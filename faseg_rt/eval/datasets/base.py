@@ -45,6 +45,9 @@ class SegDataset:
             `--root` may name any of the usual levels (VOC: the folder holding VOCdevkit,
             VOCdevkit, or VOC2012, as torchvision and mmsegmentation configs do).
         root_note: after opening, one line saying which folder was used (for the CLI).
+        split: the split the reader serves ("val" for every benchmark; metrics.json records it).
+        generated: True for a split the reader writes itself (the toy world): it may be opened
+            without a root (it then uses a cache folder), and takes options (split, count).
     """
 
     name: ClassVar[str] = ""
@@ -56,6 +59,8 @@ class SegDataset:
     root_hint: ClassVar[str] = ""
     root_marker: ClassVar[str] = ""
     root_levels: ClassVar[tuple[str, ...]] = ()
+    split: ClassVar[str] = "val"
+    generated: ClassVar[bool] = False
 
     def __init__(self, root: str | os.PathLike):
         given = Path(root)
@@ -82,6 +87,12 @@ class SegDataset:
         """Ground truth as an (H, W) uint8 (uint16 for 16-bit sets) array: class ids
         0..num_classes-1, `ignore_index` = not scored."""
         return load_label_png(self.label_path(image_id))
+
+    @property
+    def captions_file(self) -> Path | None:
+        """The JSON file (image id -> caption) of the captions the dataset ships, None when it
+        ships none (every benchmark here: their captions are published separately)."""
+        return None
 
     # --- shared ------------------------------------------------------------------------------
     @classmethod

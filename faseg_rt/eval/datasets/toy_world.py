@@ -5,6 +5,10 @@ on the world's captions can learn which words go with which pixels, and FA-Seg's
 scored against exact ground truth.  Deterministic: picture `i` of a split depends only on
 (seed, i), so a train set and a validation set are two seeds.
 
+It lives beside the dataset readers (not in faseg_rt/testing) because the `toy` reader (toy.py)
+materialises its splits for `faseg-rt eval`, and eval sits below testing in the layering
+(docs/architecture.md); the trainer and scorer in faseg_rt/testing import it from here.
+
     world = ToyWorld(size=128)
     s = world.sample(seed=1, index=7)   # s.image (PIL RGB), s.mask (H, W) uint8, s.classes, s.caption
 
