@@ -24,7 +24,6 @@ CROSS_WEIGHTS = {8: 0.15, 16: 0.70, 32: 0.15, 64: 0.0}
 SELF_WEIGHTS = {8: 0.1, 16: 0.1, 32: 0.5, 64: 0.3}
 TAU = 2
 SIDE = 64
-IMAGE = 512
 
 
 class _DenseStore:
@@ -94,49 +93,53 @@ def reference_spans(tokenizer, classes: list[str]) -> tuple[list[list[str]], lis
     return chunks, spans
 
 
-def dense_affinity(S_r: torch.Tensor) -> torch.Tensor:
+def dense_affinity(S_r: torch.Tensor, side: int = SIDE) -> torch.Tensor:
     """A_r (4096 x 4096) from S_r ((r*r) x (r*r)): query axis bicubic-upsampled to 64 x 64,
     key axis nearest-duplicated (rows not renormalised); A_64 = S_64."""
     rr = S_r.shape[0]
     r = int(round(math.sqrt(rr)))
-    if r == SIDE:
+    if r == side:
         return S_r
     # query axis: treat each key column as an r x r image over the query grid
     cols = S_r.t().reshape(1, rr, r, r)
-    up = F.interpolate(cols, size=(SIDE, SIDE), mode="bicubic", align_corners=False)
-    A = up.reshape(rr, SIDE * SIDE).t()                       # (4096 queries, r*r keys)
-    f = SIDE // r
-    key_of = [(i // f) * r + (j // f) for i in range(SIDE) for j in range(SIDE)]
+    up = F.interpolate(cols, size=(side, side), mode="bicubic", align_corners=False)
+    A = up.reshape(rr, side * side).t()                       # (4096 queries, r*r keys)
+    f = side // r
+    key_of = [(i // f) * r + (j // f) for i in range(side) for j in range(side)]
     return A[:, key_of]                                        # (4096, 4096)
 
 
 def reference_hard_ttf(cross: dict[int, torch.Tensor], selfs: dict[int, torch.Tensor],
                        spans: list[list[tuple[int, int]]], threshold: float,
-                       out_size: tuple[int, int] | None = None):
+                       out_size: tuple[int, int] | None = None, side: int = SIDE):
     """Steps 5-8 for one image, literally.
 
-    cross[r]: (2, J, r*r, 77) layer/head means; selfs[r]: (2, r*r, r*r) (dense, r = 64 included).
-    Returns (scores (K, 512, 512) float numpy, labels (H, W) int numpy).
+    cross[r]: (2, J, r*r, 77) layer/head means; selfs[r]: (2, r*r, r*r) (dense, r = side
+    included).  side: the latent grid (64 for SD 1.5 at 512 px; the spec's weights move with it,
+    coarsest to finest, as the small configs of the tests do).
+    Returns (scores (K, 8 side, 8 side) float numpy, labels (H, W) int numpy).
     """
+    cross_weights, self_weights = _at_side(CROSS_WEIGHTS, side), _at_side(SELF_WEIGHTS, side)
+    image = 8 * side
     halves = []
     for half in range(2):
         # step 5: cross fusion, nearest upsampling by repeating rows and columns
         c = 0
-        for r, w in CROSS_WEIGHTS.items():
+        for r, w in cross_weights.items():
             C = cross[r][half]                                   # (J, r*r, 77)
             J = C.shape[0]
             grid = C.permute(0, 2, 1).reshape(J, 77, r, r)
-            f = SIDE // r
+            f = side // r
             up = grid.repeat_interleave(f, dim=2).repeat_interleave(f, dim=3)
-            c = c + w * up.reshape(J, 77, SIDE * SIDE)
+            c = c + w * up.reshape(J, 77, side * side)
         class_maps = []
         for j, chunk_spans in enumerate(spans):
             for start, end in chunk_spans:
                 class_maps.append(c[j, start:end].mean(0))     # (4096,)
         # step 6: HARD with dense matrix powers, one class at a time
         m = [0.0] * len(class_maps)
-        for r, w in SELF_WEIGHTS.items():
-            A_tau = torch.linalg.matrix_power(dense_affinity(selfs[r][half]), TAU)
+        for r, w in self_weights.items():
+            A_tau = torch.linalg.matrix_power(dense_affinity(selfs[r][half], side), TAU)
             for kk, ck in enumerate(class_maps):
                 o = A_tau @ ck
                 lo, hi = o.min(), o.max()
@@ -146,23 +149,30 @@ def reference_hard_ttf(cross: dict[int, torch.Tensor], selfs: dict[int, torch.Te
     # step 7: TTF, one class at a time
     scores = []
     for kk in range(len(halves[0])):
-        ups = [F.interpolate(h[kk].reshape(1, 1, SIDE, SIDE), size=(IMAGE, IMAGE), mode="bicubic",
+        ups = [F.interpolate(h[kk].reshape(1, 1, side, side), size=(image, image), mode="bicubic",
                              align_corners=False)[0, 0] for h in halves]
         scores.append(((ups[0] + torch.flip(ups[1], dims=[1])) / 2).double().numpy())
     scores = np.stack(scores)
     # step 8: labels, PIL nearest resize to the original size
     labels = np.where(scores.max(0) < threshold, 0, scores.argmax(0) + 1).astype(np.int32)
-    if out_size is not None and out_size != (IMAGE, IMAGE):
+    if out_size is not None and out_size != (image, image):
         labels = np.asarray(Image.fromarray(labels, mode="I").resize(out_size, Image.NEAREST)).astype(np.int32)
     return scores, labels
+
+
+def _at_side(weights: dict, side: int) -> dict:
+    """The spec's per-resolution weights (keyed 8..64) moved to a latent grid `side`."""
+    return {r * side // SIDE: w for r, w in weights.items()}
 
 
 class ReferenceFASeg:
     """The whole method, literally, on diffusers modules (loaded by the caller)."""
 
-    def __init__(self, vae, text_encoder, unet, tokenizer):
+    def __init__(self, vae, text_encoder, unet, tokenizer, side: int = SIDE):
+        """side: the latent grid to run at (64: SD 1.5's 512 px; a toy model's 16: 128 px)."""
         from diffusers import DDIMScheduler
 
+        self.side = side
         self.vae, self.text_encoder, self.unet, self.tokenizer = vae, text_encoder, unet, tokenizer
         self.dtype = next(unet.parameters()).dtype
         self.proc = _LiteralProcessor()
@@ -195,7 +205,7 @@ class ReferenceFASeg:
             full = f"{caption} ; {full}"
         E = self._encode(full)
         E_cls = [self._encode(", ".join(ch)) for ch in chunks]
-        img = image.convert("RGB").resize((IMAGE, IMAGE), Image.BICUBIC)
+        img = image.convert("RGB").resize((8 * self.side,) * 2, Image.BICUBIC)
         pair = np.stack([np.asarray(img), np.asarray(img.transpose(Image.FLIP_LEFT_RIGHT))])
         x = torch.from_numpy(pair.astype(np.float64)).permute(0, 3, 1, 2) / 127.5 - 1.0
         # contiguous NCHW: a channels-last input takes other CPU kernels (GroupNorm's one-pass
@@ -234,6 +244,6 @@ class ReferenceFASeg:
 
     def __call__(self, image: Image.Image, classes: list[str], caption: str | None = None,
                  threshold: float = 0.55):
-        """Returns (scores (K, 512, 512), labels (H, W)) as numpy arrays."""
+        """Returns (scores (K, 8 side, 8 side), labels (H, W)) as numpy arrays."""
         cross, selfs, spans = self.attention(image, classes, caption)
-        return reference_hard_ttf(cross, selfs, spans, threshold, out_size=image.size)
+        return reference_hard_ttf(cross, selfs, spans, threshold, out_size=image.size, side=self.side)
