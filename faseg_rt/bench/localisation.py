@@ -127,17 +127,25 @@ def read_curves(out: Path) -> dict[str, list[dict]]:
 
 def table(curves: dict[str, list[dict]]) -> str:
     """Markdown: per choice, the untrained and the last point, and the best mIoU seen."""
-    lines = ["| choice | steps | train min | loss | mIoU @0.55 (untrained -> last) | best mIoU (thr) | "
+    lines = ["| choice | steps | train min | noise loss | mIoU @0.55 (untrained -> last) | best mIoU (thr) | "
              "attn ratio r=4 / 8 (last) | pointing r=8 (last) |", "|---|---|---|---|---|---|---|---|"]
     for name, rows in curves.items():
         first, last = rows[0], rows[-1]
         best = max(rows, key=lambda r: r["miou_best"])
-        ratio = " / ".join(f"{last['ratio'].get(k, float('nan')):.2f}" for k in ("4", "8"))
-        loss = f"{last['loss']:.3f}" if last["loss"] is not None else "-"
+        ratio = " / ".join(_ratio(last["ratio"].get(k, float("nan"))) for k in ("4", "8"))
+        # the noise loss (a grounded recipe's total adds its grounding terms)
+        noise = last.get("terms", {}).get("noise", last["loss"])
+        loss = f"{noise:.3f}" if noise is not None else "-"
         lines.append(f"| {name} | {last['step']} | {last['train_minutes']:.1f} | {loss} | "
                      f"{first['miou']:.3f} -> {last['miou']:.3f} | {best['miou_best']:.3f} "
                      f"({best['best_threshold']}) | {ratio} | {last['pointing'].get('8', float('nan')):.2f} |")
     return "\n".join(lines)
+
+
+def _ratio(v: float) -> str:
+    """A ratio over 100 means the attention outside the object is all but zero: its digits
+    say nothing more."""
+    return f"{v:.2f}" if v < 100 else "> 100"
 
 
 def main(argv=None) -> int:

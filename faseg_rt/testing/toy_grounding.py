@@ -1,16 +1,25 @@
-"""A grounding loss for training the toy model: each class word's cross-attention on its object.
+"""Grounding and grouping terms for training the toy model: each class word's cross-attention
+on its object, each picture region's self-attention within itself.
 
-The DDPM noise loss alone makes a tiny model's cross-attention find the named objects only after
-hours of CPU (docs/eval.md, the localisation study): in the toy world a class's colour and shape
+The DDPM noise loss alone did not make a tiny model's cross-attention find the named objects
+within 20 CPU minutes (docs/eval.md, the localisation study): in the toy world a class's colour and shape
 are plain in the noisy picture, so the caption helps the denoiser little and its attention is
 shaped slowly.  Training with the noise loss plus a token-level grounding term (as TokenCompose,
 Wang et al., CVPR 2024, does to Stable Diffusion with segmentation masks) gives the attention
 the layout that web-scale pretraining gives SD, in minutes.  FA-Seg itself never sees the masks:
 it reads the trained model's attention like any checkpoint's.
 
-Term, per cross-attention layer and per object named in the caption: the class token's attention
-over the picture (heads averaged, normalised to sum 1), `m` = the share of it on the object's
-cells; loss = (1 - m)^2, averaged over objects and layers.
+Terms, per attention layer of the UNet (heads averaged):
+- grounding (cross-attention), per object named in the text: a = the class token's attention over
+  the layer's cells, normalised to sum 1; q = the object's coverage of each cell, normalised the
+  same way.  "fill" (the shipped recipe): KL(q || a), the attention spread over the whole object;
+  "mass": (1 - sum a * cover)^2, the share on the object, which a single peak inside satisfies
+  (FA-Seg's min-max normalisation then keeps only the peak: masks smaller than the objects).
+- grouping (self-attention), per query cell: (1 - s)^2 with s the query's attention on cells of
+  its own region (the object under the cell's centre, or background); HARD propagates class maps
+  along these affinities, as it does along a trained SD's appearance-grouping self-attention.
+Each sample is weighted by its signal level sqrt(alpha_bar_t): at high noise there is little
+to localise, and FA-Seg reads attention at t = 1.
 
     store = install(unet)                      # attention layers record their probabilities
     targets = GroundingTargets.build(masks, classes)       # objects on every layer's grid
@@ -123,7 +132,7 @@ def token_positions(ids: torch.Tensor, classes: list[tuple], class_token_ids: di
 
 
 def grounding_loss(store: list, tokens: torch.Tensor, targets: GroundingTargets, idx: torch.Tensor,
-                   weight: torch.Tensor):
+                   weight: torch.Tensor, form: str = "mass"):
     """(cross, self) terms for a batch: tokens (B, O) caption positions of its objects; idx (B,)
     its rows of targets; weight (B,) each sample's weight (its signal level).  cross: mean over
     the cross-attention layers and named objects of (1 - m)^2; self: mean over the
@@ -143,7 +152,12 @@ def grounding_loss(store: list, tokens: torch.Tensor, targets: GroundingTargets,
             continue
         att = torch.gather(p, 2, tokens.clamp(min=0)[:, None, :].expand(-1, p.shape[1], -1))  # (B, N, O)
         att = att / att.sum(1, keepdim=True).clamp(min=1e-12)
-        inside = (att * targets.cover[r][idx].transpose(1, 2)).sum(1)              # (B, O)
-        cross = cross + (((1 - inside) ** 2) * valid).sum() / valid.sum().clamp(min=1e-12)
+        cover = targets.cover[r][idx].transpose(1, 2)                               # (B, N, O)
+        if form == "mass":
+            term = (1 - (att * cover).sum(1)) ** 2                                  # (B, O)
+        else:   # "fill": KL(q || att) with q the object's coverage as a distribution over cells
+            q = cover / cover.sum(1, keepdim=True).clamp(min=1e-12)
+            term = (q * (torch.log(q.clamp(min=1e-12)) - torch.log(att.clamp(min=1e-12)))).sum(1)
+        cross = cross + (term * valid).sum() / valid.sum().clamp(min=1e-12)
         n_cross += 1
     return cross / max(n_cross, 1), grouping / max(n_self, 1)

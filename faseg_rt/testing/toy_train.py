@@ -15,6 +15,7 @@ with a frozen text encoder each distinct caption is encoded once.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -51,9 +52,14 @@ class Recipe:
     grounding: float = 0.0
     # weight of the self-attention grouping term (toy_grounding.py); 0: none
     grouping: float = 0.0
+    # the grounding term's form (toy_grounding.grounding_loss): "mass" (the share of a class
+    # word's attention on its object) or "fill" (its attention spread over the whole object)
+    grounding_form: str = "mass"
     # the texts trained on: "caption" (the world's caption), or "dual": each picture's caption,
     # FA-Seg's full prompt "caption ; classes" and its class prompt "classes", one drawn per step
     prompts: str = "caption"
+    # 0: constant learning rate; N: cosine decay from lr to lr / 20 over N steps (then lr / 20)
+    lr_decay_steps: int = 0
     train_images: int = 2000
     seed: int = 0
 
@@ -131,7 +137,9 @@ class Trainer:
         classes = [s.classes for s in samples]
         class_ids = {name: self.tokenizer(name, add_special_tokens=False).input_ids[0] for name in NAMES}
         self._tokens = toy_grounding.token_positions(self.ids, classes * 2 * len(self.texts), class_ids)
-        t = toy_grounding.GroundingTargets.build([s.mask for s in samples], classes)
+        latent = self.recipe.size // 8
+        t = toy_grounding.GroundingTargets.build([s.mask for s in samples], classes,
+                                                 resolutions=tuple(latent >> i for i in range(4)))
         return t.cat(t.flipped())
 
     def _tokenize(self, texts: list[str]) -> torch.Tensor:
@@ -167,11 +175,16 @@ class Trainer:
         if self._grounding is not None:
             from faseg_rt.testing.toy_grounding import grounding_loss
 
-            g, s = grounding_loss(self._store, self._tokens[tid], self._grounding, idx, a.sqrt().view(-1))
-            self.last_terms.update(grounding=float(g), grouping=float(s))
+            g, s = grounding_loss(self._store, self._tokens[tid], self._grounding, idx, a.sqrt().view(-1),
+                                  r.grounding_form)
+            self.last_terms.update(grounding=g.item(), grouping=s.item())
             loss = loss + r.grounding * g + r.grouping * s
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if r.lr_decay_steps:
+            frac = min(self.steps_done / r.lr_decay_steps, 1.0)
+            for group in self.opt.param_groups:
+                group["lr"] = r.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
         self.opt.step()
         self.steps_done += 1
         return loss.item()
