@@ -26,7 +26,7 @@ from faseg_rt.errors import FASegError
 #: ("eval-masks" -> cmd_eval_masks), the function `main` calls with the parsed flags.
 COMMANDS = {
     "segment": ("segment", "segment images (files or folders) into palette PNG masks"),
-    "demo": ("segment", "run end to end offline on a tiny random model"),
+    "demo": ("segment", "run end to end offline on a tiny model trained on a toy world"),
     "label": ("label", "label many images on a Ray cluster (needs faseg_rt[ray])"),
     "eval": ("eval", "segment a dataset split and report mIoU"),
     "eval-masks": ("eval", "score existing masks with the published mIoU"),
