@@ -11,6 +11,8 @@ moves both together.  Run through `faseg-rt bench KIND` or the scripts in benchm
     gpu           a time-boxed, resumable plan of GPU measurements (gpu.py, gpu_plan.py, gpu_steps.py)
     localisation  which toy-world training choice makes cross-attention find objects soonest
                   (benchmarks/localisation.py)
+    accuracy      mIoU of the method, its ablations and every precision / backend / batch variant
+                  on the trained toy model (benchmarks/accuracy.py)
 
 Shared pieces: common.py (models, timing, memory), frontend.py (the caption and recognise
 stages of `latency --frontend`), plot.py (a line chart for localisation).
