@@ -29,6 +29,7 @@ from faseg_rt.threads import apply as apply_threads
 
 BASE = Recipe()
 GROUNDED = BASE.changed(token_scale=30.0, grounding=1.0, grouping=1.0, prompts="dual")
+FILL = GROUNDED.changed(grounding_form="fill")
 #: name -> the recipe it trains (one field away from the baseline).
 CHOICES = {
     "baseline": BASE,
@@ -50,12 +51,14 @@ CHOICES = {
     "mid-t": BASE.changed(timesteps="mid"),
     # third round: the noise loss plus grounding terms (toy_grounding.py), on FA-Seg's prompt forms
     "grounded": GROUNDED,
-    "grounded-caption-only": GROUNDED.changed(prompts="caption"),
-    "grounded-cross-only": GROUNDED.changed(grouping=0.0),
-    "grounded-lr-3e-4": GROUNDED.changed(lr=3e-4),
-    "grounded-low-t": GROUNDED.changed(timesteps="low"),
-    "grounded-size-256": GROUNDED.changed(size=256),
-    "grounded-width-2x": GROUNDED.changed(width=2.0),
+    "grounded-fill": FILL,
+    # one field away from grounded-fill (the shipped recipe without its lr decay)
+    "grounded-fill+low-t": FILL.changed(timesteps="low"),
+    "grounded-fill+mid-t": FILL.changed(timesteps="mid"),
+    "grounded-fill+vae-trained": FILL.changed(vae_steps=300),
+    "grounded-fill+width-2x": FILL.changed(width=2.0),
+    "grounded-fill+batch-8": FILL.changed(batch=8),
+    "grounded-fill+caption-only": FILL.changed(prompts="caption"),
 }
 
 
