@@ -23,7 +23,7 @@ from faseg_rt.eval.datasets.toy_world import NAMES, ToyWorld
 from faseg_rt.eval.metrics import ConfusionMatrix
 
 VAL_SEED = 1000
-#: the ablations of the paper, each alone: name -> what it changes (see _ablation_scores)
+#: the paper's ablations, each alone (computed in method_table)
 ABLATIONS = ("full", "no HARD (cross-attention only)", "no TTF", "class prompt only (no dual prompts)",
              "HARD with self-attention at the finest grid only")
 
@@ -117,19 +117,34 @@ def variant_table(make_segmenter, variants, samples, reference: list, log=print)
             out[name] = {"skipped": f"{type(e).__name__}: {e}"}
             log(f"[accuracy] {name}: skipped ({e})")
             continue
-        cm, agree, total = ConfusionMatrix(len(NAMES) + 1), 0, 0
+        tally = _Tally()
         for j in range(0, len(samples), batch):
             chunk = samples[j:j + batch]
             res = seg.segment_batch([s.image for s in chunk], [list(s.classes) for s in chunk],
                                     captions=[s.caption for s in chunk], batch_size=batch)
             for s, r, ref in zip(chunk, res, reference[j:j + batch]):
-                lab = np.where(r.labels > 0, _ids(s)[np.maximum(r.labels - 1, 0)], 0)
-                cm.update(s.mask, lab)
-                agree += int((lab == ref).sum())
-                total += lab.size
-        out[name] = {**_metrics(cm), "label_agreement": agree / total, "seconds": time.perf_counter() - t0}
+                tally.add(s, r.labels, ref)
+        out[name] = tally.result(t0)
         log(f"[accuracy] {name}: mIoU {out[name]['miou']:.4f}, agreement {out[name]['label_agreement']:.5f}")
     return out
+
+
+class _Tally:
+    """Confusion counts against the exact masks and label agreement with the reference labels,
+    for labels that index each picture's candidates (0: background)."""
+
+    def __init__(self):
+        self.cm, self.agree, self.total = ConfusionMatrix(len(NAMES) + 1), 0, 0
+
+    def add(self, sample, labels: np.ndarray, reference: np.ndarray) -> None:
+        lab = np.where(labels > 0, _ids(sample)[np.maximum(labels - 1, 0)], 0)   # world class ids
+        self.cm.update(sample.mask, lab)
+        self.agree += int((lab == reference).sum())
+        self.total += lab.size
+
+    def result(self, t0: float) -> dict:
+        return {**_metrics(self.cm), "label_agreement": self.agree / self.total,
+                "seconds": time.perf_counter() - t0}
 
 
 def reference_row(model: Path, samples, reference: list, side: int, log=print) -> dict:
@@ -140,14 +155,10 @@ def reference_row(model: Path, samples, reference: list, side: int, log=print) -
 
     t0 = time.perf_counter()
     ref = ReferenceFASeg(*load_modules(model), load_tokenizer(model), side=side)
-    cm, agree, total = ConfusionMatrix(len(NAMES) + 1), 0, 0
+    tally = _Tally()
     for s, mine in zip(samples, reference):
-        _, labels = ref(s.image, list(s.classes), s.caption)
-        lab = np.where(labels > 0, _ids(s)[np.maximum(labels - 1, 0)], 0)
-        cm.update(s.mask, lab)
-        agree += int((lab == mine).sum())
-        total += lab.size
-    out = {**_metrics(cm), "label_agreement": agree / total, "seconds": time.perf_counter() - t0}
+        tally.add(s, ref(s.image, list(s.classes), s.caption)[1], mine)
+    out = tally.result(t0)
     log(f"[accuracy] reference: mIoU {out['miou']:.4f}, agreement {out['label_agreement']:.5f}")
     return out
 

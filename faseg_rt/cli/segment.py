@@ -170,6 +170,7 @@ def cmd_demo(args) -> int:
     import numpy as np
 
     from faseg_rt.eval.datasets.toy_world import NAMES, ToyWorld
+    from faseg_rt.eval.metrics import ConfusionMatrix
     from faseg_rt.io import atomic_path
     from faseg_rt.testing.tiny_sd import small_config
     from faseg_rt.testing.toy_model import toy_model_dir
@@ -193,7 +194,9 @@ def cmd_demo(args) -> int:
     truth = np.zeros_like(res.labels)
     for i, name in enumerate(classes):
         truth[sample.mask == NAMES.index(name) + 1] = i + 1
-    ious = {name: _iou(res.labels == i + 1, truth == i + 1) for i, name in enumerate(classes)}
+    cm = ConfusionMatrix(len(classes) + 1)
+    cm.update(truth, res.labels)
+    ious = dict(zip(classes, cm.iou()[1:]))
     print(f"wrote {out / 'demo_image.png'} (the picture: {sample.caption!r}), {out / 'demo_image_mask.png'} "
           f"(its mask) and {out / 'demo_image_overlay.png'}; IoU with the exact masks: "
           + ", ".join(f"{n} {v:.2f}" for n, v in ious.items()))
@@ -201,11 +204,6 @@ def cmd_demo(args) -> int:
           "coloured shapes). For photographs use trained SD 1.5 weights, e.g.\n"
           f"  faseg-rt segment photo.jpg --classes 'cat,dog' --model {DEFAULT_MODEL} --out masks/")
     return 0
-
-
-def _iou(a, b) -> float:
-    union = (a | b).sum()
-    return float((a & b).sum() / union) if union else 1.0
 
 
 def register(sub) -> None:

@@ -20,6 +20,7 @@ import torch
 from faseg_rt.eval.metrics import ConfusionMatrix
 from faseg_rt.images import preprocess
 from faseg_rt.testing.tiny_sd import small_config
+from faseg_rt.testing.toy_grounding import coverage
 from faseg_rt.eval.datasets.toy_world import NAMES, ToyWorld
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.55, 0.6, 0.7, 0.8)
@@ -84,18 +85,12 @@ def _attention_signal(cfg, sample, text, summ: dict, ratios: dict, points: dict)
         cross = summ[f"cross_{r}"][0].float()                                 # (J, r*r, 77)
         maps = torch.einsum("jpt,jtk->kp", cross, tm.reshape(cross.shape[0], cross.shape[2], -1))
         for k, name in enumerate(sample.classes):
-            cover = _coverage(sample.mask == NAMES.index(name) + 1, r)           # (r*r,)
+            cover = coverage(sample.mask == NAMES.index(name) + 1, r)           # (r*r,)
             m = maps[k].numpy()
             inside, outside = m[cover >= 0.5], m[cover == 0]
             if inside.size and outside.size:
                 ratios[r].append(float(inside.mean() / max(outside.mean(), 1e-12)))
             points[r].append(float(cover[int(m.argmax())] > 0))
-
-
-def _coverage(mask: np.ndarray, r: int) -> np.ndarray:
-    """Share of each of the r x r cells that `mask` ((H, W) bool, H and W multiples of r) covers."""
-    h, w = mask.shape
-    return mask.reshape(r, h // r, r, w // r).mean(axis=(1, 3)).reshape(-1)
 
 
 def _num(v) -> float | None:

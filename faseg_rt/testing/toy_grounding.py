@@ -36,6 +36,9 @@ import torch
 
 from faseg_rt.eval.datasets.toy_world import NAMES
 
+#: grounding_loss's forms of the cross-attention term (module doc)
+FORMS = ("mass", "fill")
+
 
 class RecordingAttention:
     """The plain attention of diffusers' AttnProcessor for the UNet's transformer layers (no
@@ -102,7 +105,7 @@ class GroundingTargets:
                 m = mask == NAMES.index(name) + 1
                 for r in resolutions:
                     step = mask.shape[0] // r
-                    cover[r][i, o] = torch.from_numpy(m.reshape(r, step, r, step).mean(axis=(1, 3))).reshape(-1)
+                    cover[r][i, o] = torch.from_numpy(coverage(m, r))
                     segments[r][i][torch.from_numpy(m[step // 2::step, step // 2::step].reshape(-1))] = o + 1
         return cls(cover, segments)
 
@@ -116,6 +119,13 @@ class GroundingTargets:
     def cat(self, other: "GroundingTargets") -> "GroundingTargets":
         return GroundingTargets({r: torch.cat([c, other.cover[r]]) for r, c in self.cover.items()},
                                 {r: torch.cat([c, other.segments[r]]) for r, c in self.segments.items()})
+
+
+def coverage(mask: np.ndarray, r: int) -> np.ndarray:
+    """(r * r,) share of each of the r x r cells that `mask` ((H, W) bool, H and W multiples of
+    r) covers."""
+    h, w = mask.shape
+    return mask.reshape(r, h // r, r, w // r).mean(axis=(1, 3)).reshape(-1)
 
 
 def token_positions(ids: torch.Tensor, classes: list[tuple], class_token_ids: dict) -> torch.Tensor:
@@ -155,9 +165,11 @@ def grounding_loss(store: list, tokens: torch.Tensor, targets: GroundingTargets,
         cover = targets.cover[r][idx].transpose(1, 2)                               # (B, N, O)
         if form == "mass":
             term = (1 - (att * cover).sum(1)) ** 2                                  # (B, O)
-        else:   # "fill": KL(q || att) with q the object's coverage as a distribution over cells
+        elif form == "fill":   # KL(q || att) with q the object's coverage as a distribution over cells
             q = cover / cover.sum(1, keepdim=True).clamp(min=1e-12)
             term = (q * (torch.log(q.clamp(min=1e-12)) - torch.log(att.clamp(min=1e-12)))).sum(1)
+        else:
+            raise ValueError(f"form must be one of {FORMS}, not {form!r}")
         cross = cross + (term * valid).sum() / valid.sum().clamp(min=1e-12)
         n_cross += 1
     return cross / max(n_cross, 1), grouping / max(n_self, 1)

@@ -15,11 +15,11 @@ in float16 (about 8 MB); the runtime loads them at the dtype it is asked for.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
 
+from faseg_rt.engines.file_hash import hash_bytes
 from faseg_rt.errors import FASegError
 from faseg_rt.testing.tiny_sd import write_small_config
 from faseg_rt.testing.toy_train import Recipe
@@ -46,7 +46,7 @@ def toy_model_dir(path: str | Path | None = None) -> Path:
     files = json.loads(man.read_text())["files"]
     for rel, digest in files.items():
         f = d / rel
-        if not f.is_file() or _sha256(f) != digest:
+        if not f.is_file() or hash_bytes(f) != digest:
             raise FASegError(f"toy-world model in {d}: {rel} is missing or not the file its manifest "
                              f"names; reinstall the package or remake it with: {REMAKE}")
     return d
@@ -79,7 +79,7 @@ def remake(out: str | Path, *, steps: int = STEPS, recipe: Recipe = RECIPE, log=
 def write_manifest(out: Path, info: dict) -> None:
     """MANIFEST.json: `info` and the SHA-256 of every file of `out` but the manifest and the
     model card (README.md)."""
-    files = {str(f.relative_to(out)): _sha256(f) for f in sorted(out.rglob("*"))
+    files = {str(f.relative_to(out)): hash_bytes(f) for f in sorted(out.rglob("*"))
              if f.is_file() and f.name not in (MANIFEST, "README.md")}
     (out / MANIFEST).write_text(json.dumps({**info, "files": files}, indent=1) + "\n")
 
@@ -106,10 +106,6 @@ def _to_float16(d: Path) -> None:
     for f in d.rglob("*.safetensors"):
         tensors = {k: (v.half() if v.dtype == torch.float32 else v) for k, v in load_file(f).items()}
         save_file(tensors, f, metadata={"format": "pt"})
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def main(argv=None) -> int:

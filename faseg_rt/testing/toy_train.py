@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from faseg_rt.testing import toy_grounding
 from faseg_rt.testing.tiny_sd import TINY, save_model, tiny_modules, write_clip_tokenizer
 from faseg_rt.eval.datasets.toy_world import NAMES, ToyWorld
 
@@ -30,6 +31,7 @@ TEXT_MODES = ("frozen", "embeddings", "full")   # what of the text encoder is tr
 #: with n ~ N(0, 1), which weights the mid-noise steps where the caption is most informative
 #: (the sampling Stable Diffusion 3 trains with)
 TIMESTEPS = ("uniform", "low", "mid")
+PROMPT_FORMS = ("caption", "dual")     # Recipe.prompts
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,10 @@ class Recipe:
     def __post_init__(self):
         if self.text not in TEXT_MODES or self.timesteps not in TIMESTEPS:
             raise ValueError(f"text in {TEXT_MODES}, timesteps in {TIMESTEPS}")
+        if self.prompts not in PROMPT_FORMS:
+            raise ValueError(f"prompts must be 'caption' or 'dual', not {self.prompts!r}")
+        if self.grounding_form not in toy_grounding.FORMS:
+            raise ValueError(f"grounding_form must be one of {toy_grounding.FORMS}, not {self.grounding_form!r}")
 
     def changed(self, **kw) -> "Recipe":
         return replace(self, **kw)
@@ -131,8 +137,6 @@ class Trainer:
         return means * scale
 
     def _grounding_targets(self, samples):
-        from faseg_rt.testing import toy_grounding
-
         self._store = toy_grounding.install(self.unet)
         classes = [s.classes for s in samples]
         class_ids = {name: self.tokenizer(name, add_special_tokens=False).input_ids[0] for name in NAMES}
@@ -173,9 +177,7 @@ class Trainer:
         loss = torch.nn.functional.mse_loss(pred, noise)
         self.last_terms = {"noise": loss.item()}
         if self._grounding is not None:
-            from faseg_rt.testing.toy_grounding import grounding_loss
-
-            g, s = grounding_loss(self._store, self._tokens[tid], self._grounding, idx, a.sqrt().view(-1),
+            g, s = toy_grounding.grounding_loss(self._store, self._tokens[tid], self._grounding, idx, a.sqrt().view(-1),
                                   r.grounding_form)
             self.last_terms.update(grounding=g.item(), grouping=s.item())
             loss = loss + r.grounding * g + r.grouping * s
@@ -247,8 +249,6 @@ def _texts(samples, prompts: str) -> list[list[str]]:
     captions = [s.caption for s in samples]
     if prompts == "caption":
         return [captions]
-    if prompts != "dual":
-        raise ValueError(f"prompts must be 'caption' or 'dual', not {prompts!r}")
     class_prompts = [", ".join(s.classes) for s in samples]
     return [captions, [f"{c} ; {p}" for c, p in zip(captions, class_prompts)], class_prompts]
 
