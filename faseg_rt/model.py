@@ -43,6 +43,24 @@ def resolve_model(model: str | os.PathLike) -> str:
     return locate(model, "SD model", required=tuple(f"{c}/" for c in COMPONENTS))
 
 
+#: A model directory may carry the method's constants for the picture size it was trained at
+#: (a model for 128 px pictures has latent 16, not SD's 64): FASegConfig fields as JSON, read
+#: when the caller gives no config.
+CONFIG_FILE = "faseg_config.json"
+
+
+def model_config(model: str | os.PathLike):
+    """The FASegConfig in `model`'s CONFIG_FILE when `model` is a local directory holding one,
+    else None (then the defaults, SD 1.5's 512 px, apply).  A malformed file is one
+    InvalidInputError naming it."""
+    path = os.path.join(os.fspath(model), CONFIG_FILE)
+    if not os.path.isfile(path):
+        return None
+    from faseg_rt.config import FASegConfig
+
+    return FASegConfig.from_json(path)
+
+
 def check_model_dir(model: str | os.PathLike) -> None:
     """Raise ModelLoadError when `model` cannot be loaded here (see `resolve_model`)."""
     resolve_model(model)

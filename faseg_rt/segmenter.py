@@ -106,10 +106,12 @@ class Segmenter:
         this segmenter's device and dtype): captioner=ID_OR_DIR (BLIP), recognizer=ID_OR_DIR
         (SigLIP, SigLIP 2 or CLIP), candidate_threshold, max_candidates, generation, lexicon
         ({class: [words]} naming classes in captions); see faseg_rt.frontend.plan.
+        config: None reads the model directory's faseg_config.json (faseg_rt.model.model_config).
         """
-        from faseg_rt.model import load_tokenizer
+        from faseg_rt.model import load_tokenizer, model_config
 
         device, dtype = default_device_dtype(device, dtype)
+        config = config if config is not None else model_config(model)
         front = FrontEnd(**frontend)  # bad thresholds fail before the model loads
         tokenizer = load_tokenizer(model)
         be = load_backend(backend, model, device=device, dtype=dtype, engines=engines, config=config,

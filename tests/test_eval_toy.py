@@ -39,7 +39,8 @@ def test_split_is_the_worlds_pictures_labels_and_captions(tmp_path):
         assert captions[image_id] == s.caption and ds.image_size(image_id) == (128, 128)
     spec = json.loads((ds.root / "split.json").read_text())
     assert spec == {"format": toy.FORMAT, "split": "val", "seed": 1000, "count": 4,
-                    "world": {"size": 128, "max_objects": 3, "caption_form": "sentence", "colours": "class"}}
+                    "world": {"size": 128, "max_objects": 3, "caption_form": "sentence", "colours": "class",
+                              "kind": "scenes"}}
     train = open_dataset("toy", tmp_path / "train", split="train", count=2)
     np.testing.assert_array_equal(train.load_label("train_00001"), world.sample(0, 1).mask)
 
@@ -113,7 +114,7 @@ def test_cli_dataset_errors(tmp_path, capsys):
 
 def test_cli_eval_toy_end_to_end(tiny_model_dir, small_config_file, tmp_path, capsys):
     """The real command on the tiny model (64 px config) with the oracle's candidates and the
-    split's own captions: the ordinary loop writes masks and metrics with the 7 toy classes."""
+    split's own captions: the ordinary loop writes masks and metrics with the 13 toy classes."""
     root, out = tmp_path / "toy", tmp_path / "out"
     rc = cli.main(["eval", "--dataset", "toy", "--root", str(root), "--toy-count", "4", "--limit", "2",
                    "--candidates", "gt", "--captions", "dataset", "--out", str(out),
@@ -124,7 +125,7 @@ def test_cli_eval_toy_end_to_end(tiny_model_dir, small_config_file, tmp_path, ca
     assert rc == 0, captured.err
     assert f"toy: wrote 4 pictures of the val split (seed 1000, 128 px) in {root}" in captured.err
     m = json.loads((out / "metrics.json").read_text())
-    assert set(m["per_class"]) == {"background", *NAMES} and m["num_classes"] == 7   # 7 class rows
+    assert set(m["per_class"]) == {"background", *NAMES} and m["num_classes"] == 13   # background + 12
     assert m["dataset"] == "toy" and m["split"] == "val" and m["images"] == 2
     assert m["captions"] == str(root / "captions.json") and m["candidates"].startswith("gt")
     assert sorted(p.name for p in (out / "masks").glob("*.png")) == ["val_00000.png", "val_00001.png"]

@@ -22,7 +22,7 @@ def test_world_is_deterministic_by_seed_and_index():
 
 @pytest.mark.parametrize("index", range(12))
 def test_masks_are_exact_and_captions_name_what_is_drawn(index):
-    w = ToyWorld(size=96)
+    w = ToyWorld(size=96, kind="objects")
     s = w.sample(0, index)
     ids = {NAMES.index(c) + 1 for c in s.classes}
     assert set(np.unique(s.mask)) == ids | {0}            # every named class is visible, no other
@@ -33,7 +33,7 @@ def test_masks_are_exact_and_captions_name_what_is_drawn(index):
             assert np.abs(img[s.mask == k] - np.asarray(colour)).max() <= 25, name
     for name in NAMES:
         assert (name in s.caption.split() or f"{name}," in s.caption.split()) == (name in s.classes)
-    words = ToyWorld(size=96, caption_form="words").sample(0, index)
+    words = ToyWorld(size=96, caption_form="words", kind="objects").sample(0, index)
     assert words.caption == " ".join(words.classes) and words.classes == s.classes
 
 
@@ -41,7 +41,7 @@ def test_masks_are_exact_and_captions_name_what_is_drawn(index):
 def test_named_colours_are_the_colours_drawn(index):
     from faseg_rt.eval.datasets.toy_world import PALETTE
 
-    s = ToyWorld(size=96, colours="named").sample(0, index)
+    s = ToyWorld(size=96, colours="named", kind="objects").sample(0, index)
     words, img = s.caption.replace(",", "").split(), np.asarray(s.image).astype(int)
     palette = dict(PALETTE)
     for name in s.classes:
@@ -50,11 +50,57 @@ def test_named_colours_are_the_colours_drawn(index):
         assert np.abs(px - np.asarray(palette[said])).max() <= 25, (name, said)
 
 
+def test_scenes_have_stuff_synonyms_and_captions_that_miss_things():
+    """The scenes world: every listed class is visible and exact; the caption names the classes
+    of `named` (by name or a lexicon synonym) and no other; objects and stuff both occur; the
+    synonym and miss rates are near the module's probabilities (200 pictures)."""
+    from faseg_rt.eval.datasets import toy_world as tw
+    from faseg_rt.frontend.caption_classes import classes_in_caption
+
+    w, seen, syn, nameable, missed, multi = ToyWorld(size=64), set(), 0, 0, 0, 0
+    for i in range(200):
+        s = w.sample(0, i)
+        assert set(np.unique(s.mask)) - {0} == {NAMES.index(c) + 1 for c in s.classes}
+        assert s.classes[:len(s.named)] == s.named and len(set(s.classes)) == len(s.classes)
+        words = s.caption.replace(",", "").split()
+        for name in s.classes:
+            said = [x for x in (name, *tw.SYNONYMS.get(name, ())) if x in words]
+            assert bool(said) == (name in s.named), (s.caption, name)
+            if said and tw.SYNONYMS.get(name):
+                nameable += 1
+                syn += said[0] != name
+        assert classes_in_caption(s.caption, NAMES) == list(s.named)   # the lexicons map the synonyms
+        objects = [c for c in s.classes if NAMES.index(c) < len(tw.CLASSES)]
+        if len(objects) >= 2:
+            multi += 1
+            missed += any(c not in s.named for c in objects)
+        seen.update(s.classes)
+    assert seen == set(NAMES)
+    assert abs(syn / nameable - tw.P_SYNONYM) < 0.12 and abs(missed / multi - tw.P_MISS_OBJECT) < 0.12
+
+
+def test_stuff_regions_carry_their_colour_and_objects_occlude_them():
+    from faseg_rt.eval.datasets import toy_world as tw
+
+    found = set()
+    for i in range(40):
+        s = ToyWorld(size=64).sample(1, i)
+        img = np.asarray(s.image).astype(float)
+        for k, (name, colour) in enumerate(tw.STUFF):
+            region = s.mask == len(tw.CLASSES) + k + 1
+            if region.sum() > 50:      # mean colour within jitter and texture of the base colour
+                assert np.abs(img[region].mean(0) - np.asarray(colour)).max() < 30, name
+                found.add(name)
+    assert found == {"sky", "grass", "water"}
+
+
 def test_bad_world_settings_are_refused():
     with pytest.raises(ValueError, match="caption_form must be one of"):
         ToyWorld(caption_form="poem")
     with pytest.raises(ValueError, match="colours must be one of"):
         ToyWorld(colours="rainbow")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        ToyWorld(kind="cities")
 
 
 @pytest.fixture(scope="module")

@@ -178,7 +178,8 @@ def cmd_demo(args) -> int:
     out = Path(args.out)
     model_dir = toy_model_dir(args.model_dir)
     print(f"using the toy-world model in {model_dir}: a tiny SD 1.5-shaped model trained on "
-          "synthetic pictures of six classes (docs/eval.md, 'Accuracy on a trained model')", file=sys.stderr)
+          "synthetic scenes of nine object and three stuff classes (docs/eval.md, 'Accuracy on a trained "
+          "model')", file=sys.stderr)
     from faseg_rt.segmenter import Segmenter
 
     seg = Segmenter.from_pretrained(model_dir, device="cpu", config=small_config(16))
@@ -200,8 +201,8 @@ def cmd_demo(args) -> int:
     print(f"wrote {out / 'demo_image.png'} (the picture: {sample.caption!r}), {out / 'demo_image_mask.png'} "
           f"(its mask) and {out / 'demo_image_overlay.png'}; IoU with the exact masks: "
           + ", ".join(f"{n} {v:.2f}" for n, v in ious.items()))
-    print("NOTE: this model knows only the toy world's six classes (cat, dog, car, boat, bird, tree as "
-          "coloured shapes). For photographs use trained SD 1.5 weights, e.g.\n"
+    print(f"NOTE: this model knows only the toy world's classes ({', '.join(NAMES)}: coloured shapes "
+          "and textured regions). For photographs use trained SD 1.5 weights, e.g.\n"
           f"  faseg-rt segment photo.jpg --classes 'cat,dog' --model {DEFAULT_MODEL} --out masks/")
     return 0
 
@@ -229,7 +230,7 @@ def register(sub) -> None:
     d = sub.add_parser("demo", description="Segment a toy-world picture with the tiny trained model that "
                        "ships with the package, offline, and score it against the picture's exact masks.")
     d.add_argument("--out", default="faseg-demo", help="output directory (default: faseg-demo)")
-    d.add_argument("--picture", type=int, default=2, help="which validation picture of the toy world (default: 2)")
+    d.add_argument("--picture", type=int, default=9, help="which validation picture of the toy world (default: 9)")
     d.add_argument("--model-dir", default=None,
                    help="a remade toy-world model (default: the shipped one; python -m faseg_rt.testing.toy_model)")
     d.set_defaults(func=cmd_demo)

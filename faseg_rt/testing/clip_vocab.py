@@ -40,6 +40,11 @@ is are it this that its their there object number thing things class item
 """.split()
 
 
+#: Words added after the datasets' words (so no earlier token changes id): synonyms the toy
+#: world's captions use (eval/datasets/toy_world.py).
+LATE_WORDS = ("kitten", "puppy")
+
+
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2 / CLIP byte -> printable character table (printable bytes map to themselves)."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
@@ -104,6 +109,7 @@ def clip_vocabulary() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     merges: list[tuple[str, str]] = []
     ranks: dict[tuple[str, str], int] = {}
     words = list(WORDS) + dataset_words()
+    words += [w for w in LATE_WORDS if w not in words]
     for text, final in [(p, False) for p in PIECES] + [(w, True) for w in words]:
         symbols = [table[b] for b in text.encode("utf-8")]
         if final:

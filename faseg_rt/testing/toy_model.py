@@ -2,14 +2,14 @@
 the command that remakes it.
 
 A tiny SD 1.5-shaped model (the test layout: UNet 32/32/64/64, attention at latent 16/8/4 and
-the mid block) trained on the toy world (faseg_rt/eval/datasets/toy_world.py) with the recipe
+the mid block) trained on the toy world's scenes (faseg_rt/eval/datasets/toy_world.py) with the recipe
 RECIPE for STEPS steps (toy_train.py; docs/eval.md, "Accuracy on a trained model").  Unlike the
 random test model, its attention finds the named objects, so FA-Seg's masks can be scored
 against exact ground truth, and the demo shows masks that mean something.  Weights are stored
 in float16 (about 8 MB); the runtime loads them at the dtype it is asked for.
 
     python -m faseg_rt.testing.toy_model --out DIR      # remake (see MANIFEST.json for its time)
-    faseg-rt segment pic.png --classes cat,dog --model ASSET --config ASSET/faseg_config.json
+    faseg-rt segment pic.png --classes cat,dog --model ASSET     # reads ASSET/faseg_config.json
 """
 
 from __future__ import annotations
@@ -21,18 +21,20 @@ from pathlib import Path
 
 from faseg_rt.engines.file_hash import hash_bytes
 from faseg_rt.errors import FASegError
+from faseg_rt.model import CONFIG_FILE
 from faseg_rt.testing.tiny_sd import write_small_config
 from faseg_rt.testing.toy_train import Recipe
 
 #: the shipped model's folder (package data)
 ASSET = Path(__file__).parent / "assets" / "toy-world"
 MANIFEST = "MANIFEST.json"
-#: the method's constants at the model's picture size (128 px: latent 16), for `--config`
-CONFIG = "faseg_config.json"
+#: the method's constants at the model's picture size (128 px: latent 16), read by
+#: Segmenter.from_pretrained from the model directory (faseg_rt.model.CONFIG_FILE)
+CONFIG = CONFIG_FILE
 #: the recipe and length the shipped weights were trained with (docs/eval.md: the study)
 STEPS = 1500
 RECIPE = Recipe(token_scale=30.0, grounding=1.0, grouping=1.0, grounding_form="fill", prompts="dual",
-                lr_decay_steps=STEPS)
+                timesteps="low", world="scenes", lr_decay_steps=STEPS)
 REMAKE = "python -m faseg_rt.testing.toy_model --out DIR"
 
 

@@ -46,6 +46,7 @@ class Recipe:
     size: int = 128             # picture side; latent side = size / 8
     caption_form: str = "sentence"
     colours: str = "class"      # toy_world.COLOUR_MODES
+    world: str = "objects"      # toy_world.KINDS: the study ran on "objects"
     timesteps: str = "uniform"
     # the text encoder's token embeddings multiplied by this: a random encoder's states are
     # position- and context-dominated, so every class token would get nearly the same key
@@ -100,7 +101,7 @@ class Trainer:
         with torch.no_grad():
             self.text_encoder.get_input_embeddings().weight.mul_(r.token_scale)
         self.tokenizer = CLIPTokenizer.from_pretrained(str(write_clip_tokenizer(self.work / "tokenizer")))
-        self.world = ToyWorld(size=r.size, caption_form=r.caption_form, colours=r.colours)
+        self.world = ToyWorld(size=r.size, caption_form=r.caption_form, colours=r.colours, kind=r.world)
         self.gen = torch.Generator().manual_seed(r.seed)
         samples = [self.world.sample(r.seed, i) for i in range(r.train_images)]
         pixels = torch.stack([_pixels(s.image) for s in samples])                # (n, 3, s, s)

@@ -41,7 +41,7 @@ SIZE = 128
 COUNT = 300
 #: Bump when the files written for a split change (layout, id form, generator): old folders
 #: then no longer match and are written again.
-FORMAT = 1
+FORMAT = 2
 CAPTIONS = "captions.json"
 SPEC = "split.json"
 
