@@ -105,7 +105,8 @@ def test_label_worker_records_the_front_end(tiny_model_dir, frontend_dirs, photo
     assert list(rows["status"]) == ["ok", "error"]
     fields = manifest_fields({"frontend": rows["frontend"][0]})["frontend"]
     assert fields["candidates"] == [] and set(fields["scores"]) == {"cat", "sky"}
-    assert fields["caption"] == worker.seg.frontend.captioner(worker.seg.device, worker.seg.dtype)([path])[0]
+    captioner = worker.seg.frontend.captioner(worker.seg.device, worker.seg.precision["captioner"])
+    assert fields["caption"] == captioner([path])[0]
     assert fields["recognizer"] == str(frontend_dirs["siglip"])
     assert manifest_fields({"frontend": rows["frontend"][1]}) == {}
 
