@@ -39,7 +39,7 @@ tests/test_rules.py; keep this module low in the layering (it imports only numpy
 load, torch inside the rules that need it) so any layer may use it and a command line checks
 its arguments without importing torch.  A new precision (float8, say) is one row of _DTYPES
 (its names reach DTYPE_NAMES, and DTYPE_CHOICES once the dtype is in CLI_DTYPES), a column of
-the stage table in faseg_rt.precision, the device / precision pairing in
+the stage table in faseg_rt.precision (an entry in every row of TABLE), the device / precision pairing in
 faseg_rt.devices.check_device_dtype (which refuses float16 on the CPU, and bfloat16 on a GPU
 without it) and each exported backend's own precision check.
 """

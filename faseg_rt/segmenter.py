@@ -32,10 +32,11 @@ from faseg_rt.method.hard import class_maps_fused, hard
 from faseg_rt.method.inversion import fixed_noise, invert, sample_latents
 from faseg_rt.method.prompts import DualPrompts, build_dual_prompts
 from faseg_rt.method.ttf import labels_from_scores, resize_labels, ttf, ttf_labels
+from faseg_rt.precision import PrecisionPolicy
 from faseg_rt.profiling import stage
 from faseg_rt.results import SegmentationResult
 from faseg_rt.rules import normalize_classes
-from faseg_rt.text_cache import VocabularyCache, device_token_matrix
+from faseg_rt.text_cache import VocabularyCache, device_token_matrix, pad_chunks
 
 # Class prompts encoded per text-encoder call: bounds its activations for long vocabularies.
 TEXT_BATCH = 64
@@ -103,9 +104,10 @@ class Segmenter:
         (faseg_rt/backends/fast.py); compile also compiles HARD and TTF.  Both off by default.
 
         Front end (used only by caption="auto" and the candidate modes, loaded on first use on
-        this segmenter's device and dtype): captioner=ID_OR_DIR (BLIP), recognizer=ID_OR_DIR
-        (SigLIP, SigLIP 2 or CLIP), candidate_threshold, max_candidates, generation, lexicon
-        ({class: [words]} naming classes in captions); see faseg_rt.frontend.plan.
+        this segmenter's device, in the dtypes of its precision policy): captioner=ID_OR_DIR
+        (BLIP), recognizer=ID_OR_DIR (SigLIP, SigLIP 2 or CLIP), candidate_threshold,
+        max_candidates, generation, lexicon ({class: [words]} naming classes in captions); see
+        faseg_rt.frontend.plan.
         config: None reads the model directory's faseg_config.json (faseg_rt.model.model_config).
         """
         from faseg_rt.model import load_tokenizer, model_config
@@ -138,6 +140,11 @@ class Segmenter:
     def dtype(self) -> torch.dtype:
         return self.backend.dtype
 
+    @property
+    def precision(self) -> PrecisionPolicy:
+        """Each stage's dtype as applied (faseg_rt.precision; resolved once by the backend)."""
+        return self.backend.precision
+
     # ------------------------------------------------------------------ prompts
     def clear_text_cache(self) -> None:
         """Forget every cached prompt embedding (full prompts and per-vocabulary chunks)."""
@@ -161,7 +168,7 @@ class Segmenter:
                 f"{dims.text_len - 2} tokens; at most {self.max_class_chunks} fit in one call "
                 f"(each adds ~{per_chunk / 2**20:.1f} MiB of class-aware maps per image): split "
                 "the vocabulary over several calls, or raise Segmenter.max_class_chunks")
-        need = j * dims.text_len * dims.text_dim * torch.finfo(self.backend.precision["text_encoder"]).bits // 8
+        need = j * dims.text_len * dims.text_dim * torch.finfo(self.precision["text_encoder"]).bits // 8
         if need > self._vocab_cache.max_bytes:
             raise InvalidInputError(
                 f"the {prompts.num_classes}-class vocabulary's prompt embeddings take "
@@ -217,36 +224,35 @@ class Segmenter:
         TextEmbeddings per image.
         Returns the unet_attn summaries for the 2B latents [image 0, mirror 0, image 1, ...].
         """
-        be, cfg = self.backend, self.config
-        precision = be.precision   # per-stage dtypes; inversion and capture stay float32
+        be, cfg, prec = self.backend, self.config, self.precision   # prec: each stage's dtype
         with stage("vae_encoder", be.device):
-            pixels = pair_pixels(batch.to(be.device), precision["vae_encoder"])    # (2B, 3, s, s)
+            pixels = pair_pixels(batch.to(be.device), prec["vae_encoder"])         # (2B, 3, s, s)
             moments = be.vae_encoder(pixels=pixels)["moments"]
-            z0 = sample_latents(moments.float(), self._noise, be.dims.scaling_factor)  # (2B, 4, 64, 64)
+            z0 = sample_latents(moments.to(prec["inversion"]), self._noise, be.dims.scaling_factor)
         full = torch.stack([t.full for t in texts]).repeat_interleave(2, dim=0)   # (2B, 77, D)
         with stage("unet_inversion", be.device):
-            eps = be.unet(latents=z0.to(precision["unet"]), timestep=self._timestep,
+            eps = be.unet(latents=z0.to(prec["unet"]), timestep=self._timestep,
                           encoder_hidden_states=full)["eps"]
-            z1 = invert(z0, eps.float(), cfg)
+            z1 = invert(z0, eps.to(prec["inversion"]), cfg)
         n_chunks = max(t.chunks.shape[0] for t in texts)
-        chunks = torch.stack([_pad_chunks(t.chunks, n_chunks) for t in texts])
+        chunks = torch.stack([pad_chunks(t.chunks, n_chunks) for t in texts])
         chunks = chunks.repeat_interleave(2, dim=0)                                # (2B, J, 77, D)
         with stage("unet_reconstruction", be.device):
-            return be.unet_attn(latents=z1.to(precision["unet"]), timestep=self._timestep,
+            return be.unet_attn(latents=z1.to(prec["unet"]), timestep=self._timestep,
                                 encoder_hidden_states=full, class_hidden_states=chunks)
 
     def refine_maps(self, summaries: dict[str, torch.Tensor], prompts: DualPrompts,
                     rows: slice | torch.Tensor | None = None) -> torch.Tensor:
         """Cross fusion and HARD (spec steps 5-6) for images sharing one class list.
 
-        rows selects the latents (2 per image) of those images.  Returns (2b, K, s, s) float32
-        at the latent resolution: small (K x 16 KiB per latent), so any vocabulary fits.
+        rows selects the latents (2 per image) of those images.  Returns (2b, K, s, s) in the
+        policy's hard dtype at the latent resolution: small, so any vocabulary fits.
         """
         cfg = self.config
         rows = rows if rows is not None else slice(None)
         s = cfg.latent_size
         with stage("hard", self.device):
-            cross = {r: summaries[f"cross_{r}"][rows].float() for r in cfg.resolutions}
+            cross = {r: summaries[f"cross_{r}"][rows].to(self.precision["hard"]) for r in cfg.resolutions}
             j = cross[s].shape[1]
             tm = device_token_matrix(self._token_mats, prompts, j, self.backend.dims.text_len, self.device)  # (J*77, K)
             maps = class_maps_fused(cross, cfg.cross_weights, tm, s)                  # (n, K, s, s)
@@ -256,11 +262,11 @@ class Segmenter:
 
     def refine(self, summaries: dict[str, torch.Tensor], prompts: DualPrompts,
                rows: slice | torch.Tensor | None = None) -> torch.Tensor:
-        """Cross fusion, HARD and TTF (spec steps 5-7): (b, K, size, size) float32 scores
-        (size = config.image_size)."""
+        """Cross fusion, HARD and TTF (spec steps 5-7): (b, K, size, size) scores in the policy's
+        ttf dtype (size = config.image_size)."""
         m = self.refine_maps(summaries, prompts, rows)
         with stage("ttf", self.device):
-            return self._ttf(m, self.config.image_size)
+            return self._ttf(m.to(self.precision["ttf"]), self.config.image_size)
 
     # ------------------------------------------------------------------ user API
     def __call__(self, image, classes: Sequence[str], caption: str | None = None,
@@ -323,7 +329,7 @@ class Segmenter:
             with stage("load_image"):
                 pil = [load_image(x, exif_transpose) for x in images[chunk]]
             plans = self.frontend.plan(pil, vocabularies[chunk], captions[chunk], candidates[chunk],
-                                       device=self.device, dtype=self.dtype, batch_size=batch_size)
+                                       device=self.device, precision=self.precision, batch_size=batch_size)
             results += self._segment_planned(pil, plans, threshold, return_scores)
             if bar is not None:
                 bar.update(len(pil))
@@ -359,24 +365,17 @@ class Segmenter:
             else:  # labels over class chunks: memory independent of K
                 scores, maps = None, self.refine_maps(summaries, prompts, rows)     # (2b, K, s, s)
                 with stage("ttf", self.device):
-                    labels = ttf_labels(maps, self.config.image_size, threshold)   # (b, size, size)
+                    labels = ttf_labels(maps.to(self.precision["ttf"]), self.config.image_size, threshold)
             with stage("labels", self.device):
                 labels = [resize_labels(labels[b], pil[i].size[1], pil[i].size[0]).to(torch.int32)
                           for b, i in enumerate(group)]
-                scores_host = scores.cpu().numpy() if keep else [None] * len(group)  # one copy for the group
+                scores_host = scores.float().cpu().numpy() if keep else [None] * len(group)  # float32 results
                 labels = [lab.cpu().numpy() for lab in labels]
             for b, i in enumerate(group):
                 out[i] = SegmentationResult(
                     labels=labels[b], scores=scores_host[b], classes=texts[i].prompts.classes,
                     threshold=threshold, caption=texts[i].prompts.caption, image=pil[i])
         return out
-
-
-def _pad_chunks(chunks: torch.Tensor, n: int) -> torch.Tensor:
-    """Pad (J, 77, D) to (n, 77, D) by repeating the last chunk (its maps get zero weight)."""
-    if chunks.shape[0] == n:
-        return chunks
-    return torch.cat([chunks, chunks[-1:].expand(n - chunks.shape[0], -1, -1)])
 
 
 def _per_image_classes(classes, n: int) -> list:

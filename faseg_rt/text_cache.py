@@ -77,3 +77,11 @@ def device_token_matrix(cache: VocabularyCache, prompts, j: int, text_len: int, 
         tm = torch.nn.functional.pad(tm, (0, 0, 0, j * text_len - tm.shape[0])).to(device)
         cache.put((prompts.classes, j), tm)
     return tm
+
+
+def pad_chunks(chunks: torch.Tensor, n: int) -> torch.Tensor:
+    """Pad (J, 77, D) chunk embeddings to (n, 77, D) by repeating the last chunk (its maps get
+    zero weight), so images with vocabularies of different lengths share one UNet call."""
+    if chunks.shape[0] == n:
+        return chunks
+    return torch.cat([chunks, chunks[-1:].expand(n - chunks.shape[0], -1, -1)])

@@ -374,7 +374,7 @@ def fp16_dir(engines_dir, tiny_model_dir, tmp_path_factory):
     shutil.copytree(engines_dir[0], d)
     lines: list[str] = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ex, "FP16_GRAPHS", ("unet_attn",))
+        mp.setattr(ex, "fp16_graphs", lambda: ("unet_attn",))
         man = ex.build(tiny_model_dir, d, onnx_only=True, fp16=True, log=lines.append)
     return d, man, lines
 

@@ -28,3 +28,17 @@ def test_latency_benchmark_with_the_front_end(small_segmenter, tiny_model_dir, t
     assert res["frontend_batching"]["templates"] == 6
     assert "| caption |" in res["markdown"] and "**front end**" in res["markdown"]
     assert "the front end is" in capsys.readouterr().out
+
+
+def test_frontend_agreement_in_reduced_precision():
+    """What the policy's captioner / recognizer rows rest on (`bench precision --frontend`): the
+    tiny models cast to bf16 against themselves in fp32, per model, and float32 against itself
+    agrees exactly (the measurement compares like with like)."""
+    from faseg_rt.bench.frontend import AGREEMENT_FAMILIES, frontend_agreement, frontend_agreement_table
+
+    res = frontend_agreement("cpu", dtypes=("float32", "bfloat16"), n_images=3)
+    same = res["dtypes"]["float32"]
+    assert same["captions_equal"] == 1.0
+    assert all(same[f] == {"candidates_equal": 1.0, "max_score_diff": 0.0} for f in AGREEMENT_FAMILIES)
+    assert all(0 < res["dtypes"]["bfloat16"][f]["max_score_diff"] < 0.1 for f in AGREEMENT_FAMILIES)
+    assert "| BLIP captions | 100.0 % |" in frontend_agreement_table(res)

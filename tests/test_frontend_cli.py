@@ -19,6 +19,7 @@ import torch
 from faseg_rt.cli import main
 from faseg_rt.cli.segment import segment_files
 from faseg_rt.frontend import Captioner, Recognizer
+from faseg_rt.precision import STAGES
 
 VOCAB = "cat,dog,potted plant,sky,red car"
 
@@ -43,6 +44,7 @@ def test_segment_command_writes_the_json_beside_the_mask(tiny_model_dir, fronten
     assert sorted(p.name for p in out.iterdir()) == ["a.json", "a.png"]
     side = json.loads((out / "a.json").read_text())
     assert side.pop("threads")["threads"] == torch.get_num_threads()  # tests/test_threads_cli.py
+    assert side.pop("precision") == {s: "float32" for s in STAGES}  # the policy as applied
     caption = Captioner.from_pretrained(frontend_dirs["blip"], device="cpu")([photos / "a.png"])[0]
     rec = Recognizer.from_pretrained(frontend_dirs["siglip"], device="cpu")([photos / "a.png"],
                                                                              VOCAB.split(","))[0]
@@ -63,6 +65,7 @@ def test_segment_files_with_kept_candidates(auto_segmenter, photos, tmp_path):
         stem = pathlib.Path(f).stem
         side = json.loads((out / f"{stem}.json").read_text())
         assert side.pop("threads")["threads"] == torch.get_num_threads()
+        assert side.pop("precision") == auto_segmenter.precision.names()
         res = auto_segmenter(f, classes=VOCAB.split(","), caption="auto", candidates="auto")
         want = json.loads(json.dumps(res.sidecar()))
         # full float precision: a batch of 2 and of 1 differ in the last bits
@@ -105,7 +108,8 @@ def test_label_worker_records_the_front_end(tiny_model_dir, frontend_dirs, photo
     assert list(rows["status"]) == ["ok", "error"]
     fields = manifest_fields({"frontend": rows["frontend"][0]})["frontend"]
     assert fields["candidates"] == [] and set(fields["scores"]) == {"cat", "sky"}
-    assert fields["caption"] == worker.seg.frontend.captioner(worker.seg.device, worker.seg.dtype)([path])[0]
+    captioner = worker.seg.frontend.captioner(worker.seg.device, worker.seg.precision["captioner"])
+    assert fields["caption"] == captioner([path])[0]
     assert fields["recognizer"] == str(frontend_dirs["siglip"])
     assert manifest_fields({"frontend": rows["frontend"][1]}) == {}
 

@@ -1,5 +1,9 @@
 """The precision policy (faseg_rt.precision) on the tiny random model.
 
+Every row of the policy is read by code: moving any one stage of a float32 policy to bfloat16
+makes that stage's float64-oracle check fail (test_each_row_moved_to_bf16_fails_its_oracle_check,
+on the 128 px small config, fast; the front end's rows by the dtype of the models it loads).
+
 Each stage is checked at the tolerance of the dtype the policy gives it, so a stage kept in
 float32 that slips into bfloat16 fails (a bf16 rounding is 2^-9 relative; fp32 stages measure
 ~1e-6).  Tolerances, relative max error against float64 (measured on the tiny model in brackets,
@@ -16,45 +20,155 @@ benchmarks/results/precision-tiny-cpu.json):
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
+import faseg_rt.devices as devices
+import faseg_rt.precision as precision
 from conftest import PARITY_CASES
-from faseg_rt.bench.precision import network_stage_errors, oracle_run, relative_error
+from faseg_rt.bench.precision import call_errors, network_stage_errors, oracle_run, relative_error
 from faseg_rt.images import preprocess
 from faseg_rt.method.attention import AttentionCapture
-from faseg_rt.precision import STAGES, precision_policy
+from faseg_rt.precision import NETWORKS, STAGES, precision_policy
 from faseg_rt.testing import synthetic_image
 
-F32, BF16 = torch.float32, torch.bfloat16
+F32, BF16, F16 = torch.float32, torch.bfloat16, torch.float16
 BF16_AGREEMENT = {F32: 0.95, None: 0.92}     # by the policy's attention kernel dtype
 TOL = {F32: 1e-4, BF16: 0.15}
-#: The policy rows code reads (precision.apply_policy, Segmenter's encode / invert / reconstruct).
-#: The capture, inversion and refine rows are read by no code yet: their float32 is what the
-#: behaviour tests below check (test_capture_runs_in_float32, test_inversion_runs_in_float32,
-#: test_refine_is_the_same_float32_code_in_a_bf16_segmenter), not a pinned row.
-NETWORK_ROWS = ("text_encoder", "vae_encoder", "unet")
+#: scores of a whole float32 call against the float64 oracle (as test_segmenter_parity) [2.2e-5]
+END_TO_END_TOL = 2e-4
+#: The oracle check of each method / network row (network_stage_errors' key) [fp32 <= 2e-5; the
+#: row moved to bf16 >= 5e-3]; the captioner and recognizer rows: test_frontend_rows_are_read.
+ROW_CHECK = {"text_encoder": "text_encoder", "vae_encoder": "vae_encoder", "unet": "unet",
+             "capture": "capture_self", "inversion": "inversion", "hard": "refine", "ttf": "refine"}
 
 
-def test_bf16_policy_lowers_only_the_costly_networks():
-    rows = {s: precision_policy(BF16, "cpu")[s] for s in NETWORK_ROWS}
-    assert rows == {"text_encoder": F32, "vae_encoder": BF16, "unet": BF16}
+def test_the_table_of_each_dtype():
+    bf16, fp16 = precision_policy(BF16, "cpu"), precision_policy(F16, "cuda")
+    assert set(ROW_CHECK) | {"captioner", "recognizer"} == set(STAGES)  # every row is tested below
+    assert {s for s in STAGES if bf16[s] == BF16} == {"vae_encoder", "unet"}
+    assert {s for s in STAGES if fp16[s] == F16} == {"vae_encoder", "unet", "captioner", "recognizer"}
+    assert all(d == F32 for _, d in precision_policy(F32, "cpu").stages)
+    f64 = precision_policy(torch.float64, "cpu")
+    assert {s for s in STAGES if f64[s] == F32} == {"capture", "inversion", "hard", "ttf"}
     assert precision_policy(BF16, "cpu").channels_last and not precision_policy(F32, "cpu").channels_last
-    fp16 = precision_policy(torch.float16, "cuda")
-    assert [fp16[s] for s in NETWORK_ROWS] == [F32, torch.float16, torch.float16]
+    assert bf16.with_stage("hard", BF16)["hard"] == BF16 and bf16["hard"] == F32
+    with pytest.raises(KeyError, match="no stage 'refine'"):
+        bf16.with_stage("refine", BF16)
+
+
+@pytest.fixture(scope="module")
+def small_oracle(tiny_model_dir):
+    """The float64 oracle at small_config(16) (128 px: every stage matches it to ~1e-5 in float32),
+    on one image, with what a policy-built segmenter needs: (oracle, case, modules, tokenizer, config)."""
+    from faseg_rt.method.reference import ReferenceFASeg
+    from faseg_rt.model import load_modules, load_tokenizer
+    from faseg_rt.testing import small_config
+
+    cfg, tok = small_config(16), load_tokenizer(tiny_model_dir)
+    ref = ReferenceFASeg(*[m.double() for m in load_modules(tiny_model_dir)], tok, side=cfg.latent_size)
+    case = (synthetic_image(40, 30, seed=7), ["cat", "dog", "sky"], "a cat on a sofa")
+    return oracle_run(ref, *case), case, load_modules(tiny_model_dir), tok, cfg
+
+
+def _policy_segmenter(small_oracle, policy):
+    """A segmenter on fresh copies of the tiny networks, built with `policy`."""
+    from faseg_rt import Segmenter
+    from faseg_rt.backends.torch import TorchBackend
+
+    _, _, modules, tok, cfg = small_oracle
+    be = TorchBackend.from_modules(*copy.deepcopy(modules), device="cpu", dtype=policy.dtype, config=cfg,
+                                   precision=policy)
+    return Segmenter(be, tok, cfg)
+
+
+def _oracle_checks(seg, small_oracle) -> dict[str, float]:
+    oracle, (image, classes, caption), *_ = small_oracle
+    errors = network_stage_errors(seg, oracle, seg.encode_text(classes, caption).prompts)
+    errors["end_to_end"] = call_errors(seg, oracle, image, classes, caption)[0]
+    return errors
+
+
+def test_the_float32_policy_passes_every_oracle_check(small_oracle):
+    errors = _oracle_checks(_policy_segmenter(small_oracle, precision_policy(F32, "cpu")), small_oracle)
+    assert errors.pop("end_to_end") <= END_TO_END_TOL
+    assert all(err <= TOL[F32] for err in errors.values()), errors
+
+
+@pytest.mark.parametrize("stage", list(ROW_CHECK))
+def test_each_row_moved_to_bf16_fails_its_oracle_check(small_oracle, stage):
+    """The row is read: with it alone in bf16, the stage's own check and the whole call's fail."""
+    seg = _policy_segmenter(small_oracle, precision_policy(F32, "cpu").with_stage(stage, BF16))
+    assert seg.precision[stage] == BF16 and seg.dtype == F32
+    errors = _oracle_checks(seg, small_oracle)
+    assert errors[ROW_CHECK[stage]] > TOL[F32], errors
+    assert errors["end_to_end"] > END_TO_END_TOL, errors
+
+
+def test_frontend_rows_are_read(small_segmenter, frontend_dirs):
+    """The front end loads the captioner and recogniser in their rows' dtypes (bf16 policy:
+    float32; a row moved to bf16: bf16), and never casts or moves a model the caller loaded."""
+    import dataclasses
+
+    from faseg_rt import Segmenter
+    from faseg_rt.frontend import Recognizer
+    from faseg_rt.frontend.plan import FrontEnd
+
+    mine = Recognizer.from_pretrained(frontend_dirs["siglip"], device="cpu", dtype=F32)
+    for policy, want in ((precision_policy(BF16, "cpu"), F32),
+                         (precision_policy(F32, "cpu").with_stage("captioner", BF16), BF16)):
+        be = dataclasses.replace(small_segmenter.backend, precision=policy)
+        front = FrontEnd(frontend_dirs["blip"], mine, candidate_threshold=0.3)
+        seg = Segmenter(be, small_segmenter.tokenizer, small_segmenter.config, frontend=front)
+        seg(synthetic_image(40, 30, seed=3), ["cat", "dog"], caption="auto", candidates="auto")
+        assert front.captioner("cpu", policy["captioner"]).dtype == want
+        assert front._loaded["recognizer"] is mine and mine.dtype == F32  # as the caller loaded it
+    front = FrontEnd(frontend_dirs["blip"], frontend_dirs["siglip"])
+    policy = precision_policy(F32, "cpu").with_stage("recognizer", BF16)
+    seg = Segmenter(dataclasses.replace(small_segmenter.backend, precision=policy), small_segmenter.tokenizer,
+                    small_segmenter.config, frontend=front)
+    seg(synthetic_image(40, 30, seed=3), ["cat", "dog"], candidates="recognizer")
+    assert front._loaded["recognizer"].dtype == BF16 and "captioner" not in front._loaded
+
+
+def test_the_policy_is_resolved_once_per_backend(small_bf16_segmenter, monkeypatch):
+    seg = small_bf16_segmenter
+    applied = seg.precision
+    monkeypatch.setattr(devices, "cpu_bf16_instructions", lambda: pytest.fail("the CPU was probed again"))
+    assert seg.precision is applied and seg.backend.precision is applied
+    text = seg.encode_text(["cat", "dog"])
+    seg.refine(seg.attention_summaries(preprocess([synthetic_image(40, 30, seed=2)], 64), [text]), text.prompts)
+    assert seg.precision is applied
+    assert applied.names()["unet"] == "bfloat16" and applied.names()["hard"] == "float32"
+
+
+def test_exported_graphs_follow_the_rows(monkeypatch):
+    """engines/build.py exports in fp16 the graphs whose network row says fp16, and the specs'
+    capture outputs carry the capture row (no second copy of either rule)."""
+    from faseg_rt.engines.build import fp16_graphs
+    from faseg_rt.engines.graphs import graph_specs
+    from faseg_rt.engines.manifest import GRAPHS
+    from faseg_rt.model import ModelDims
+
+    assert fp16_graphs() == ("vae_encoder", "unet", "unet_attn")
+    monkeypatch.setitem(precision.TABLE["text_encoder"], F16, F16)
+    assert fp16_graphs() == GRAPHS
+    dims = ModelDims()
+    assert {t.dtype for t in graph_specs(dims, "float16")["unet_attn"].outputs} == {"float32"}
+    monkeypatch.setitem(precision.TABLE["capture"], F16, F16)
+    assert {t.dtype for t in graph_specs(dims, "float16")["unet_attn"].outputs} == {"float16"}
 
 
 def test_the_networks_follow_their_rows_whatever_they_say():
     """apply_policy casts each network to its own row: a policy with the rows swapped around
     (the text encoder lowered, the VAE kept float32) gets exactly those dtypes."""
-    import dataclasses
-
     from faseg_rt.precision import apply_policy
 
-    policy = dataclasses.replace(precision_policy(BF16, "cpu"), stages=(
-        ("text_encoder", BF16), ("vae_encoder", F32), ("unet", BF16)) + tuple(
-        (s, F32) for s in STAGES if s not in NETWORK_ROWS))
+    policy = precision_policy(BF16, "cpu").with_stage("text_encoder", BF16).with_stage("vae_encoder", F32)
+    assert [policy[s] for s in NETWORKS] == [BF16, F32, BF16]
     vae, text_encoder, unet = torch.nn.Conv2d(4, 4, 1), torch.nn.Linear(4, 4), torch.nn.Conv2d(4, 4, 1)
     apply_policy(policy, vae, text_encoder, unet, "cpu")
     assert (text_encoder.weight.dtype, vae.weight.dtype, unet.weight.dtype) == (BF16, F32, BF16)
@@ -153,7 +267,6 @@ def test_bf16_masks_agree_with_fp32_masks(segmenter, bf16_segmenter):
 def test_cli_segment_with_dtype_bf16_and_auto(tiny_model_dir, small_config_file, tmp_path, monkeypatch):
     """--dtype bf16 / auto: the segmenter `segment` really loads (spied, not replaced) runs in
     bf16, in bf16 for auto on a CPU with bf16 instructions, and in fp32 for auto without them."""
-    import faseg_rt.precision as precision
     from faseg_rt.cli import segment as cli
     from faseg_rt.cli.main import main
 
@@ -161,7 +274,7 @@ def test_cli_segment_with_dtype_bf16_and_auto(tiny_model_dir, small_config_file,
     monkeypatch.setattr(cli, "load_segmenter", lambda args: loaded.append(real_load(args)) or loaded[-1])
     synthetic_image(40, 30, seed=6).save(tmp_path / "a.png")
     for flag, units in (("bf16", "avx512_bf16"), ("auto", "avx512_bf16"), ("auto", None)):
-        monkeypatch.setattr(precision, "cpu_bf16_units", lambda units=units: units)
+        monkeypatch.setattr(devices, "cpu_bf16_instructions", lambda units=units: units)
         out = tmp_path / f"{flag}-{units}"
         rc = main(["segment", str(tmp_path / "a.png"), "--classes", "cat,dog", "--device", "cpu",
                    "--model", str(tiny_model_dir), "--config", str(small_config_file),
@@ -193,31 +306,84 @@ def test_export_refuses_bf16_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "engines").exists()
 
 
-def test_bf16_on_a_cpu_without_bf16_units_says_so_and_auto_stays_fp32(monkeypatch):
-    import faseg_rt.precision as precision
+def test_bf16_on_a_cpu_without_bf16_instructions_says_so_and_auto_stays_fp32(monkeypatch):
     from faseg_rt.devices import default_device_dtype
 
-    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: None)
+    monkeypatch.setattr(devices, "cpu_bf16_instructions", lambda: None)
     with pytest.warns(UserWarning, match="no bf16 instructions.*slower than float32"):
         assert default_device_dtype("cpu", "bf16")[1] == BF16
     assert default_device_dtype("cpu", "auto")[1] == F32
-    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: "amx_bf16")
+    monkeypatch.setattr(devices, "cpu_bf16_instructions", lambda: "amx_bf16")
     assert default_device_dtype("cpu", "auto")[1] == BF16
+
+
+def test_the_cpu_probe_names_instructions_and_runs_once(monkeypatch):
+    devices.cpu_bf16_flags.cache_clear()
+    first = devices.cpu_bf16_instructions()
+    assert first in ("amx_bf16", "avx512_bf16", None) and devices.cpu_bf16_flags.cache_info().misses == 1
+    assert devices.cpu_bf16_instructions() == first and devices.cpu_bf16_flags.cache_info().misses == 1
+    monkeypatch.setattr(devices, "cpu_bf16_flags", lambda: {"amx_bf16": False, "avx512_bf16": True})
+    assert devices.cpu_bf16_instructions() == "avx512_bf16"  # vector instructions, no matrix unit
+    assert not hasattr(precision, "cpu_bf16_units")  # one home: faseg_rt.devices
+
+
+def test_auto_is_resolved_once_by_the_driver(tiny_model_dir, monkeypatch):
+    """serve and label resolve "auto" where the application is built, for the device the
+    replicas / workers get, and hand them a concrete dtype: a mixed cluster runs one precision."""
+    from faseg_rt.devices import resolve_auto
+    from faseg_rt.serve.settings import ServeSettings
+
+    monkeypatch.setattr(devices, "cpu_bf16_instructions", lambda: "avx512_bf16")
+    assert resolve_auto("auto") == "bfloat16" and resolve_auto("auto", "cpu", gpus=True) == "bfloat16"
+    assert resolve_auto("auto", gpus=True) == resolve_auto("auto", "cuda:1") == "float16"  # no GPU here needed
+    assert resolve_auto("fp32") == "float32" and resolve_auto(torch.bfloat16) == "bfloat16"
+    assert resolve_auto(None) is None
+    assert ServeSettings.make(str(tiny_model_dir), dtype="auto").dtype == "bfloat16"
+    assert ServeSettings.make(str(tiny_model_dir), dtype="auto", num_gpus=1).dtype == "float16"
+    monkeypatch.setattr(devices, "cpu_bf16_instructions", lambda: None)
+    assert ServeSettings.make(str(tiny_model_dir), dtype="auto").dtype == "float32"
+
+
+def test_label_hands_its_workers_a_concrete_dtype(tiny_model_dir, photos, tmp_path, monkeypatch):
+    """faseg_rt.scale.label with dtype="auto" and GPU workers: every worker is built with float16
+    (Ray faked: the job stops at the map_batches call that would start the workers)."""
+    import types
+
+    import faseg_rt.scale.label as label_module
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def map_batches(worker, fn_constructor_kwargs, **kw):
+        seen.update(fn_constructor_kwargs)
+        raise Stop
+
+    ray = types.SimpleNamespace(__version__="2.60.0", data=types.SimpleNamespace(
+        Dataset=type("Dataset", (), {}), ActorPoolStrategy=lambda size: None,
+        read_binary_files=lambda *a, **k: types.SimpleNamespace(map_batches=map_batches)))
+    monkeypatch.setattr(label_module, "import_ray", lambda: ray)
+    monkeypatch.setattr(label_module, "_connect", lambda ray, address: False)
+    monkeypatch.setattr(label_module, "_quiet_ray", lambda *a: None)
+    monkeypatch.setattr(label_module, "_plan_resources", lambda ray, n, device: (2, 1.0, 1.0))
+    with pytest.raises(Stop):
+        label_module.label(str(photos), ["cat"], tmp_path / "out", model=str(tiny_model_dir), dtype="auto")
+    assert seen["dtype"] == "float16"
 
 
 def test_attention_kernel_dtype_follows_the_cpu(small_bf16_segmenter, monkeypatch):
     """Without AMX tiles the UNet's attention kernel runs in float32 inside the bf16 UNet (no
     slower there, `faseg-rt bench ops`); with AMX it stays bf16; fp32 policies never set it."""
-    import faseg_rt.precision as precision
     from faseg_rt.method.attention import FASegAttnProcessor
 
     unet = small_bf16_segmenter.backend.modules[2]
-    want = F32 if precision.cpu_bf16_units() != "amx_bf16" else None        # this machine's
+    want = F32 if devices.cpu_bf16_instructions() != "amx_bf16" else None        # this machine's
     procs = [m.processor for m in unet.modules() if hasattr(m, "set_processor") and hasattr(m, "to_q")]
     assert procs and all(isinstance(p, FASegAttnProcessor) and p.compute_dtype == want for p in procs)
-    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: "avx512_bf16")
+    monkeypatch.setattr(devices, "cpu_bf16_instructions", lambda: "avx512_bf16")
     assert precision.precision_policy(BF16, "cpu").attention == F32
-    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: "amx_bf16")
+    monkeypatch.setattr(devices, "cpu_bf16_instructions", lambda: "amx_bf16")
     assert precision.precision_policy(BF16, "cpu").attention is None
     assert precision.precision_policy(F32, "cpu").attention is None
 

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from faseg_rt.precision import STAGES
 from faseg_rt.testing import synthetic_image
 from faseg_rt.testing.ray_cluster import alive, cli_command, descendants, free_port, kill_tree, small_env
 
@@ -131,7 +132,8 @@ def test_health_page_and_openapi(service):
         r = requests.get(service.url + route, timeout=HTTP_TIMEOUT_S)
         assert r.status_code == 200
         assert r.json() == {"status": "ok", "model": Path(service.model).name, "backend": "torch",
-                            "device": "cpu", "dtype": "float32"}
+                            "device": "cpu", "dtype": "float32",
+                            "precision": {s: "float32" for s in STAGES}}
     docs = requests.get(service.url + "/docs", timeout=HTTP_TIMEOUT_S)
     assert docs.status_code == 200 and "/openapi.json" in docs.text and "https://" not in docs.text
     page = requests.get(service.url + "/", timeout=HTTP_TIMEOUT_S)

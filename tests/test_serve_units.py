@@ -208,11 +208,16 @@ def test_liveness_and_readiness_while_loading_loaded_and_failed(tiny_model_dir):
         assert r.status_code == 503
         assert json.loads(r.body) == {"error": "the model failed to load: no unet/ in tiny-sd15"}
 
+    from faseg_rt.precision import precision_policy
+
     class Loaded:  # what the routes read of a Segmenter
         device, dtype = torch.device("cpu"), torch.float32
+        precision = precision_policy(torch.float32, "cpu")
 
     replica._seg, replica._load_error = Loaded(), None
-    want = {"status": "ok", "model": "tiny-sd15", "backend": "torch", "device": "cpu", "dtype": "float32"}
+    want = {"status": "ok", "model": "tiny-sd15", "backend": "torch", "device": "cpu", "dtype": "float32",
+            "precision": precision_policy(torch.float32, "cpu").names()}
+    assert want["precision"]["hard"] == "float32" and want["precision"]["captioner"] == "float32"
     assert asyncio.run(replica.healthz()) == want and asyncio.run(replica.readyz()) == want
 
 

@@ -47,6 +47,13 @@ class Backend:
     max_prompts: int | None = None
     #: the most latents (2 per image) one unet / unet_attn call takes, None: any
     max_latents: int | None = None
+    #: the dtype of every stage (faseg_rt.precision): resolved once, when the backend is made,
+    #: from the dtype it was loaded in (None here: resolved in __post_init__)
+    precision: PrecisionPolicy | None = None
+
+    def __post_init__(self):
+        if self.precision is None:
+            self.precision = precision_policy(self.dtype, self.device)
 
     def check_batch(self, images: int) -> None:
         """Refuse, before any work, more images per call than the engines take."""
@@ -55,11 +62,6 @@ class Backend:
             raise InvalidInputError(f"batch_size {images} is over what the {self.name} engines take "
                                     f"({most // 2} images per call); pass batch_size={most // 2} or rebuild "
                                     "the engines with larger --batch-sizes")
-
-    @property
-    def precision(self) -> PrecisionPolicy:
-        """The dtype of every stage (faseg_rt.precision), from the dtype the backend was loaded in."""
-        return precision_policy(self.dtype, self.device)
 
     def for_config(self, config) -> "Backend":
         """A backend that computes every output `config` reads: this one, or InvalidInputError.

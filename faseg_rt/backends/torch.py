@@ -22,7 +22,7 @@ from faseg_rt.engines.graphs import (
 )
 from faseg_rt.method.attention import install_processors
 from faseg_rt.model import load_modules, model_dims
-from faseg_rt.precision import apply_policy, precision_policy
+from faseg_rt.precision import PrecisionPolicy, apply_policy, precision_policy
 
 
 class TorchRunner:
@@ -62,7 +62,8 @@ class TorchBackend(Backend):
 
     @classmethod
     def from_modules(cls, vae, text_encoder, unet, *, device, dtype, config=None, compile=None,
-                     cuda_graphs: bool = False) -> "TorchBackend":
+                     cuda_graphs: bool = False, precision: PrecisionPolicy | None = None) -> "TorchBackend":
+        """precision: the policy to apply (None: faseg_rt.precision's for dtype on device)."""
         from faseg_rt.config import FASegConfig
 
         config = config or FASegConfig()
@@ -70,21 +71,22 @@ class TorchBackend(Backend):
         device = torch.device(device)
         backend = compile_backend(compile)
         cuda_graphs = check_cuda_graphs(cuda_graphs, device)
-        precision = precision_policy(dtype, device)
+        precision = precision or precision_policy(dtype, device)
         install_processors(unet, precision.attention)
         apply_policy(precision, vae, text_encoder, unet, device)
         dims = model_dims(vae, text_encoder, unet, latent_size=config.latent_size)
-        specs = graph_specs(dims, dtype=str(dtype).removeprefix("torch."))
+        specs = graph_specs(dims, dtype=str(precision.dtype).removeprefix("torch."))
         graphs = {"vae_encoder": VaeEncoderGraph(vae), "text_encoder": TextEncoderGraph(text_encoder),
-                  "unet": UNetGraph(unet), "unet_attn": UNetAttnGraph(unet, dims.resolutions, skip_cross)}
+                  "unet": UNetGraph(unet),
+                  "unet_attn": UNetAttnGraph(unet, dims.resolutions, skip_cross, precision["capture"])}
         runners = {}
         shared = CudaGraphs(device) if cuda_graphs else None  # one stream, lock and pool for all four
         for name, module in graphs.items():
             runner = TorchRunner(compiled(module, backend), specs[name])
             runners[name] = shared.runner(name, runner) if shared else runner
-        return cls(name="torch", device=device, dtype=dtype, dims=dims, modules=(vae, text_encoder, unet),
+        return cls(name="torch", device=device, dtype=precision.dtype, dims=dims, modules=(vae, text_encoder, unet),
                    config=config, compile=backend, cuda_graphs=cuda_graphs, skip_cross=skip_cross,
-                   **runners)
+                   precision=precision, **runners)
 
     def for_config(self, config) -> "TorchBackend":
         """This backend if it was built for `config`'s latent size and zero cross weights, else a
@@ -94,7 +96,8 @@ class TorchBackend(Backend):
             return self
         vae, text_encoder, unet = self.modules
         return TorchBackend.from_modules(vae, text_encoder, unet, device=self.device, dtype=self.dtype,
-                                         config=config, compile=self.compile, cuda_graphs=self.cuda_graphs)
+                                         config=config, compile=self.compile, cuda_graphs=self.cuda_graphs,
+                                         precision=self.precision)
 
     def to(self, device, dtype=None) -> "TorchBackend":
         dtype = dtype or self.dtype

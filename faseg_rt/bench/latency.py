@@ -113,8 +113,8 @@ def latency(args) -> dict:
             print(f"[bench] {name}: not available: {e}", file=sys.stderr)
             continue
         print(f"[bench] {name}: timing {args.iters} iterations ...", file=sys.stderr)
-        if auto:  # random BLIP + SigLIP, built once, on this segmenter's device and dtype
-            front = front or load_frontend(args.frontend, seg.device, seg.dtype, len(classes))
+        if auto:  # random BLIP + SigLIP, built once, on this segmenter's device, in its policy's dtypes
+            front = front or load_frontend(args.frontend, seg.device, seg.precision, len(classes))
             seg.frontend = front
             results["frontend"] = args.frontend
         r = time_segmenter(seg, image, classes, auto.get("caption", caption), args.warmup,
@@ -131,7 +131,7 @@ def latency(args) -> dict:
         print("[bench] front end: batching ...", file=sys.stderr)
         sizes = [int(b) for b in args.frontend_batch_sizes.split(",")]
         results["frontend_batching"] = time_frontend_batching(front, image, classes, seg.device,
-                                                              seg.dtype, sizes, max(1, args.iters))
+                                                              seg.precision, sizes, max(1, args.iters))
     if args.reference:
         print("[bench] reference: timing ...", file=sys.stderr)
         results["reference"] = time_reference(model, image, classes, caption, max(1, args.ref_iters))

@@ -118,12 +118,12 @@ def ceiling(profile: dict, ratios: dict[str, float], target: float = TARGET) -> 
 def ops(args) -> dict:
     """`faseg-rt bench ops`: operator ratios, and with --profile the call's ceiling."""
     from faseg_rt.bench.common import machine_info
+    from faseg_rt.devices import cpu_bf16_flags
 
     rows = op_ratios(args.repeats)
     res = {"kind": "ops", "device": "cpu", "machine": machine_info(torch.device("cpu")),
            "threads": torch.get_num_threads(), "rows": rows, "class_ratios": class_ratios(rows)}
-    caps = getattr(torch.cpu, "get_capabilities", lambda: {})()
-    res["bf16_units"] = {f: bool(caps.get(f)) for f in ("amx_bf16", "avx512_bf16")}
+    res["bf16_units"] = cpu_bf16_flags()  # the key older result files use
     if args.profile:
         res["profile"] = str(args.profile)
         res["ceiling"] = ceiling(json.loads(Path(args.profile).read_text()), res["class_ratios"])
@@ -132,7 +132,7 @@ def ops(args) -> dict:
 
 def ops_table(res: dict) -> str:
     units = ", ".join(f for f, on in res["bf16_units"].items() if on) or "none"
-    lines = [f"bf16 against fp32 per operator (CPU, {res['threads']} threads, bf16 units: {units}; "
+    lines = [f"bf16 against fp32 per operator (CPU, {res['threads']} threads, bf16 instructions: {units}; "
              "fastest of the repeats, interleaved)\n",
              "| class | operator (SD 1.5 widths) | fp32 ms | bf16 ms | ratio |", "|---|---|---|---|---|"]
     for r in res["rows"]:

@@ -8,6 +8,8 @@ dtype), so a row is that stage's error alone, not the sum of everything upstream
     unet          eps of the inversion pass from z0, E       (oracle: eps)
     inversion     z1 from the oracle's z0 and eps            (oracle: z1)
     capture       cross_r / self_r / S_64 from the oracle's z1, E, E_cls (oracle: dense means)
+    refine        HARD + TTF scores from the segmenter's own summaries (oracle: the literal
+                  HARD + TTF in float64 on the same summaries)
     end_to_end    scores of a whole call                     (oracle: scores)
 
 Errors are relative: max |x - x_oracle| / max |x_oracle|; end_to_end is the scores' max abs
@@ -37,13 +39,15 @@ def oracle_run(ref, image, classes, caption=None, scores: bool = True) -> dict:
     trace: dict = {}
     cross, selfs, spans = ref.attention(image, classes, caption, trace=trace)
     if scores:
-        trace["scores"], trace["labels"] = reference_hard_ttf(cross, selfs, spans, 0.55, out_size=image.size)
+        trace["scores"], trace["labels"] = reference_hard_ttf(cross, selfs, spans, 0.55, out_size=image.size,
+                                                              side=ref.side)
     return dict(trace, cross=cross, selfs=selfs)
 
 
-def network_stage_errors(seg, oracle: dict) -> dict[str, float]:
-    """text_encoder / vae_encoder / unet / inversion / capture errors of `seg` (see module doc)."""
-    be, prec = seg.backend, seg.backend.precision
+def network_stage_errors(seg, oracle: dict, prompts=None) -> dict[str, float]:
+    """text_encoder / vae_encoder / unet / inversion / capture errors of `seg` (see module doc),
+    and refine's with the call's `prompts` (DualPrompts) given.  Each stage in its policy dtype."""
+    be, prec, full_res = seg.backend, seg.precision, seg.config.latent_size
     out = {}
     with torch.inference_mode():
         E, e_cls = oracle["E"], torch.cat(oracle["E_cls"])                 # (1, 77, D), (J, 77, D)
@@ -55,16 +59,22 @@ def network_stage_errors(seg, oracle: dict) -> dict[str, float]:
         ts = torch.tensor([seg.config.timestep])
         eps = be.unet(latents=oracle["z0"].to(prec["unet"]), timestep=ts, encoder_hidden_states=full)["eps"]
         out["unet"] = relative_error(eps, oracle["eps"])
-        z1 = invert(oracle["z0"].float(), oracle["eps"].float(), seg.config)
+        z1 = invert(oracle["z0"].to(prec["inversion"]), oracle["eps"].to(prec["inversion"]), seg.config)
         out["inversion"] = relative_error(z1, oracle["z1"])
         chunks = e_cls.unsqueeze(0).expand(2, -1, -1, -1).to(prec["text_encoder"])
         s = be.unet_attn(latents=oracle["z1"].to(prec["unet"]), timestep=ts, encoder_hidden_states=full,
                          class_hidden_states=chunks)
     out["capture_cross"] = max(relative_error(s[f"cross_{r}"], c) for r, c in oracle["cross"].items()
                                if seg.config.cross_weights.get(r, 0))
-    s64 = torch.softmax(s["q_64"].double() @ s["k_64"].double().transpose(-1, -2), -1).mean(1)
-    out["capture_self"] = max([relative_error(s[f"self_{r}"], oracle["selfs"][r]) for r in (8, 16, 32)]
-                              + [relative_error(s64, oracle["selfs"][64])])
+    q, k = s[f"q_{full_res}"].double(), s[f"k_{full_res}"].double()
+    dense = {r: s[f"self_{r}"].double() for r in seg.config.resolutions if r != full_res}
+    dense[full_res] = torch.softmax(q @ k.transpose(-1, -2), -1).mean(1)
+    out["capture_self"] = max(relative_error(v, oracle["selfs"][r]) for r, v in dense.items())
+    if prompts is not None:
+        cross = {r: s[f"cross_{r}"].double() for r in seg.config.resolutions}
+        spans = [list(ch.spans) for ch in prompts.chunks]
+        want, _ = reference_hard_ttf(cross, dense, spans, 0.55, side=full_res)
+        out["refine"] = relative_error(seg.refine(s, prompts)[0], torch.from_numpy(want))
     return out
 
 
@@ -129,6 +139,10 @@ def precision(args) -> dict:
             case["runs"][d] = run
         case["masks"] = compare_masks(out[dtypes[0]], out[dtypes[1]])
         res["cases"].append(case)
+    if getattr(args, "frontend", False):
+        from faseg_rt.bench.frontend import frontend_agreement
+
+        res["frontend"] = frontend_agreement(next(iter(segs.values())).device)
     return res
 
 
@@ -148,4 +162,8 @@ def precision_table(res: dict) -> str:
         m, t32, t = c["masks"], c["runs"][d32]["seconds"], c["runs"][d]["seconds"]
         lines.append(f"| {c['image']} | {100 * m['agreement']:.2f} % | {100 * m['flips_near_tie']:.0f} % | "
                      f"{t32:.1f} | {t:.1f} | {t32 / t:.2f}x |")
+    if "frontend" in res:
+        from faseg_rt.bench.frontend import frontend_agreement_table
+
+        lines.append(frontend_agreement_table(res["frontend"]))
     return "\n".join(lines)

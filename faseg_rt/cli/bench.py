@@ -83,6 +83,9 @@ def add_benchmarks(sub) -> None:
     pre.add_argument("--cases", type=int, default=2, help="parity photographs to run (1 or 2)")
     pre.add_argument("--oracle", action=argparse.BooleanOptionalAction, default=True,
                      help="stage errors against the float64 oracle (tiny widths: minutes at full width)")
+    pre.add_argument("--frontend", action=argparse.BooleanOptionalAction, default=False,
+                     help="also the tiny captioner's and recognisers' captions / candidate lists in bf16 and "
+                          "fp16 against fp32 (the policy's front-end rows)")
     ops = sub.add_parser("ops", help="bf16 vs fp32 per operator at SD 1.5 shapes, and the call's ceiling")
     ops.add_argument("--repeats", type=positive_int_arg, default=3, help="timed repeats, fastest kept")
     ops.add_argument("--profile", type=Path, default=None,

@@ -56,7 +56,8 @@ def segment_files(seg, images: list[str], classes: list[str], out: Path, caption
 
     <stem>.json (SegmentationResult.sidecar): the vocabulary the labels index, the caption used,
     the segmented candidates and their sources, the recogniser's score of every class and the
-    front-end model ids, and "threads": torch's threads and why (faseg_rt.threads.current).
+    front-end model ids, "threads": torch's threads and why (faseg_rt.threads.current), and
+    "precision": each stage's dtype as applied (Segmenter.precision).
     caption / candidates: one value for every image, as for
     Segmenter.segment_batch (a mode runs the front end), or a dict image path -> value (from
     --captions / --candidates files).
@@ -70,7 +71,7 @@ def segment_files(seg, images: list[str], classes: list[str], out: Path, caption
     from faseg_rt.threads import current
 
     check_collisions(images)
-    threads = current()
+    threads, precision = current(), seg.precision.names()
     # a run killed mid-write (SIGKILL, power) leaves temporaries of the files it redoes now
     remove_stale_temps(out, {f"{Path(p).stem}{tail}" for p in images
                              for tail in (".png", "_overlay.png", ".json")})
@@ -99,7 +100,7 @@ def segment_files(seg, images: list[str], classes: list[str], out: Path, caption
         for (path, _), res in zip(group, results):
             stem = Path(path).stem
             res.save(out / f"{stem}.png")
-            atomic_write_json(out / f"{stem}.json", {**res.sidecar(), "threads": threads})
+            atomic_write_json(out / f"{stem}.json", {**res.sidecar(), "threads": threads, "precision": precision})
             if empty is not None and not res.labels.any():
                 empty.append((path, res.empty_reason()))
             if overlay:

@@ -49,10 +49,9 @@ from faseg_rt.io import atomic_write_json
 
 DEFAULT_OPSET = 17
 MIN_OPSET, MAX_OPSET = 17, 20
-#: Graphs exported in fp16 too with --fp16.  The text encoder stays fp32: its output is cached
-#: per prompt, its causal mask holds float32's minimum (beyond fp16), and the TorchScript trace
-#: of transformers' fp16 CLIP attention is not valid ONNX (LayerNormalization with mixed types).
-FP16_GRAPHS = ("vae_encoder", "unet", "unet_attn")
+#: The precision policy's network stage of each graph (faseg_rt.precision).
+GRAPH_STAGE = {"text_encoder": "text_encoder", "vae_encoder": "vae_encoder", "unet": "unet",
+               "unet_attn": "unet"}
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8)
 #: Class-prompt chunks (77 tokens each) the TensorRT profile accepts per image.
 DEFAULT_MAX_CLASS_CHUNKS = 4
@@ -120,7 +119,7 @@ def build(model, out, *, onnx_only: bool = False, fp16: bool = False, batch_size
           log: Callable[[str], None] = print) -> dict:
     """Export (and with TensorRT, build) everything for `model` into `out`; returns the manifest.
 
-    fp16: also export the fp16 graphs (FP16_GRAPHS) and build the engines from them.
+    fp16: also export the fp16 graphs (fp16_graphs()) and build the engines from them.
     latent_size: the latent grid the graphs are exported for (64 for 512 px images).
     tf32: let fp32 TensorRT engines use TF32 (off: they match the fp32 graphs to 1e-4).
     skip_cross: resolutions whose class-aware maps unet_attn does not compute (default: those the
@@ -164,7 +163,7 @@ def build(model, out, *, onnx_only: bool = False, fp16: bool = False, batch_size
         graphs_fp16 = None
         if fp16:
             graphs_fp16 = {name: _graph(out, work, name, "fp16", base_key, modules, force, stage, invalidate, log)
-                           for name in FP16_GRAPHS}
+                           for name in fp16_graphs()}
         engines = None
         if not onnx_only:
             from faseg_rt.engines.tensorrt_build import build_engines
@@ -183,6 +182,19 @@ def build(model, out, *, onnx_only: bool = False, fp16: bool = False, batch_size
         shutil.rmtree(work, ignore_errors=True)
     log(f"[export] all done in {time.perf_counter() - t_start:.1f} s")
     return manifest
+
+
+def fp16_graphs() -> tuple[str, ...]:
+    """The graphs exported in fp16 too with --fp16: those whose network row of the precision
+    policy is fp16 under dtype float16.  The text encoder's says fp32 (faseg_rt.precision): its
+    output is cached per prompt, its causal mask holds float32's minimum (beyond fp16), and the
+    TorchScript trace of transformers' fp16 CLIP attention is not valid ONNX (LayerNormalization
+    with mixed types); its fp32 graph serves the fp16 backends (manifest.graph_entries)."""
+    import torch
+
+    from faseg_rt.precision import stage_dtype
+
+    return tuple(g for g in GRAPHS if stage_dtype(GRAPH_STAGE[g], torch.float16) == torch.float16)
 
 
 def _module_loader(model, latent_size: int, skip_cross: tuple, stage):

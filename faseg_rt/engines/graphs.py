@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from faseg_rt.method.attention import AttentionCapture
 from faseg_rt.model import ModelDims
+from faseg_rt.precision import stage_dtype
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,14 @@ class GraphSpec:
 
 
 def graph_specs(dims: ModelDims, dtype: str = "float32") -> dict[str, GraphSpec]:
-    """Input/output names, shapes and dtypes of each graph (dtype = the model's float dtype)."""
+    """Input/output names, shapes and dtypes of each graph (dtype = the model's float dtype; the
+    attention summaries in the precision policy's capture dtype for it)."""
     s, c, T, D = dims.latent_size, dims.latent_channels, dims.text_len, dims.text_dim
-    attn_out = [TensorSpec(f"cross_{r}", ("N", "J", r * r, T), "float32") for r in dims.resolutions]
-    attn_out += [TensorSpec(f"self_{r}", ("N", r * r, r * r), "float32") for r in dims.resolutions[:-1]]
+    cap = str(stage_dtype("capture", getattr(torch, dtype))).removeprefix("torch.")
+    attn_out = [TensorSpec(f"cross_{r}", ("N", "J", r * r, T), cap) for r in dims.resolutions]
+    attn_out += [TensorSpec(f"self_{r}", ("N", r * r, r * r), cap) for r in dims.resolutions[:-1]]
     attn_out += [TensorSpec(f"{x}_{s}", ("N", dims.full_res_heads, s * s, dims.full_res_head_dim),
-                            "float32") for x in ("q", "k")]
+                            cap) for x in ("q", "k")]
     unet_in = (TensorSpec("latents", ("N", c, s, s), dtype), TensorSpec("timestep", (1,), "int64"),
                TensorSpec("encoder_hidden_states", ("N", T, D), dtype))
     return {
@@ -104,17 +108,20 @@ class UNetAttnGraph(nn.Module):
     resolutions whose class-aware maps the method weighs by 0 (the torch backend passes them
     from its config, exports from --skip-cross, recorded in the manifest): returned as stride-0
     zeros, so a large vocabulary does not pay J x 4096 x 77 values per latent for maps nobody
-    reads (an exported graph still writes the zeros of its output).
+    reads (an exported graph still writes the zeros of its output).  capture_dtype: the
+    dtype the capture computes and returns its summaries in (the policy's capture row).
     """
 
-    def __init__(self, unet, resolutions: tuple[int, ...], skip_cross: tuple[int, ...] = ()):
+    def __init__(self, unet, resolutions: tuple[int, ...], skip_cross: tuple[int, ...],
+                 capture_dtype: torch.dtype):
         super().__init__()
         self.unet = unet
         self.resolutions = tuple(resolutions)
         self.skip_cross = tuple(skip_cross)
+        self.capture_dtype = capture_dtype  # the precision policy's capture row
 
     def forward(self, latents, timestep, encoder_hidden_states, class_hidden_states):
-        capture = AttentionCapture(class_hidden_states, self.resolutions, self.skip_cross)
+        capture = AttentionCapture(class_hidden_states, self.resolutions, self.skip_cross, self.capture_dtype)
         self.unet(latents, timestep, encoder_hidden_states,
                   cross_attention_kwargs={"capture": capture}, return_dict=False)
         out = capture.summaries()

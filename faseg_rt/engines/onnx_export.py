@@ -2,9 +2,10 @@
 ONNX Runtime on random inputs of other sizes than the trace's.
 
 fp16 graphs are traced from the fp16 modules (on the CPU), as NVIDIA's diffusion demo traces
-them on the GPU: the precision is then in the graph, and the attention capture's `.float()`
-become real Casts, so a strongly typed TensorRT engine computes the capture in fp32 exactly as
-the torch backend does.  They are checked against the same fp16 modules in PyTorch."""
+them on the GPU: the precision is then in the graph, and the attention capture's casts to the
+policy's capture dtype (faseg_rt.precision: float32) become real Casts, so a strongly typed
+TensorRT engine computes the capture in fp32 exactly as the torch backend does.  They are
+checked against the same fp16 modules in PyTorch."""
 
 from __future__ import annotations
 
@@ -41,13 +42,15 @@ def graph_modules(model, dtype=None, latent_size: int = 64, skip_cross: tuple[in
     )
     from faseg_rt.method.attention import install_processors
     from faseg_rt.model import load_modules, model_dims
+    from faseg_rt.precision import stage_dtype
 
     dtype = dtype or torch.float32
     vae, te, unet = load_modules(model, dtype=dtype)
     install_processors(unet)
     dims = model_dims(vae, te, unet, latent_size=latent_size)
     mods = {"text_encoder": TextEncoderGraph(te), "vae_encoder": VaeEncoderGraph(vae),
-            "unet": UNetGraph(unet), "unet_attn": UNetAttnGraph(unet, dims.resolutions, skip_cross)}
+            "unet": UNetGraph(unet),
+            "unet_attn": UNetAttnGraph(unet, dims.resolutions, skip_cross, stage_dtype("capture", dtype))}
     return mods, graph_specs(dims, str(dtype).removeprefix("torch.")), dims
 
 

@@ -1,8 +1,10 @@
 """What the segmenter runs for each image once the front end has answered: caption and classes.
 
 The Segmenter owns one `FrontEnd`: the captioner and recogniser ids (or loaded objects), loaded
-on first use onto the segmenter's device and dtype, so a caller who never asks for them pays
-nothing.  `FrontEnd.plan` turns each image's (vocabulary, caption, candidates) request into an
+on first use onto the segmenter's device in the dtypes its precision policy gives them
+(faseg_rt.precision: the captioner and recognizer rows), so a caller who never asks for them
+pays nothing.  A Captioner or Recognizer passed in loaded runs where and as it was loaded.
+`FrontEnd.plan` turns each image's (vocabulary, caption, candidates) request into an
 `ImagePlan`:
 
     caption:    None | "auto" | a string       "auto": the BLIP caption of the image
@@ -93,10 +95,11 @@ class FrontEnd:
     """The captioner and recogniser of a Segmenter, loaded on first use.
 
     captioner / recognizer: hub id, local directory, or an already loaded Captioner /
-    Recognizer.  candidate_threshold / max_candidates: the recogniser's selection rule (None:
-    its defaults; max_candidates caps the recogniser's classes, not the caption's).  generation:
-    captioner generation overrides.  lexicon: {class: [words]} extending the built-in words
-    that name each class in a caption (faseg_rt.frontend.caption_classes).
+    Recognizer (used as loaded: never moved nor cast).  candidate_threshold / max_candidates:
+    the recogniser's selection rule (None: its defaults; max_candidates caps the recogniser's
+    classes, not the caption's).  generation: captioner generation overrides.  lexicon:
+    {class: [words]} extending the built-in words that name each class in a caption
+    (faseg_rt.frontend.caption_classes).
     """
 
     def __init__(self, captioner=DEFAULT_CAPTIONER, recognizer=DEFAULT_RECOGNIZER, *,
@@ -110,9 +113,12 @@ class FrontEnd:
         self.lexicon = check_lexicon(lexicon)
         self._loaded: dict = {k: v for k, v in self._specs.items()
                               if isinstance(v, (Captioner, Recognizer))}
+        self._given = frozenset(self._loaded)  # the caller's objects: never moved nor cast
         self._lock = threading.Lock()
 
     def _get(self, what: str, device, dtype):
+        """The captioner / recogniser; one this front end loads goes to `device` and `dtype`
+        (the segmenter's device and its policy's row for `what`)."""
         with self._lock:
             model = self._loaded.get(what)
             if model is None:
@@ -127,7 +133,8 @@ class FrontEnd:
                 else:
                     model = Recognizer.from_pretrained(spec, device=device, dtype=dtype)
                 self._loaded[what] = model
-            elif not _same_device(model.device, device) or model.dtype != dtype:
+            elif what not in self._given and (not _same_device(model.device, device)
+                                              or model.dtype != dtype):
                 model.to(device, dtype)  # the segmenter moved (Segmenter.to)
         return model
 
@@ -137,7 +144,7 @@ class FrontEnd:
     def recognizer(self, device, dtype) -> Recognizer:
         return self._get("recognizer", device, dtype)
 
-    def _captions(self, images, captions, candidates, device, dtype, batch_size):
+    def _captions(self, images, captions, candidates, device, precision, batch_size):
         """Each image's caption, the captioner's where asked for or where a mode needs one; and
         the captioner's id (None when it did not run) with the indices it captioned."""
         caps = list(captions)
@@ -145,19 +152,19 @@ class FrontEnd:
                 if (isinstance(c, str) and c == AUTO) or (c is None and uses_caption(m))]
         if not todo:
             return caps, None, set()
-        model = self.captioner(device, dtype)
+        model = self.captioner(device, precision["captioner"])
         with stage("caption", device):
             for i, text in zip(todo, model([images[i] for i in todo], batch_size)):
                 caps[i] = text or None  # an empty caption is no caption
         return caps, model.name, set(todo)
 
-    def _recognise(self, images, vocabularies, candidates, device, dtype, batch_size):
+    def _recognise(self, images, vocabularies, candidates, device, precision, batch_size):
         """{image index: (kept names by decreasing score, (K,) scores)} for the images whose
         mode uses the recogniser, its id and the selection rule it applied."""
         todo = [i for i, m in enumerate(candidates) if uses_recognizer(m)]
         if not todo:
             return {}, None, None
-        rec = self.recognizer(device, dtype)
+        rec = self.recognizer(device, precision["recognizer"])
         selection = {"candidate_threshold": (rec.threshold if self.candidate_threshold is None
                                              else self.candidate_threshold),
                      "max_candidates": (rec.max_candidates if self.max_candidates is None
@@ -174,15 +181,16 @@ class FrontEnd:
         return out, rec.name, selection
 
     def plan(self, images: Sequence, vocabularies: Sequence[tuple[str, ...]],
-             captions: Sequence, candidates: Sequence, *, device, dtype,
+             captions: Sequence, candidates: Sequence, *, device, precision,
              batch_size: int = 8) -> list[ImagePlan]:
         """One ImagePlan per (decoded) image; runs the captioner / recogniser, batched, where an
-        image's caption or candidate mode needs them."""
+        image's caption or candidate mode needs them.  precision: the segmenter's policy (the
+        dtypes of the models this front end loads)."""
         candidates = [check_candidates(c) for c in candidates]
-        caps, cap_name, captioned = self._captions(images, captions, candidates, device, dtype,
+        caps, cap_name, captioned = self._captions(images, captions, candidates, device, precision,
                                                    batch_size)
         recognised, rec_name, selection = self._recognise(images, vocabularies, candidates,
-                                                          device, dtype, batch_size)
+                                                          device, precision, batch_size)
         plans = []
         for i, (vocab, mode) in enumerate(zip(vocabularies, candidates)):
             common = dict(caption=caps[i], captioner=cap_name if i in captioned else None)

@@ -35,7 +35,9 @@ class AttentionCapture:
     class_states: (N, J, 77, D) class-prompt embeddings (J chunks) for the N latents.
     skip_cross: resolutions whose class-aware maps are not needed (cross fusion weight 0): they
     are not computed, and come back as zeros that take no memory (a stride-0 view).
-    After the pass, `summaries()` returns float32 tensors:
+    dtype: what the softmaxes and means run in, from the layers' q / k (the precision policy's
+    capture row, faseg_rt.precision).
+    After the pass, `summaries()` returns tensors of that dtype:
       cross_{r}: (N, J, r*r, 77) mean over cross layers and heads at r,
       self_{r}:  (N, r*r, r*r)   mean over self layers and heads at r (r < latent_size),
       q_{s}, k_{s}: (N, L*h, s*s, d) with s = latent_size; q already multiplied by the layer's
@@ -45,8 +47,9 @@ class AttentionCapture:
     """
 
     def __init__(self, class_states: torch.Tensor, resolutions: tuple[int, ...],
-                 skip_cross: tuple[int, ...] = ()):
+                 skip_cross: tuple[int, ...], dtype: torch.dtype):
         self.class_states = class_states
+        self.dtype = dtype
         self.resolutions = tuple(resolutions)
         self.full = max(self.resolutions)
         self.skip_cross = frozenset(skip_cross)
@@ -69,8 +72,8 @@ class AttentionCapture:
     def record_self(self, q: torch.Tensor, k: torch.Tensor, scale: float) -> None:
         """q, k: (N, h, n, d) of a self-attention layer."""
         r = self._resolution(q.shape[2])
-        q = q.float() * scale
-        k = k.float()
+        q = q.to(self.dtype) * scale
+        k = k.to(self.dtype)
         if r == self.full:
             self._q.append(q)
             self._k.append(k)
@@ -88,8 +91,8 @@ class AttentionCapture:
         n_lat, heads, n, d = q.shape
         cs = self.class_states.to(dtype=attn.to_k.weight.dtype)
         J, T = cs.shape[1], cs.shape[2]
-        qs = (q.float() * scale).unsqueeze(1)                          # (N, 1, h, n, d)
-        group = max(1, CROSS_BLOCK_BYTES // (4 * n_lat * heads * n * T))
+        qs = (q.to(self.dtype) * scale).unsqueeze(1)                   # (N, 1, h, n, d)
+        group = max(1, CROSS_BLOCK_BYTES // (qs.element_size() * n_lat * heads * n * T))
         if group >= J or torch.jit.is_tracing():
             # one block: an exported graph keeps J dynamic (no Python loop over J); its runner
             # calls it with a bounded number of chunks (backends/base.py, ChunkGroups).  Under
@@ -97,17 +100,17 @@ class AttentionCapture:
             self._add(acc, self._class_maps(attn, qs, cs, heads, d))
             return
         if acc[0] is None:
-            acc[0] = torch.zeros(n_lat, J, n, T, device=q.device)
+            acc[0] = torch.zeros(n_lat, J, n, T, dtype=self.dtype, device=q.device)
         for j0 in range(0, J, group):                                  # chunk groups, in place
             acc[0][:, j0:j0 + group] += self._class_maps(attn, qs, cs[:, j0:j0 + group], heads, d)
         acc[1] += 1
 
     @staticmethod
     def _class_maps(attn, qs: torch.Tensor, cs: torch.Tensor, heads: int, d: int) -> torch.Tensor:
-        """Head-mean softmax(q K'^T) for the chunks cs (N, j, T, D): (N, j, n, T)."""
+        """Head-mean softmax(q K'^T) for the chunks cs (N, j, T, D), in qs' dtype: (N, j, n, T)."""
         n_lat, j, t = cs.shape[:3]
         kc = attn.to_k(cs)                                              # (N, j, T, h*d)
-        kc = kc.view(n_lat, j, t, heads, d).permute(0, 1, 3, 4, 2).float()  # (N, j, h, d, T)
+        kc = kc.view(n_lat, j, t, heads, d).permute(0, 1, 3, 4, 2).to(qs.dtype)  # (N, j, h, d, T)
         return torch.softmax(qs @ kc, dim=-1).mean(2)                  # (N, j, n, T)
 
     def summaries(self) -> dict[str, torch.Tensor]:
@@ -118,7 +121,8 @@ class AttentionCapture:
             if not layers:
                 raise RuntimeError(f"no cross-attention layer at resolution {r}")
             out[f"cross_{r}"] = (total / layers if total is not None else
-                                 torch.zeros((), device=self.class_states.device).expand(n, J, r * r, T))
+                                 torch.zeros((), dtype=self.dtype, device=self.class_states.device)
+                                 .expand(n, J, r * r, T))
         for r, (total, layers) in self._self.items():
             if not layers:
                 raise RuntimeError(f"no self-attention layer at resolution {r}")

@@ -160,17 +160,18 @@ def hard(maps: torch.Tensor, self_attn: Mapping[int, torch.Tensor], q_full: torc
     """m_k = sum_r w_r * minmax(A_r^tau @ c_k) for all classes at once.
 
     maps: (N, K, s, s) class maps c_k; self_attn[r]: (N, r*r, r*r) for r < s;
-    q_full, k_full: (N, H, s*s, d).  Computes in float32 (float64 if the maps are float64).
+    q_full, k_full: (N, H, s*s, d).  Computes in the maps' dtype (the caller's precision policy
+    decides it: the Segmenter's hard row); the affinities are cast to it.
     Returns (N, K, s, s).
     """
     s = maps.shape[-1]
-    dt = torch.promote_types(maps.dtype, torch.float32)
+    dt = maps.dtype
     q_full, k_full = q_full.to(dt), k_full.to(dt)
-    out = torch.zeros_like(maps, dtype=dt)
+    out = torch.zeros_like(maps)
     for r, w in weights.items():
         if not w:
             continue
-        o = maps.to(dt)
+        o = maps
         if r == s:
             o = apply_affinity_full_power(q_full, k_full, o, tau)
         else:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faseg_rt import rules
+from faseg_rt.devices import resolve_auto
 from faseg_rt.errors import FASegError, InvalidInputError
 from faseg_rt.io import check_collisions, output_name, remove_stale_temps
 from faseg_rt.scale.inputs import is_uri, path_key, resolve_inputs
@@ -381,8 +382,8 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
             fn_constructor_kwargs=dict(model=str(model), out=str(out.resolve()), classes=classes,
                                        caption=caption, threshold=threshold, backend=backend,
                                        engines=None if engines is None else str(engines),
-                                       device=device, dtype=dtype, batch_size=batch_size,
-                                       num_threads=threads,
+                                       device=device, batch_size=batch_size, num_threads=threads,
+                                       dtype=resolve_auto(dtype, device, gpus=gpus > 0),  # "auto": once
                                        candidates=candidates, frontend=frontend,
                                        exif_transpose=exif_transpose, config=config),
             batch_size=batch_size, batch_format="numpy",

@@ -91,7 +91,7 @@ class FASegService:
                                         engines=s.engines, config=s.config, **s.frontend)
         for what in ("captioner", "recognizer"):  # at start, never on a request's behalf
             if s.frontend.get(what):
-                getattr(seg.frontend, what)(seg.device, seg.dtype)
+                getattr(seg.frontend, what)(seg.device, seg.precision[what])
         self._seg = seg
 
     def _set_threads(self) -> None:
@@ -109,7 +109,7 @@ class FASegService:
         out = {"status": "ok" if seg is not None else "loading", "model": s.public_model(),
                "backend": s.backend}
         if seg is not None:
-            out.update(device=str(seg.device), dtype=str(seg.dtype).replace("torch.", ""))
+            out.update(device=str(seg.device), dtype=seg.precision.name, precision=seg.precision.names())
         return out
 
     def _not_ready(self) -> JSONResponse:

@@ -111,9 +111,10 @@ class ServeSettings:
         for name, (kind, low) in NUMBERS.items():
             if kw.get(name) is not None:  # "4" from a Serve config file is 4
                 kw[name] = rules.number(kw[name], name, low, integer=kind is int)
-        if kw.get("dtype") is not None:  # the name travels; the replica makes the torch dtype
-            rules.dtype(kw["dtype"])
-            kw["dtype"] = str(kw["dtype"]).removeprefix("torch.")
+        if kw.get("dtype") is not None:  # a name travels (the replica makes the torch dtype);
+            from faseg_rt.devices import resolve_auto  # "auto" resolved here, once, for all replicas
+
+            kw["dtype"] = resolve_auto(kw["dtype"], kw.get("device"), gpus=bool(kw.get("num_gpus")))
         if kw.get("engines") is not None:
             kw["engines"] = str(Path(kw["engines"]).resolve())
         if kw.get("frontend") is not None:
