@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from faseg_rt import rules
-from faseg_rt.devices import resolve_auto
 from faseg_rt.errors import FASegError, InvalidInputError
 from faseg_rt.io import check_collisions, output_name, remove_stale_temps
 from faseg_rt.scale.inputs import is_uri, path_key, resolve_inputs
@@ -46,6 +45,14 @@ RAY_MISSING = "faseg-rt label needs Ray: pip install 'faseg_rt[ray]'"
 
 class RayUnavailableError(FASegError):
     """Ray (the optional `ray` extra) is not installed."""
+
+
+def _concrete_dtype(dtype, device, gpus: bool):
+    """The driver's one resolution of dtype "auto" for every worker (devices.resolve_auto),
+    imported here: devices imports torch, which a usage error must not wait for."""
+    from faseg_rt.devices import resolve_auto
+
+    return resolve_auto(dtype, device, gpus=gpus)
 
 
 def import_ray():
@@ -383,7 +390,7 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
                                        caption=caption, threshold=threshold, backend=backend,
                                        engines=None if engines is None else str(engines),
                                        device=device, batch_size=batch_size, num_threads=threads,
-                                       dtype=resolve_auto(dtype, device, gpus=gpus > 0),  # "auto": once
+                                       dtype=_concrete_dtype(dtype, device, gpus > 0),  # "auto": once
                                        candidates=candidates, frontend=frontend,
                                        exif_transpose=exif_transpose, config=config),
             batch_size=batch_size, batch_format="numpy",
