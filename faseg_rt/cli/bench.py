@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from faseg_rt import rules
-from faseg_rt.cli.args import add_threads_arg, positive_int_arg
+from faseg_rt.cli.args import add_threads_arg, positive_int_arg, threads_arg
 from faseg_rt.cli.parser import CLIParser
 
 #: where results go unless --out says otherwise (listed in .gitignore)
@@ -37,6 +37,25 @@ def add_common(p):
                         "update the checked-in figures)")
     p.add_argument("--tag", default=None, help="suffix of the result file name (default: MODEL-DEVICE)")
     add_threads_arg(p)
+    add_cpus_arg(p)
+
+
+def add_cpus_arg(p) -> None:
+    """--cpus N: pin the benchmark to N CPUs, a stand-in for a container's CPU quota."""
+    p.add_argument("--cpus", type=positive_int_arg, default=None, metavar="N",
+                   help="pin this benchmark (every thread, and what it starts) to the first N CPUs it "
+                        "may use, before torch starts its threads: a simulated N-CPU quota; the "
+                        "thread policy then sees N CPUs (default: no pinning)")
+
+
+def count_arg(text: str) -> int:
+    """argparse type for a count that may be 0 (--background)."""
+    return 0 if text.strip() == "0" else positive_int_arg(text)
+
+
+def threads_list_arg(text: str) -> list[int]:
+    """argparse type: '1' or '1,2' -> [1, 2], each checked as --threads is."""
+    return [threads_arg(x) for x in text.split(",")]
 
 
 def add_benchmarks(sub) -> None:
@@ -58,6 +77,13 @@ def add_benchmarks(sub) -> None:
                           "SigLIP: 'real' = BLIP-large + SigLIP-base sizes, 'tiny' = the test models")
     lat.add_argument("--frontend-batch-sizes", default="1,4",
                      help="batch sizes of the front-end batching table")
+    lat.add_argument("--background", type=count_arg, default=0, metavar="N",
+                     help="time every path idle and then beside N busy neighbour processes (pure "
+                          "CPU, stopped at the end), side by side: idle ms, loaded ms, ratio "
+                          "(default: 0, the per-stage table)")
+    lat.add_argument("--also-threads", type=threads_list_arg, default=None, metavar="N[,M]",
+                     help="also time the torch backend with these torch thread counts (e.g. 1: does "
+                          "1 thread beat 2 under load?); implies the idle / loaded table")
     thr = sub.add_parser("throughput", help="images/s and peak memory over batch sizes")
     add_common(thr)
     thr.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
@@ -90,6 +116,7 @@ def add_benchmarks(sub) -> None:
     ops.add_argument("--out", default="faseg-bench", help="folder for the result JSON (default: faseg-bench/)")
     ops.add_argument("--tag", default="cpu", help="suffix of the result file name (default: cpu)")
     add_threads_arg(ops)
+    add_cpus_arg(ops)
     sub.add_parser("gpu", help="every GPU measurement in steps (faseg-rt bench gpu -h)",
                    add_help=False, prefix_chars="\0").add_argument(
         "rest", nargs=argparse.REMAINDER, help="options of faseg-rt bench gpu")
@@ -113,6 +140,14 @@ def build_parser():
 def cmd_bench(args) -> int:
     from faseg_rt.threads import apply
 
+    if getattr(args, "cpus", None):  # before the policy reads the affinity and torch starts threads
+        from faseg_rt.bench.contention import pin_cpus
+
+        try:
+            args.pinned = pin_cpus(args.cpus)
+        except (OSError, ValueError) as e:
+            print(f"faseg-rt bench: --cpus {args.cpus}: {e}", file=sys.stderr)
+            return 2
     apply(getattr(args, "num_threads", None))  # every benchmark (and each throughput child) by the policy
     if args.what == "gpu":  # its own steps and options (faseg_rt/bench/gpu.py)
         from faseg_rt.bench.gpu import main as gpu_main
@@ -134,6 +169,8 @@ def cmd_bench(args) -> int:
     # where the figures come from (CPU, ISA, threads, load before and after), in the JSON and the table
     device = res.get("device") or getattr(args, "device", None) or "cpu"
     res["machine"] = {**res.get("machine", {}), **machine_info(device, load_before=load_before)}
+    if getattr(args, "pinned", None):
+        res["machine"]["pinned"] = args.pinned
     table = with_provenance(table_fn(res), res["machine"])
     res["markdown"] = table
     res["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -150,7 +187,11 @@ def cmd_bench(args) -> int:
 # imports sit inside the loaders so that `faseg-rt bench -h` needs no torch.
 def _latency():
     from faseg_rt.bench.latency import latency, latency_table
-    return latency, latency_table
+    from faseg_rt.bench.loaded import loaded_latency, loaded_table, wanted
+
+    # --background N / --also-threads: the idle / loaded table (faseg_rt/bench/loaded.py)
+    return (lambda args: (loaded_latency if wanted(args) else latency)(args),
+            lambda res: (loaded_table if res.get("mode") == "loaded" else latency_table)(res))
 
 
 def _throughput():
