@@ -24,7 +24,7 @@ from typing import Callable
 
 from faseg_rt.bench.common import STAGES, load_segmenter, resolve_model
 from faseg_rt.bench.contention import busy_neighbours
-from faseg_rt.bench.latency import build_reference, time_reference, time_segmenter
+from faseg_rt.bench.timers import build_reference, time_reference, time_segmenter
 
 #: seconds the neighbours run before the loaded phase's first call (they start in milliseconds)
 SETTLE_S = 1.0

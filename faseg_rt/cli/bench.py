@@ -187,11 +187,7 @@ def cmd_bench(args) -> int:
 # imports sit inside the loaders so that `faseg-rt bench -h` needs no torch.
 def _latency():
     from faseg_rt.bench.latency import latency, latency_table
-    from faseg_rt.bench.loaded import loaded_latency, loaded_table, wanted
-
-    # --background N / --also-threads: the idle / loaded table (faseg_rt/bench/loaded.py)
-    return (lambda args: (loaded_latency if wanted(args) else latency)(args),
-            lambda res: (loaded_table if res.get("mode") == "loaded" else latency_table)(res))
+    return latency, latency_table
 
 
 def _throughput():
