@@ -215,3 +215,35 @@ def test_pinning_to_more_cpus_than_allowed_is_refused_before_anything_changes():
     with pytest.raises(ValueError, match="cannot pin"):
         contention.pin_cpus(len(before) + 1)
     assert os.sched_getaffinity(0) == before
+
+
+# ----------------------------------------------------------------------------- label workers x threads
+def test_workers_settings_and_rates():
+    from faseg_rt.bench import workers
+
+    assert workers.parse_settings("2x1, 1X2") == [(2, 1), (1, 2)]
+    for bad in ("2", "0x1", "2x", "ax1"):
+        with pytest.raises(ValueError, match="WORKERSxTHREADS"):
+            workers.parse_settings(bad)
+    r = workers.rates([10.0, 11.0, 12.0, 14.0], wall_s=20.0)
+    assert r == {"images": 4, "first_row_s": 10.0, "images_per_s_after_first": 0.75,
+                 "images_per_s_wall": 0.2}
+    assert workers.rates([5.0], 10.0)["images_per_s_after_first"] is None
+
+
+def test_workers_table_compares_the_settings_from_a_fake_result():
+    from faseg_rt.bench import workers
+
+    def run(w, t, steady, code=0):
+        return {"workers": w, "threads": t, "exit_code": code, "wall_s": 30.0, "first_row_s": 20.0,
+                "images_per_s_after_first": steady, "images_per_s_wall": 0.5,
+                "load_before": [1.0, 0, 0], "load_after": [2.0, 0, 0]}
+    res = {"model": "tiny", "device": "cpu", "dtype": "float32", "images": 16, "image_px": 512,
+           "classes": ["a"] * 5, "rounds": 2, "settings": ["2x1", "1x2", "4x1"],
+           "runs": [run(2, 1, 0.6), run(1, 2, 0.5), run(4, 1, None, 1),
+                    run(2, 1, 0.8), run(1, 2, 0.5), run(4, 1, None, 1)]}
+    table = workers.workers_table(res)
+    assert "| 2 x 1 | 0.700 | 0.500 | 30.0 | 20.0 | 1.0 -> 2.0 |" in table  # medians of the rounds
+    assert "| 1 x 2 | 0.500 |" in table and "| 4 x 1 | failed (exit 1) |" in table
+    assert "Fastest once masks flow: **2x1** (workers x threads), 1.40x 1x2." in table
+    assert table.index("| 2 x 1 |") < table.index(workers.TERMS[0])

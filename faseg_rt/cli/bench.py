@@ -1,4 +1,5 @@
-"""`faseg-rt bench latency|throughput|ablations|profile|vocab|precision|ops|gpu` and the scripts in benchmarks/.
+"""`faseg-rt bench latency|throughput|workers|ablations|profile|vocab|precision|ops|gpu` and the scripts in
+benchmarks/.
 
 Results go to `--out` (default `faseg-bench/` in the current folder, git-ignored, so a run never
 edits the checked-in figures; `--out benchmarks/results` when the point is to update them).  The
@@ -90,6 +91,17 @@ def add_benchmarks(sub) -> None:
                      help="default: torch")
     thr.add_argument("--batch-sizes", default="1,2,4", help="comma-separated, each in a fresh process")
     thr.add_argument("--images", type=positive_int_arg, default=8, help="images per batch size (default: 8)")
+    wrk = sub.add_parser("workers", help="faseg-rt label as W workers x T threads: images/s per setting")
+    add_common(wrk)
+    wrk.add_argument("--settings", default="2x1,1x2",
+                     help="WORKERSxTHREADS settings, comma-separated, each a label run with its own "
+                          "local Ray (default: %(default)s)")
+    wrk.add_argument("--images", type=positive_int_arg, default=16, help="images per run (default: 16)")
+    wrk.add_argument("--latent", type=int, default=64, choices=[8, 16, 32, 64],
+                     help="latent grid: 64 is the real 512 px method, 8 a 64 px smoke run (default: 64)")
+    wrk.add_argument("--rounds", type=positive_int_arg, default=1,
+                     help="times every setting runs, interleaved (default: 1)")
+    wrk.add_argument("--timeout-s", type=float, default=900.0, help="per label run (default: 900)")
     abl = sub.add_parser("ablations", help="each optimisation against the plain way, same tensors")
     add_common(abl)
     abl.add_argument("--classes", type=positive_int_arg, default=5, help="number of classes (default: 5)")
@@ -195,6 +207,11 @@ def _throughput():
     return throughput, throughput_table
 
 
+def _workers():
+    from faseg_rt.bench.workers import workers, workers_table
+    return workers, workers_table
+
+
 def _ablations():
     from faseg_rt.bench.ablations import ablations, ablations_table
     return ablations, ablations_table
@@ -221,7 +238,7 @@ def _vocab():
 
 
 #: KIND -> loader of its (run(args) -> dict, table(dict) -> markdown); `gpu` runs its own plan
-TABLE_BENCHMARKS = {"latency": _latency, "throughput": _throughput, "ablations": _ablations,
+TABLE_BENCHMARKS = {"latency": _latency, "throughput": _throughput, "workers": _workers, "ablations": _ablations,
                     "profile": _profile, "precision": _precision, "ops": _ops, "vocab": _vocab}
 
 
