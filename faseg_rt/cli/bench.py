@@ -23,21 +23,25 @@ from faseg_rt.cli.parser import CLIParser
 DEFAULT_OUT = "faseg-bench"
 
 
-def add_common(p):
+def add_common(p, in_process: bool = True):
+    """The options every benchmark takes; in_process: also --device, --dtype, --engines and
+    --threads, for those that run the model in this process (not `workers`, whose label runs
+    choose their own)."""
     p.add_argument("--model", default="tiny",
                    help="'tiny' or 'full' (random SD 1.5-shaped model built offline, 'full' at SD 1.5 "
                         "widths) or an SD 1.x directory / hub id (default: tiny)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES,
-                   help="default: fp16 on CUDA, else fp32")
-    p.add_argument("--engines", default=None, help="directory written by faseg-rt export (exported backends)")
+    if in_process:
+        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+        p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES,
+                       help="default: fp16 on CUDA, else fp32")
+        p.add_argument("--engines", default=None, help="directory written by faseg-rt export (exported backends)")
+        add_threads_arg(p)
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "faseg_rt_bench_models"),
                    help="where the random tiny / full models are built once (default: %(default)s)")
     p.add_argument("--out", default=DEFAULT_OUT,
                    help="folder for the result JSON (default: %(default)s/; benchmarks/results to "
                         "update the checked-in figures)")
     p.add_argument("--tag", default=None, help="suffix of the result file name (default: MODEL-DEVICE)")
-    add_threads_arg(p)
     add_cpus_arg(p)
 
 
@@ -92,7 +96,7 @@ def add_benchmarks(sub) -> None:
     thr.add_argument("--batch-sizes", default="1,2,4", help="comma-separated, each in a fresh process")
     thr.add_argument("--images", type=positive_int_arg, default=8, help="images per batch size (default: 8)")
     wrk = sub.add_parser("workers", help="faseg-rt label as W workers x T threads: images/s per setting")
-    add_common(wrk)
+    add_common(wrk, in_process=False)
     wrk.add_argument("--settings", default="2x1,1x2",
                      help="WORKERSxTHREADS settings, comma-separated, each a label run with its own "
                           "local Ray (default: %(default)s)")
@@ -187,7 +191,7 @@ def cmd_bench(args) -> int:
     res["markdown"] = table
     res["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
     model = args.model if getattr(args, "model", None) in ("tiny", "full") else "model"  # ops has none
-    tag = args.tag or f"{model}-{res.get('device', args.device or 'auto')}"
+    tag = args.tag or f"{model}-{res.get('device') or getattr(args, 'device', None) or 'auto'}"
     path = Path(args.out) / f"{args.what}-{tag}.json".replace(":", "")
     atomic_write_json(path, res)
     print(table)
