@@ -3,11 +3,13 @@ concurrent clients and --max-batch-size, beside the same images through `segment
 process (the service's overhead).
 
 Usage: python benchmarks/serve.py [--model tiny|full|DIR] [--latent 16] [--batch-sizes 1,4]
-       [--concurrency 1,4,8] [--requests 16] [--threads 2] [--device cpu|cuda] [--dtype float16]
+       [--concurrency 1,4,8] [--requests 16] [--threads 2] [--replicas 1,2] [--device cpu|cuda]
+       [--dtype float16]
        [--out benchmarks/results/serve-tiny-cpu.json]
 
 Starts a local Ray (--threads CPUs) and Serve on 127.0.0.1 only (a free port), deploys the
-application once per max batch size (one replica, --threads torch threads) and drives it with a
+application once per replica count and max batch size (--replicas, default 1; each replica gets
+--threads // replicas torch threads and as many Ray CPUs) and drives it with a
 bounded asyncio client: exactly --requests POST /v1/segment calls per point, at most C in flight,
 each a distinct synthetic 320 x 240 image with the same 5 classes.  Latency is the client's
 (send to last byte); throughput is requests / wall time of the point; "mean batch" is what the
@@ -94,23 +96,29 @@ def service_points(args, model, config, bodies) -> list[dict]:
     rows = []
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        for b in args.batch_sizes:
+        for r, b in [(r, b) for r in args.replicas for b in args.batch_sizes]:
             gpu = args.device.startswith("cuda")
+            threads = max(1, args.threads // r)  # the same CPUs split between the replicas
             app = build_app(str(model), config=config, device=args.device, dtype=args.dtype,
                             max_batch_size=b, batch_wait_ms=args.batch_wait_ms, max_queued=10_000,
-                            num_threads=args.threads, num_cpus=1.0 if gpu else float(args.threads),
+                            replicas=r, num_threads=threads, num_cpus=1.0 if gpu else float(threads),
                             num_gpus=1.0 if gpu else 0.0)
-            wait_loaded(serve.run(app, name="faseg-bench", route_prefix="/", blocking=False), 1800)
-            asyncio.run(drive(url, bodies[:2], 1, args.timeout_s))  # warm-up
+            wait_loaded(serve.run(app, name="faseg-bench", route_prefix="/", blocking=False), 1800, replicas=r)
+            asyncio.run(drive(url, bodies[:2 * r], r, args.timeout_s))  # warm-up, every replica
             for c in args.concurrency:
                 before = _stats(url)
                 point = asyncio.run(drive(url, bodies, c, args.timeout_s))
                 after = _stats(url)
                 batches = after["batches"] - before["batches"]
-                point.update(max_batch_size=b, clients=c, requests=len(bodies),
-                             mean_batch=(after["requests"] - before["requests"]) / max(1, batches))
+                # /v1/stats is one replica's: with several, two calls may reach different ones
+                mean = (after["requests"] - before["requests"]) / max(1, batches) if r == 1 else None
+                point.update(replicas=r, threads_per_replica=threads, max_batch_size=b, clients=c,
+                             requests=len(bodies), mean_batch=mean)
                 print(json.dumps(point), flush=True)
                 rows.append(point)
+            # gone before the next deploys: an update would keep these replicas' CPUs until the
+            # new ones run, and new ones that need those CPUs would never be scheduled
+            serve.delete("faseg-bench")
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -136,14 +144,17 @@ def in_process_points(args, model, config, images) -> list[dict]:
 
 def table(res: dict) -> str:
     base = {r["batch_size"]: r["img_per_s"] for r in res["in_process"]}
-    lines = ["| max batch | clients | img/s | in-process img/s (same batch) | service / in-process | "
-             "p50 ms | p95 ms | p99 ms | mean batch |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| replicas x threads | max batch | clients | img/s | in-process img/s (same batch) | "
+             "service / in-process | p50 ms | p95 ms | p99 ms | mean batch |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["service"]:
-        b = r["max_batch_size"]
-        lines.append(f"| {b} | {r['clients']} | {r['img_per_s']:.2f} | {base[b]:.2f} | "
+        b, mean = r["max_batch_size"], r.get("mean_batch")
+        shape = f"{r.get('replicas', 1)} x {r.get('threads_per_replica', res['args']['threads'])}"
+        lines.append(f"| {shape} | {b} | {r['clients']} | {r['img_per_s']:.2f} | {base[b]:.2f} | "
                      f"{r['img_per_s'] / base[b]:.2f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
-                     f"{r['p99_ms']:.0f} | {r['mean_batch']:.2f} |")
-    return "\n".join(lines)
+                     f"{r['p99_ms']:.0f} | {'-' if mean is None else f'{mean:.2f}'} |")
+    return "\n".join(lines + ["", f"In-process: one Segmenter with {res['args']['threads']} thread(s); "
+                               "mean batch '-' with several replicas (/v1/stats is one replica's)."])
 
 
 def main(argv=None) -> int:
@@ -154,7 +165,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch-sizes", type=ints, default=[1, 4])
     p.add_argument("--concurrency", type=ints, default=[1, 4, 8])
     p.add_argument("--requests", type=int, default=16)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="CPUs in all: split between the replicas")
+    p.add_argument("--replicas", type=ints, default=[1],
+                   help="replica counts to compare, e.g. 1,2: each replica gets threads // replicas "
+                        "torch threads and as many Ray CPUs (default: 1)")
     p.add_argument("--batch-wait-ms", type=float, default=50.0)
     p.add_argument("--timeout-s", type=float, default=3600.0)
     p.add_argument("--device", default="cpu", help="cpu or cuda (one replica on one GPU)")

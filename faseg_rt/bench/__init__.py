@@ -1,8 +1,11 @@
 """Benchmarks, each comparing against a baseline run in the same process, so a shared machine
 moves both together.  Run through `faseg-rt bench KIND` or the scripts in benchmarks/:
 
-    latency       per-stage latency at batch 1 against the literal reference and the network floor
+    latency       per-stage latency at batch 1 against the literal reference and the network floor;
+                  with --background N each path idle and beside N busy processes (loaded.py,
+                  contention.py: the busy neighbours and --cpus pinning)
     throughput    images/s and peak memory over batch sizes (one process per batch size)
+    workers       `faseg-rt label` as W workers x T threads on the same images: images/s per setting
     ablations     each fast-path optimisation against the plain way, on the same tensors
     profile       torch.profiler's top operators of one warm call
     vocab         time by stage and extra memory for K = 1 .. 1000 classes
@@ -14,6 +17,6 @@ moves both together.  Run through `faseg-rt bench KIND` or the scripts in benchm
     accuracy      mIoU of the method, its ablations and every precision / backend / batch variant
                   on the trained toy model (benchmarks/accuracy.py)
 
-Shared pieces: common.py (models, timing, memory), frontend.py (the caption and recognise
-stages of `latency --frontend`), plot.py (a line chart for localisation).
+Shared pieces: common.py (models, timing, memory), timers.py (latency's timers), frontend.py
+(the caption and recognise stages of `latency --frontend`), plot.py (a line chart for localisation).
 """

@@ -95,12 +95,14 @@ def cpu_description(cpuinfo: str | None = None) -> dict:
 
 def machine_info(device, load_before=None) -> dict:
     """Where a result comes from: CPU model, ISA in use and flags, torch's threads and why
-    (faseg_rt.threads), the cores, and the load average (1/5/15 min) before the run (when the
-    caller took it) and now; the GPU's name on CUDA."""
-    from faseg_rt.threads import current
+    (faseg_rt.threads), the cores and the CPUs this process may run on, and the load average
+    (1/5/15 min) before the run (when the caller took it) and now; the GPU's name on CUDA."""
+    from faseg_rt.threads import current, read_affinity
 
+    affinity = read_affinity()
     info = {"python": platform.python_version(), "torch": torch.__version__, **cpu_description(),
             "threads": torch.get_num_threads(), "thread_policy": current(), "cores": os.cpu_count(),
+            "affinity": None if affinity is None else sorted(affinity),
             "load_before": None if load_before is None else list(load_before),
             "load_after": list(os.getloadavg())}
     if torch.device(device).type == "cuda":
@@ -110,26 +112,33 @@ def machine_info(device, load_before=None) -> dict:
 
 def loaded_heading(machine: dict) -> str:
     """A heading for a table measured while the 1-minute load average (before or after the run)
-    exceeded the CPUs the run could use (its thread policy's cpus_allowed, else the cores): its
-    figures are that run's under contention, not the machine's speed.  "" otherwise."""
+    exceeded the CPUs the run could use (its thread policy's cpus_allowed, else the cores), plus
+    the busy neighbours the run started itself (machine["background"], `latency --background`):
+    its figures are that run's under contention, not the machine's speed.  "" otherwise."""
     cores = (machine.get("thread_policy") or {}).get("cpus_allowed") or machine.get("cores")
+    own = int(machine.get("background") or 0)
     loads = [x[0] for x in (machine.get("load_before"), machine.get("load_after")) if x]
-    if not cores or not loads or max(loads) <= cores:
+    if not cores or not loads or max(loads) <= cores + own:
         return ""
     before, after = (f"{x[0]:.1f}" if x else "?" for x in (machine.get("load_before"), machine.get("load_after")))
+    mine = f" and the {own} busy neighbour(s) it started" if own else ""
     return (f"**Loaded run: load average {before} before, {after} after, above the {cores} CPU(s) this "
-            "run could use; the figures below are this run's under contention, not the machine's "
+            f"run could use{mine}; the figures below are this run's under contention, not the machine's "
             "speed.**\n\n")
 
 
 def machine_line(machine: dict) -> str:
-    """One line under a table: CPU, ISA in use, threads and why, load before -> after."""
+    """One line under a table: CPU, ISA in use, threads and why, load before -> after; the
+    pinning (--cpus) and the busy neighbours this run started, when there were any."""
     pol = machine.get("thread_policy") or {}
+    pinned, own = machine.get("pinned"), machine.get("background")
     load = " -> ".join(f"{x[0]:.1f}" for x in (machine.get("load_before"), machine.get("load_after")) if x)
     flags = " ".join(machine.get("cpu_flags") or []) or "none of " + "/".join(ISA_FLAGS)
     return (f"Machine: {machine.get('cpu')}, kernels {machine.get('isa')} (flags: {flags}), "
             f"{machine.get('threads')} thread(s) ({pol.get('source', '?')}) of {machine.get('cores')} "
             f"core(s), load average {load or '?'}, torch {machine.get('torch')}"
+            + (f", pinned to CPU(s) {pinned['cpus']} of {pinned['before']}" if pinned else "")
+            + (f", {own} busy neighbour(s) started by this run" if own else "")
             + (f", GPU {machine['gpu']}" if machine.get("gpu") else ""))
 
 

@@ -1,13 +1,11 @@
 """Latency benchmark: per-stage ms at batch 1 for the fast path, the literal reference and the
-network-only floor, in one run."""
+network-only floor, in one run; with --background N / --also-threads, each path idle and
+loaded instead (loaded.py)."""
 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
-
-import torch
 
 from faseg_rt.bench.common import (
     STAGES,
@@ -17,82 +15,18 @@ from faseg_rt.bench.common import (
     machine_info,
     reference_hard_memory_mb,
     resolve_model,
-    summarize,
 )
 from faseg_rt.bench.frontend import FRONT_STAGES, frontend_table, load_frontend, time_frontend_batching
-from faseg_rt.profiling import record
-
-
-def time_segmenter(seg, image, classes, caption, warmup: int, iters: int, candidates=None) -> dict:
-    """Per-stage and total ms over `iters` calls (text cache cleared: text encoder included).
-
-    With candidates="auto" (and caption="auto") the front end's stages are timed too."""
-    stages = STAGES + FRONT_STAGES if candidates is not None else STAGES
-    per_stage = {k: [] for k in stages}
-    totals = []
-    for i in range(warmup + iters):
-        seg.clear_text_cache()
-        with record() as t:
-            t0 = time.perf_counter()
-            seg(image, classes=classes, caption=caption, candidates=candidates)
-            if torch.device(seg.device).type == "cuda":
-                torch.cuda.synchronize()
-            total = (time.perf_counter() - t0) * 1e3
-        if i < warmup:
-            continue
-        totals.append(total)
-        ms = dict(t.ms)
-        ms["postprocess"] = ms.pop("labels", 0.0) + ms.pop("resize", 0.0) + ms.pop("load_image", 0.0)
-        for k in stages:
-            per_stage[k].append(ms.get(k, 0.0))
-    out = {k: summarize(v) for k, v in per_stage.items()}
-    out["total"] = summarize(totals)
-    return out
-
-
-def time_network_floor(seg, warmup: int, iters: int) -> dict:
-    """The network passes alone (text encoder, VAE encoder, two plain UNet passes) on the
-    same shapes: the floor any FA-Seg implementation pays."""
-    be = seg.backend
-    d = be.dims
-    ids = torch.full((2, d.text_len), 49407, dtype=torch.int64, device=be.device)
-    pixels = torch.zeros(2, 3, d.image_size, d.image_size, dtype=be.dtype, device=be.device)
-    lat = torch.zeros(2, d.latent_channels, d.latent_size, d.latent_size, dtype=be.dtype, device=be.device)
-    ts = torch.tensor([1], dtype=torch.int64, device=be.device)
-    samples = []
-    for i in range(warmup + iters):
-        t0 = time.perf_counter()
-        emb = be.text_encoder(input_ids=ids)["last_hidden_state"]
-        be.vae_encoder(pixels=pixels)
-        ehs = emb[:1].expand(2, -1, -1).contiguous()
-        be.unet(latents=lat, timestep=ts, encoder_hidden_states=ehs)
-        be.unet(latents=lat, timestep=ts, encoder_hidden_states=ehs)
-        if be.device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            samples.append((time.perf_counter() - t0) * 1e3)
-    return summarize(samples)
-
-
-def time_reference(model, image, classes, caption, iters: int) -> dict:
-    from faseg_rt.method.reference import ReferenceFASeg, reference_hard_ttf
-    from faseg_rt.model import load_modules, load_tokenizer
-
-    ref = ReferenceFASeg(*load_modules(model), load_tokenizer(model))
-    totals, hards = [], []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        cross, selfs, spans = ref.attention(image, classes, caption)
-        t1 = time.perf_counter()
-        reference_hard_ttf(cross, selfs, spans, 0.55, out_size=image.size)
-        t2 = time.perf_counter()
-        totals.append((t2 - t0) * 1e3)
-        hards.append((t2 - t1) * 1e3)
-    return {"total": summarize(totals), "hard_ttf": summarize(hards)}
+from faseg_rt.bench.timers import time_network_floor, time_reference, time_segmenter
 
 
 def latency(args) -> dict:
+    """The per-stage run; with --background N or --also-threads, the idle / loaded run (loaded.py)."""
+    from faseg_rt.bench.loaded import loaded_latency, wanted
     from faseg_rt.testing import synthetic_image
+
+    if wanted(args):
+        return loaded_latency(args)
 
     cache = Path(args.cache)
     model = resolve_model(args.model, cache)
@@ -147,6 +81,11 @@ def latency(args) -> dict:
 
 
 def latency_table(res: dict) -> str:
+    """The per-stage table (or the idle / loaded one, for a result of that run)."""
+    if res.get("mode") == "loaded":
+        from faseg_rt.bench.loaded import loaded_table
+
+        return loaded_table(res)
     lines = []
     ref = res.get("reference")
     for name, r in res["backends"].items():

@@ -1,4 +1,5 @@
-"""`faseg-rt bench latency|throughput|ablations|profile|vocab|precision|ops|gpu` and the scripts in benchmarks/.
+"""`faseg-rt bench latency|throughput|workers|ablations|profile|vocab|precision|ops|gpu` and the scripts in
+benchmarks/.
 
 Results go to `--out` (default `faseg-bench/` in the current folder, git-ignored, so a run never
 edits the checked-in figures; `--out benchmarks/results` when the point is to update them).  The
@@ -15,28 +16,51 @@ import time
 from pathlib import Path
 
 from faseg_rt import rules
-from faseg_rt.cli.args import add_threads_arg, positive_int_arg
+from faseg_rt.cli.args import add_threads_arg, positive_int_arg, threads_arg
 from faseg_rt.cli.parser import CLIParser
 
 #: where results go unless --out says otherwise (listed in .gitignore)
 DEFAULT_OUT = "faseg-bench"
 
 
-def add_common(p):
+def add_common(p, in_process: bool = True):
+    """The options every benchmark takes; in_process: also --device, --dtype, --engines and
+    --threads, for those that run the model in this process (not `workers`, whose label runs
+    choose their own)."""
     p.add_argument("--model", default="tiny",
                    help="'tiny' or 'full' (random SD 1.5-shaped model built offline, 'full' at SD 1.5 "
                         "widths) or an SD 1.x directory / hub id (default: tiny)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES,
-                   help="default: fp16 on CUDA, else fp32")
-    p.add_argument("--engines", default=None, help="directory written by faseg-rt export (exported backends)")
+    if in_process:
+        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+        p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES,
+                       help="default: fp16 on CUDA, else fp32")
+        p.add_argument("--engines", default=None, help="directory written by faseg-rt export (exported backends)")
+        add_threads_arg(p)
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "faseg_rt_bench_models"),
                    help="where the random tiny / full models are built once (default: %(default)s)")
     p.add_argument("--out", default=DEFAULT_OUT,
                    help="folder for the result JSON (default: %(default)s/; benchmarks/results to "
                         "update the checked-in figures)")
     p.add_argument("--tag", default=None, help="suffix of the result file name (default: MODEL-DEVICE)")
-    add_threads_arg(p)
+    add_cpus_arg(p)
+
+
+def add_cpus_arg(p) -> None:
+    """--cpus N: pin the benchmark to N CPUs, a stand-in for a container's CPU quota."""
+    p.add_argument("--cpus", type=positive_int_arg, default=None, metavar="N",
+                   help="pin this benchmark (every thread, and what it starts) to the first N CPUs it "
+                        "may use, before torch starts its threads: a simulated N-CPU quota; the "
+                        "thread policy then sees N CPUs (default: no pinning)")
+
+
+def count_arg(text: str) -> int:
+    """argparse type for a count that may be 0 (--background)."""
+    return 0 if text.strip() == "0" else positive_int_arg(text)
+
+
+def threads_list_arg(text: str) -> list[int]:
+    """argparse type: '1' or '1,2' -> [1, 2], each checked as --threads is."""
+    return [threads_arg(x) for x in text.split(",")]
 
 
 def add_benchmarks(sub) -> None:
@@ -58,12 +82,30 @@ def add_benchmarks(sub) -> None:
                           "SigLIP: 'real' = BLIP-large + SigLIP-base sizes, 'tiny' = the test models")
     lat.add_argument("--frontend-batch-sizes", default="1,4",
                      help="batch sizes of the front-end batching table")
+    lat.add_argument("--background", type=count_arg, default=0, metavar="N",
+                     help="time every path idle and then beside N busy neighbour processes (pure "
+                          "CPU, stopped at the end), side by side: idle ms, loaded ms, ratio "
+                          "(default: 0, the per-stage table)")
+    lat.add_argument("--also-threads", type=threads_list_arg, default=None, metavar="N[,M]",
+                     help="also time the torch backend with these torch thread counts (e.g. 1: does "
+                          "1 thread beat 2 under load?); implies the idle / loaded table")
     thr = sub.add_parser("throughput", help="images/s and peak memory over batch sizes")
     add_common(thr)
     thr.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
                      help="default: torch")
     thr.add_argument("--batch-sizes", default="1,2,4", help="comma-separated, each in a fresh process")
     thr.add_argument("--images", type=positive_int_arg, default=8, help="images per batch size (default: 8)")
+    wrk = sub.add_parser("workers", help="faseg-rt label as W workers x T threads: images/s per setting")
+    add_common(wrk, in_process=False)
+    wrk.add_argument("--settings", default="2x1,1x2",
+                     help="WORKERSxTHREADS settings, comma-separated, each a label run with its own "
+                          "local Ray (default: %(default)s)")
+    wrk.add_argument("--images", type=positive_int_arg, default=16, help="images per run (default: 16)")
+    wrk.add_argument("--latent", type=int, default=64, choices=[8, 16, 32, 64],
+                     help="latent grid: 64 is the real 512 px method, 8 a 64 px smoke run (default: 64)")
+    wrk.add_argument("--rounds", type=positive_int_arg, default=1,
+                     help="times every setting runs, interleaved (default: 1)")
+    wrk.add_argument("--timeout-s", type=float, default=900.0, help="per label run (default: 900)")
     abl = sub.add_parser("ablations", help="each optimisation against the plain way, same tensors")
     add_common(abl)
     abl.add_argument("--classes", type=positive_int_arg, default=5, help="number of classes (default: 5)")
@@ -93,6 +135,7 @@ def add_benchmarks(sub) -> None:
     ops.add_argument("--out", default="faseg-bench", help="folder for the result JSON (default: faseg-bench/)")
     ops.add_argument("--tag", default="cpu", help="suffix of the result file name (default: cpu)")
     add_threads_arg(ops)
+    add_cpus_arg(ops)
     sub.add_parser("gpu", help="every GPU measurement in steps (faseg-rt bench gpu -h)",
                    add_help=False, prefix_chars="\0").add_argument(
         "rest", nargs=argparse.REMAINDER, help="options of faseg-rt bench gpu")
@@ -116,6 +159,14 @@ def build_parser():
 def cmd_bench(args) -> int:
     from faseg_rt.threads import apply
 
+    if getattr(args, "cpus", None):  # before the policy reads the affinity and torch starts threads
+        from faseg_rt.bench.contention import pin_cpus
+
+        try:
+            args.pinned = pin_cpus(args.cpus)
+        except (OSError, ValueError) as e:
+            print(f"faseg-rt bench: --cpus {args.cpus}: {e}", file=sys.stderr)
+            return 2
     apply(getattr(args, "num_threads", None))  # every benchmark (and each throughput child) by the policy
     if args.what == "gpu":  # its own steps and options (faseg_rt/bench/gpu.py)
         from faseg_rt.bench.gpu import main as gpu_main
@@ -137,11 +188,13 @@ def cmd_bench(args) -> int:
     # where the figures come from (CPU, ISA, threads, load before and after), in the JSON and the table
     device = res.get("device") or getattr(args, "device", None) or "cpu"
     res["machine"] = {**res.get("machine", {}), **machine_info(device, load_before=load_before)}
+    if getattr(args, "pinned", None):
+        res["machine"]["pinned"] = args.pinned
     table = with_provenance(table_fn(res), res["machine"])
     res["markdown"] = table
     res["date"] = time.strftime("%Y-%m-%d %H:%M:%S")
     model = args.model if getattr(args, "model", None) in ("tiny", "full") else "model"  # ops has none
-    tag = args.tag or f"{model}-{res.get('device', args.device or 'auto')}"
+    tag = args.tag or f"{model}-{res.get('device') or getattr(args, 'device', None) or 'auto'}"
     path = Path(args.out) / f"{args.what}-{tag}.json".replace(":", "")
     atomic_write_json(path, res)
     print(table)
@@ -159,6 +212,11 @@ def _latency():
 def _throughput():
     from faseg_rt.bench.throughput import throughput, throughput_table
     return throughput, throughput_table
+
+
+def _workers():
+    from faseg_rt.bench.workers import workers, workers_table
+    return workers, workers_table
 
 
 def _ablations():
@@ -187,7 +245,7 @@ def _vocab():
 
 
 #: KIND -> loader of its (run(args) -> dict, table(dict) -> markdown); `gpu` runs its own plan
-TABLE_BENCHMARKS = {"latency": _latency, "throughput": _throughput, "ablations": _ablations,
+TABLE_BENCHMARKS = {"latency": _latency, "throughput": _throughput, "workers": _workers, "ablations": _ablations,
                     "profile": _profile, "precision": _precision, "ops": _ops, "vocab": _vocab}
 
 
