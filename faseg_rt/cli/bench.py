@@ -63,8 +63,7 @@ def threads_list_arg(text: str) -> list[int]:
     return [threads_arg(x) for x in text.split(",")]
 
 
-def add_benchmarks(sub) -> None:
-    """The benchmarks as subparsers of `sub` (also the hidden per-batch-size worker of throughput)."""
+def _add_latency(sub) -> None:
     lat = sub.add_parser("latency", help="per-stage latency at batch 1 vs reference and floor")
     add_common(lat)
     lat.add_argument("--backends", default="torch", help="comma-separated: torch,onnxruntime,tensorrt")
@@ -89,6 +88,11 @@ def add_benchmarks(sub) -> None:
     lat.add_argument("--also-threads", type=threads_list_arg, default=None, metavar="N[,M]",
                      help="also time the torch backend with these torch thread counts (e.g. 1: does "
                           "1 thread beat 2 under load?); implies the idle / loaded table")
+
+
+def add_benchmarks(sub) -> None:
+    """The benchmarks as subparsers of `sub` (also the hidden per-batch-size worker of throughput)."""
+    _add_latency(sub)
     thr = sub.add_parser("throughput", help="images/s and peak memory over batch sizes")
     add_common(thr)
     thr.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],

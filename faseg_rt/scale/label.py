@@ -35,8 +35,7 @@ from faseg_rt import rules
 from faseg_rt.errors import FASegError, InvalidInputError
 from faseg_rt.io import check_collisions, output_name, remove_stale_temps
 from faseg_rt.scale.inputs import is_uri, path_key, resolve_inputs
-from faseg_rt.scale.manifest import (MANIFEST_NAME, Manifest, check_settings, is_done,
-                                     job_settings, manifest_fields)
+from faseg_rt.scale.manifest import MANIFEST_NAME, Manifest, check_settings, is_done, job_settings, manifest_fields
 from faseg_rt.scale.worker import _SegmentWorker
 
 #: One line for users without Ray (the CLI prints it and exits 2).
@@ -48,11 +47,8 @@ class RayUnavailableError(FASegError):
 
 
 def _concrete_dtype(dtype, device, gpus: bool):
-    """The driver's one resolution of dtype "auto" for every worker (devices.resolve_auto),
-    imported here: devices imports torch, which a usage error must not wait for."""
-    from faseg_rt.devices import resolve_auto
-
-    return resolve_auto(dtype, device, gpus=gpus)
+    from faseg_rt.devices import resolve_auto  # here: devices imports torch, too slow for a usage error
+    return resolve_auto(dtype, device, gpus=gpus)  # "auto" resolved once, by the driver
 
 
 def import_ray():
