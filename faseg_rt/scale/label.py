@@ -145,9 +145,7 @@ def _plan_resources(ray, num_workers, device) -> tuple[int, float, float]:
 def _check_settings(classes, threshold, batch_size, num_workers, dtype, model, threads=None):
     """(classes, threshold, batch_size, num_workers, dtype name, model, threads) checked by the
     shared rules once in the driver, not in every worker."""
-    from faseg_rt.rules import normalize_classes
-
-    classes = list(normalize_classes(classes))
+    classes = list(rules.normalize_classes(classes))
     if threshold is not None:
         threshold = rules.threshold(threshold)
     batch_size = rules.batch_size(batch_size)
