@@ -35,7 +35,7 @@ from faseg_rt.method.ttf import labels_from_scores, resize_labels, ttf, ttf_labe
 from faseg_rt.profiling import stage
 from faseg_rt.results import SegmentationResult
 from faseg_rt.rules import normalize_classes
-from faseg_rt.text_cache import VocabularyCache, device_token_matrix
+from faseg_rt.text_cache import VocabularyCache, compact, device_token_matrix
 
 # Class prompts encoded per text-encoder call: bounds its activations for long vocabularies.
 TEXT_BATCH = 64
@@ -143,7 +143,7 @@ class Segmenter:
         self._vocab_cache.clear()
         self._class_prompts.clear()
 
-    def _cached_text(self, key) -> TextEmbeddings | None:
+    def _cached_text(self, key) -> tuple | None:
         try:
             return self._text_cache.get(key)
         except TypeError:  # unhashable items: not a valid class list, build_dual_prompts says so
@@ -187,25 +187,25 @@ class Segmenter:
         return prompts
 
     def encode_text(self, classes: Sequence[str], caption: str | None = None) -> TextEmbeddings:
-        """Dual prompts and their embeddings, cached per (caption, classes); the class-prompt
-        chunks are cached per vocabulary, so a new caption encodes only its full prompt."""
+        """Dual prompts and their embeddings.  The full prompt's (77, D) embedding is cached per
+        (caption, classes) and the class-prompt chunks per vocabulary (under the byte budget,
+        the only cache that holds them), so a new caption encodes only its full prompt."""
+        hit = None
         if isinstance(classes, (list, tuple)) and (caption is None or isinstance(caption, str)):
             hit = self._cached_text((caption, tuple(classes)))   # already-normal names: no
-            if hit is not None:                                   # tokenizing 1000 classes again
-                return hit
-        prompts = self._prompts(classes, caption)
-        key = (prompts.caption, prompts.classes)
-        hit = self._cached_text(key)
-        if hit is not None:
-            return hit
-        self.check_vocabulary(prompts)
+        if hit is None:                                           # tokenizing 1000 classes again
+            prompts = self._prompts(classes, caption)
+            hit = self._cached_text((prompts.caption, prompts.classes))
+        if hit is None:
+            self.check_vocabulary(prompts)
+            hit = (prompts, compact(self._encode_ids([prompts.full_ids])[0]))
+            self._text_cache.put((prompts.caption, prompts.classes), hit)
+        prompts, full = hit
         chunks = self._vocab_cache.get(prompts.classes)
-        if chunks is None:
-            chunks = self._encode_ids([c.input_ids for c in prompts.chunks])
+        if chunks is None:  # new, or evicted since: encoded again (the same embeddings)
+            chunks = compact(self._encode_ids([c.input_ids for c in prompts.chunks]))
             self._vocab_cache.put(prompts.classes, chunks)
-        text = TextEmbeddings(prompts, self._encode_ids([prompts.full_ids])[0], chunks)
-        self._text_cache.put(key, text)
-        return text
+        return TextEmbeddings(prompts, full, chunks)
 
     # ------------------------------------------------------------------ tensor-level stages
     def attention_summaries(self, batch: torch.Tensor, texts: Sequence[TextEmbeddings]) -> dict[str, torch.Tensor]:
