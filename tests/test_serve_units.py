@@ -178,6 +178,7 @@ def test_without_ray_serve_the_command_says_how_to_install(monkeypatch, capsys, 
     from faseg_rt.serve.run import SERVE_MISSING
 
     monkeypatch.setitem(sys.modules, "ray.serve", None)  # makes the import raise ImportError
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)  # restored after
     rc = main(["serve", "--model", str(tiny_model_dir)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err == [f"faseg-rt: error: {SERVE_MISSING}"]
@@ -284,3 +285,57 @@ def test_the_page_sends_the_candidates_the_api_takes(typed, field):
     assert url == "/v1/segment" and fields["classes"] == "cat, sofa"
     assert "caption" not in fields and "threshold" not in fields     # empty fields are not sent
     assert parse_candidates(fields.get("candidates")) == field
+
+
+class _FakeRay:
+    """ray.init's recorder: no cluster starts."""
+
+    def __init__(self, loopback: bool):
+        self.calls = []
+        self._private = type("P", (), {"ray_constants": type("C", (), {"ENABLE_RAY_CLUSTER": not loopback})})
+
+    def is_initialized(self):
+        return False
+
+    def init(self, **kwargs):
+        self.calls.append(kwargs)
+
+
+def test_a_local_ray_starts_without_dashboard_and_a_cluster_is_joined_as_it_is(monkeypatch, caplog):
+    from faseg_rt.serve.run import start_ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray = _FakeRay(loopback=True)
+    assert start_ray(ray, None) is True and start_ray(ray, "local") is True
+    for kw in ray.calls:
+        assert kw["include_dashboard"] is False and kw["log_to_driver"] is False
+    assert "every interface" not in caplog.text
+    ray = _FakeRay(loopback=True)
+    assert start_ray(ray, "ray://head:10001") is False
+    assert "include_dashboard" not in ray.calls[0] and ray.calls[0]["address"] == "ray://head:10001"
+    monkeypatch.setenv("RAY_ADDRESS", "auto")  # no address joins RAY_ADDRESS's cluster
+    assert start_ray(_FakeRay(loopback=True), None) is False
+    monkeypatch.delenv("RAY_ADDRESS")
+    start_ray(_FakeRay(loopback=False), None)  # Ray imported too early: said, not hidden
+    assert "listen on every interface" in caplog.text
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_the_installed_ray_keeps_a_local_ray_on_loopback(local):
+    """import_serve(local=True) sets LOCAL_RAY_ENV before Ray is imported, and the installed
+    Ray reads it (its single-machine mode: every port on 127.0.0.1); joining a cluster does not."""
+    pytest.importorskip("ray.serve", reason="Ray Serve is not installed: pip install 'faseg_rt[serve]'")
+    import os
+    import subprocess
+
+    from faseg_rt.serve.run import LOCAL_RAY_ENV
+
+    code = ("from faseg_rt.serve.run import import_serve, loopback_only\n"
+            f"ray, _ = import_serve(local={local})\n"
+            "print(loopback_only(ray), ray._private.services.get_node_ip_address())")
+    env = {k: v for k, v in os.environ.items() if k not in LOCAL_RAY_ENV}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120, check=True).stdout.split()
+    assert out[0] == str(local)
+    if local:  # (without, the node's address: loopback too on a machine with no network)
+        assert out[1] == "127.0.0.1"
