@@ -137,6 +137,27 @@ def test_a_batch_answers_each_request_as_a_single_call(small_segmenter, one_thre
     assert snap["segment_batch_calls"] == 3 + 3
 
 
+def test_a_mixed_batch_is_byte_equal_to_single_calls_whatever_shares_it(small_segmenter):
+    """Groups of several requests (two vocabularies, captions, two thresholds), in different
+    batch compositions: every answer's mask is the bytes of its own single call's (the replica's
+    Segmenter is batch-invariant by default); the same request gets the same bytes each time."""
+    imgs = [synthetic_image(40 + 8 * i, 30 + 4 * i, seed=70 + i) for i in range(6)]
+    reqs = [SegmentRequest(imgs[0], ("cat", "sky")),
+            SegmentRequest(imgs[1], ("dog", "grass", "car"), caption="a street"),
+            SegmentRequest(imgs[2], ("cat", "sky"), caption="a cat on a mat"),
+            SegmentRequest(imgs[3], ("dog", "grass", "car")),
+            SegmentRequest(imgs[4], ("cat", "sky")),
+            SegmentRequest(imgs[5], ("cat", "sky"), threshold=0.3)]
+    singles = [label_png_bytes(small_segmenter(r.image, classes=list(r.classes), caption=r.caption,
+                                               threshold=r.threshold).labels) for r in reqs]
+    for order in ([0, 1, 2, 3, 4, 5], [4, 0, 2], [3, 1], [5, 2, 4, 0]):
+        stats = BatchStats()
+        out = run_batch(small_segmenter, [reqs[i] for i in order], stats)
+        for i, a in zip(order, out):
+            assert base64.b64decode(a.json()["labels_png"]) == singles[i], (order, i)
+        assert stats.snapshot()["segment_batch_calls"] == len({reqs[i].group for i in order})
+
+
 def test_answer_fields_and_header():
     from faseg_rt.results import SegmentationResult
 
@@ -154,6 +175,9 @@ def test_answer_fields_and_header():
 def test_settings_are_checked_before_anything_deploys(tiny_model_dir, tmp_path):
     s = ServeSettings.make(str(tiny_model_dir), max_batch_size="4", batch_wait_ms=0)
     assert s.max_batch_size == 4 and s.batch_wait_ms == 0.0 and s.model == str(tiny_model_dir.resolve())
+    assert s.batching == "invariant" and s.batch_invariant
+    shared = ServeSettings.make(str(tiny_model_dir), batching="shared")
+    assert shared.batching == "shared" and not shared.batch_invariant
     for kw, msg in [({"max_batch_size": 0}, "max_batch_size must be an integer >= 1"),
                     ({"replicas": 1.5}, "replicas must be an integer"),
                     ({"max_queued": -1}, "max_queued must be an integer >= 0"),
@@ -165,6 +189,7 @@ def test_settings_are_checked_before_anything_deploys(tiny_model_dir, tmp_path):
                     ({"max_pixels": 0}, "max_pixels must be an integer >= 1"),
                     ({"max_classes": 2.5}, "max_classes must be an integer"),
                     ({"dtype": "int8"}, "unknown dtype"),
+                    ({"batching": "sometimes"}, "batching must be one of"),
                     ({"colour": 1}, "unknown service setting")]:
         with pytest.raises(InvalidInputError, match=msg):
             ServeSettings.make(str(tiny_model_dir), **kw)
