@@ -3,16 +3,17 @@ concurrent clients and --max-batch-size, beside the same images through `segment
 process (the service's overhead).
 
 Usage: python benchmarks/serve.py [--model tiny|full|DIR] [--latent 16] [--batch-sizes 1,4]
-       [--concurrency 1,4,8] [--requests 16] [--threads 2] [--device cpu|cuda] [--dtype float16]
-       [--out benchmarks/results/serve-tiny-cpu.json]
+       [--batching invariant,shared] [--concurrency 1,4,8] [--requests 16] [--threads 2]
+       [--device cpu|cuda] [--dtype float16] [--out benchmarks/results/serve-tiny-cpu.json]
 
 Starts a local Ray (--threads CPUs) and Serve on 127.0.0.1 only (a free port), deploys the
-application once per max batch size (one replica, --threads torch threads) and drives it with a
+application once per batching mode and max batch size (one replica, --threads torch threads) and drives it with a
 bounded asyncio client: exactly --requests POST /v1/segment calls per point, at most C in flight,
 each a distinct synthetic 320 x 240 image with the same 5 classes.  Latency is the client's
 (send to last byte); throughput is requests / wall time of the point; "mean batch" is what the
 replica's /v1/stats counted during the point.  After the service is stopped, the same images go
-through `Segmenter.segment_batch` in this process with the same threads and batch sizes.
+through `Segmenter.segment_batch` in this process with the same threads, batch sizes and
+batching (batch_invariant=True for "invariant", False for "shared").
 --latent 16 runs the method on 128 px inputs (the tests' small config: every stage, far cheaper
 on a CPU); --latent 64 is the real 512 px method.  Everything started here is stopped at the end.
 """
@@ -94,12 +95,12 @@ def service_points(args, model, config, bodies) -> list[dict]:
     rows = []
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        for b in args.batch_sizes:
+        for mode, b in ((m, b) for m in args.batching for b in args.batch_sizes):
             gpu = args.device.startswith("cuda")
             app = build_app(str(model), config=config, device=args.device, dtype=args.dtype,
                             max_batch_size=b, batch_wait_ms=args.batch_wait_ms, max_queued=10_000,
                             num_threads=args.threads, num_cpus=1.0 if gpu else float(args.threads),
-                            num_gpus=1.0 if gpu else 0.0)
+                            num_gpus=1.0 if gpu else 0.0, batching=mode)
             wait_loaded(serve.run(app, name="faseg-bench", route_prefix="/", blocking=False), 1800)
             asyncio.run(drive(url, bodies[:2], 1, args.timeout_s))  # warm-up
             for c in args.concurrency:
@@ -107,7 +108,7 @@ def service_points(args, model, config, bodies) -> list[dict]:
                 point = asyncio.run(drive(url, bodies, c, args.timeout_s))
                 after = _stats(url)
                 batches = after["batches"] - before["batches"]
-                point.update(max_batch_size=b, clients=c, requests=len(bodies),
+                point.update(batching=mode, max_batch_size=b, clients=c, requests=len(bodies),
                              mean_batch=(after["requests"] - before["requests"]) / max(1, batches))
                 print(json.dumps(point), flush=True)
                 rows.append(point)
@@ -125,23 +126,25 @@ def in_process_points(args, model, config, images) -> list[dict]:
     seg = Segmenter.from_pretrained(model, device=args.device, dtype=args.dtype, config=config)
     seg.segment_batch(images[:2], CLASSES.split(","), batch_size=1, return_scores=False)  # warm-up
     rows = []
-    for b in args.batch_sizes:
+    for mode, b in ((m, b) for m in args.batching for b in args.batch_sizes):
         t0 = time.perf_counter()
-        seg.segment_batch(images, CLASSES.split(","), batch_size=b, return_scores=False)
+        seg.segment_batch(images, CLASSES.split(","), batch_size=b, return_scores=False,
+                          batch_invariant=mode == "invariant")
         wall = time.perf_counter() - t0
-        rows.append({"batch_size": b, "img_per_s": len(images) / wall, "wall_s": wall})
+        rows.append({"batching": mode, "batch_size": b, "img_per_s": len(images) / wall, "wall_s": wall})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
 def table(res: dict) -> str:
-    base = {r["batch_size"]: r["img_per_s"] for r in res["in_process"]}
-    lines = ["| max batch | clients | img/s | in-process img/s (same batch) | service / in-process | "
-             "p50 ms | p95 ms | p99 ms | mean batch |", "|---|---|---|---|---|---|---|---|---|"]
+    base = {(r["batching"], r["batch_size"]): r["img_per_s"] for r in res["in_process"]}
+    lines = ["| batching | max batch | clients | img/s | in-process img/s (same batch) | service / "
+             "in-process | p50 ms | p95 ms | p99 ms | mean batch |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["service"]:
-        b = r["max_batch_size"]
-        lines.append(f"| {b} | {r['clients']} | {r['img_per_s']:.2f} | {base[b]:.2f} | "
-                     f"{r['img_per_s'] / base[b]:.2f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
+        b, m = r["max_batch_size"], r["batching"]
+        lines.append(f"| {m} | {b} | {r['clients']} | {r['img_per_s']:.2f} | {base[m, b]:.2f} | "
+                     f"{r['img_per_s'] / base[m, b]:.2f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
                      f"{r['p99_ms']:.0f} | {r['mean_batch']:.2f} |")
     return "\n".join(lines)
 
@@ -152,6 +155,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="tiny", help="tiny | full | a model directory")
     p.add_argument("--latent", type=int, default=16, help="latent grid: 16 (128 px) or 64 (512 px)")
     p.add_argument("--batch-sizes", type=ints, default=[1, 4])
+    p.add_argument("--batching", type=lambda s: s.split(","), default=["invariant"],
+                   help="comma-separated: invariant (the default service), shared (--batching shared)")
     p.add_argument("--concurrency", type=ints, default=[1, 4, 8])
     p.add_argument("--requests", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)

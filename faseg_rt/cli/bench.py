@@ -1,4 +1,5 @@
-"""`faseg-rt bench latency|throughput|ablations|profile|vocab|precision|ops|gpu` and the scripts in benchmarks/.
+"""`faseg-rt bench latency|throughput|batching|ablations|profile|vocab|precision|ops|gpu` and the
+scripts in benchmarks/.
 
 Results go to `--out` (default `faseg-bench/` in the current folder, git-ignored, so a run never
 edits the checked-in figures; `--out benchmarks/results` when the point is to update them).  The
@@ -64,6 +65,13 @@ def add_benchmarks(sub) -> None:
                      help="default: torch")
     thr.add_argument("--batch-sizes", default="1,2,4", help="comma-separated, each in a fresh process")
     thr.add_argument("--images", type=positive_int_arg, default=8, help="images per batch size (default: 8)")
+    bat = sub.add_parser("batching", help="batch-invariant vs shared batching: images/s and "
+                                          "disagreement with single calls")
+    add_common(bat)
+    bat.add_argument("--latents", default="8,16", help="latent grids: 8 (64 px), 16 (128 px), 64 (512 px)")
+    bat.add_argument("--images", type=positive_int_arg, default=8, help="images per way (default: 8)")
+    bat.add_argument("--batch-size", type=positive_int_arg, default=4, help="shared batch size (default: 4)")
+    bat.add_argument("--repeats", type=positive_int_arg, default=2, help="timed rounds, fastest kept")
     abl = sub.add_parser("ablations", help="each optimisation against the plain way, same tensors")
     add_common(abl)
     abl.add_argument("--classes", type=positive_int_arg, default=5, help="number of classes (default: 5)")
@@ -158,6 +166,11 @@ def _throughput():
     return throughput, throughput_table
 
 
+def _batching():
+    from faseg_rt.bench.batching import batching, batching_table
+    return batching, batching_table
+
+
 def _ablations():
     from faseg_rt.bench.ablations import ablations, ablations_table
     return ablations, ablations_table
@@ -184,7 +197,8 @@ def _vocab():
 
 
 #: KIND -> loader of its (run(args) -> dict, table(dict) -> markdown); `gpu` runs its own plan
-TABLE_BENCHMARKS = {"latency": _latency, "throughput": _throughput, "ablations": _ablations,
+TABLE_BENCHMARKS = {"latency": _latency, "throughput": _throughput, "batching": _batching,
+                    "ablations": _ablations,
                     "profile": _profile, "precision": _precision, "ops": _ops, "vocab": _vocab}
 
 
