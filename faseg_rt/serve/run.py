@@ -10,10 +10,13 @@ wait ~60 s on the gone GCS (and Ray's core worker aborts the process).  So when 
 process started is gone, the stop is immediate: the node's remaining processes and this
 process's own descendants are killed and the process exits 0 (`_hard_stop`).
 
-A local Ray started here listens on 127.0.0.1 only: no dashboard, and Ray's single-machine mode
+A local Ray started here listens on 127.0.0.1: no dashboard, and Ray's single-machine mode
 (`LOCAL_RAY_ENV`, what Ray runs as on macOS and Windows), in which the GCS, raylet, workers,
-dashboard agent and the Prometheus metrics endpoints bind the loopback interface; only the HTTP
-proxy listens where --host says.  Joining a cluster (--address) leaves its settings alone.
+dashboard agent and the Prometheus metrics endpoints bind the loopback interface; the HTTP proxy
+listens where --host says.  One port Ray Serve binds on every interface whatever the mode: each
+replica's inter-deployment gRPC server, which with Ray's token authentication (RAY_AUTH_MODE=
+token, set here too) answers only callers holding the cluster's token.  Joining a cluster
+(--address) leaves its settings alone.
 """
 
 from __future__ import annotations
@@ -36,10 +39,12 @@ class ServeUnavailableError(FASegError):
     """Ray Serve (the optional `serve` extra) is not installed."""
 
 
-#: The environment of a Ray this command starts itself: Ray's single-machine mode, in which
-#: every Ray process and metrics endpoint listens on 127.0.0.1 (Ray reads it on import, and the
-#: processes it starts inherit it).  A value already in the environment wins.
-LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+#: The environment of a Ray this command starts itself (Ray reads it on import, and the
+#: processes it starts inherit it): Ray's single-machine mode, in which every Ray process and
+#: metrics endpoint listens on 127.0.0.1, and token authentication (Ray 2.60's default for a
+#: local Ray, asked for by name: no warning, and no change if that default does).  A value
+#: already in the environment wins.
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
 
 
 def is_local(address: str | None) -> bool:
