@@ -95,3 +95,18 @@ def test_label_workers_write_the_single_call_masks(tiny_model_dir, small_segment
         for p, im in zip(paths, IMAGES):
             single = small_segmenter(im, classes=["cat", "sky"], caption="a cat")
             assert (tmp_path / "out" / f"{p.stem}.png").read_bytes() == label_png_bytes(single.labels)
+
+
+@pytest.mark.parametrize("command", [["segment", "x.png", "--classes", "cat"],
+                                     ["label", "x.png", "--classes", "cat", "--out", "o"],
+                                     ["eval", "--dataset", "voc", "--root", "r", "--out", "o"],
+                                     ["serve"]])
+def test_every_command_takes_batching_invariant_by_default(command, capsys):
+    from faseg_rt.cli.main import build_parser
+    from faseg_rt.serve.settings import ServeSettings
+
+    assert build_parser().parse_args(command).batching == "invariant" == ServeSettings.default("batching")
+    assert build_parser().parse_args([*command, "--batching", "shared"]).batching == "shared"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--batching", "sometimes"])
+    assert "invalid choice" in capsys.readouterr().err
