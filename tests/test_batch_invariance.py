@@ -5,8 +5,8 @@ configs; batching that shares network passes is opt-in (batch_invariant=False).
 Where batch dependence enters (measured on the tiny model): the networks' matrix products.
 torch's CPU GEMM picks its blocking from M = rows, so a Linear over a batch of 8 latents rounds
 differently from the same rows in a batch of 2 (the time embedding first, then every layer);
-convolutions, norms, attention and HARD / TTF gave identical rows here.  At 64 px that rounding
-moves 10-40 % of the random model's near-tied labels, at 128 px none to a few pixels.
+convolutions, norms, attention and HARD / TTF gave identical rows here.  How many labels that
+rounding moves is measured in benchmarks/README.md ("Batch invariance").
 """
 
 from __future__ import annotations
