@@ -3,18 +3,19 @@ concurrent clients and --max-batch-size, beside the same images through `segment
 process (the service's overhead).
 
 Usage: python benchmarks/serve.py [--model tiny|full|DIR] [--latent 16] [--batch-sizes 1,4]
-       [--concurrency 1,4,8] [--requests 16] [--threads 2] [--replicas 1,2] [--device cpu|cuda]
-       [--dtype float16]
+       [--batching invariant,shared] [--concurrency 1,4,8] [--requests 16] [--threads 2]
+       [--replicas 1,2] [--device cpu|cuda] [--dtype float16]
        [--out benchmarks/results/serve-tiny-cpu.json]
 
 Starts a local Ray (--threads CPUs) and Serve on 127.0.0.1 only (a free port), deploys the
-application once per replica count and max batch size (--replicas, default 1; each replica gets
---threads // replicas torch threads and as many Ray CPUs) and drives it with a
+application once per replica count, batching mode and max batch size (--replicas, default 1;
+each replica gets --threads // replicas torch threads and as many Ray CPUs) and drives it with a
 bounded asyncio client: exactly --requests POST /v1/segment calls per point, at most C in flight,
 each a distinct synthetic 320 x 240 image with the same 5 classes.  Latency is the client's
 (send to last byte); throughput is requests / wall time of the point; "mean batch" is what the
 replica's /v1/stats counted during the point.  After the service is stopped, the same images go
-through `Segmenter.segment_batch` in this process with the same threads and batch sizes.
+through `Segmenter.segment_batch` in this process with the same threads, batch sizes and
+batching (batch_invariant=True for "invariant", False for "shared").
 --latent 16 runs the method on 128 px inputs (the tests' small config: every stage, far cheaper
 on a CPU); --latent 64 is the real 512 px method.  Everything started here is stopped at the end.
 """
@@ -96,13 +97,13 @@ def service_points(args, model, config, bodies) -> list[dict]:
     rows = []
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        for r, b in [(r, b) for r in args.replicas for b in args.batch_sizes]:
+        for r, mode, b in ((r, m, b) for r in args.replicas for m in args.batching for b in args.batch_sizes):
             gpu = args.device.startswith("cuda")
             threads = max(1, args.threads // r)  # the same CPUs split between the replicas
             app = build_app(str(model), config=config, device=args.device, dtype=args.dtype,
                             max_batch_size=b, batch_wait_ms=args.batch_wait_ms, max_queued=10_000,
                             replicas=r, num_threads=threads, num_cpus=1.0 if gpu else float(threads),
-                            num_gpus=1.0 if gpu else 0.0)
+                            num_gpus=1.0 if gpu else 0.0, batching=mode)
             wait_loaded(serve.run(app, name="faseg-bench", route_prefix="/", blocking=False), 1800, replicas=r)
             asyncio.run(drive(url, bodies[:2 * r], r, args.timeout_s))  # warm-up, every replica
             for c in args.concurrency:
@@ -112,8 +113,8 @@ def service_points(args, model, config, bodies) -> list[dict]:
                 batches = after["batches"] - before["batches"]
                 # /v1/stats is one replica's: with several, two calls may reach different ones
                 mean = (after["requests"] - before["requests"]) / max(1, batches) if r == 1 else None
-                point.update(replicas=r, threads_per_replica=threads, max_batch_size=b, clients=c,
-                             requests=len(bodies), mean_batch=mean)
+                point.update(replicas=r, threads_per_replica=threads, batching=mode, max_batch_size=b,
+                             clients=c, requests=len(bodies), mean_batch=mean)
                 print(json.dumps(point), flush=True)
                 rows.append(point)
             # gone before the next deploys: an update would keep these replicas' CPUs until the
@@ -133,25 +134,26 @@ def in_process_points(args, model, config, images) -> list[dict]:
     seg = Segmenter.from_pretrained(model, device=args.device, dtype=args.dtype, config=config)
     seg.segment_batch(images[:2], CLASSES.split(","), batch_size=1, return_scores=False)  # warm-up
     rows = []
-    for b in args.batch_sizes:
+    for mode, b in ((m, b) for m in args.batching for b in args.batch_sizes):
         t0 = time.perf_counter()
-        seg.segment_batch(images, CLASSES.split(","), batch_size=b, return_scores=False)
+        seg.segment_batch(images, CLASSES.split(","), batch_size=b, return_scores=False,
+                          batch_invariant=mode == "invariant")
         wall = time.perf_counter() - t0
-        rows.append({"batch_size": b, "img_per_s": len(images) / wall, "wall_s": wall})
+        rows.append({"batching": mode, "batch_size": b, "img_per_s": len(images) / wall, "wall_s": wall})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
 def table(res: dict) -> str:
-    base = {r["batch_size"]: r["img_per_s"] for r in res["in_process"]}
-    lines = ["| replicas x threads | max batch | clients | img/s | in-process img/s (same batch) | "
+    base = {(r["batching"], r["batch_size"]): r["img_per_s"] for r in res["in_process"]}
+    lines = ["| replicas x threads | batching | max batch | clients | img/s | in-process img/s (same batch) | "
              "service / in-process | p50 ms | p95 ms | p99 ms | mean batch |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["service"]:
-        b, mean = r["max_batch_size"], r.get("mean_batch")
+        b, m, mean = r["max_batch_size"], r.get("batching", "invariant"), r.get("mean_batch")
         shape = f"{r.get('replicas', 1)} x {r.get('threads_per_replica', res['args']['threads'])}"
-        lines.append(f"| {shape} | {b} | {r['clients']} | {r['img_per_s']:.2f} | {base[b]:.2f} | "
-                     f"{r['img_per_s'] / base[b]:.2f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
+        lines.append(f"| {shape} | {m} | {b} | {r['clients']} | {r['img_per_s']:.2f} | {base[m, b]:.2f} | "
+                     f"{r['img_per_s'] / base[m, b]:.2f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
                      f"{r['p99_ms']:.0f} | {'-' if mean is None else f'{mean:.2f}'} |")
     return "\n".join(lines + ["", f"In-process: one Segmenter with {res['args']['threads']} thread(s); "
                                "mean batch '-' with several replicas (/v1/stats is one replica's)."])
@@ -163,6 +165,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="tiny", help="tiny | full | a model directory")
     p.add_argument("--latent", type=int, default=16, help="latent grid: 16 (128 px) or 64 (512 px)")
     p.add_argument("--batch-sizes", type=ints, default=[1, 4])
+    p.add_argument("--batching", type=lambda s: s.split(","), default=["invariant"],
+                   help="comma-separated: invariant (the default service), shared (--batching shared)")
     p.add_argument("--concurrency", type=ints, default=[1, 4, 8])
     p.add_argument("--requests", type=int, default=16)
     p.add_argument("--threads", type=int, default=2, help="CPUs in all: split between the replicas")

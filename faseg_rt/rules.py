@@ -15,6 +15,8 @@ InvalidInputError with one line that names the parameter, what was given and wha
     normalize_classes(value) -> tuple[str, ...]     a non-empty list of unique (case-insensitive),
                                                     non-empty names, inner whitespace collapsed
     batch_size(value) -> int                        positive_int named "batch_size"
+    batching(value) -> bool                         True (batch-invariant) for "invariant" or
+                                                    True, False for "shared" or False
     max_candidates(value) -> int                    positive_int named "max_candidates"
     threads(value) -> int                           positive_int named "threads" (torch's intra-op
                                                     threads; faseg_rt.threads decides without it)
@@ -154,6 +156,24 @@ def number(value, name: str, low: float = 0, integer: bool = False):
 def batch_size(value) -> int:
     """Images (or prompts) per network call."""
     return positive_int(value, "batch_size")
+
+
+#: How a batch of images runs (segment_batch, label, serve): "invariant" (the default) runs each
+#: image alone through the networks, so its answer is byte-identical to a single call's whatever
+#: shares the batch; "shared" shares the network passes among the batch's images (faster on a
+#: GPU, but a batched matrix product may round differently, so answers can differ from single
+#: calls in a few pixels: benchmarks/README.md measures how many).
+BATCHING = ("invariant", "shared")
+
+
+def batching(value) -> bool:
+    """batch_invariant from "invariant" / "shared" (or the bool itself)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if value in BATCHING:
+        return value == "invariant"
+    raise InvalidInputError(f"batching must be one of {list(BATCHING)} (or batch_invariant True / "
+                            f"False), got {value!r}{did_you_mean(value, BATCHING)}")
 
 
 def max_candidates(value) -> int:

@@ -22,6 +22,7 @@ import torch
 
 from faseg_rt import rules
 from faseg_rt.backends import Backend, load_backend
+from faseg_rt.batches import contiguous, groups, network_batches, pad_chunks, per_image_classes
 from faseg_rt.config import FASegConfig
 from faseg_rt.devices import default_device_dtype
 from faseg_rt.errors import InvalidInputError
@@ -36,7 +37,7 @@ from faseg_rt.precision import PrecisionPolicy
 from faseg_rt.profiling import stage
 from faseg_rt.results import SegmentationResult
 from faseg_rt.rules import normalize_classes
-from faseg_rt.text_cache import VocabularyCache, device_token_matrix, pad_chunks
+from faseg_rt.text_cache import VocabularyCache, compact, device_token_matrix
 
 # Class prompts encoded per text-encoder call: bounds its activations for long vocabularies.
 TEXT_BATCH = 64
@@ -61,6 +62,8 @@ class Segmenter:
         maps of the reconstruction pass grow with it); more is refused up front.
     compile: None / False, True or a torch.compile backend name: HARD and TTF through
         torch.compile (from_pretrained passes its own `compile` here too).
+    batch_invariant: segment_batch's default (see there): True, each image's answer equals
+        its single call's byte for byte; False, images share network passes.
     """
 
     #: `result.scores` ((K, image_size, image_size) float32: 1 MiB per class at 512 px) is
@@ -70,8 +73,9 @@ class Segmenter:
 
     def __init__(self, backend: Backend, tokenizer, config: FASegConfig | None = None,
                  text_cache_size: int = 64, text_cache_mb: float = 512, max_class_chunks: int = 256,
-                 frontend: FrontEnd | None = None, compile=None):
+                 frontend: FrontEnd | None = None, compile=None, batch_invariant: bool = True):
         self.config = config or FASegConfig()
+        self.batch_invariant = rules.batching(batch_invariant)
         # a shared backend computes what this config reads (torch), or refuses it (exported graphs)
         self.backend = backend = backend.for_config(self.config)
         self.frontend = frontend if frontend is not None else FrontEnd()
@@ -96,12 +100,13 @@ class Segmenter:
     @classmethod
     def from_pretrained(cls, model, *, backend: str = "torch", device=None, dtype=None,
                         engines=None, config: FASegConfig | None = None, compile=None,
-                        cuda_graphs: bool = False, **frontend) -> "Segmenter":
+                        cuda_graphs: bool = False, batch_invariant: bool = True, **frontend) -> "Segmenter":
         """Load a diffusers SD 1.x directory or hub id with a backend ("torch", "onnxruntime",
         "tensorrt"; the latter two run graphs exported to `engines` by export/build_engines.py).
 
         compile (True / a torch.compile backend name) and cuda_graphs: the torch fast path
         (faseg_rt/backends/fast.py); compile also compiles HARD and TTF.  Both off by default.
+        batch_invariant: see segment_batch (True by default).
 
         Front end (used only by caption="auto" and the candidate modes, loaded on first use on
         this segmenter's device, in the dtypes of its precision policy): captioner=ID_OR_DIR
@@ -118,7 +123,7 @@ class Segmenter:
         tokenizer = load_tokenizer(model)
         be = load_backend(backend, model, device=device, dtype=dtype, engines=engines, config=config,
                           compile=compile, cuda_graphs=cuda_graphs)
-        return cls(be, tokenizer, config, frontend=front, compile=compile)
+        return cls(be, tokenizer, config, frontend=front, compile=compile, batch_invariant=batch_invariant)
 
     def to(self, device, dtype: torch.dtype | None = None) -> "Segmenter":
         """Move to another device / dtype (torch backend); returns self, like nn.Module.to."""
@@ -152,7 +157,7 @@ class Segmenter:
         self._vocab_cache.clear()
         self._class_prompts.clear()
 
-    def _cached_text(self, key) -> TextEmbeddings | None:
+    def _cached_text(self, key) -> tuple | None:
         try:
             return self._text_cache.get(key)
         except TypeError:  # unhashable items: not a valid class list, build_dual_prompts says so
@@ -196,25 +201,25 @@ class Segmenter:
         return prompts
 
     def encode_text(self, classes: Sequence[str], caption: str | None = None) -> TextEmbeddings:
-        """Dual prompts and their embeddings, cached per (caption, classes); the class-prompt
-        chunks are cached per vocabulary, so a new caption encodes only its full prompt."""
+        """Dual prompts and their embeddings.  The full prompt's (77, D) embedding is cached per
+        (caption, classes) and the class-prompt chunks per vocabulary (under the byte budget,
+        the only cache that holds them), so a new caption encodes only its full prompt."""
+        hit = None
         if isinstance(classes, (list, tuple)) and (caption is None or isinstance(caption, str)):
             hit = self._cached_text((caption, tuple(classes)))   # already-normal names: no
-            if hit is not None:                                   # tokenizing 1000 classes again
-                return hit
-        prompts = self._prompts(classes, caption)
-        key = (prompts.caption, prompts.classes)
-        hit = self._cached_text(key)
-        if hit is not None:
-            return hit
-        self.check_vocabulary(prompts)
+        if hit is None:                                           # tokenizing 1000 classes again
+            prompts = self._prompts(classes, caption)
+            hit = self._cached_text((prompts.caption, prompts.classes))
+        if hit is None:
+            self.check_vocabulary(prompts)
+            hit = (prompts, compact(self._encode_ids([prompts.full_ids])[0]))
+            self._text_cache.put((prompts.caption, prompts.classes), hit)
+        prompts, full = hit
         chunks = self._vocab_cache.get(prompts.classes)
-        if chunks is None:
-            chunks = self._encode_ids([c.input_ids for c in prompts.chunks])
+        if chunks is None:  # new, or evicted since: encoded again (the same embeddings)
+            chunks = compact(self._encode_ids([c.input_ids for c in prompts.chunks]))
             self._vocab_cache.put(prompts.classes, chunks)
-        text = TextEmbeddings(prompts, self._encode_ids([prompts.full_ids])[0], chunks)
-        self._text_cache.put(key, text)
-        return text
+        return TextEmbeddings(prompts, full, chunks)
 
     # ------------------------------------------------------------------ tensor-level stages
     def attention_summaries(self, batch: torch.Tensor, texts: Sequence[TextEmbeddings]) -> dict[str, torch.Tensor]:
@@ -293,25 +298,33 @@ class Segmenter:
     def segment_batch(self, images: Sequence, classes, captions: Sequence[str | None] | None = None,
                       batch_size: int = 8, threshold: float | None = None,
                       progress: bool = False, candidates=None, return_scores: bool | None = None,
-                      exif_transpose: bool = False) -> list[SegmentationResult]:
-        """Segment many images, `batch_size` per network call; same results as one at a time.
+                      exif_transpose: bool = False, batch_invariant: bool | None = None
+                      ) -> list[SegmentationResult]:
+        """Segment many images, one at a time or `batch_size` per network call (batch_invariant).
 
         classes: one class list for all images, or one list per image.
         captions: None, "auto", or one caption (a string, None or "auto") per image.
         candidates: None, a mode ("auto", "caption", "recognizer"), or one entry (None, a mode
-            or a list of names) per image; see __call__.  Captioner and recogniser run batched
-            on each chunk of images.
+            or a list of names) per image; see __call__.  Captioner and recogniser run on the
+            images of each network batch together.
         exif_transpose: see __call__.
         return_scores: keep the (K, size, size) score maps in each result. None (default): only
             up to SCORES_DEFAULT_MAX_CLASSES classes. Without them, labels are computed over
             class chunks with memory independent of K (and bit-identical to thresholding the
             scores).
+        batch_invariant: None (the segmenter's, True by default): each image runs alone through
+            the front end, the networks, HARD and TTF, so its result is byte-identical to
+            __call__'s whatever shares the call (batch_size has no effect then).  False:
+            batch_size images share each network pass (faster where batching pays, e.g. a GPU;
+            a batched matrix product may round differently, so a few pixels can differ from
+            single calls: benchmarks/README.md, "Serving").
         """
         images = list(images)
         threshold = rules.threshold(self.config.threshold if threshold is None else threshold)
         batch_size = rules.batch_size(batch_size)
-        self.backend.check_batch(min(batch_size, len(images)))
-        vocabularies = [normalize_classes(c) for c in _per_image_classes(classes, len(images))]
+        invariant = self.batch_invariant if batch_invariant is None else rules.batching(batch_invariant)
+        self.backend.check_batch(1 if invariant else min(batch_size, len(images)))
+        vocabularies = [normalize_classes(c) for c in per_image_classes(classes, len(images))]
         captions = one_per_image(captions, len(images), "captions")
         candidates = one_per_image(candidates, len(images), "candidates", MODES)
         for vocab in {tuple(v) for v, c in zip(vocabularies, candidates) if c is None}:
@@ -324,12 +337,11 @@ class Segmenter:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(images), unit="img", desc="faseg")
-        for start in range(0, len(images), batch_size):
-            chunk = slice(start, start + batch_size)
+        for chunk in network_batches(len(images), batch_size, invariant):
             with stage("load_image"):
                 pil = [load_image(x, exif_transpose) for x in images[chunk]]
             plans = self.frontend.plan(pil, vocabularies[chunk], captions[chunk], candidates[chunk],
-                                       device=self.device, precision=self.precision, batch_size=batch_size)
+                                       device=self.device, precision=self.precision, batch_size=len(pil))
             results += self._segment_planned(pil, plans, threshold, return_scores)
             if bar is not None:
                 bar.update(len(pil))
@@ -352,8 +364,8 @@ class Segmenter:
             batch = preprocess(pil, self.config.image_size)
         summaries = self.attention_summaries(batch, texts)
         out: list[SegmentationResult | None] = [None] * len(pil)
-        for group in _groups(texts):
-            rows = slice(2 * group[0], 2 * group[-1] + 2) if _contiguous(group) else \
+        for group in groups(texts):
+            rows = slice(2 * group[0], 2 * group[-1] + 2) if contiguous(group) else \
                 torch.tensor([2 * i + h for i in group for h in (0, 1)], device=self.device)
             prompts = texts[group[0]].prompts
             keep = (prompts.num_classes <= self.SCORES_DEFAULT_MAX_CLASSES if return_scores is None
@@ -376,23 +388,3 @@ class Segmenter:
                     labels=labels[b], scores=scores_host[b], classes=texts[i].prompts.classes,
                     threshold=threshold, caption=texts[i].prompts.caption, image=pil[i])
         return out
-
-
-def _per_image_classes(classes, n: int) -> list:
-    if isinstance(classes, (list, tuple)) and classes and all(isinstance(c, (list, tuple)) for c in classes):
-        if len(classes) != n:
-            raise InvalidInputError(f"got {len(classes)} per-image class lists for {n} images")
-        return list(classes)
-    return [classes] * n
-
-
-def _groups(texts: Sequence[TextEmbeddings]) -> list[list[int]]:
-    """Indices of images grouped by identical class list (HARD batches over a shared K)."""
-    groups: dict[tuple, list[int]] = {}
-    for i, t in enumerate(texts):
-        groups.setdefault(t.prompts.classes, []).append(i)
-    return list(groups.values())
-
-
-def _contiguous(idx: list[int]) -> bool:
-    return idx == list(range(idx[0], idx[-1] + 1))

@@ -7,12 +7,18 @@ fixed vocabulary is still encoded once per process. Entries are evicted least re
 first when their total size passes the budget; a single vocabulary larger than the whole budget
 is refused up front by the segmenter (see `Segmenter.check_vocabulary`).
 
-The full prompts' embeddings (caption + classes -> TextEmbeddings) live in the same kind of
-cache, bounded by a number of entries instead (`max_entries`).
+The full prompts' embeddings (caption + classes -> the (77, D) full prompt and its DualPrompts)
+live in the same kind of cache, bounded by a number of entries instead (`max_entries`); they hold
+no class-prompt chunks, so the chunks live in one place, under the byte budget.
+
+An entry counts the bytes it keeps alive (`pinned_bytes`): the whole storage under each of its
+tensors, so a view into a larger tensor is counted as that tensor.  The segmenter stores compact
+copies (`compact`), so what an entry counts is what it needs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from typing import Hashable
@@ -20,10 +26,44 @@ from typing import Hashable
 import torch
 
 
+def _storages(value, seen: dict) -> None:
+    """Add {storage key: bytes} of every tensor inside value (tensors, tuples, lists, dicts,
+    dataclasses) to seen."""
+    if isinstance(value, torch.Tensor):
+        st = value.untyped_storage()
+        seen[(str(value.device), st.data_ptr())] = st.nbytes()
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            _storages(v, seen)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _storages(v, seen)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            _storages(getattr(value, f.name), seen)
+
+
+def pinned_bytes(value) -> int:
+    """Bytes of the storages a value keeps alive: each tensor's whole storage (a view pins its
+    base), each storage once."""
+    seen: dict = {}
+    _storages(value, seen)
+    return sum(seen.values())
+
+
+def compact(t: torch.Tensor) -> torch.Tensor:
+    """t itself when it owns exactly its bytes, else a contiguous copy (a view of a larger
+    tensor would keep that tensor alive)."""
+    if t.untyped_storage().nbytes() == t.numel() * t.element_size() and t.is_contiguous():
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
+
+
 class VocabularyCache:
     """Thread-safe LRU: key (a normalised class tuple) -> (J, 77, D) chunk embeddings, evicting
-    once the tensors pass `max_bytes`, or once there are more than `max_entries` entries (values
-    that are not tensors count 0 bytes: bound those by entries)."""
+    once the entries' pinned bytes (`pinned_bytes`: whole storages) pass `max_bytes`, or once
+    there are more than `max_entries` entries (values without tensors count 0 bytes: bound
+    those by entries)."""
 
     def __init__(self, max_bytes: float = float("inf"), max_entries: int | None = None):
         self.max_bytes = max_bytes
@@ -33,8 +73,18 @@ class VocabularyCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def nbytes(t) -> int:
-        return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else 0
+    def nbytes(value) -> int:
+        return pinned_bytes(value)
+
+    @property
+    def bytes(self) -> int:
+        """What the entries count now (their pinned bytes)."""
+        return self._bytes
+
+    def items(self) -> list:
+        """(key, value) pairs, least recently used first (a snapshot)."""
+        with self._lock:
+            return list(self._entries.items())
 
     def get(self, key: Hashable) -> torch.Tensor | None:
         with self._lock:
@@ -78,10 +128,3 @@ def device_token_matrix(cache: VocabularyCache, prompts, j: int, text_len: int, 
         cache.put((prompts.classes, j), tm)
     return tm
 
-
-def pad_chunks(chunks: torch.Tensor, n: int) -> torch.Tensor:
-    """Pad (J, 77, D) chunk embeddings to (n, 77, D) by repeating the last chunk (its maps get
-    zero weight), so images with vocabularies of different lengths share one UNet call."""
-    if chunks.shape[0] == n:
-        return chunks
-    return torch.cat([chunks, chunks[-1:].expand(n - chunks.shape[0], -1, -1)])

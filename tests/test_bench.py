@@ -133,3 +133,19 @@ def test_ablations_table_explains_its_terms_under_it():
         assert word in terms
     assert text.index(names[-1]) < text.index(TERMS[0]) and all(t in text for t in TERMS)
     assert f"- {names[0]}: plain builds 4096 x 4096" in text              # a row's note too
+
+
+def test_batching_benchmark_compares_both_ways_with_single_calls(tiny_model_dir, tmp_path, capsys):
+    """64 px, two images: the invariant way matches every single call; the table explains itself."""
+    from faseg_rt.bench.batching import TERMS
+
+    rc = bench_main(["batching", "--model", str(tiny_model_dir), "--latents", "8", "--images", "3",
+                     "--batch-size", "3", "--repeats", "1", "--out", str(tmp_path), "--tag", "t"])
+    assert rc == 0
+    res = json.loads((tmp_path / "batching-t.json").read_text())
+    (row,) = res["rows"]
+    assert row["image_size"] == 64 and row["images"] == 3
+    assert row["invariant"]["pixels_differing"] == 0 and row["invariant"]["images_differing"] == 0
+    assert row["invariant_img_per_s"] > 0 and row["shared_cpu_s_per_img"] > 0
+    out = capsys.readouterr().out
+    assert "| 64 px | 3 | 3 |" in out and all(t in out for t in TERMS)

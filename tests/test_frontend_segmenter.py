@@ -78,12 +78,18 @@ def test_auto_equals_manual_with_labels_over_the_vocabulary(small_segmenter, loa
                                         if c in g) for c in expected}
         assert res.selection == {"candidate_threshold": 0.01, "max_candidates": 3}
         _check_against_manual(small_segmenter, img, res, caption, expected)
-    batched = seg.segment_batch(images, VOCAB, captions="auto", candidates=mode, batch_size=2)
+    exact = seg.segment_batch(images, VOCAB, captions="auto", candidates=mode, batch_size=2)
+    for r, a in zip(exact, auto):  # batch-invariant by default: the single calls' bytes
+        assert r.caption == a.caption and r.candidates == a.candidates
+        np.testing.assert_array_equal(r.labels, a.labels)
+        np.testing.assert_array_equal(r.class_scores, a.class_scores)
+    batched = seg.segment_batch(images, VOCAB, captions="auto", candidates=mode, batch_size=2,
+                                batch_invariant=False)
     assert [(r.caption, r.candidates, r.sources) for r in batched] == \
         [(r.caption, r.candidates, r.sources) for r in auto]                # the front end batched
     for r, a in zip(batched, auto):
         np.testing.assert_allclose(r.class_scores, a.class_scores, atol=1e-6)
-    # Batched = single holds for the networks: a batch of 2 gives the attention summaries of
+    # Shared batching holds for the networks: a batch of 2 gives the attention summaries of
     # batch 1 within float rounding (~2e-6 relative here).  Its masks are not compared: at this
     # 64 px config the random model's maps are near-flat and the coarsest are 1 x 1 and 2 x 2,
     # so their normalisation turns that rounding into score differences of ~0.1 and moves

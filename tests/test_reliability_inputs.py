@@ -328,6 +328,8 @@ def test_thousand_class_vocabulary_is_chunked_quietly(tiny_model_dir):
     assert [n for c in p.chunks for n in c.classes] == classes
     assert all(c.spans[-1][1] <= 76 for c in p.chunks)
     assert not [r for r in records if "longer than the specified maximum" in r.getMessage()]
+    # (a ResourceWarning here is another test's unclosed file, collected by chance meanwhile)
+    w = [x for x in w if not issubclass(x.category, ResourceWarning)]
     assert len(w) == 1 and "full prompt" in str(w[0].message)   # the one truncation warning
 
 

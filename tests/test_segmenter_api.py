@@ -71,7 +71,7 @@ def test_threshold_changes_only_labels(segmenter, fast_cases):
 def test_text_cache_is_reused(segmenter):
     a = segmenter.encode_text(["cat", "dog"], "x")
     b = segmenter.encode_text(["cat", "dog"], "x")
-    assert a is b
+    assert a.prompts is b.prompts and a.full is b.full and a.chunks is b.chunks
     assert a.chunks.shape[0] == 1 and a.full.shape == (77, segmenter.backend.dims.text_dim)
 
 

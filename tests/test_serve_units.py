@@ -137,6 +137,27 @@ def test_a_batch_answers_each_request_as_a_single_call(small_segmenter, one_thre
     assert snap["segment_batch_calls"] == 3 + 3
 
 
+def test_a_mixed_batch_is_byte_equal_to_single_calls_whatever_shares_it(small_segmenter):
+    """Groups of several requests (two vocabularies, captions, two thresholds), in different
+    batch compositions: every answer's mask is the bytes of its own single call's (the replica's
+    Segmenter is batch-invariant by default); the same request gets the same bytes each time."""
+    imgs = [synthetic_image(40 + 8 * i, 30 + 4 * i, seed=70 + i) for i in range(6)]
+    reqs = [SegmentRequest(imgs[0], ("cat", "sky")),
+            SegmentRequest(imgs[1], ("dog", "grass", "car"), caption="a street"),
+            SegmentRequest(imgs[2], ("cat", "sky"), caption="a cat on a mat"),
+            SegmentRequest(imgs[3], ("dog", "grass", "car")),
+            SegmentRequest(imgs[4], ("cat", "sky")),
+            SegmentRequest(imgs[5], ("cat", "sky"), threshold=0.3)]
+    singles = [label_png_bytes(small_segmenter(r.image, classes=list(r.classes), caption=r.caption,
+                                               threshold=r.threshold).labels) for r in reqs]
+    for order in ([0, 1, 2, 3, 4, 5], [4, 0, 2], [3, 1], [5, 2, 4, 0]):
+        stats = BatchStats()
+        out = run_batch(small_segmenter, [reqs[i] for i in order], stats)
+        for i, a in zip(order, out):
+            assert base64.b64decode(a.json()["labels_png"]) == singles[i], (order, i)
+        assert stats.snapshot()["segment_batch_calls"] == len({reqs[i].group for i in order})
+
+
 def test_answer_fields_and_header():
     from faseg_rt.results import SegmentationResult
 
@@ -154,6 +175,9 @@ def test_answer_fields_and_header():
 def test_settings_are_checked_before_anything_deploys(tiny_model_dir, tmp_path):
     s = ServeSettings.make(str(tiny_model_dir), max_batch_size="4", batch_wait_ms=0)
     assert s.max_batch_size == 4 and s.batch_wait_ms == 0.0 and s.model == str(tiny_model_dir.resolve())
+    assert s.batching == "invariant" and s.batch_invariant
+    shared = ServeSettings.make(str(tiny_model_dir), batching="shared")
+    assert shared.batching == "shared" and not shared.batch_invariant
     for kw, msg in [({"max_batch_size": 0}, "max_batch_size must be an integer >= 1"),
                     ({"replicas": 1.5}, "replicas must be an integer"),
                     ({"max_queued": -1}, "max_queued must be an integer >= 0"),
@@ -165,6 +189,7 @@ def test_settings_are_checked_before_anything_deploys(tiny_model_dir, tmp_path):
                     ({"max_pixels": 0}, "max_pixels must be an integer >= 1"),
                     ({"max_classes": 2.5}, "max_classes must be an integer"),
                     ({"dtype": "int8"}, "unknown dtype"),
+                    ({"batching": "sometimes"}, "batching must be one of"),
                     ({"colour": 1}, "unknown service setting")]:
         with pytest.raises(InvalidInputError, match=msg):
             ServeSettings.make(str(tiny_model_dir), **kw)
@@ -178,6 +203,7 @@ def test_without_ray_serve_the_command_says_how_to_install(monkeypatch, capsys, 
     from faseg_rt.serve.run import SERVE_MISSING
 
     monkeypatch.setitem(sys.modules, "ray.serve", None)  # makes the import raise ImportError
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)  # restored after
     rc = main(["serve", "--model", str(tiny_model_dir)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and err == [f"faseg-rt: error: {SERVE_MISSING}"]
@@ -289,3 +315,57 @@ def test_the_page_sends_the_candidates_the_api_takes(typed, field):
     assert url == "/v1/segment" and fields["classes"] == "cat, sofa"
     assert "caption" not in fields and "threshold" not in fields     # empty fields are not sent
     assert parse_candidates(fields.get("candidates")) == field
+
+
+class _FakeRay:
+    """ray.init's recorder: no cluster starts."""
+
+    def __init__(self, loopback: bool):
+        self.calls = []
+        self._private = type("P", (), {"ray_constants": type("C", (), {"ENABLE_RAY_CLUSTER": not loopback})})
+
+    def is_initialized(self):
+        return False
+
+    def init(self, **kwargs):
+        self.calls.append(kwargs)
+
+
+def test_a_local_ray_starts_without_dashboard_and_a_cluster_is_joined_as_it_is(monkeypatch, caplog):
+    from faseg_rt.serve.run import start_ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray = _FakeRay(loopback=True)
+    assert start_ray(ray, None) is True and start_ray(ray, "local") is True
+    for kw in ray.calls:
+        assert kw["include_dashboard"] is False and kw["log_to_driver"] is False
+    assert "every interface" not in caplog.text
+    ray = _FakeRay(loopback=True)
+    assert start_ray(ray, "ray://head:10001") is False
+    assert "include_dashboard" not in ray.calls[0] and ray.calls[0]["address"] == "ray://head:10001"
+    monkeypatch.setenv("RAY_ADDRESS", "auto")  # no address joins RAY_ADDRESS's cluster
+    assert start_ray(_FakeRay(loopback=True), None) is False
+    monkeypatch.delenv("RAY_ADDRESS")
+    start_ray(_FakeRay(loopback=False), None)  # Ray imported too early: said, not hidden
+    assert "listen on every interface" in caplog.text
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_the_installed_ray_keeps_a_local_ray_on_loopback(local):
+    """import_serve(local=True) sets LOCAL_RAY_ENV before Ray is imported, and the installed
+    Ray reads it (its single-machine mode: every port on 127.0.0.1); joining a cluster does not."""
+    pytest.importorskip("ray.serve", reason="Ray Serve is not installed: pip install 'faseg_rt[serve]'")
+    import os
+    import subprocess
+
+    from faseg_rt.serve.run import LOCAL_RAY_ENV
+
+    code = ("from faseg_rt.serve.run import import_serve, loopback_only\n"
+            f"ray, _ = import_serve(local={local})\n"
+            "print(loopback_only(ray), ray._private.services.get_node_ip_address())")
+    env = {k: v for k, v in os.environ.items() if k not in LOCAL_RAY_ENV}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120, check=True).stdout.split()
+    assert out[0] == str(local)
+    if local:  # (without, the node's address: loopback too on a machine with no network)
+        assert out[1] == "127.0.0.1"

@@ -151,10 +151,14 @@ def test_text_embeddings_cached_per_vocabulary(small_segmenter, monkeypatch):
     real = segmenter_mod.build_dual_prompts
     monkeypatch.setattr(segmenter_mod, "build_dual_prompts",
                         lambda *x, **kw: built.append(1) or real(*x, **kw))
-    assert seg.encode_text(classes, caption="one caption") is a
+
+    def same(x):  # the cached prompts and tensors themselves
+        return x.prompts is a.prompts and x.full is a.full and x.chunks is a.chunks
+
+    assert same(seg.encode_text(classes, caption="one caption"))
     assert not built                                # a repeated call does not re-tokenize
     with pytest.warns(UserWarning, match="the full prompt is"):
-        assert seg.encode_text([" " + classes[0]] + classes[1:], caption="one caption") is a
+        assert same(seg.encode_text([" " + classes[0]] + classes[1:], caption="one caption"))
     assert built == [1]                             # unnormalised names: built, then found
 
 

@@ -121,7 +121,8 @@ def variant_table(make_segmenter, variants, samples, reference: list, log=print)
         for j in range(0, len(samples), batch):
             chunk = samples[j:j + batch]
             res = seg.segment_batch([s.image for s in chunk], [list(s.classes) for s in chunk],
-                                    captions=[s.caption for s in chunk], batch_size=batch)
+                                    captions=[s.caption for s in chunk], batch_size=batch,
+                                    batch_invariant=False)  # a batch variant shares its passes
             for s, r, ref in zip(chunk, res, reference[j:j + batch]):
                 tally.add(s, r.labels, ref)
         out[name] = tally.result(t0)

@@ -28,6 +28,11 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str | None = DEFAU
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=rules.DTYPE_CHOICES,
                    help="network precision (default: float16 on CUDA, else float32)")
+    p.add_argument("--batching", default=rules.BATCHING[0], choices=rules.BATCHING,
+                   help="invariant (default): each image alone through the networks, so every "
+                        "mask is byte-identical to segmenting that image by itself; shared: a "
+                        "batch's images share network passes (faster on a GPU; a few pixels may "
+                        "differ from single calls)")
     add_threads_arg(p)
     add_config_arg(p)
 
@@ -108,6 +113,7 @@ def load_segmenter(args):
 
     return Segmenter.from_pretrained(args.model, backend=args.backend, device=args.device,
                                      dtype=args.dtype, engines=args.engines, config=args.config,
+                                     batch_invariant=rules.batching(getattr(args, "batching", True)),
                                      **frontend_kwargs(args))
 
 

@@ -1,5 +1,5 @@
-"""`faseg-rt bench latency|throughput|workers|ablations|profile|vocab|precision|ops|gpu` and the scripts in
-benchmarks/.
+"""`faseg-rt bench latency|throughput|batching|workers|ablations|profile|vocab|precision|ops|gpu`
+and the scripts in benchmarks/.
 
 Results go to `--out` (default `faseg-bench/` in the current folder, git-ignored, so a run never
 edits the checked-in figures; `--out benchmarks/results` when the point is to update them).  The
@@ -90,15 +90,7 @@ def _add_latency(sub) -> None:
                           "1 thread beat 2 under load?); implies the idle / loaded table")
 
 
-def add_benchmarks(sub) -> None:
-    """The benchmarks as subparsers of `sub` (also the hidden per-batch-size worker of throughput)."""
-    _add_latency(sub)
-    thr = sub.add_parser("throughput", help="images/s and peak memory over batch sizes")
-    add_common(thr)
-    thr.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
-                     help="default: torch")
-    thr.add_argument("--batch-sizes", default="1,2,4", help="comma-separated, each in a fresh process")
-    thr.add_argument("--images", type=positive_int_arg, default=8, help="images per batch size (default: 8)")
+def _add_workers(sub) -> None:
     wrk = sub.add_parser("workers", help="faseg-rt label as W workers x T threads: images/s per setting")
     add_common(wrk, in_process=False)
     wrk.add_argument("--settings", default="2x1,1x2",
@@ -110,6 +102,29 @@ def add_benchmarks(sub) -> None:
     wrk.add_argument("--rounds", type=positive_int_arg, default=1,
                      help="times every setting runs, interleaved (default: 1)")
     wrk.add_argument("--timeout-s", type=float, default=900.0, help="per label run (default: 900)")
+
+
+def _add_batching(sub) -> None:
+    bat = sub.add_parser("batching", help="batch-invariant vs shared batching: images/s and "
+                                          "disagreement with single calls")
+    add_common(bat)
+    bat.add_argument("--latents", default="8,16", help="latent grids: 8 (64 px), 16 (128 px), 64 (512 px)")
+    bat.add_argument("--images", type=positive_int_arg, default=8, help="images per way (default: 8)")
+    bat.add_argument("--batch-size", type=positive_int_arg, default=4, help="shared batch size (default: 4)")
+    bat.add_argument("--repeats", type=positive_int_arg, default=2, help="timed rounds, fastest kept")
+
+
+def add_benchmarks(sub) -> None:
+    """The benchmarks as subparsers of `sub` (also the hidden per-batch-size worker of throughput)."""
+    _add_latency(sub)
+    thr = sub.add_parser("throughput", help="images/s and peak memory over batch sizes")
+    add_common(thr)
+    thr.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"],
+                     help="default: torch")
+    thr.add_argument("--batch-sizes", default="1,2,4", help="comma-separated, each in a fresh process")
+    thr.add_argument("--images", type=positive_int_arg, default=8, help="images per batch size (default: 8)")
+    _add_workers(sub)
+    _add_batching(sub)
     abl = sub.add_parser("ablations", help="each optimisation against the plain way, same tensors")
     add_common(abl)
     abl.add_argument("--classes", type=positive_int_arg, default=5, help="number of classes (default: 5)")
@@ -223,6 +238,11 @@ def _workers():
     return workers, workers_table
 
 
+def _batching():
+    from faseg_rt.bench.batching import batching, batching_table
+    return batching, batching_table
+
+
 def _ablations():
     from faseg_rt.bench.ablations import ablations, ablations_table
     return ablations, ablations_table
@@ -249,7 +269,8 @@ def _vocab():
 
 
 #: KIND -> loader of its (run(args) -> dict, table(dict) -> markdown); `gpu` runs its own plan
-TABLE_BENCHMARKS = {"latency": _latency, "throughput": _throughput, "workers": _workers, "ablations": _ablations,
+TABLE_BENCHMARKS = {"latency": _latency, "throughput": _throughput, "batching": _batching,
+                    "workers": _workers, "ablations": _ablations,
                     "profile": _profile, "precision": _precision, "ops": _ops, "vocab": _vocab}
 
 

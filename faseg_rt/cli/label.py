@@ -72,7 +72,7 @@ def cmd_label(args) -> int:
                            overwrite=args.overwrite, progress=not args.quiet, verbose=args.verbose,
                            candidates=candidates, frontend=frontend_kwargs(args),
                            exif_transpose=args.exif_transpose, config=args.config,
-                           threads=args.num_threads)
+                           threads=args.num_threads, batching=args.batching)
     except SettingsConflictError as e:  # the library names overwrite=True; here it is a flag
         raise SettingsConflictError(e.out, e.count, e.diff, flag="--overwrite") from None
     print(f"labelled {report.ok} image(s), {report.failed} failed, {report.skipped} skipped "

@@ -34,7 +34,7 @@ def cmd_serve(args) -> int:
     return serve_forever(args.model, host=args.host, port=args.port, address=args.address,
                          backend=args.backend, device=args.device, dtype=args.dtype,
                          engines=args.engines, config=args.config, frontend=frontend_kwargs(args),
-                         **limits)
+                         batching=args.batching, **limits)
 
 
 def _number(kind, name):

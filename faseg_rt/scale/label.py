@@ -142,9 +142,9 @@ def _plan_resources(ray, num_workers, device) -> tuple[int, float, float]:
     return num_workers, min(per, largest), 0.0
 
 
-def _check_settings(classes, threshold, batch_size, num_workers, dtype, model, threads=None):
-    """(classes, threshold, batch_size, num_workers, dtype name, model, threads) checked by the
-    shared rules once in the driver, not in every worker."""
+def _check_settings(classes, threshold, batch_size, num_workers, dtype, model, threads=None,
+                    batching="invariant"):
+    """The settings checked by the shared rules once in the driver, not in every worker."""
     classes = list(rules.normalize_classes(classes))
     if threshold is not None:
         threshold = rules.threshold(threshold)
@@ -160,7 +160,8 @@ def _check_settings(classes, threshold, batch_size, num_workers, dtype, model, t
 
         check_model_dir(model)  # a bad local model fails here once, not in every worker
         model = str(Path(model).resolve())
-    return classes, threshold, batch_size, num_workers, dtype, model, threads
+    batching = "invariant" if rules.batching(batching) else "shared"
+    return classes, threshold, batch_size, num_workers, dtype, model, threads, batching
 
 
 def _digest(value) -> str:
@@ -321,12 +322,11 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
           threshold=None, num_workers: int | None = None, batch_size: int = 1, ray_address=None,
           device=None, dtype=None, overwrite: bool = False, progress: bool = False,
           candidates=None, frontend: dict | None = None, exif_transpose: bool = False,
-          config=None, verbose: bool = False, threads: int | None = None) -> LabelReport:
+          config=None, verbose: bool = False, threads: int | None = None, batching="invariant") -> LabelReport:
     """Label images with FA-Seg on Ray; writes OUT/<stem>.png masks and OUT/manifest.jsonl.
 
     inputs: a directory, a glob, a text file listing paths/URIs, an image, a list of paths/URIs,
-        or a ray.data.Dataset with "bytes" and "path" columns (as read_binary_files(...,
-        include_paths=True) makes).
+        or a ray.data.Dataset with "bytes" and "path" columns (read_binary_files(include_paths=True)).
     classes: class names (as for Segmenter); caption ("auto" too), threshold, candidates (None,
         a mode or a list of names): as for Segmenter; caption and candidates may also be dicts
         image file name or stem -> caption / candidate classes (a string or a list; the
@@ -334,8 +334,9 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
         frontend: Segmenter.from_pretrained's front-end settings (captioner, recognizer,
         candidate_threshold, max_candidates, lexicon).  Each finished row records the caption
         used, the candidates and their sources and every class's score under "frontend".
-    num_workers: model replicas (default: one per GPU, else 1); batch_size: images per worker call
-        (and per network batch); threads: torch threads per worker (None: faseg_rt.threads decides).
+    num_workers: model replicas (default: one per GPU, else 1); batch_size: images per worker call;
+        batching: "invariant" (each image alone through the networks: every mask is its single
+        call's) or "shared" (batch_size images per network pass); threads: torch threads per worker.
     ray_address: None (Ray's default: RAY_ADDRESS or a new local instance), "local" (always a new
         local instance), "auto" (the running cluster) or "ray://host:port" / "host:port".
     overwrite: label everything again, ignoring the manifest; without it, finished masks made
@@ -345,8 +346,8 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
     Returns a LabelReport (ok / failed / skipped counts); a bad image is a failed row, not an error.
     """
     ray = import_ray()
-    classes, threshold, batch_size, num_workers, dtype, model, threads = _check_settings(
-        classes, threshold, batch_size, num_workers, dtype, model, threads)
+    classes, threshold, batch_size, num_workers, dtype, model, threads, batching = _check_settings(
+        classes, threshold, batch_size, num_workers, dtype, model, threads, batching)
     out = Path(out)
     start = time.perf_counter()
     is_dataset = isinstance(inputs, ray.data.Dataset)
@@ -384,7 +385,7 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
                                        caption=caption, threshold=threshold, backend=backend,
                                        engines=None if engines is None else str(engines),
                                        device=device, batch_size=batch_size, num_threads=threads,
-                                       dtype=_concrete_dtype(dtype, device, gpus > 0),  # "auto": once
+                                       dtype=_concrete_dtype(dtype, device, gpus > 0), batching=batching,
                                        candidates=candidates, frontend=frontend,
                                        exif_transpose=exif_transpose, config=config),
             batch_size=batch_size, batch_format="numpy",

@@ -27,7 +27,7 @@ class _SegmentWorker:
 
     def __init__(self, model, out, classes, caption, threshold, backend="torch", engines=None,
                  device=None, dtype=None, batch_size=1, num_threads=None, candidates=None,
-                 frontend=None, exif_transpose=False, config=None):
+                 frontend=None, exif_transpose=False, config=None, batching="invariant"):
         from faseg_rt.hub import quiet_libraries
         from faseg_rt.segmenter import Segmenter
         from faseg_rt.threads import apply
@@ -36,7 +36,8 @@ class _SegmentWorker:
         apply(num_threads)  # None: this actor's Ray CPUs within its affinity and quota (faseg_rt/threads.py)
         # dtype: a name ("float32", "fp16", ...) or None; from_pretrained parses and checks it
         self.seg = Segmenter.from_pretrained(model, backend=backend, device=device, dtype=dtype,
-                                             engines=engines, config=config, **(frontend or {}))
+                                             engines=engines, config=config,
+                                             batch_invariant=batching, **(frontend or {}))
         self.candidates = candidates
         self.out = Path(out)
         self.classes = list(classes)

@@ -88,7 +88,8 @@ class FASegService:
         self._set_threads()
         s = self.settings
         seg = Segmenter.from_pretrained(s.model, backend=s.backend, device=s.device, dtype=s.dtype,
-                                        engines=s.engines, config=s.config, **s.frontend)
+                                        engines=s.engines, config=s.config,
+                                        batch_invariant=s.batch_invariant, **s.frontend)
         for what in ("captioner", "recognizer"):  # at start, never on a request's behalf
             if s.frontend.get(what):
                 getattr(seg.frontend, what)(seg.device, seg.precision[what])
@@ -132,7 +133,8 @@ class FASegService:
 
     @api.get("/v1/stats", summary="this replica's batches: how many, of which sizes")
     async def batch_stats(self):
-        return dict(self.stats.snapshot(), uploads=self._uploads, admitted=self._admitted)
+        return dict(self.stats.snapshot(), uploads=self._uploads, admitted=self._admitted,
+                    batching=self.settings.batching)
 
     @api.get("/", response_class=HTMLResponse, summary="a page to try the service")
     async def page(self):

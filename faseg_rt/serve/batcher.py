@@ -3,10 +3,13 @@
 The requests Ray Serve gathered (up to max_batch_size within batch_wait_ms) are grouped by
 vocabulary and threshold: one segment_batch call per group, so the text-embedding cache and
 HARD's shared-K batching apply, and every image of a call uses the threshold it asked for.
-Each request's answer is what a single `Segmenter.__call__` gives (segment_batch is exact per
-image); a failed group follows faseg_rt.retry: rerun request by request once, so one bad request
-gets its own error and the others their answers, except out of memory, which fails the group's
-requests (503) without rerunning them.  Nothing is raised: each slot holds an Answer or the
+With the default batching ("invariant", the replica's Segmenter.batch_invariant) each request's
+answer is byte-identical to a single `Segmenter.__call__` on its inputs, whatever shares its
+batch; with "shared" the group's images share network passes, and an answer may differ from its
+single call by float rounding (a few pixels; benchmarks/README.md measures it).  A failed
+group follows faseg_rt.retry: rerun request by request once, so one bad request gets its own
+error and the others their answers, except out of memory, which fails the group's requests
+(503) without rerunning them.  Nothing is raised: each slot holds an Answer or the
 exception of that request.
 """
 

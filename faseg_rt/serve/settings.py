@@ -43,6 +43,10 @@ class ServeSettings:
     Limits, checked before any work: max_request_mb (body, 413), body_timeout_s (the whole body
     must arrive within it, else 408), max_pixels (from the image header, before decoding, 400),
     max_classes (per request, before any model runs, 400).
+    batching: "invariant" (every answer byte-identical to a single Segmenter call, whatever
+    shares its batch: each image runs alone through the networks) or "shared" (a batch's
+    images share network passes: faster where batching pays, answers may differ from single
+    calls in a few pixels); faseg_rt.rules.BATCHING.
     num_threads: torch threads per replica (None: torch's default); num_cpus / num_gpus: the
     Ray resources of one replica.
     """
@@ -62,9 +66,14 @@ class ServeSettings:
     body_timeout_s: float = 30.0
     max_pixels: int = 4096 * 4096  # a 16-megapixel photo; the memory bound (docs) scales with it
     max_classes: int = 1024
+    batching: str = "invariant"
     num_threads: int | None = None
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+
+    @property
+    def batch_invariant(self) -> bool:
+        return self.batching == "invariant"
 
     @property
     def max_request_bytes(self) -> int:
@@ -117,6 +126,8 @@ class ServeSettings:
             kw["dtype"] = resolve_auto(kw["dtype"], kw.get("device"), gpus=bool(kw.get("num_gpus")))
         if kw.get("engines") is not None:
             kw["engines"] = str(Path(kw["engines"]).resolve())
+        if kw.get("batching") is not None:  # its name travels, as the CLI and stats spell it
+            kw["batching"] = "invariant" if rules.batching(kw["batching"]) else "shared"
         if kw.get("frontend") is not None:
             kw["frontend"] = _frontend(kw["frontend"])
         kw = {k: v for k, v in kw.items() if v is not None}
