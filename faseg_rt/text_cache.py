@@ -127,4 +127,3 @@ def device_token_matrix(cache: VocabularyCache, prompts, j: int, text_len: int, 
         tm = torch.nn.functional.pad(tm, (0, 0, 0, j * text_len - tm.shape[0])).to(device)
         cache.put((prompts.classes, j), tm)
     return tm
-
