@@ -224,3 +224,35 @@ def test_this_machine_s_facts_decide_without_error():
     d = decide(**threads.facts())
     allowed = threads.read_affinity()
     assert d.threads >= 1 and (allowed is None or d.cpus_allowed <= len(allowed))
+
+
+def test_onnxruntime_sessions_use_the_policys_threads(monkeypatch, tmp_path):
+    """onnxruntime's own pool (default: one thread per physical core, blind to affinity, quotas
+    and Ray's CPUs) gets torch's intra-op threads, which the thread policy set."""
+    import types
+
+    import torch
+
+    from faseg_rt.backends.onnxruntime import _session
+
+    seen = {}
+
+    class Options:
+        intra_op_num_threads = 0
+
+    class Session:
+        def __init__(self, path, sess_options=None, providers=None):
+            seen["threads"] = sess_options.intra_op_num_threads
+
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+
+    fake = types.SimpleNamespace(SessionOptions=Options, InferenceSession=Session)
+    before = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            _session(fake, tmp_path / "g.onnx", ["CPUExecutionProvider"], torch.device("cpu"), "m", "e")
+            assert seen["threads"] == n
+    finally:
+        torch.set_num_threads(before)

@@ -159,9 +159,13 @@ def arena_policy(ort, device: torch.device):
 
 
 def _session(ort, path: Path, providers: list, device: torch.device, model, engines):
-    """An InferenceSession on `providers`, refused when it silently fell back to the CPU."""
+    """An InferenceSession on `providers`, refused when it silently fell back to the CPU.  Its
+    CPU thread pool gets torch's intra-op threads (faseg_rt/threads.py's policy): onnxruntime's
+    default, one thread per physical core, ignores CPU affinity, quotas and Ray's CPUs."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
     try:
-        sess = ort.InferenceSession(str(path), providers=providers)
+        sess = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as e:  # onnxruntime raises its own Fail / InvalidGraph types
         raise EngineError(f"onnxruntime cannot load {path} ({type(e).__name__}: {e}); rebuild with "
                           f"python export/build_engines.py --model {model} --out {engines} "
