@@ -179,3 +179,14 @@ def one_thread(monkeypatch):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def keep_threads():
+    """Restore torch's thread count and the thread policy's record after a test that applies it."""
+    from faseg_rt import threads
+
+    before, record = torch.get_num_threads(), threads.last_applied
+    yield
+    torch.set_num_threads(before)
+    threads.last_applied = record

@@ -15,17 +15,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from faseg_rt import threads
 from faseg_rt.bench import contention, loaded
 from faseg_rt.cli import bench as cli_bench
-
-
-@pytest.fixture
-def keep_threads():
-    before, record = torch.get_num_threads(), threads.last_applied
-    yield
-    torch.set_num_threads(before)
-    threads.last_applied = record
 
 
 def _gone(pid: int, within_s: float = 10.0) -> bool:

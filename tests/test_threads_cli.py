@@ -15,14 +15,6 @@ from faseg_rt.cli.main import build_parser, main
 from faseg_rt.errors import InvalidInputError
 
 
-@pytest.fixture
-def keep_threads():
-    before, record = torch.get_num_threads(), threads.last_applied
-    yield
-    torch.set_num_threads(before)
-    threads.last_applied = record
-
-
 def _parse(argv):
     return build_parser(argv).parse_args(argv)
 
