@@ -65,7 +65,11 @@ def test_segmenter_keeps_text_calls_and_batches_within_the_backend(segmenter):
     assert max(sizes) == 5 and sum(sizes) == got.chunks.shape[0] + 1
     ref = segmenter.encode_text(classes)
     torch.testing.assert_close(got.chunks, ref.chunks, atol=1e-5, rtol=1e-5)
+    # shared network passes: 4 images per call are refused before any work; invariant batches run
+    # one image per call, so the same batch_size is within the limit (it fails on the input)
     with pytest.raises(InvalidInputError, match=r"batch_size 4 is over .*\(2 images per call\)"):
+        seg.segment_batch([object()] * 5, ["sky"], batch_size=4, batch_invariant=False)
+    with pytest.raises(InvalidInputError, match="cannot read an image from object"):
         seg.segment_batch([object()] * 5, ["sky"], batch_size=4)
 
 
