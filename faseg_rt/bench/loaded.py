@@ -62,7 +62,7 @@ def _paths(args, model, image, classes, caption, res) -> list[TimedPath]:
         res["device"], res["dtype"] = str(seg.device), str(seg.dtype).removeprefix("torch.")
         run = functools.partial(time_segmenter, seg, image, classes, caption, args.warmup, args.iters)
         paths.append(TimedPath(backend, "ours", backend, args.num_threads, run))
-        if backend == "torch":  # other backends run their networks on their own thread pools
+        if backend == "torch":  # onnxruntime's sessions keep the thread count they were made with
             paths += [TimedPath(f"torch, {_threads(n)}", "ours", backend, n, run) for n in also]
     if args.reference:
         run = functools.partial(time_reference, model, image, classes, caption, args.ref_iters,
@@ -227,8 +227,8 @@ TERMS = (
     "a fair share gives (N + T) / C when that exceeds 1 (two neighbours, 2 threads, 2 cores: 2x; "
     "1 thread: 1.5x).",
     "- threads: torch's intra-op threads and who chose them (faseg_rt/threads.py: affinity, "
-    "cgroup, explicit, ...); onnxruntime runs its graphs on its own thread pool (by default one "
-    "thread per physical core) and torch's threads only for HARD and TTF.",
+    "cgroup, explicit, ...); onnxruntime's sessions get as many threads, set when they are "
+    "made (the --also-threads rows time the torch backend only).",
     "- CPU s per wall s: CPU time this process got per second of the phase (2.0 = two cores).",
     "- reference: the literal published method (faseg_rt/method/reference.py) on the same image.",
 )
