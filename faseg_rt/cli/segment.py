@@ -173,7 +173,6 @@ def cmd_demo(args) -> int:
     from faseg_rt.eval.datasets.toy_world import NAMES, ToyWorld
     from faseg_rt.eval.metrics import ConfusionMatrix
     from faseg_rt.io import atomic_path
-    from faseg_rt.testing.tiny_sd import small_config
     from faseg_rt.testing.toy_model import toy_model_dir
 
     out = Path(args.out)
@@ -183,7 +182,7 @@ def cmd_demo(args) -> int:
           "model')", file=sys.stderr)
     from faseg_rt.segmenter import Segmenter
 
-    seg = Segmenter.from_pretrained(model_dir, device="cpu", config=small_config(16))
+    seg = Segmenter.from_pretrained(model_dir, device="cpu")   # its faseg_config.json: latent 16
     sample = ToyWorld(size=128).sample(1000, args.picture)           # a validation picture
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "demo_image.png") as tmp:

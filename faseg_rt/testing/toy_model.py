@@ -28,9 +28,6 @@ from faseg_rt.testing.toy_train import Recipe
 #: the shipped model's folder (package data)
 ASSET = Path(__file__).parent / "assets" / "toy-world"
 MANIFEST = "MANIFEST.json"
-#: the method's constants at the model's picture size (128 px: latent 16), read by
-#: Segmenter.from_pretrained from the model directory (faseg_rt.model.CONFIG_FILE)
-CONFIG = CONFIG_FILE
 #: the recipe and length the shipped weights were trained with (docs/eval.md: the study)
 STEPS = 1500
 RECIPE = Recipe(token_scale=30.0, grounding=1.0, grouping=1.0, grounding_form="fill", prompts="dual",
@@ -72,7 +69,7 @@ def remake(out: str | Path, *, steps: int = STEPS, recipe: Recipe = RECIPE, log=
         trainer.model_dir(out)
         cpu_min, wall_min = (time.process_time() - c0) / 60, (time.perf_counter() - t0) / 60
     _to_float16(out)
-    write_small_config(out / CONFIG, recipe.size // 8)
+    write_small_config(out / CONFIG_FILE, recipe.size // 8)   # the constants at its size: latent 16
     write_manifest(out, {"recipe": recipe.to_dict(), "steps": steps, "cpu_minutes": round(cpu_min, 1),
                          "wall_minutes": round(wall_min, 1), "command": REMAKE})
     return out
