@@ -79,11 +79,12 @@ def _stage(ms):
     return {"median": ms, "p90": ms, "n": 1}
 
 
-def _path(kind, backend, idle_ms, loaded_ms, threads_, source="affinity"):
-    def phase(total):
+def _path(kind, backend, idle_ms, loaded_ms, threads_, source="affinity", idle_rate=None):
+    def phase(total, rate=None):
         r = {k: _stage(total / 10) for k in ("unet_inversion", "hard")} if kind == "ours" else {}
+        r.update({"cpu_per_wall": rate} if rate else {})
         return {**r, "total": _stage(total), "threads": threads_, "thread_source": source}
-    return {"kind": kind, "backend": backend, "idle": phase(idle_ms), "loaded": phase(loaded_ms)}
+    return {"kind": kind, "backend": backend, "idle": phase(idle_ms, idle_rate), "loaded": phase(loaded_ms)}
 
 
 FAKE = {"kind": "latency", "mode": "loaded", "model": "tiny", "classes": ["a", "b"], "batch": 1,
@@ -93,18 +94,19 @@ FAKE = {"kind": "latency", "mode": "loaded", "model": "tiny", "classes": ["a", "
                             "cpu_s": 19.0},
                    "loaded": {"load_before": [2.0, 0, 0], "load_after": [3.9, 0, 0], "wall_s": 20.0,
                               "cpu_s": 20.0}},
-        "paths": {"torch": _path("ours", "torch", 1000.0, 2170.0, 2),
-                  "torch, 1 thread": _path("ours", "torch", 1600.0, 1620.0 * 1.6, 1, "explicit"),
+        "paths": {"torch": _path("ours", "torch", 1000.0, 2170.0, 2, idle_rate=1.6),
+                  "torch, 1 thread": _path("ours", "torch", 1600.0, 1620.0 * 1.6, 1, "explicit", 0.99),
                   "reference": _path("reference", "reference", 10000.0, 15000.0, 2)},
         "machine": {"cores": 2, "background": 2}}
 
 
 def test_loaded_table_gives_idle_loaded_and_ratio_per_path():
     table = loaded.loaded_table(FAKE)
-    assert "| path | threads | idle ms | loaded ms | loaded / idle |" in table
-    assert "| torch | 2 (affinity) | 1000.0 | 2170.0 | **2.17x** |" in table
-    assert "| torch, 1 thread | 1 (explicit) | 1600.0 | 2592.0 | **1.62x** |" in table
-    assert "| reference | 2 (affinity) | 10000.0 | 15000.0 | **1.50x** |" in table
+    assert "| path | threads | idle ms | loaded ms | loaded / idle | fair share | loaded / fair |" in table
+    # 1.6 CPU s per wall s with 2 threads: 40 % of the call runs one thread -> 0.4 * 1.5 + 0.6 * 2
+    assert "| torch | 2 (affinity) | 1000.0 | 2170.0 | **2.17x** | 1.80x | 1.21 |" in table
+    assert "| torch, 1 thread | 1 (explicit) | 1600.0 | 2592.0 | **1.62x** | 1.50x | 1.08 |" in table
+    assert "| reference | 2 (affinity) | 10000.0 | 15000.0 | **1.50x** | - | - |" in table  # no rate recorded
     assert "**onnxruntime**: not run (no engines)" in table
     # the load average before and after each phase, and the process's CPU share
     assert "| idle | 0.50 | 1.90 | 1.90 |" in table and "| loaded (2 neighbours) | 2.00 | 3.90 | 1.00 |" in table
@@ -115,6 +117,54 @@ def test_loaded_table_gives_idle_loaded_and_ratio_per_path():
     assert "torch, loaded / idle by stage: unet_inversion 2.17x, hard 2.17x" in table
     assert "The idle phase began" not in table  # load 0.5 on 2 cores: idle
     assert table.index("| torch |") < table.index(loaded.TERMS[0])
+
+
+@pytest.mark.parametrize("rate, threads, n, cores, expected", [
+    (2.0, 2, 2, 2, 2.0),         # parallel throughout: (N + T) / C
+    (1.0, 2, 2, 2, 1.5),         # one thread throughout: (N + 1) / C
+    (1.5, 2, 2, 2, 1.75),        # half and half
+    (1.0, 1, 2, 2, 1.5),         # one thread asked for
+    (3.0, 4, 1, 4, 7 / 6),       # four cores, a third serial (1x), the rest 5 threads on 4 (1.25x)
+    (2.0, 4, 2, 2, 1.5),         # 4 threads on 2 cores take 4 of the 6 runnable threads' share
+    (1.8, 2, 1, 2, 1.4),         # one neighbour: the serial part keeps a core, the parallel 1.5x
+])
+def test_fair_share_ratio_weighs_the_serial_and_parallel_parts_of_the_idle_call(rate, threads, n, cores, expected):
+    assert contention.fair_share_ratio(rate, threads, n, cores) == pytest.approx(expected, abs=1e-9)
+
+
+def test_fair_share_ratio_per_group_gives_the_group_its_share_whatever_its_threads():
+    # 2 cores, 3 groups: 2/3 of a core for the call, 3x on its parallel part, 1.5x on its serial
+    assert contention.fair_share_ratio(2.0, 2, 2, 2, per_group=True) == pytest.approx(3.0)
+    assert contention.fair_share_ratio(1.5, 2, 2, 2, per_group=True) == pytest.approx(2.25)
+    assert contention.fair_share_ratio(1.0, 1, 2, 2, per_group=True) == pytest.approx(1.5)
+
+
+def test_neighbours_in_sessions_of_their_own_lead_their_own_sessions():
+    with contention.busy_neighbours(1, own_sessions=True) as (own,):
+        with contention.busy_neighbours(1) as (shared,):
+            assert os.getsid(own.pid) == own.pid != os.getsid(0)
+            assert os.getsid(shared.pid) == os.getsid(0)
+
+
+def test_fair_share_ratio_is_unknown_without_an_idle_rate_or_cores():
+    assert contention.fair_share_ratio(None, 2, 2, 2) is None
+    assert contention.fair_share_ratio(1.5, 2, 2, None) is None
+
+
+def test_a_run_with_neighbours_in_their_own_sessions_says_so_and_shares_per_group():
+    res = json.loads(json.dumps(FAKE))
+    res.update(neighbour_sessions="own")
+    res["machine"]["autogroup"] = True
+    table = loaded.loaded_table(res)
+    assert "beside 2 busy neighbour processes (each in a session of its own)" in table
+    # the same 1.6 CPU s per wall s: 0.4 * 1.5 + 0.6 * 3
+    assert "| torch | 2 (affinity) | 1000.0 | 2170.0 | **2.17x** | 2.40x | 0.90 |" in table
+
+
+def test_a_pinned_run_gives_no_fair_share():
+    res = json.loads(json.dumps(FAKE))
+    res["machine"]["pinned"] = {"requested": 1, "cpus": [0], "before": [0, 1]}
+    assert "| torch | 2 (affinity) | 1000.0 | 2170.0 | **2.17x** | - | - |" in loaded.loaded_table(res)
 
 
 def test_loaded_table_without_neighbours_has_the_idle_column_only_and_flags_a_busy_start():
@@ -154,7 +204,9 @@ def test_loaded_latency_times_every_path_idle_then_loaded_with_its_threads(monke
     assert res["phases"]["loaded"]["neighbours_running"] == 1
     assert res["paths"]["torch, 1 thread"]["loaded"]["threads"] == 1
     assert res["paths"]["torch"]["idle"]["thread_source"] == "explicit"
-    assert res["machine"] == {"background": 1} and torch.get_num_threads() == 2
+    assert all(p[ph]["cpu_per_wall"] >= 0 for p in res["paths"].values() for ph in ("idle", "loaded"))
+    assert res["machine"]["background"] == 1 and torch.get_num_threads() == 2
+    assert res["neighbour_sessions"] == "shared"
     assert loaded.wanted(args) and not loaded.wanted(SimpleNamespace(background=0, also_threads=None))
 
 
@@ -163,7 +215,10 @@ def test_latency_options_are_checked():
     a = p.parse_args(["latency", "--background", "2", "--also-threads", "1,2", "--cpus", "1"])
     assert (a.background, a.also_threads, a.cpus) == (2, [1, 2], 1)
     assert p.parse_args(["latency"]).background == 0
-    for bad in (["--background", "-1"], ["--also-threads", "0"], ["--cpus", "0"]):
+    assert p.parse_args(["latency"]).neighbour_sessions == "shared"
+    assert p.parse_args(["latency", "--neighbour-sessions", "own"]).neighbour_sessions == "own"
+    for bad in (["--background", "-1"], ["--also-threads", "0"], ["--cpus", "0"],
+                ["--neighbour-sessions", "other"]):
         with pytest.raises(SystemExit):
             p.parse_args(["latency", *bad])
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from faseg_rt.bench.common import STAGES, load_segmenter, resolve_model
-from faseg_rt.bench.contention import busy_neighbours
+from faseg_rt.bench.contention import autogroup_enabled, busy_neighbours, fair_share_ratio
 from faseg_rt.bench.timers import build_reference, time_reference, time_segmenter
 
 #: seconds the neighbours run before the loaded phase's first call (they start in milliseconds)
@@ -89,8 +89,10 @@ def run_phase(paths: list[TimedPath], phase: str) -> dict:
     for p in paths:
         rec = apply(p.threads)
         print(f"[bench] {phase}: {p.name} ({_threads(rec['threads'])}) ...", file=sys.stderr)
+        w0, c0_path = time.perf_counter(), _cpu_s()
         r = p.timer()
-        r.update(threads=rec["threads"], thread_source=rec["source"])
+        r.update(threads=rec["threads"], thread_source=rec["source"],
+                 cpu_per_wall=(_cpu_s() - c0_path) / max(time.perf_counter() - w0, 1e-9))
         p.results[phase] = r
     return {"load_before": list(load_before), "load_after": list(os.getloadavg()),
             "wall_s": time.perf_counter() - t0, "cpu_s": _cpu_s() - c0}
@@ -114,13 +116,17 @@ def loaded_latency(args) -> dict:
     if n:
         # pinned (--cpus): the neighbours keep the CPUs this process had, as other programs would
         cpus = (getattr(args, "pinned", None) or {}).get("before")
-        with busy_neighbours(n, cpus=cpus) as procs:
+        own = getattr(args, "neighbour_sessions", "shared") == "own"
+        with busy_neighbours(n, cpus=cpus, own_sessions=own) as procs:
             time.sleep(SETTLE_S)
             res["phases"]["loaded"] = run_phase(paths, "loaded")
             res["phases"]["loaded"]["neighbours_running"] = sum(p.poll() is None for p in procs)
     apply(args.num_threads)  # the machine record names the policy's threads, not the last path's
     res["paths"] = {p.name: {"kind": p.kind, "backend": p.backend, **p.results} for p in paths}
     res["machine"] = {"background": n}
+    if n:
+        res["neighbour_sessions"] = getattr(args, "neighbour_sessions", "shared")
+        res["machine"]["autogroup"] = autogroup_enabled()
     return res
 
 
@@ -129,19 +135,23 @@ def loaded_table(res: dict) -> str:
     """Idle ms, loaded ms and their ratio per path; the phases' load; the comparisons."""
     n = res.get("background", 0)
     phases = ["idle", "loaded"] if n else ["idle"]
-    beside = f" and beside {n} busy neighbour process{'es' * (n > 1)}" if n else ""
+    own = " (each in a session of its own)" if res.get("neighbour_sessions") == "own" else ""
+    beside = f" and beside {n} busy neighbour process{'es' * (n > 1)}{own}" if n else ""
     lines = [f"\n**Latency idle{beside}** ({res['model']}, {res.get('device')}, {res.get('dtype')}, "
              f"batch 1, {len(res['classes'])} classes, {res['image']}) - total ms, median of "
              f"{res['iters']}" + (f" (reference: {res['ref_iters']})" if "reference" in res["paths"] else "")
              + "\n",
-             "| path | threads | idle ms |" + (" loaded ms | loaded / idle |" if n else ""),
-             "|---|---|---|" + ("---|---|" if n else "")]
+             "| path | threads | idle ms |" + (" loaded ms | loaded / idle | fair share | loaded / fair |"
+                                               if n else ""),
+             "|---|---|---|" + ("---|---|---|---|" if n else "")]
     for name, p in res["paths"].items():
         idle = p["idle"]["total"]["median"]
         row = f"| {name} | {p['idle']['threads']} ({p['idle']['thread_source']}) | {idle:.1f} |"
         if n:
             loaded = p["loaded"]["total"]["median"]
-            row += f" {loaded:.1f} | **{loaded / idle:.2f}x** |"
+            fair = _fair(res, p)
+            row += (f" {loaded:.1f} | **{loaded / idle:.2f}x** | "
+                    + (f"{fair:.2f}x | {loaded / idle / fair:.2f} |" if fair else "- | - |"))
         lines.append(row)
     lines += [f"\n**{k}**: not run ({v})" for k, v in res.get("errors", {}).items()]
     lines += ["", "| phase | load average before | after | CPU s per wall s (this process) |",
@@ -154,6 +164,19 @@ def loaded_table(res: dict) -> str:
     lines += [""] + _idle_warning(res) + _thread_lines(res, phases) + _reference_lines(res, phases)
     lines += _stage_lines(res) + _affinity_line(res) + ["", *TERMS]
     return "\n".join(lines)
+
+
+def _fair(res: dict, path: dict) -> float | None:
+    """The path's fair-share ratio (contention.fair_share_ratio) from its idle CPU rate; None
+    when the run was pinned (the neighbours then had other CPUs than the path) or predates it."""
+    machine = res.get("machine") or {}
+    if machine.get("pinned"):
+        return None
+    cores = len(machine.get("affinity") or []) or machine.get("cores")
+    idle = path["idle"]
+    per_group = res.get("neighbour_sessions") == "own" and machine.get("autogroup") is not False
+    return fair_share_ratio(idle.get("cpu_per_wall"), idle["threads"], res.get("background", 0), cores,
+                            per_group=per_group)
 
 
 def _idle_warning(res: dict) -> list[str]:
@@ -224,8 +247,14 @@ TERMS = (
     "- idle / loaded: the same calls timed first with no process of this run beside them, then "
     "beside N busy neighbours (pure-CPU Python processes started and stopped by this run).",
     "- loaded / idle: how much slower a path got beside the neighbours; on C cores with T threads "
-    "a fair share gives (N + T) / C when that exceeds 1 (two neighbours, 2 threads, 2 cores: 2x; "
-    "1 thread: 1.5x).",
+    "a fair share gives (N + T) / C to a call that is parallel throughout (two neighbours, 2 "
+    "threads, 2 cores: 2x; 1 thread: 1.5x), less to one with single-threaded parts.",
+    "- fair share: the loaded / idle ratio an equal share per runnable thread would give this path, "
+    "from its idle CPU seconds per wall second (the single-threaded part of the call costs "
+    "(N + 1) / C, the parallel part (N + T) / C; with neighbours in sessions of their own, an "
+    "equal share per session: T (N + 1) / C; faseg_rt/bench/contention.py fair_share_ratio); "
+    "loaded / fair: 1.00 = every loss is the share, above 1 = lost beyond it (threads waiting at "
+    "barriers for a partner whose core runs a neighbour), below 1 = the scheduler gave more.",
     "- threads: torch's intra-op threads and who chose them (faseg_rt/threads.py: affinity, "
     "cgroup, explicit, ...); onnxruntime's sessions get as many threads, set when they are "
     "made (the --also-threads rows time the torch backend only).",

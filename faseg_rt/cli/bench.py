@@ -85,6 +85,11 @@ def _add_latency(sub) -> None:
                      help="time every path idle and then beside N busy neighbour processes (pure "
                           "CPU, stopped at the end), side by side: idle ms, loaded ms, ratio "
                           "(default: 0, the per-stage table)")
+    lat.add_argument("--neighbour-sessions", choices=("shared", "own"), default="shared",
+                     help="'shared': the neighbours are this run's children in its session (the "
+                          "cores are shared per thread); 'own': each in a session of its own, as "
+                          "other programs are (shared per session where the kernel's autogroup is "
+                          "on). Default: shared")
     lat.add_argument("--also-threads", type=threads_list_arg, default=None, metavar="N[,M]",
                      help="also time the torch backend with these torch thread counts (e.g. 1: does "
                           "1 thread beat 2 under load?); implies the idle / loaded table")
