@@ -364,7 +364,7 @@ def test_label_hands_its_workers_a_concrete_dtype(tiny_model_dir, photos, tmp_pa
         Dataset=type("Dataset", (), {}), ActorPoolStrategy=lambda size: None,
         read_binary_files=lambda *a, **k: types.SimpleNamespace(map_batches=map_batches)))
     monkeypatch.setattr(label_module, "import_ray", lambda: ray)
-    monkeypatch.setattr(label_module, "_connect", lambda ray, address: False)
+    monkeypatch.setattr(label_module, "init_ray", lambda ray, address: None)
     monkeypatch.setattr(label_module, "_quiet_ray", lambda *a: None)
     monkeypatch.setattr(label_module, "_plan_resources", lambda ray, n, device: (2, 1.0, 1.0))
     with pytest.raises(Stop):

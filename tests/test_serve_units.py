@@ -358,9 +358,9 @@ def test_the_installed_ray_keeps_a_local_ray_on_loopback(local):
     import os
     import subprocess
 
-    from faseg_rt.serve.run import LOCAL_RAY_ENV
+    from faseg_rt.ray_env import LOCAL_RAY_ENV
 
-    code = ("from faseg_rt.serve.run import import_serve, loopback_only\n"
+    code = ("from faseg_rt.ray_env import loopback_only\nfrom faseg_rt.serve.run import import_serve\n"
             f"ray, _ = import_serve(local={local})\n"
             "print(loopback_only(ray), ray._private.services.get_node_ip_address())")
     env = {k: v for k, v in os.environ.items() if k not in LOCAL_RAY_ENV}

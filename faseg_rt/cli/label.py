@@ -43,6 +43,7 @@ def cmd_label(args) -> int:
     from faseg_rt.frontend.input_files import read_id_string_json
     from faseg_rt.rules import normalize_classes
     from faseg_rt.scale.inputs import resolve_many
+    from faseg_rt.ray_env import prefer_local_ray_env, starts_local_ray
     from faseg_rt.scale.label import import_ray, label
     from faseg_rt.scale.manifest import SettingsConflictError
 
@@ -59,7 +60,7 @@ def cmd_label(args) -> int:
     # several inputs, each resolved as one is; a missing input or one without images: one line
     inputs = resolve_many(args.inputs)
     check_frontend(args, classes=classes)  # a missing captioner / recogniser fails here, not in every worker
-    ray_settings(args.ray_address)  # read by Ray when it is imported
+    prefer_local_ray_env(args.ray_address)  # read by Ray when it is imported (faseg_rt/ray_env.py)
     import_ray()  # without Ray: the install hint
     if starts_local_ray(args.ray_address):  # the workers run on this machine: its devices count
         check_device_dtype(args)
@@ -82,26 +83,6 @@ def cmd_label(args) -> int:
               f"rows with \"status\": \"error\" in {report.manifest}", file=sys.stderr)
         return 2
     return 0
-
-
-def ray_settings(address: str | None) -> None:
-    """Ray's settings for this run, by environment variable (a variable already set wins).
-
-    Ray reads them when it is imported, so nothing changes once it is (an in-process caller
-    that imported Ray keeps its own settings).
-
-    - A new local instance (no address, no RAY_ADDRESS; or "local"): Ray 2.60 turns token
-      authentication on for it unless RAY_AUTH_MODE says otherwise, and warns that it did.
-      RAY_AUTH_MODE=token asks for the same instance (a token, created in ~/.ray if missing)
-      without the warning.  Clusters joined by address keep their own mode.
-    """
-    if "ray" not in sys.modules and starts_local_ray(address):
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-
-
-def starts_local_ray(address: str | None) -> bool:
-    """True when `label` starts a Ray instance on this machine rather than joining a cluster."""
-    return address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
 
 
 @contextlib.contextmanager

@@ -18,6 +18,9 @@ How it runs (Ray Data, no scheduler of our own):
   is safe) and a rerun skips every input whose latest row is "ok" for the same job settings and
   whose mask file exists.
 
+A local Ray (no address) listens on loopback only when faseg_rt.ray_env.prefer_local_ray_env()
+ran before Ray was imported: `faseg-rt label` does; a library call leaves the environment alone.
+
 Read tasks ask for no CPU (`num_cpus=0`): they only move bytes, and if the worker actors held
 every CPU a read task needing one could never be scheduled and the job would stall.
 """
@@ -34,6 +37,7 @@ from pathlib import Path
 from faseg_rt import rules
 from faseg_rt.errors import FASegError, InvalidInputError
 from faseg_rt.io import check_collisions, output_name, remove_stale_temps
+from faseg_rt.ray_env import init_ray
 from faseg_rt.scale.inputs import is_uri, path_key, resolve_inputs
 from faseg_rt.scale.manifest import MANIFEST_NAME, Manifest, check_settings, is_done, job_settings, manifest_fields
 from faseg_rt.scale.worker import _SegmentWorker
@@ -100,22 +104,6 @@ def retry_args(ray_version: str) -> dict:
     deprecated (a warning every `faseg-rt label` run printed)."""
     major, minor = (int(x) for x in ray_version.split(".")[:2])
     return {} if (major, minor) >= (2, 60) else dict(RETRIES)
-
-
-def _connect(ray, address: str | None) -> bool:
-    """Connect to / start Ray; returns True when this call started it (so we shut it down)."""
-    if ray.is_initialized():
-        return False
-    kw = dict(ignore_reinit_error=True, log_to_driver=False, logging_level="WARNING")
-    try:
-        if address in (None, "local"):
-            ray.init(address=address, include_dashboard=False, **kw)
-        else:
-            ray.init(address=address, **kw)
-    except Exception as e:  # ConnectionError, ValueError, RuntimeError from ray.init
-        where = "a local Ray instance" if address in (None, "local") else f"the Ray cluster at {address}"
-        raise FASegError(f"cannot start or reach {where}: {type(e).__name__}: {e}") from None
-    return True
 
 
 def _plan_resources(ray, num_workers, device) -> tuple[int, float, float]:
@@ -374,7 +362,7 @@ def label(inputs, classes, out, *, model, backend: str = "torch", engines=None, 
             by_key = {path_key(item): item for item in todo}
             # temporaries of masks a killed worker was writing (they are redone now)
             remove_stale_temps(out, {output_name(item) for item in todo})
-        started = _connect(ray, ray_address)
+        started = init_ray(ray, ray_address) is not None  # ours to shut down
         _quiet_ray(ray, progress, verbose)
         if not is_dataset:
             ds = ray.data.read_binary_files(todo, include_paths=True, num_cpus=0)

@@ -11,7 +11,7 @@ process started is gone, the stop is immediate: the node's remaining processes a
 process's own descendants are killed and the process exits 0 (`_hard_stop`).
 
 A local Ray started here listens on 127.0.0.1: no dashboard, and Ray's single-machine mode
-(`LOCAL_RAY_ENV`, what Ray runs as on macOS and Windows), in which the GCS, raylet, workers,
+(`faseg_rt.ray_env.LOCAL_RAY_ENV`, what Ray runs as on macOS and Windows), in which the GCS, raylet, workers,
 dashboard agent and the Prometheus metrics endpoints bind the loopback interface; the HTTP proxy
 listens where --host says.  One port Ray Serve binds on every interface whatever the mode: each
 replica's inter-deployment gRPC server, which with Ray's token authentication (RAY_AUTH_MODE=
@@ -29,6 +29,7 @@ import threading
 import time
 
 from faseg_rt.errors import FASegError
+from faseg_rt.ray_env import init_ray, prefer_local_ray_env, starts_local_ray
 
 APP_NAME = "faseg"
 #: One line for users without Ray Serve (the CLI prints it and exits 2).
@@ -39,39 +40,12 @@ class ServeUnavailableError(FASegError):
     """Ray Serve (the optional `serve` extra) is not installed."""
 
 
-#: The environment of a Ray this command starts itself (Ray reads it on import, and the
-#: processes it starts inherit it): Ray's single-machine mode, in which every Ray process and
-#: metrics endpoint listens on 127.0.0.1, and token authentication (Ray 2.60's default for a
-#: local Ray, asked for by name: no warning, and no change if that default does).  A value
-#: already in the environment wins.
-LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
-
-
-def is_local(address: str | None) -> bool:
-    """True when `address` means a fresh local Ray (no address joins RAY_ADDRESS's cluster
-    when that is set)."""
-    return address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
-
-
-def local_ray_init_kwargs() -> dict:
-    """ray.init's arguments for a local Ray started here: no dashboard, quiet."""
-    return dict(include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-
-
-def loopback_only(ray) -> bool:
-    """True when this process's Ray runs in its single-machine mode (LOCAL_RAY_ENV was set
-    before Ray was imported)."""
-    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
-    return not getattr(constants, "ENABLE_RAY_CLUSTER", True)
-
-
 def import_serve(local: bool = False):
     """(ray, ray.serve), or one clear error saying how to install them.  local: a local Ray
     will be started, so LOCAL_RAY_ENV is set first, when Ray is not imported yet (it reads it
     on import; start_ray warns when it was too late)."""
-    if local and "ray" not in sys.modules:
-        for k, v in LOCAL_RAY_ENV.items():
-            os.environ.setdefault(k, v)
+    if local:
+        prefer_local_ray_env("local")
     try:
         import ray
         import ray.serve
@@ -84,20 +58,7 @@ def import_serve(local: bool = False):
 
 def start_ray(ray, address: str | None) -> bool:
     """Join the cluster at `address` or start a local Ray; True when started here."""
-    if ray.is_initialized():
-        return False
-    local = is_local(address)
-    kwargs = local_ray_init_kwargs() if local else dict(log_to_driver=False, logging_level="WARNING")
-    if local and not loopback_only(ray):
-        logging.getLogger("faseg_rt.serve").warning(
-            "Ray was imported before faseg-rt serve could set %s: the local Ray's ports listen "
-            "on every interface", ", ".join(f"{k}={v}" for k, v in LOCAL_RAY_ENV.items()))
-    try:
-        ray.init(address=address, **kwargs)
-    except Exception as e:  # ConnectionError, ValueError, RuntimeError from ray.init
-        where = "a local Ray instance" if local else f"the Ray cluster at {address}"
-        raise FASegError(f"cannot start or reach {where}: {type(e).__name__}: {e}") from None
-    return local
+    return init_ray(ray, address, "faseg-rt serve") is True
 
 
 def replica_resources(ray, replicas: int, device: str | None) -> dict:
@@ -142,7 +103,7 @@ def serve_forever(model, *, host="127.0.0.1", port=8000, address=None, load_time
     """Deploy build_app(model, **settings) behind http://host:port and block until SIGINT /
     SIGTERM; returns 0 after a clean shutdown.  Replica resources default from the cluster
     (replica_resources) where settings do not give them."""
-    ray, serve = import_serve(local=is_local(address))
+    ray, serve = import_serve(local=starts_local_ray(address))
     from faseg_rt.serve.app import build_app
     from faseg_rt.serve.settings import ServeSettings
 

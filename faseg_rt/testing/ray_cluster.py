@@ -49,6 +49,7 @@ AUTH_TOKEN = secrets.token_hex(32)
 def small_env(**extra) -> dict:
     """Environment for a subprocess (a node, a driver) that imports the tree under test."""
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=AUTH_TOKEN)
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # single-machine mode (ray_env.py) has no worker nodes
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] +
                                         ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.update({"TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error",
