@@ -113,11 +113,11 @@ def loaded_latency(args) -> dict:
            "ref_iters": args.ref_iters, "errors": {}, "phases": {}}
     paths = _paths(args, model, synthetic_image(640, 480, seed=7), classes, args.caption or None, res)
     res["phases"]["idle"] = run_phase(paths, "idle")
+    sessions = getattr(args, "neighbour_sessions", "shared")  # contention.SESSIONS
     if n:
         # pinned (--cpus): the neighbours keep the CPUs this process had, as other programs would
         cpus = (getattr(args, "pinned", None) or {}).get("before")
-        own = getattr(args, "neighbour_sessions", "shared") == "own"
-        with busy_neighbours(n, cpus=cpus, own_sessions=own) as procs:
+        with busy_neighbours(n, cpus=cpus, own_sessions=sessions == "own") as procs:
             time.sleep(SETTLE_S)
             res["phases"]["loaded"] = run_phase(paths, "loaded")
             res["phases"]["loaded"]["neighbours_running"] = sum(p.poll() is None for p in procs)
@@ -125,7 +125,7 @@ def loaded_latency(args) -> dict:
     res["paths"] = {p.name: {"kind": p.kind, "backend": p.backend, **p.results} for p in paths}
     res["machine"] = {"background": n}
     if n:
-        res["neighbour_sessions"] = getattr(args, "neighbour_sessions", "shared")
+        res["neighbour_sessions"] = sessions
         res["machine"]["autogroup"] = autogroup_enabled()
     return res
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from faseg_rt import rules
+from faseg_rt.bench.contention import SESSIONS
 from faseg_rt.cli.args import add_threads_arg, positive_int_arg, threads_arg
 from faseg_rt.cli.parser import CLIParser
 
@@ -85,7 +86,7 @@ def _add_latency(sub) -> None:
                      help="time every path idle and then beside N busy neighbour processes (pure "
                           "CPU, stopped at the end), side by side: idle ms, loaded ms, ratio "
                           "(default: 0, the per-stage table)")
-    lat.add_argument("--neighbour-sessions", choices=("shared", "own"), default="shared",
+    lat.add_argument("--neighbour-sessions", choices=SESSIONS, default=SESSIONS[0],
                      help="'shared': the neighbours are this run's children in its session (the "
                           "cores are shared per thread); 'own': each in a session of its own, as "
                           "other programs are (shared per session where the kernel's autogroup is "
